@@ -1,0 +1,105 @@
+/* The table of ops: every job kind batchd runs, one const descriptor each. The server reads
+ * it to validate batches and to answer /v1/ops; workers read it to run jobs. Adding an op =
+ * one file under workers/ops/, one line in ops.c, one test. */
+#ifndef BATCHD_WORKERS_OPS_H
+#define BATCHD_WORKERS_OPS_H
+
+#include "../api/buf.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum op_param_type {
+    OP_PARAM_BOOL,
+    OP_PARAM_INT,
+    OP_PARAM_NUMBER,
+    OP_PARAM_STRING, /* one of .choices (a "|"-separated list) when .choices is set */
+    OP_PARAM_ARRAY,  /* structured: the op's validate_params checks it */
+    OP_PARAM_OBJECT,
+};
+
+/* One parameter of an op, for /v1/ops and for the generic checks the server runs before a
+ * batch is accepted. */
+struct op_param {
+    const char *name;
+    enum op_param_type type;
+    double min, max;     /* for INT and NUMBER; ignored when min > max */
+    const char *choices; /* for STRING: "a|b|c", or NULL for any string */
+    const char *def;     /* the default, as JSON text, or NULL when required/none */
+    const char *help;
+};
+
+/* What a job is given. Borrowed for the duration of run(). */
+struct job_input {
+    const json_t *value;  /* the job's input from the batch */
+    const json_t *params; /* the job's params (batch params merged with its own), or NULL */
+    const uint8_t *blob;  /* image bytes handed over in shared memory, or NULL */
+    size_t blob_len;
+    const char *data_dir; /* --data-dir, or NULL when none was given */
+    int want_binary;      /* 1: the client reads a tar stream, so image bytes go in blobs */
+};
+
+#define JOB_MAX_BLOBS 16
+
+/* One binary result (an encoded image) returned beside the JSON result. */
+struct job_blob {
+    char name[64]; /* tar member name suffix, e.g. "png" or "small.jpeg" */
+    struct buf bytes;
+};
+
+/* What a job gives back. The worker loop initialises it before run() and frees it after. */
+struct job_output {
+    struct buf *json;  /* on success: the result value as JSON text */
+    int err;           /* on failure: the negative error code run() returned */
+    char message[256]; /* on failure: for a human; empty = the code's default message */
+    struct job_blob blobs[JOB_MAX_BLOBS];
+    int nblobs;
+};
+
+enum op_flags {
+    OP_SLOW = 1 << 0,  /* jobs may take long: results are flushed before each one starts */
+    OP_IMAGE = 1 << 1, /* inputs are images: multipart, base64 or data-dir paths */
+};
+
+struct op {
+    const char *name;
+    const char *summary;
+    const char *input;   /* a short description of the input, as in SPEC §5 */
+    const char *result;  /* a short description of the result */
+    const char *example; /* an example input, as JSON text */
+    const struct op_param *params; /* terminated by a row with name == NULL; may be NULL */
+    unsigned flags;
+    uint32_t cost_hint_ns; /* a first guess at a job's cost, until one has been measured */
+    /* Server side, once per batch (and per job's own params): checks the params beyond
+     * what .params says. Returns 0, or -BATCHD_E_INVALID_PARAM with MSG and PATH set
+     * (PATH relative to params, e.g. "pipeline[2].sigma"). May be NULL. */
+    int (*validate_params)(const json_t *params, char *msg, size_t msglen, char *path,
+                           size_t pathlen);
+    /* Worker side: runs one job. Returns 0 with out->json set, or a negative per-job error
+     * code with out->message set. Must not exit, abort or leak on any input. */
+    int (*run)(const struct job_input *in, struct job_output *out);
+};
+
+/* The op named NAME, or NULL. Returns a borrowed pointer into the static table. */
+const struct op *ops_find(const char *name);
+
+/* The op with table index I, or NULL when I is out of range. */
+const struct op *ops_at(size_t i);
+
+/* The index of OP in the table (for IPC frames, which carry indices, not names). */
+size_t ops_index(const struct op *op);
+
+/* Number of ops in the table. */
+size_t ops_count(void);
+
+/* Checks PARAMS (may be NULL) against OP's .params and validate_params. Returns 0 or
+ * -BATCHD_E_INVALID_PARAM with MSG and PATH (relative to params) set. */
+int ops_check_params(const struct op *op, const json_t *params, char *msg, size_t msglen,
+                     char *path, size_t pathlen);
+
+/* The catalogue (for GET /v1/ops): {"ops":[{name, summary, input, result, params, example}]}.
+ * Returns a new reference. */
+json_t *ops_describe(void);
+
+#endif
