@@ -36,8 +36,11 @@ struct job_input {
     const json_t *params; /* the job's params (batch params merged with its own), or NULL */
     const uint8_t *blob;  /* image bytes handed over in shared memory, or NULL */
     size_t blob_len;
-    const char *data_dir; /* --data-dir, or NULL when none was given */
-    int want_binary;      /* 1: the client reads a tar stream, so image bytes go in blobs */
+    const char *data_dir;   /* --data-dir, or NULL when none was given */
+    const char *output_dir; /* where output:"path" results go (under data_dir), or NULL */
+    const char *name;       /* the uploaded file's name, or NULL */
+    uint64_t index;         /* the job's index in its batch (for output file names) */
+    int want_binary;        /* 1: the client reads a tar stream, so image bytes go in blobs */
 };
 
 #define JOB_MAX_BLOBS 16
