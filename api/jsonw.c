@@ -12,13 +12,12 @@
 #include <string.h>
 
 /* The P-significant-digit decimal that reads back as D (> 0), if there is one: the nearest
- * one (what "%.*e" prints) or, when D's rounding interval is lopsided (D a power of two), the
- * neighbour on the wide side. When neither reads back, no P-digit decimal does: the interval
- * holds D, and the nearest on one side is out of it, so only the first on the other side can
- * be in. Stores the digits
- * (without trailing zeros) in DIGITS and the decimal exponent of the first one in *EXP10.
- * Returns 1 if found. */
-static int digits_at(double d, int p, char digits[24], int *exp10)
+ * one (what "%.*e" prints) or, when D is a power of two, the one above it. A power of two's
+ * rounding interval is narrower below than above, so the nearest decimal can fall out below
+ * while the next one up is in; for every other double the interval is symmetric and the
+ * nearest is the only candidate. Stores the digits (without trailing zeros) in DIGITS and the
+ * decimal exponent of the first one in *EXP10. Returns 1 if found. */
+static int digits_at(double d, int p, int pow2, char digits[24], int *exp10)
 {
     char s[48];
     snprintf(s, sizeof s, "%.*e", p - 1, d);
@@ -30,12 +29,13 @@ static int digits_at(double d, int p, char digits[24], int *exp10)
         }
     }
     int e = (int)strtol(q + 1, NULL, 10) - (p - 1); /* the value is m * 10^e */
-    const uint64_t cand[3] = {m, m + 1, m - 1};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 1 + pow2; k++) {
+        uint64_t c = m + (uint64_t)k;
         char t[48];
-        snprintf(t, sizeof t, "%" PRIu64 "e%d", cand[k], e);
-        if (cand[k] != 0 && strtod(t, NULL) == d) {
-            int n = snprintf(digits, 24, "%" PRIu64, cand[k]);
+        snprintf(t, sizeof t, "%" PRIu64 "e%d", c, e);
+        /* 17 digits always read back (DBL_DECIMAL_DIG), so that check can be skipped. */
+        if (p == 17 || strtod(t, NULL) == d) {
+            int n = snprintf(digits, 24, "%" PRIu64, c);
             *exp10 = e + n - 1;
             while (n > 1 && digits[n - 1] == '0') {
                 digits[--n] = '\0';
@@ -60,22 +60,31 @@ int jsonw_format_double(char out[32], double d)
         memcpy(out + n, "0.0", 4);
         return n + 3;
     }
+    int e2 = 0;
+    int pow2 = frexp(d, &e2) == 0.5;
     /* Whether some P-digit decimal reads back as D is monotone in P (the P-digit decimals are
-     * among the P+1-digit ones) and true at 17, so a binary search finds the shortest. */
-    char digits[24], best[24];
-    int exp10 = 0, best_exp = 0, lo = 1, hi = 17;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (digits_at(d, mid, digits, &exp10)) {
-            hi = mid;
-            memcpy(best, digits, sizeof best);
-            best_exp = exp10;
-        } else {
-            lo = mid + 1;
+     * among the P+1-digit ones) and true at 17. Computed results mostly need 15 to 17 digits,
+     * so try 15 first: up from there when it fails, else bisect 1..K, K the digits left of the
+     * 15 once trailing zeros are gone (short inputs like 0.5 come back in two or three tries). */
+    char best[24];
+    int best_exp = 0;
+    if (!digits_at(d, 15, pow2, best, &best_exp)) {
+        if (!digits_at(d, 16, pow2, best, &best_exp)) {
+            digits_at(d, 17, pow2, best, &best_exp);
         }
-    }
-    if (hi == 17 && !digits_at(d, 17, best, &best_exp)) {
-        return -1; /* cannot happen: 17 digits always read back */
+    } else {
+        char digits[24];
+        int exp10 = 0, lo = 1, hi = (int)strlen(best);
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (digits_at(d, mid, pow2, digits, &exp10)) {
+                hi = mid;
+                memcpy(best, digits, sizeof best);
+                best_exp = exp10;
+            } else {
+                lo = mid + 1;
+            }
+        }
     }
     /* Laid out as Python's repr: positional for 1e-4 <= |d| < 1e16, else d.ddde+XX. */
     int nd = (int)strlen(best);
