@@ -12,6 +12,8 @@
 
 /* The order is the wire order: IPC frames carry indices into this table, so the server and
  * the workers (one binary) always agree. */
+/* One op per line, so that adding one is a one-line diff. */
+/* clang-format off */
 static const struct op *const ops_table[] = {
     &op_square,
     &op_cube,
@@ -30,6 +32,7 @@ static const struct op *const ops_table[] = {
     &op_monte_carlo_pi,
     /* &op_image, */
 };
+/* clang-format on */
 
 #define OPS_N (sizeof ops_table / sizeof ops_table[0])
 
@@ -89,9 +92,9 @@ static const char *param_type_name(enum op_param_type t)
 static const char *json_kind(const json_t *v)
 {
     static const char *const kinds[] = {
-        [JSON_OBJECT] = "an object", [JSON_ARRAY] = "an array",   [JSON_STRING] = "a string",
+        [JSON_OBJECT] = "an object",   [JSON_ARRAY] = "an array", [JSON_STRING] = "a string",
         [JSON_INTEGER] = "an integer", [JSON_REAL] = "a float",   [JSON_TRUE] = "a boolean",
-        [JSON_FALSE] = "a boolean",  [JSON_NULL] = "null",
+        [JSON_FALSE] = "a boolean",    [JSON_NULL] = "null",
     };
     return kinds[json_typeof(v)];
 }
@@ -183,8 +186,8 @@ int ops_check_params(const struct op *op, const json_t *params, char *msg, size_
                 if (op->params == NULL || op->params[0].name == NULL) {
                     snprintf(msg, msglen, "op %s takes no params, got \"%s\"", op->name, key);
                 } else {
-                    int n = snprintf(msg, msglen, "unknown param \"%s\" for op %s (accepted:",
-                                     key, op->name);
+                    int n = snprintf(msg, msglen, "unknown param \"%s\" for op %s (accepted:", key,
+                                     op->name);
                     for (p = op->params; p->name != NULL && n >= 0 && (size_t)n < msglen; p++) {
                         n += snprintf(msg + n, msglen - (size_t)n, " %s", p->name);
                     }

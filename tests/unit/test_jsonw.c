@@ -326,7 +326,7 @@ static void test_repr(void)
     CHECK_EQ_INT(jsonw_int(&b, INT64_MIN), 0);
     CHECK_EQ_INT(jsonw_int(&b, INT64_MAX), 0);
     CHECK_EQ_INT(jsonw_int(&b, 0), 0);
-    CHECK_EQ_STR(buf_data(&b), "0.25-92233720368547758089223372036854775807" "0");
+    CHECK_EQ_STR(buf_data(&b), "0.25-922337203685477580892233720368547758070");
     buf_cleanup(&b);
 }
 

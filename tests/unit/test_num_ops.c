@@ -140,7 +140,7 @@ static void test_is_prime(void)
     CHECK_RUN("is_prime", "3215031751", "false");
     CHECK_RUN("is_prime", "3825123056546413051", "false");
     CHECK_RUN("is_prime", "2147483647", "true");
-    CHECK_RUN("is_prime", "2305843009213693951", "true"); /* M61 */
+    CHECK_RUN("is_prime", "2305843009213693951", "true");  /* M61 */
     CHECK_RUN("is_prime", "9223372036854775807", "false"); /* 7^2*73*127*337*92737*649657 */
     CHECK_RUN("is_prime", "9223372036854775783", "true");  /* the largest prime below 2^63 */
     CHECK_RUN("is_prime", "9223371873002223329", "false"); /* 3037000453 * 3037000493 */
@@ -256,7 +256,7 @@ static void test_sum_mean(void)
     CHECK_RUN("sum", "[1.0]", "1.0");
     CHECK_RUN("sum", "[0.1, 0.2]", "0.30000000000000004");
     CHECK_RUN("sum", "[0.1, 0.2, -0.3]", "2.7755575615628914e-17"); /* math.fsum */
-    CHECK_RUN("sum", "[1e100, 1.0, -1e100]", "1.0");                 /* math.fsum */
+    CHECK_RUN("sum", "[1e100, 1.0, -1e100]", "1.0");                /* math.fsum */
     CHECK_RUN("sum", "[0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]", "1.0");
     CHECK_RUN("sum", "[9223372036854775807, 1, -1]", "9223372036854775807");
     CHECK_RUN("sum", "[9223372036854775807, 1]", "error:overflow");
@@ -299,20 +299,22 @@ static void test_stats(void)
 {
     CHECK_RUN("stats", "[2, 4, 4, 4, 5, 5, 7, 9]",
               "{\"count\":8,\"min\":2,\"max\":9,\"mean\":5.0,\"stddev\":2.0}");
-    CHECK_RUN("stats", "[3, 3, 3]", "{\"count\":3,\"min\":3,\"max\":3,\"mean\":3.0,\"stddev\":0.0}");
+    CHECK_RUN("stats", "[3, 3, 3]",
+              "{\"count\":3,\"min\":3,\"max\":3,\"mean\":3.0,\"stddev\":0.0}");
     CHECK_RUN("stats", "[7]", "{\"count\":1,\"min\":7,\"max\":7,\"mean\":7.0,\"stddev\":0.0}");
     CHECK(close_to(stats_field("[1, 2.5, -1.0]", "stddev"), 1.4337208778404378));
     CHECK(close_to(stats_field("[1, 2.5, -1.0]", "mean"), 0.8333333333333334));
-    CHECK_EQ_STR(strstr(run("stats", "[1, 2.5, -1.0]", NULL), "\"min\""),
-                 "\"min\":-1.0,\"max\":2.5,\"mean\":0.8333333333333334,\"stddev\":1.4337208778404378}");
+    CHECK_EQ_STR(
+        strstr(run("stats", "[1, 2.5, -1.0]", NULL), "\"min\""),
+        "\"min\":-1.0,\"max\":2.5,\"mean\":0.8333333333333334,\"stddev\":1.4337208778404378}");
     CHECK_RUN("stats", "[0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]",
               "{\"count\":10,\"min\":0.1,\"max\":0.1,\"mean\":0.1,\"stddev\":0.0}");
     /* statistics.pstdev values (exact rational arithmetic, then rounded). */
     CHECK(close_to(stats_field("[1, 2, 3, 4]", "stddev"), 1.118033988749895));
     CHECK(close_to(stats_field("[1.5, 2.25, -3.125, 1e3, 7]", "stddev"), 399.25041014380935));
     CHECK(close_to(stats_field("[1.5, 2.25, -3.125, 1e3, 7]", "mean"), 201.525));
-    CHECK(close_to(stats_field("[1000000001, 1000000002, 1000000003]", "stddev"),
-                   0.816496580927726));
+    CHECK(
+        close_to(stats_field("[1000000001, 1000000002, 1000000003]", "stddev"), 0.816496580927726));
     CHECK(close_to(stats_field("[1e308, 1e308, -1e308, 5e307]", "stddev"), 8.196798155377501e+307));
     CHECK(close_to(stats_field("[1e-300, 3e-300]", "stddev"), 1.0000000000000002e-300));
     CHECK(close_to(stats_field("[5e-324, 1e-323, 0.0]", "stddev"), 5e-324));
@@ -403,7 +405,8 @@ static void test_cpu(void)
 
     /* Same seed, same estimate; a different seed, (almost surely) another. */
     char a[64];
-    snprintf(a, sizeof a, "%s", run("monte_carlo_pi", "{\"samples\": 1000000, \"seed\": 42}", NULL));
+    snprintf(a, sizeof a, "%s",
+             run("monte_carlo_pi", "{\"samples\": 1000000, \"seed\": 42}", NULL));
     CHECK_RUN("monte_carlo_pi", "{\"samples\": 1000000, \"seed\": 42}", a);
     CHECK(strcmp(run("monte_carlo_pi", "{\"samples\": 1000000, \"seed\": 43}", NULL), a) != 0);
     CHECK(fabs(strtod(a, NULL) - M_PI) < 0.01);

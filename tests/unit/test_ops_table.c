@@ -58,10 +58,10 @@ static void test_walk(void)
         }
     }
     /* Every op SPEC §5 names is there. */
-    static const char *const spec[] = {"square", "cube", "sqrt", "factorial", "fibonacci",
-                                       "is_prime", "prime_factors", "collatz_steps", "sum",
-                                       "mean", "stats", "sort", "cpu_loop", "sleep",
-                                       "monte_carlo_pi"};
+    static const char *const spec[] = {"square",    "cube",     "sqrt",          "factorial",
+                                       "fibonacci", "is_prime", "prime_factors", "collatz_steps",
+                                       "sum",       "mean",     "stats",         "sort",
+                                       "cpu_loop",  "sleep",    "monte_carlo_pi"};
     for (size_t k = 0; k < sizeof spec / sizeof spec[0]; k++) {
         CHECK(ops_find(spec[k]) != NULL);
     }
@@ -90,8 +90,7 @@ static void test_examples_run(void)
         in.value = ex;
         int rc = op->run(&in, &out);
         CHECK_EQ_INT(rc, 0);
-        json_t *res = rc == 0 ? json_loadb(buf_data(&b), buf_len(&b), JSON_DECODE_ANY, NULL)
-                              : NULL;
+        json_t *res = rc == 0 ? json_loadb(buf_data(&b), buf_len(&b), JSON_DECODE_ANY, NULL) : NULL;
         if (res == NULL) {
             fprintf(stderr, "op %s: example result does not parse\n", op->name);
         }
@@ -117,7 +116,8 @@ static void test_describe(void)
         CHECK(json_is_string(json_object_get(e, "summary")));
         CHECK(json_is_string(json_object_get(e, "input")));
         CHECK(json_is_string(json_object_get(e, "result")));
-        CHECK(json_object_get(e, "example") != NULL && !json_is_null(json_object_get(e, "example")));
+        CHECK(json_object_get(e, "example") != NULL &&
+              !json_is_null(json_object_get(e, "example")));
         CHECK(json_is_array(json_object_get(e, "params")));
         CHECK(json_is_boolean(json_object_get(e, "slow")));
         CHECK(json_is_boolean(json_object_get(e, "image")));

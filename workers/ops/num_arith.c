@@ -37,8 +37,8 @@ static int run_power(const struct job_input *in, struct job_output *out, int pow
     }
     double r = power == 2 ? n.d * n.d : n.d * n.d * n.d;
     if (!isfinite(r)) {
-        return num_fail(out, -BATCHD_E_DOMAIN_ERROR,
-                        "the %s of %g is too large for a double", what, n.d);
+        return num_fail(out, -BATCHD_E_DOMAIN_ERROR, "the %s of %g is too large for a double", what,
+                        n.d);
     }
     return num_put_double(out, r);
 }

@@ -23,8 +23,7 @@ static int want_numbers(const json_t *v, struct job_output *out)
         const json_t *e = json_array_get(v, k);
         if (!json_is_number(e)) {
             return num_fail(out, -BATCHD_E_INVALID_INPUT,
-                            "element %zu of the input must be a number, not %s", k,
-                            num_kind(e));
+                            "element %zu of the input must be a number, not %s", k, num_kind(e));
         }
     }
     return 0;
@@ -50,8 +49,7 @@ static void fsum_add(struct fsum *f, double x)
  * everything as a double in *FSUM, with each element multiplied by SCALE (a power of two, so
  * that a sum past DBL_MAX can be redone smaller without changing any rounding). *NFLOAT
  * counts the floats. */
-static void sum_array(const json_t *v, double scale, __int128 *isum, double *dsum,
-                      size_t *nfloat)
+static void sum_array(const json_t *v, double scale, __int128 *isum, double *dsum, size_t *nfloat)
 {
     struct fsum f = {0, 0};
     __int128 is = 0;
@@ -230,8 +228,7 @@ static int sort_reverse(const json_t *params, int *reverse)
     return 0;
 }
 
-static int validate_sort(const json_t *params, char *msg, size_t msglen, char *path,
-                         size_t pathlen)
+static int validate_sort(const json_t *params, char *msg, size_t msglen, char *path, size_t pathlen)
 {
     int reverse;
     if (sort_reverse(params, &reverse) != 0) {

@@ -121,9 +121,8 @@ int num_member_int(const json_t *obj, const char *key, int has_def, int64_t def,
         return rc;
     }
     if (*res < min || *res > max) {
-        return num_fail(out, -BATCHD_E_DOMAIN_ERROR,
-                        "%s must be between %lld and %lld, got %lld", what, (long long)min,
-                        (long long)max, (long long)*res);
+        return num_fail(out, -BATCHD_E_DOMAIN_ERROR, "%s must be between %lld and %lld, got %lld",
+                        what, (long long)min, (long long)max, (long long)*res);
     }
     return 0;
 }

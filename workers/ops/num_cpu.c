@@ -125,8 +125,9 @@ static int run_monte_carlo_pi(const struct job_input *in, struct job_output *out
 
 const struct op op_cpu_loop = {
     .name = "cpu_loop",
-    .summary = "sum of i + x for i < n by a real loop of n steps (about 1 ns each): the "
-               "CPU-bound task of the tutorials; x defaults to 0",
+    .summary = "sum of i + x for i < n by a real loop of n steps, one dependent add each (as "
+               "fast as a plain C loop, ~0.3 ns at 3 GHz): the CPU-bound task of the tutorials; "
+               "x defaults to 0",
     .input = "{\"n\": integer 0..1e9, \"x\": integer}",
     .result = "integer",
     .example = "{\"n\": 10000000, \"x\": 1}",
