@@ -30,6 +30,7 @@ struct server {
     int stop;
     uint64_t drain_deadline_ns;
     int streams; /* batch responses not yet finished */
+    int resumed; /* a connection was resumed since the last MHD_run */
     char *ops_json;
     size_t ops_json_len;
     char auth_token[512];

@@ -186,9 +186,13 @@ int loop_run(struct server *s)
             }
         }
         dispatch_run(s->dispatch);
-        MHD_run(s->mhd);
-        /* Batches submitted by MHD_run get their first chunks without waiting a round. */
-        dispatch_run(s->dispatch);
+        do {
+            s->resumed = 0;
+            MHD_run(s->mhd);
+            /* Batches submitted by MHD_run get their first chunks without waiting a round;
+             * connections resumed meanwhile need one more MHD_run to be served. */
+            dispatch_run(s->dispatch);
+        } while (s->resumed);
         if (s->draining) {
             if (s->streams == 0 && dispatch_batches(s->dispatch) == 0) {
                 log_event("info", "shutdown", "message", "drained", NULL);

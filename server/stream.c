@@ -31,6 +31,8 @@ static void stream_wake(struct request *r)
         r->suspended = 0;
         loop_watch_request(r->srv, r, 0);
         MHD_resume_connection(r->conn);
+        /* In external-epoll mode a resume takes effect only in the next MHD_run. */
+        r->srv->resumed = 1;
     }
 }
 
