@@ -247,3 +247,91 @@ def which(name, extra=("/usr/sbin", "/sbin")):
         if os.access(p, os.X_OK):
             return p
     return None
+
+
+NGINX_CONF = os.path.join(ROOT, "docker", "nginx.conf")
+
+
+def render_nginx(replica_ports, listen_port, prefix, conf_path=NGINX_CONF):
+    """Renders docker/nginx.conf for loopback: the lines marked `# @replica` get the
+    replicas' 127.0.0.1 ports in order, the `# @listen` line gets 127.0.0.1:LISTEN_PORT, and
+    the pid and temp paths move under PREFIX. Everything else stays as shipped. Returns the
+    path of the rendered file."""
+    with open(conf_path, encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    out, replicas = [], iter(replica_ports)
+    n_replica = n_listen = 0
+    for line in lines:
+        if line.lstrip().startswith("#"):
+            out.append(line)
+            continue
+        if "# @replica" in line:
+            port = next(replicas)
+            line, n = re.subn(r"server\s+\S+:\d+", f"server {HOST}:{port}", line)
+            assert n == 1, line
+            n_replica += 1
+        elif "# @listen" in line:
+            line, n = re.subn(r"listen\s+\S+;", f"listen {HOST}:{listen_port};", line)
+            assert n == 1, line
+            n_listen += 1
+        line = line.replace("/var/cache/nginx", os.path.join(prefix, "cache"))
+        line = line.replace("/var/run/nginx.pid", os.path.join(prefix, "nginx.pid"))
+        out.append(line)
+    assert n_replica == len(replica_ports), f"conf has {n_replica} replicas"
+    assert n_listen == 1
+    os.makedirs(os.path.join(prefix, "cache"), exist_ok=True)
+    # nginx's workers drop to an unprivileged user when started as root: let them reach
+    # their temp dirs under the test's private temp dir.
+    os.chmod(prefix, 0o755)
+    os.chmod(os.path.join(prefix, "cache"), 0o777)
+    path = os.path.join(prefix, "nginx.conf")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(out))
+    return path
+
+
+class Nginx:
+    """Debian's nginx started in the foreground with a rendered docker/nginx.conf."""
+
+    def __init__(self, replica_ports, prefix=None):
+        self.bin = which("nginx")
+        if not self.bin:
+            raise FileNotFoundError("nginx not installed (apt-get install nginx-light)")
+        self.prefix = prefix or tempfile.mkdtemp(prefix="nginx-")
+        self.port = free_port()
+        self.conf = render_nginx(replica_ports, self.port, self.prefix)
+        self.outpath = os.path.join(self.prefix, "access.log")
+        self.errpath = os.path.join(self.prefix, "error.log")
+        r = subprocess.run([self.bin, "-t", "-p", self.prefix, "-c", self.conf],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"nginx -t failed:\n{r.stderr}")
+        self.out = open(self.outpath, "wb")
+        self.errf = open(self.errpath, "wb")
+        self.proc = spawn([self.bin, "-p", self.prefix, "-c", self.conf, "-g", "daemon off;"],
+                          stdout=self.out, stderr=self.errf)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"nginx did not start:\n{open(self.errpath).read()}")
+
+    def access_log(self):
+        """The JSON access log lines written so far, parsed."""
+        self.out.flush()
+        with open(self.outpath, "rb") as f:
+            return [json.loads(l) for l in f if l.strip().startswith(b"{")]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
