@@ -8,6 +8,8 @@
 #include "../workers/ipc.h"
 #include "../workers/ops.h"
 #include "log.h"
+#include "metrics.h"
+#include "observe.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -139,15 +141,14 @@ static enum MHD_Result serve_simple(struct request *r)
                      ready ? 0 : 1);
     }
     case ROUTE_METRICS: {
-        /* deploy: the full Prometheus exposition replaces this minimal one. */
-        struct dispatch_stats st;
-        dispatch_get_stats(s->dispatch, &st);
-        snprintf(body, sizeof body,
-                 "# TYPE batchd_queued_jobs gauge\nbatchd_queued_jobs %llu\n"
-                 "# TYPE batchd_inflight_batches gauge\nbatchd_inflight_batches %d\n",
-                 (unsigned long long)dispatch_queued_jobs(s->dispatch),
-                 dispatch_batches(s->dispatch));
-        return reply(r, 200, "text/plain; version=0.0.4", body, strlen(body), NULL, 0);
+        struct buf b;
+        buf_init(&b, 16u << 20);
+        enum MHD_Result rc =
+            observe_render(s, &b) == 0
+                ? reply(r, 200, METRICS_CONTENT_TYPE, buf_data(&b), buf_len(&b), NULL, 0)
+                : http_reply_error(r, -BATCHD_E_INTERNAL, "cannot render the metrics", NULL);
+        buf_cleanup(&b);
+        return rc;
     }
     default:
         return http_reply_error(r, -BATCHD_E_NOT_FOUND_ROUTE, NULL, NULL);
@@ -317,6 +318,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               rr ? rr->path : "other", "status", status, "duration_ms", ms, "bytes_in",
               bytes_in, "bytes_out", bytes_out, "outcome",
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
+    observe_request_done(r);
     stream_finish(r);
     buf_cleanup(&r->body);
     buf_cleanup(&r->out);

@@ -30,6 +30,8 @@ struct server {
     int stop;
     uint64_t drain_deadline_ns;
     int streams; /* batch responses not yet finished */
+    struct request *stream_list; /* those responses, so a stop can cut them (stream.c) */
+    struct metrics *metrics;     /* observe.c */
     char *ops_json;
     size_t ops_json_len;
     char auth_token[512];
@@ -67,6 +69,7 @@ struct request {
     int done;        /* the summary is in out */
     int client_gone; /* the client hung up: end the stream with an error */
     uint64_t bytes_out;
+    struct request *stream_prev, *stream_next; /* in srv->stream_list while streaming */
 };
 
 /* http.c */
@@ -84,6 +87,9 @@ enum MHD_Result stream_start(struct request *r);
 void stream_client_gone(struct request *r);
 /* R's connection is over (completed callback): cancel what is left, free the stream state. */
 void stream_finish(struct request *r);
+/* Cuts every live stream (grace period over, second signal): their batches are cancelled
+ * and their responses end without a summary, so clients can tell. Returns how many. */
+int stream_cut_all(struct server *s);
 
 /* loop.c */
 /* Watches (WATCH = 1) or stops watching R's client socket for hang-ups. */

@@ -7,6 +7,7 @@
 #include "../workers/ops.h"
 #include "internal.h"
 #include "log.h"
+#include "observe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -136,7 +137,13 @@ int loop_run(struct server *s)
         .recycle_after = s->cfg.recycle_after,
         .max_queued_jobs = s->cfg.max_queued_jobs,
         .max_batches = (int)s->cfg.max_batches,
+        .on_worker = observe_worker_event,
+        .ud = s,
     };
+    if (observe_start(s) != 0) {
+        log_event("error", "startup", "message", "out of memory", NULL);
+        return 1;
+    }
     s->dispatch = dispatch_create(&dc);
     if (s->dispatch == NULL) {
         log_event("error", "startup", "message", "cannot start the workers", NULL);
@@ -206,9 +213,25 @@ int loop_run(struct server *s)
 void loop_cleanup(struct server *s)
 {
     /* MHD_stop_daemon aborts on suspended connections: wake them all first; their streams
-     * end without a summary, which tells clients they were cut off. */
+     * end without a summary, which tells clients they were cut off. Give MHD a moment to
+     * send what is buffered and close them. */
     if (s->mhd != NULL) {
+        int cut = stream_cut_all(s);
+        if (cut > 0) {
+            char n[16];
+            snprintf(n, sizeof n, "%d", cut);
+            log_event("warn", "shutdown", "message", "cutting unfinished streams", "streams", n,
+                      NULL);
+        }
+        uint64_t until = ipc_now_ns() + 2000000000u;
         MHD_run(s->mhd);
+        while (s->stream_list != NULL && ipc_now_ns() < until) {
+            struct epoll_event ev;
+            if (s->epfd >= 0) {
+                epoll_wait(s->epfd, &ev, 1, 10);
+            }
+            MHD_run(s->mhd);
+        }
     }
     dispatch_destroy(s->dispatch);
     s->dispatch = NULL;
@@ -220,4 +243,5 @@ void loop_cleanup(struct server *s)
         close(s->sigfd);
     }
     free(s->ops_json);
+    observe_stop(s);
 }

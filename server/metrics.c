@@ -154,6 +154,24 @@ int metrics_add(struct metrics *m, enum metrics_family family, const char *l1, c
     return 0;
 }
 
+int metrics_set(struct metrics *m, enum metrics_family family, const char *l1, const char *l2,
+                double v)
+{
+    struct series *s = NULL;
+
+    if (family >= METRICS_FAMILY_COUNT || family_defs[family].type != COUNTER || !(v >= 0)) {
+        return -1;
+    }
+    s = series_get(&m->fam[family], l1, l2, 1);
+    if (s == NULL) {
+        return m->fam[family].n >= METRICS_MAX_SERIES ? 0 : -1;
+    }
+    if (v > s->value) {
+        s->value = v;
+    }
+    return 0;
+}
+
 int metrics_observe(struct metrics *m, enum metrics_family family, const char *l1, double seconds)
 {
     struct series *s = NULL;
@@ -324,7 +342,7 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, stru
             }
         }
     }
-    if (render_gauge(out, "batchd_queue_depth", "Jobs accepted and not yet sent to a worker",
+    if (render_gauge(out, "batchd_queue_depth", "Jobs accepted and not yet finished (queued or running)",
                      "gauge", (double)g->queue_depth) != 0 ||
         render_gauge(out, "batchd_batches_in_flight", "Batches accepted and not yet ended", "gauge",
                      (double)g->batches_in_flight) != 0 ||

@@ -39,7 +39,7 @@ enum metrics_family {
 
 /* The present state, sampled by the caller at scrape time. */
 struct metrics_gauges {
-    uint64_t queue_depth;       /* jobs accepted and not yet sent to a worker */
+    uint64_t queue_depth;       /* jobs accepted and not yet finished (queued or running) */
     uint64_t workers_busy;      /* workers running a job */
     uint64_t workers_idle;      /* workers up and waiting */
     uint64_t batches_in_flight; /* batches accepted and not yet ended */
@@ -60,6 +60,12 @@ void metrics_destroy(struct metrics *m);
  * flood of distinct labels cannot grow the server's memory. Returns 0, or -1 for a family
  * that is not a counter or out of memory. */
 int metrics_add(struct metrics *m, enum metrics_family family, const char *l1, const char *l2,
+                double v);
+
+/* Sets the counter FAMILY{L1, L2} to V, for counters kept elsewhere (the dispatcher's
+ * restart counts) and mirrored here at scrape time. V must not go down. Returns as
+ * metrics_add. */
+int metrics_set(struct metrics *m, enum metrics_family family, const char *l1, const char *l2,
                 double v);
 
 /* Records one observation of SECONDS in the histogram FAMILY{L1}. Returns as metrics_add. */
