@@ -40,7 +40,7 @@ def batchd_bin():
     if not path or not os.access(path, os.X_OK):
         log("no batchd binary: set BATCHD_BIN")
         sys.exit(1)
-    return path
+    return os.path.abspath(path)
 
 
 def sanitized():
