@@ -111,6 +111,7 @@ class Batchd:
     def __init__(self, name="batchd", workers=1, env=None, args=(), workdir=None, port=0):
         self.name = name
         self.dir = workdir or tempfile.mkdtemp(prefix=f"{name}-")
+        os.makedirs(self.dir, exist_ok=True)
         self.errpath = os.path.join(self.dir, "stderr.log")
         e = dict(os.environ)
         e.update({"BATCHD_LISTEN": f"{HOST}:{port}", "BATCHD_WORKERS": str(workers)})
