@@ -34,8 +34,7 @@ struct server {
     struct metrics *metrics;     /* observe.c */
     char *ops_json;
     size_t ops_json_len;
-    char auth_token[512];
-    size_t auth_token_len;
+    struct auth *auth; /* --auth-token-file and --cors-origin (auth.c) */
     uint64_t request_seq;
     uint64_t id_salt;
 };
@@ -78,6 +77,8 @@ void http_stop(struct server *s);
 /* Queues a JSON error response for ERR (status from the error list) with MESSAGE and PATH. */
 enum MHD_Result http_reply_error(struct request *r, int err, const char *message,
                                  const char *path);
+/* Adds X-Request-Id and, for an allowed Origin, the CORS headers to RESP. */
+void http_add_common_headers(struct request *r, struct MHD_Response *resp);
 
 /* stream.c */
 /* Starts the batch of R from its finished upload and queues the streaming response (or an

@@ -285,11 +285,7 @@ enum MHD_Result stream_start(struct request *r)
     MHD_add_response_header(resp, "Content-Type", writer_content_type(fmt));
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    MHD_add_response_header(resp, "X-Request-Id", r->id);
-    if (s->cfg.cors_origin[0] != '\0') {
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin);
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
-    }
+    http_add_common_headers(r, resp);
     r->status = 200;
     s->streams++;
     r->stream_next = s->stream_list;
