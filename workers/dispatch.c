@@ -880,6 +880,21 @@ void dispatch_destroy(struct dispatch *d)
         return;
     }
     pool_destroy(d->pool);
+    /* Cancelled batches wait out of the ring for their running chunks; the workers are
+     * gone now, so free each of them once (several slots may hold the same one). This
+     * runs before the ring's batches are freed, because slots may point at those too. */
+    for (int i = 0; d->slots != NULL && i < d->cfg.workers; i++) {
+        struct dispatch_batch *b = d->slots[i].batch;
+        if (b == NULL || !b->cancelled) {
+            continue;
+        }
+        for (int j = i; j < d->cfg.workers; j++) {
+            if (d->slots[j].batch == b) {
+                d->slots[j].batch = NULL;
+            }
+        }
+        batch_free(b);
+    }
     while (d->ring != NULL) {
         struct dispatch_batch *b = d->ring;
         ring_remove(d, b);
