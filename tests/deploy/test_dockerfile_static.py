@@ -9,7 +9,6 @@ entrypoint, HEALTHCHECK, EXPOSE 8080, STOPSIGNAL SIGTERM, and no secrets in ENV 
 import os
 import re
 import shlex
-import sys
 import unittest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
