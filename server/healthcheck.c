@@ -62,7 +62,8 @@ static int split_listen(const char *listen, char *host, size_t hostlen, char *po
     memcpy(host, h, n);
     host[n] = '\0';
     snprintf(port, portlen, "%s", colon + 1);
-    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0) {
+    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0 ||
+        strcmp(host, "localhost") == 0) {
         snprintf(host, hostlen, "127.0.0.1");
     } else if (strcmp(host, "::") == 0) {
         snprintf(host, hostlen, "::1");
