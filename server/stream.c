@@ -174,7 +174,7 @@ static int stream_negotiate(const char *accept, enum writer_format *fmt)
  * (with the reply already queued). */
 static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
 {
-    char msg[256] = "", path[160] = "", ppath[128] = "";
+    char msg[256] = "", path[192] = "", ppath[128] = "";
     struct batch_spec *sp = &r->spec;
     if (sp->op != NULL) {
         r->op = ops_find(sp->op);
