@@ -213,7 +213,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         r->fd = -1;
         r->started_ns = ipc_now_ns();
         snprintf(r->method, sizeof r->method, "%s", method);
-        buf_init(&r->body, s->cfg.max_body_bytes);
         buf_init(&r->out, SIZE_MAX / 2);
         request_make_id(r, c);
         *con_cls = r;
@@ -264,25 +263,34 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             }
         }
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-        if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0) {
+        int json = ct != NULL && strncasecmp(ct, "application/json", 16) == 0 &&
+                   (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ');
+        int multipart = ct != NULL && strncasecmp(ct, "multipart/form-data", 19) == 0;
+        if (!json && !multipart) {
             return http_reply_error(r, -BATCHD_E_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
+        }
+        r->upload = upload_create(c, multipart, s->cfg.max_body_bytes);
+        if (r->upload == NULL) {
+            return http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
         }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!r->body_too_large && buf_add(&r->body, upload_data, *upload_data_size) != 0) {
-            /* Chunked uploads have no Content-Length: drop the rest, answer 413 at the end. */
-            r->body_too_large = 1;
-            buf_cleanup(&r->body);
+        /* Past the cap (chunked uploads have no Content-Length) or after a malformed part,
+         * the rest is read and dropped; the refusal goes out at the end. */
+        if (r->upload != NULL) {
+            upload_feed(r->upload, upload_data, *upload_data_size);
         }
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (r->status != 0) {
+    if (r->status != 0 || r->upload == NULL) {
         return MHD_YES; /* already answered */
     }
-    if (r->body_too_large) {
-        return http_reply_error(r, -BATCHD_E_BODY_TOO_LARGE, NULL, NULL);
+    const char *msg;
+    int err = upload_error(r->upload, &msg);
+    if (err != 0) {
+        return http_reply_error(r, err, msg, NULL);
     }
     return stream_start(r);
 }
@@ -299,7 +307,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     char status[16], ms[32], bytes_in[32], bytes_out[32];
     snprintf(status, sizeof status, "%d", r->status);
     snprintf(ms, sizeof ms, "%.3f", (double)(ipc_now_ns() - r->started_ns) / 1e6);
-    snprintf(bytes_in, sizeof bytes_in, "%zu", buf_len(&r->body));
+    snprintf(bytes_in, sizeof bytes_in, "%llu",
+             (unsigned long long)(r->upload ? upload_bytes(r->upload) : 0));
     snprintf(bytes_out, sizeof bytes_out, "%llu", (unsigned long long)r->bytes_out);
     const struct route_row *rr = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
@@ -313,7 +322,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
     observe_request_done(r);
     stream_finish(r);
-    buf_cleanup(&r->body);
+    upload_destroy(r->upload);
     buf_cleanup(&r->out);
     free(r);
     *con_cls = NULL;

@@ -7,6 +7,7 @@
 #include "../api/buf.h"
 #include "../workers/dispatch.h"
 #include "config.h"
+#include "upload.h"
 #include "writer.h"
 
 #include <microhttpd.h>
@@ -42,6 +43,12 @@ struct server {
 
 enum route { ROUTE_NONE, ROUTE_BATCHES, ROUTE_OPS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS };
 
+/* Where a job's image bytes are in the upload's memfd (len 0: none). */
+struct stream_blob {
+    uint64_t off, len;
+    const char *name; /* borrowed from the upload */
+};
+
 struct request {
     struct loop_tag tag; /* LOOP_REQUEST: the client socket, watched while suspended */
     struct server *srv;
@@ -52,12 +59,12 @@ struct request {
     uint64_t started_ns;
     int status;
     /* the upload */
-    struct buf body;
-    int body_too_large;
+    struct upload *upload; /* batch requests only */
     /* the batch */
     struct batch_spec spec;
     const struct op *op;       /* the batch's op, or NULL when jobs name their own */
     const struct op **job_ops; /* per job, for the jobs form */
+    struct stream_blob *blobs; /* per job, for image bytes in the upload's memfd */
     struct dispatch_batch *batch;
     struct writer writer;
     /* the response stream */

@@ -82,7 +82,7 @@ void observe_request_done(struct request *r)
     }
     snprintf(status, sizeof status, "%d", r->status);
     metrics_add(m, METRICS_HTTP_REQUESTS, route, status, 1);
-    metrics_add(m, METRICS_HTTP_IN, route, NULL, (double)buf_len(&r->body));
+    metrics_add(m, METRICS_HTTP_IN, route, NULL, (double)(r->upload ? upload_bytes(r->upload) : 0));
     metrics_add(m, METRICS_HTTP_OUT, route, NULL, (double)r->bytes_out);
     if (r->route == ROUTE_BATCHES && r->status != 0) {
         const char *outcome = "refused";

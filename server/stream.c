@@ -48,6 +48,76 @@ static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
     job->op = r->op != NULL ? r->op : r->job_ops[i];
     job->value = input;
     job->params = params;
+    if (r->blobs != NULL && r->blobs[i].len > 0) {
+        /* The bytes travel in shared memory; the input (base64) need not. */
+        job->value = NULL;
+        job->blob_off = r->blobs[i].off;
+        job->blob_len = r->blobs[i].len;
+        job->name = r->blobs[i].name;
+    }
+}
+
+static const char *stream_name_of(void *ud, uint64_t i)
+{
+    struct request *r = ud;
+    return r->blobs != NULL ? r->blobs[i].name : NULL;
+}
+
+/* Image inputs: uploaded files, and base64 {"data": ...} inputs decoded into the upload's
+ * shared memory, so no image byte crosses a socket to the workers. Returns 0, or -1 with
+ * the reply queued. A bad base64 input stays as it is: its job fails alone. */
+static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
+{
+    struct batch_spec *sp = &r->spec;
+    size_t nfiles = upload_nfiles(r->upload);
+    int any_image = r->op != NULL ? (r->op->flags & OP_IMAGE) != 0 : 0;
+    for (uint64_t i = 0; !any_image && r->job_ops != NULL && i < sp->njobs; i++) {
+        any_image = (r->job_ops[i]->flags & OP_IMAGE) != 0;
+    }
+    if (!any_image && nfiles == 0) {
+        return 0;
+    }
+    if (!any_image) {
+        *mr = http_reply_error(r, -BATCHD_E_BAD_REQUEST, "only image ops take file uploads", "op");
+        return -1;
+    }
+    r->blobs = calloc(sp->njobs ? sp->njobs : 1, sizeof *r->blobs);
+    if (r->blobs == NULL) {
+        *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        return -1;
+    }
+    if (upload_is_multipart(r->upload)) {
+        for (size_t i = 0; i < nfiles; i++) {
+            const struct upload_file *f = upload_file_at(r->upload, i);
+            r->blobs[i].off = f->off;
+            r->blobs[i].len = f->len;
+            r->blobs[i].name = f->name;
+        }
+        return 0;
+    }
+    for (uint64_t i = 0; i < sp->njobs; i++) {
+        const char *opname;
+        json_t *input, *params;
+        batch_spec_job(sp, i, &opname, &input, &params);
+        const struct op *op = r->op != NULL ? r->op : r->job_ops[i];
+        json_t *data = json_object_get(input, "data");
+        if (!(op->flags & OP_IMAGE) || !json_is_string(data)) {
+            continue;
+        }
+        uint64_t off, len;
+        int rc = upload_add_base64(r->upload, json_string_value(data), json_string_length(data),
+                                   &off, &len);
+        if (rc == -2) {
+            *mr = http_reply_error(r, -BATCHD_E_BODY_TOO_LARGE, "the decoded images are too large",
+                                   NULL);
+            return -1;
+        }
+        if (rc == 0 && len > 0) {
+            r->blobs[i].off = off;
+            r->blobs[i].len = len;
+        }
+    }
+    return 0;
 }
 
 static void stream_on_result(void *ud, const struct dispatch_result *res)
@@ -238,12 +308,22 @@ enum MHD_Result stream_start(struct request *r)
                                 "application/x-tar",
                                 NULL);
     }
-    struct batch_limits lim = {.max_jobs = s->cfg.max_jobs};
+    struct batch_limits lim = {
+        .max_jobs = s->cfg.max_jobs,
+        .multipart = upload_is_multipart(r->upload),
+        .nfiles = upload_nfiles(r->upload),
+    };
     struct batch_error e;
-    if (batch_spec_parse(buf_data(&r->body), buf_len(&r->body), &lim, &r->spec, &e) != 0) {
+    const struct buf *body = upload_json(r->upload);
+    if (lim.multipart && buf_len(body) == 0) {
+        return http_reply_error(r, -BATCHD_E_BAD_REQUEST,
+                                "a multipart batch needs a part named \"batch\" (the JSON)",
+                                "batch");
+    }
+    if (batch_spec_parse(buf_data(body), buf_len(body), &lim, &r->spec, &e) != 0) {
         return http_reply_error(r, e.err, e.message, e.path);
     }
-    if (stream_resolve_ops(r, &mr) != 0) {
+    if (stream_resolve_ops(r, &mr) != 0 || stream_place_blobs(r, &mr) != 0) {
         return mr;
     }
     if (fmt == WRITER_JSON) {
@@ -251,6 +331,8 @@ enum MHD_Result stream_start(struct request *r)
     }
     r->started_ns = ipc_now_ns();
     writer_init(&r->writer, fmt, r->spec.timing, r->started_ns);
+    r->writer.name_of = stream_name_of;
+    r->writer.ud = r;
     struct dispatch_batch_desc desc = {
         .njobs = r->spec.njobs,
         .params = r->spec.params,
@@ -260,7 +342,7 @@ enum MHD_Result stream_start(struct request *r)
         .timeout_ms = r->spec.timeout_ms >= 0 ? (uint64_t)r->spec.timeout_ms : s->cfg.job_timeout_ms,
         .deadline_ms = r->spec.deadline_ms,
         .want_binary = fmt == WRITER_TAR,
-        .blob_fd = -1,
+        .blob_fd = upload_fd(r->upload),
         .job_at = stream_job_at,
         .on_result = stream_on_result,
         .on_done = stream_on_done,
@@ -335,6 +417,8 @@ void stream_finish(struct request *r)
     batch_spec_cleanup(&r->spec);
     free(r->job_ops);
     r->job_ops = NULL;
+    free(r->blobs);
+    r->blobs = NULL;
 }
 
 int stream_cut_all(struct server *s)

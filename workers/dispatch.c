@@ -12,6 +12,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,6 +337,9 @@ static void batch_free(struct dispatch_batch *b)
         free(b->ring);
     }
     free(b->retry);
+    if (b->desc.blob_fd >= 0) {
+        close(b->desc.blob_fd);
+    }
     free(b);
 }
 
@@ -964,6 +968,11 @@ struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch
     }
     b->d = d;
     b->desc = *desc;
+    /* The batch keeps its own handle on the input bytes: a chunk may still be on its way
+     * to a worker after the owner has gone. */
+    if (desc->blob_fd >= 0) {
+        b->desc.blob_fd = fcntl(desc->blob_fd, F_DUPFD_CLOEXEC, 0);
+    }
     b->started_ns = ipc_now_ns();
     if (desc->deadline_ms > 0) {
         b->deadline_ns = b->started_ns + desc->deadline_ms * 1000000u;
@@ -992,7 +1001,7 @@ struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch
     if (desc->order == DISPATCH_ORDER_INPUT) {
         b->ring = calloc(b->window, sizeof *b->ring);
         if (b->ring == NULL) {
-            free(b);
+            batch_free(b);
             *err = -BATCHD_E_INTERNAL;
             return NULL;
         }
