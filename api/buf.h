@@ -39,6 +39,9 @@ char *buf_reserve(struct buf *b, size_t n);
 /* Adds N bytes written into the space buf_reserve returned. */
 void buf_commit(struct buf *b, size_t n);
 
+/* Shortens the buffer to LEN bytes (LEN <= length). */
+void buf_truncate(struct buf *b, size_t len);
+
 /* Drops the first N bytes (N <= length). */
 void buf_consume(struct buf *b, size_t n);
 

@@ -8,9 +8,11 @@
 
 #include <stdint.h>
 
-/* Writes D in the shortest decimal form that strtod reads back as D, always with a '.' or
- * an exponent so that it reads back as a float ("2.0", "0.1", "1e+300"). NaN and
- * infinities have no JSON form: returns -1 and writes nothing. Otherwise as buf_add. */
+/* Writes D in the shortest decimal form that strtod reads back as D (the closest such when
+ * several), laid out as Python's repr: always with a '.' or an exponent so that it reads back
+ * as a float ("2.0", "0.1", "1000000000.0", "1e+16", "1.5e-07", "-0.0"). NaN and infinities
+ * have no JSON form: returns -1 and writes nothing. Otherwise as buf_add. Assumes the C
+ * locale for numbers (batchd never calls setlocale). */
 int jsonw_double(struct buf *b, double d);
 
 /* Formats D as jsonw_double does into OUT (at least 32 bytes); returns the length, or -1

@@ -90,7 +90,8 @@ const struct op *ops_find(const char *name);
 /* The op with table index I, or NULL when I is out of range. */
 const struct op *ops_at(size_t i);
 
-/* The index of OP in the table (for IPC frames, which carry indices, not names). */
+/* The index of OP in the table (for IPC frames, which carry indices, not names), or SIZE_MAX
+ * when OP is not in the table. */
 size_t ops_index(const struct op *op);
 
 /* Number of ops in the table. */
@@ -101,8 +102,9 @@ size_t ops_count(void);
 int ops_check_params(const struct op *op, const json_t *params, char *msg, size_t msglen,
                      char *path, size_t pathlen);
 
-/* The catalogue (for GET /v1/ops): {"ops":[{name, summary, input, result, params, example}]}.
- * Returns a new reference. */
+/* The catalogue (for GET /v1/ops): {"ops":[{name, summary, input, result, example (parsed),
+ * params: [{name, type, help, min, max, choices, default}], slow, image}]}, min/max/choices/
+ * default present only where they apply. Returns a new reference, or NULL when out of memory. */
 json_t *ops_describe(void);
 
 #endif

@@ -1,0 +1,253 @@
+/* Batch parsing: every check that refuses a whole batch before any job runs. */
+#include "batch.h"
+
+#include "errors.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fail(struct batch_error *e, int err, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(struct batch_error *e, int err, const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    snprintf(e->path, sizeof e->path, "%s", path ? path : "");
+    e->err = err;
+    return err;
+}
+
+static const char *const batch_fields[] = {"op",         "inputs",      "jobs",   "params",
+                                           "chunksize",  "order",       "timeout_ms",
+                                           "deadline_ms", "timing",     NULL};
+
+static int known_field(const char *k)
+{
+    for (int i = 0; batch_fields[i] != NULL; i++) {
+        if (strcmp(batch_fields[i], k) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A non-negative JSON integer, or -1. */
+static long long json_uint(const json_t *v)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        return -1;
+    }
+    return json_integer_value(v);
+}
+
+static int check_jobs(json_t *jobs, struct batch_error *e)
+{
+    size_t i;
+    json_t *job;
+    char path[64];
+    json_array_foreach(jobs, i, job)
+    {
+        if (!json_is_object(job)) {
+            snprintf(path, sizeof path, "jobs[%zu]", i);
+            return fail(e, -BATCHD_E_BAD_REQUEST, path, "each job must be an object");
+        }
+        const char *k;
+        json_t *v;
+        json_object_foreach(job, k, v)
+        {
+            if (strcmp(k, "op") != 0 && strcmp(k, "input") != 0 && strcmp(k, "params") != 0) {
+                snprintf(path, sizeof path, "jobs[%zu].%.32s", i, k);
+                return fail(e, -BATCHD_E_BAD_REQUEST, path,
+                            "unknown field: a job has op, input and params");
+            }
+        }
+        if (!json_is_string(json_object_get(job, "op"))) {
+            snprintf(path, sizeof path, "jobs[%zu].op", i);
+            return fail(e, -BATCHD_E_BAD_REQUEST, path, "each job needs an op (a string)");
+        }
+        if (json_object_get(job, "input") == NULL) {
+            snprintf(path, sizeof path, "jobs[%zu].input", i);
+            return fail(e, -BATCHD_E_BAD_REQUEST, path, "each job needs an input");
+        }
+        json_t *p = json_object_get(job, "params");
+        if (p != NULL && !json_is_object(p)) {
+            snprintf(path, sizeof path, "jobs[%zu].params", i);
+            return fail(e, -BATCHD_E_BAD_REQUEST, path, "params must be an object");
+        }
+    }
+    return 0;
+}
+
+int batch_spec_parse(const char *body, size_t len, const struct batch_limits *lim,
+                     struct batch_spec *out, struct batch_error *e)
+{
+    memset(out, 0, sizeof *out);
+    memset(e, 0, sizeof *e);
+    out->timeout_ms = -1;
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc = 0;
+    if (root == NULL) {
+        return fail(e, -BATCHD_E_INVALID_JSON, NULL, "invalid JSON at line %d column %d: %s",
+                    jerr.line, jerr.column, jerr.text);
+    }
+    if (!json_is_object(root)) {
+        rc = fail(e, -BATCHD_E_BAD_REQUEST, NULL, "the batch must be a JSON object");
+        goto out;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(root, k, v)
+    {
+        if (!known_field(k)) {
+            char path[64];
+            snprintf(path, sizeof path, "%.60s", k);
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, path, "unknown field \"%.60s\"", k);
+            goto out;
+        }
+    }
+    json_t *op = json_object_get(root, "op");
+    json_t *inputs = json_object_get(root, "inputs");
+    json_t *jobs = json_object_get(root, "jobs");
+    json_t *params = json_object_get(root, "params");
+    if (op != NULL && !json_is_string(op)) {
+        rc = fail(e, -BATCHD_E_BAD_REQUEST, "op", "op must be a string");
+        goto out;
+    }
+    if (params != NULL && !json_is_object(params)) {
+        rc = fail(e, -BATCHD_E_BAD_REQUEST, "params", "params must be an object");
+        goto out;
+    }
+    if (lim->multipart) {
+        if (inputs != NULL || jobs != NULL) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, inputs ? "inputs" : "jobs",
+                      "a multipart batch takes its inputs from the file parts");
+            goto out;
+        }
+        if (op == NULL) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "op", "the batch needs an op");
+            goto out;
+        }
+        out->njobs = lim->nfiles;
+    } else if (jobs != NULL) {
+        if (inputs != NULL || op != NULL) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, inputs ? "inputs" : "op",
+                      "give either op and inputs, or jobs, not both");
+            goto out;
+        }
+        if (!json_is_array(jobs)) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "jobs", "jobs must be an array");
+            goto out;
+        }
+        out->njobs = json_array_size(jobs);
+        if (out->njobs <= lim->max_jobs && (rc = check_jobs(jobs, e)) != 0) {
+            goto out;
+        }
+    } else {
+        if (inputs == NULL) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "inputs",
+                      "the batch needs inputs (with op) or jobs");
+            goto out;
+        }
+        if (op == NULL) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "op", "inputs need an op");
+            goto out;
+        }
+        if (!json_is_array(inputs)) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "inputs", "inputs must be an array");
+            goto out;
+        }
+        out->njobs = json_array_size(inputs);
+    }
+    if (out->njobs > lim->max_jobs) {
+        rc = fail(e, -BATCHD_E_TOO_MANY_JOBS, jobs ? "jobs" : "inputs",
+                  "the batch has %llu jobs; the limit is %llu", (unsigned long long)out->njobs,
+                  (unsigned long long)lim->max_jobs);
+        goto out;
+    }
+    json_t *cs = json_object_get(root, "chunksize");
+    if (cs != NULL && !(json_is_string(cs) && strcmp(json_string_value(cs), "auto") == 0)) {
+        long long c = json_uint(cs);
+        if (c < 1 || c > 1000000) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "chunksize",
+                      "chunksize must be \"auto\" or an integer from 1 to 1000000");
+            goto out;
+        }
+        out->chunksize = (uint64_t)c;
+    }
+    json_t *order = json_object_get(root, "order");
+    if (order != NULL) {
+        const char *o = json_string_value(order);
+        if (o != NULL && strcmp(o, "input") == 0) {
+            out->order = BATCH_ORDER_INPUT;
+        } else if (o != NULL && strcmp(o, "completed") == 0) {
+            out->order = BATCH_ORDER_COMPLETED;
+        } else {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "order", "order must be \"input\" or \"completed\"");
+            goto out;
+        }
+    }
+    json_t *t = json_object_get(root, "timeout_ms");
+    if (t != NULL) {
+        long long ms = json_uint(t);
+        if (ms < 1 || ms > 86400000) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "timeout_ms",
+                      "timeout_ms must be an integer from 1 to 86400000");
+            goto out;
+        }
+        out->timeout_ms = ms;
+    }
+    json_t *dl = json_object_get(root, "deadline_ms");
+    if (dl != NULL) {
+        long long ms = json_uint(dl);
+        if (ms < 1 || ms > 86400000) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "deadline_ms",
+                      "deadline_ms must be an integer from 1 to 86400000");
+            goto out;
+        }
+        out->deadline_ms = (uint64_t)ms;
+    }
+    json_t *timing = json_object_get(root, "timing");
+    if (timing != NULL) {
+        if (!json_is_boolean(timing)) {
+            rc = fail(e, -BATCHD_E_BAD_REQUEST, "timing", "timing must be true or false");
+            goto out;
+        }
+        out->timing = json_is_true(timing);
+    }
+    out->root = root;
+    out->op = op != NULL ? json_string_value(op) : NULL;
+    out->inputs = inputs;
+    out->jobs = jobs;
+    out->params = params;
+    return 0;
+out:
+    json_decref(root);
+    memset(out, 0, sizeof *out);
+    return rc;
+}
+
+void batch_spec_job(const struct batch_spec *s, uint64_t i, const char **op, json_t **input,
+                    json_t **params)
+{
+    if (s->jobs != NULL) {
+        json_t *job = json_array_get(s->jobs, (size_t)i);
+        *op = json_string_value(json_object_get(job, "op"));
+        *input = json_object_get(job, "input");
+        *params = json_object_get(job, "params");
+        return;
+    }
+    *op = s->op;
+    *input = s->inputs != NULL ? json_array_get(s->inputs, (size_t)i) : NULL;
+    *params = NULL;
+}
+
+void batch_spec_cleanup(struct batch_spec *s)
+{
+    json_decref(s->root);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,273 @@
+/* Flags and their environment twins, from one table. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum cfg_kind { CFG_STRING, CFG_U64, CFG_BYTES, CFG_MS };
+
+struct cfg_opt {
+    const char *flag;
+    const char *env;
+    enum cfg_kind kind;
+    size_t offset;
+    size_t size; /* for strings */
+    const char *def;
+    const char *help;
+};
+
+#define OPT_S(f, e, field, d, h) {f, e, CFG_STRING, offsetof(struct config, field), \
+                                  sizeof(((struct config *)0)->field), d, h}
+#define OPT_N(f, e, k, field, d, h) {f, e, k, offsetof(struct config, field), 0, d, h}
+
+static const struct cfg_opt cfg_opts[] = {
+    OPT_S("listen", "BATCHD_LISTEN", listen, "0.0.0.0:8080",
+          "address and port to serve on; port 0 picks a free port (logged)"),
+    OPT_S("workers", "BATCHD_WORKERS", workers_arg, "auto",
+          "worker processes; auto = CPUs this process may use (affinity, cgroup cpu.max)"),
+    OPT_S("data-dir", "BATCHD_DATA_DIR", data_dir, "",
+          "folder image inputs {\"path\": ...} are read from; none = path inputs refused"),
+    OPT_S("output-dir", "BATCHD_OUTPUT_DIR", output_dir, "",
+          "folder for output \"path\" results (default: DATA_DIR/out)"),
+    OPT_N("max-body", "BATCHD_MAX_BODY", CFG_BYTES, max_body_bytes, "1GiB",
+          "largest request body"),
+    OPT_N("max-jobs", "BATCHD_MAX_JOBS", CFG_U64, max_jobs, "10000000", "jobs per batch"),
+    OPT_N("max-queued-jobs", "BATCHD_MAX_QUEUED_JOBS", CFG_U64, max_queued_jobs, "20000000",
+          "jobs queued or running over all batches; past it, 503"),
+    OPT_N("max-batches", "BATCHD_MAX_BATCHES", CFG_U64, max_batches, "1024",
+          "batches running at once; past it, 503"),
+    OPT_N("job-timeout", "BATCHD_JOB_TIMEOUT", CFG_MS, job_timeout_ms, "60s",
+          "default per-job time limit (a batch's timeout_ms overrides it)"),
+    OPT_N("max-input-pixels", "BATCHD_MAX_INPUT_PIXELS", CFG_U64, max_input_pixels, "100000000",
+          "largest input image, width x height"),
+    OPT_N("max-output-pixels", "BATCHD_MAX_OUTPUT_PIXELS", CFG_U64, max_output_pixels,
+          "100000000", "largest output image, width x height"),
+    OPT_N("worker-memory", "BATCHD_WORKER_MEMORY", CFG_BYTES, worker_memory_bytes, "4GiB",
+          "address-space limit of each worker"),
+    OPT_N("recycle-after", "BATCHD_RECYCLE_AFTER", CFG_U64, recycle_after, "100000",
+          "jobs a worker runs before it is replaced; 0 = never"),
+    OPT_N("grace-period", "BATCHD_GRACE_PERIOD", CFG_MS, grace_period_ms, "30s",
+          "on SIGTERM, how long running batches may take to finish"),
+    OPT_N("connection-timeout", "BATCHD_CONNECTION_TIMEOUT", CFG_U64, connection_timeout_s, "120",
+          "seconds an idle (not streaming) connection is kept"),
+    OPT_N("max-connections", "BATCHD_MAX_CONNECTIONS", CFG_U64, max_connections, "4096",
+          "open client connections"),
+    OPT_S("log-format", "BATCHD_LOG_FORMAT", log_format, "logfmt", "logfmt or json"),
+    OPT_S("auth-token-file", "BATCHD_AUTH_TOKEN_FILE", auth_token_file, "",
+          "file holding a bearer token every request but health checks must carry"),
+    OPT_S("cors-origin", "BATCHD_CORS_ORIGIN", cors_origin, "",
+          "origin allowed to call from a browser (e.g. https://app.example or *)"),
+};
+
+#define CFG_NOPTS (sizeof cfg_opts / sizeof cfg_opts[0])
+
+/* "1GiB", "512MB", "4096" -> bytes; "60s", "500ms", "2m" -> milliseconds. */
+static int parse_number(enum cfg_kind kind, const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno != 0 || v < 0 || !isfinite(v)) {
+        return -1;
+    }
+    double mul = 1;
+    if (kind == CFG_BYTES) {
+        if (strcmp(end, "") == 0 || strcmp(end, "B") == 0) {
+            mul = 1;
+        } else if (strcmp(end, "KiB") == 0 || strcmp(end, "K") == 0) {
+            mul = 1024.0;
+        } else if (strcmp(end, "MiB") == 0 || strcmp(end, "M") == 0) {
+            mul = 1024.0 * 1024;
+        } else if (strcmp(end, "GiB") == 0 || strcmp(end, "G") == 0) {
+            mul = 1024.0 * 1024 * 1024;
+        } else if (strcmp(end, "KB") == 0) {
+            mul = 1e3;
+        } else if (strcmp(end, "MB") == 0) {
+            mul = 1e6;
+        } else if (strcmp(end, "GB") == 0) {
+            mul = 1e9;
+        } else {
+            return -1;
+        }
+    } else if (kind == CFG_MS) {
+        if (strcmp(end, "ms") == 0) {
+            mul = 1;
+        } else if (strcmp(end, "s") == 0 || strcmp(end, "") == 0) {
+            mul = 1000;
+        } else if (strcmp(end, "m") == 0) {
+            mul = 60000;
+        } else {
+            return -1;
+        }
+    } else if (*end != '\0' || v != floor(v)) {
+        return -1;
+    }
+    double r = v * mul;
+    if (r > 1.8e19) {
+        return -1;
+    }
+    *out = (uint64_t)r;
+    return 0;
+}
+
+static int cfg_set(struct config *cfg, const struct cfg_opt *o, const char *val, FILE *err)
+{
+    char *field = (char *)cfg + o->offset;
+    if (o->kind == CFG_STRING) {
+        size_t n = strlen(val);
+        if (n >= o->size) {
+            fprintf(err, "batchd: --%s: value too long\n", o->flag);
+            return -1;
+        }
+        memcpy(field, val, n + 1);
+        return 0;
+    }
+    uint64_t v;
+    if (parse_number(o->kind, val, &v) != 0) {
+        fprintf(err, "batchd: --%s: bad value \"%s\"\n", o->flag, val);
+        return -1;
+    }
+    memcpy(field, &v, sizeof v);
+    return 0;
+}
+
+static int read_int_file(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return -1;
+    }
+    size_t n = fread(buf, 1, len - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return 0;
+}
+
+int config_cpus_available(void)
+{
+    int cpus = 1;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        cpus = CPU_COUNT(&set);
+    }
+    char buf[128];
+    double quota = -1, period = -1;
+    if (read_int_file("/sys/fs/cgroup/cpu.max", buf, sizeof buf) == 0) {
+        /* cgroup v2: "max 100000" or "200000 100000" */
+        char *end = NULL;
+        if (strncmp(buf, "max", 3) != 0) {
+            quota = strtod(buf, &end);
+            period = strtod(end, NULL);
+        }
+    } else if (read_int_file("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", buf, sizeof buf) == 0) {
+        quota = strtod(buf, NULL);
+        if (read_int_file("/sys/fs/cgroup/cpu/cpu.cfs_period_us", buf, sizeof buf) == 0) {
+            period = strtod(buf, NULL);
+        }
+    }
+    if (quota > 0 && period > 0) {
+        int q = (int)ceil(quota / period);
+        if (q < cpus) {
+            cpus = q;
+        }
+    }
+    return cpus < 1 ? 1 : cpus;
+}
+
+static void config_usage(FILE *out)
+{
+    fprintf(out, "usage: batchd [--flag VALUE ...]\n\n");
+    for (size_t i = 0; i < CFG_NOPTS; i++) {
+        fprintf(out, "  --%-20s %-28s default %-14s %s\n", cfg_opts[i].flag, cfg_opts[i].env,
+                cfg_opts[i].def[0] ? cfg_opts[i].def : "(none)", cfg_opts[i].help);
+    }
+}
+
+void config_print_table(FILE *out)
+{
+    fprintf(out, "| flag | environment | default | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < CFG_NOPTS; i++) {
+        fprintf(out, "| `--%s` | `%s` | %s | %s |\n", cfg_opts[i].flag, cfg_opts[i].env,
+                cfg_opts[i].def[0] ? cfg_opts[i].def : "—", cfg_opts[i].help);
+    }
+}
+
+int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < CFG_NOPTS; i++) {
+        if (cfg_set(cfg, &cfg_opts[i], cfg_opts[i].def, err) != 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < CFG_NOPTS; i++) {
+        const char *v = getenv(cfg_opts[i].env);
+        if (v != NULL && cfg_set(cfg, &cfg_opts[i], v, err) != 0) {
+            return -1;
+        }
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            config_usage(out);
+            return 1;
+        }
+        if (strcmp(arg, "--config-table") == 0) {
+            config_print_table(out);
+            return 1;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(err, "batchd: unexpected argument \"%s\"\n", arg);
+            return -1;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const struct cfg_opt *o = NULL;
+        for (size_t i = 0; i < CFG_NOPTS; i++) {
+            if (strlen(cfg_opts[i].flag) == nlen && strncmp(cfg_opts[i].flag, name, nlen) == 0) {
+                o = &cfg_opts[i];
+            }
+        }
+        if (o == NULL) {
+            fprintf(err, "batchd: unknown flag \"%s\" (see --help)\n", arg);
+            return -1;
+        }
+        const char *val = eq ? eq + 1 : (a + 1 < argc ? argv[++a] : NULL);
+        if (val == NULL) {
+            fprintf(err, "batchd: --%s needs a value\n", o->flag);
+            return -1;
+        }
+        if (cfg_set(cfg, o, val, err) != 0) {
+            return -1;
+        }
+    }
+    if (strcmp(cfg->workers_arg, "auto") == 0) {
+        cfg->workers = config_cpus_available();
+    } else {
+        char *end = NULL;
+        long n = strtol(cfg->workers_arg, &end, 10);
+        if (end == cfg->workers_arg || *end != '\0' || n < 1 || n > 1024) {
+            fprintf(err, "batchd: --workers must be auto or 1..1024\n");
+            return -1;
+        }
+        cfg->workers = (int)n;
+    }
+    if (strcmp(cfg->log_format, "logfmt") != 0 && strcmp(cfg->log_format, "json") != 0) {
+        fprintf(err, "batchd: --log-format must be logfmt or json\n");
+        return -1;
+    }
+    if (cfg->max_batches < 1 || cfg->max_batches > INT_MAX || cfg->max_jobs < 1) {
+        fprintf(err, "batchd: --max-batches and --max-jobs must be at least 1\n");
+        return -1;
+    }
+    if (cfg->output_dir[0] == '\0' && cfg->data_dir[0] != '\0') {
+        snprintf(cfg->output_dir, sizeof cfg->output_dir, "%.4000s/out", cfg->data_dir);
+    }
+    return 0;
+}

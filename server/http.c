@@ -1,0 +1,396 @@
+/* HTTP: the libmicrohttpd daemon (external epoll mode, driven by loop.c, so everything runs
+ * on one thread and needs no locks), routing, request limits, the small endpoints, error
+ * bodies. Batch streaming itself is in stream.c. */
+#include "internal.h"
+
+#include "../api/errors.h"
+#include "../api/jsonw.h"
+#include "../workers/ipc.h"
+#include "../workers/ops.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct route_row {
+    const char *path;
+    enum route route;
+    const char *allow; /* methods, as the Allow header lists them */
+};
+
+static const struct route_row routes[] = {
+    {"/v1/batches", ROUTE_BATCHES, "POST, OPTIONS"},
+    {"/v1/ops", ROUTE_OPS, "GET, HEAD, OPTIONS"},
+    {"/healthz", ROUTE_HEALTHZ, "GET, HEAD"},
+    {"/readyz", ROUTE_READYZ, "GET, HEAD"},
+    {"/metrics", ROUTE_METRICS, "GET, HEAD"},
+};
+
+static const struct route_row *route_find(const char *url)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(routes[i].path, url) == 0) {
+            return &routes[i];
+        }
+    }
+    return NULL;
+}
+
+static int method_allowed(const struct route_row *rr, const char *method)
+{
+    size_t n = strlen(method);
+    const char *p = rr->allow;
+    while (*p != '\0') {
+        if (strncmp(p, method, n) == 0 && (p[n] == ',' || p[n] == '\0')) {
+            return 1;
+        }
+        p = strchr(p, ',');
+        if (p == NULL) {
+            break;
+        }
+        p += 2;
+    }
+    return 0;
+}
+
+static void add_common_headers(struct request *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    if (r->srv->cfg.cors_origin[0] != '\0') {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->srv->cfg.cors_origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
+    }
+}
+
+static enum MHD_Result reply(struct request *r, int status, const char *ctype, const char *body,
+                             size_t len, const char *allow, int retry_after)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL) {
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    add_common_headers(r, resp);
+    if (allow != NULL) {
+        MHD_add_response_header(resp, "Allow", allow);
+    }
+    if (retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", retry_after);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+    r->status = status;
+    r->bytes_out += len;
+    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+static enum MHD_Result reply_error_allow(struct request *r, int err, const char *message,
+                                         const char *path, const char *allow)
+{
+    struct buf b;
+    buf_init(&b, 8192);
+    buf_adds(&b, "{\"error\":");
+    jsonw_error_object(&b, err, message, path);
+    buf_adds(&b, "}\n");
+    int status = batchd_err_http_status(err);
+    if (status == 0) {
+        status = 500;
+    }
+    int retry = (err == -BATCHD_E_OVERLOADED || err == -BATCHD_E_DRAINING) ? 1 : 0;
+    enum MHD_Result rc =
+        reply(r, status, "application/json", buf_data(&b), buf_len(&b), allow, retry);
+    buf_cleanup(&b);
+    return rc;
+}
+
+enum MHD_Result http_reply_error(struct request *r, int err, const char *message,
+                                 const char *path)
+{
+    return reply_error_allow(r, err, message, path, NULL);
+}
+
+/* ---------------------------------------------------------------- small endpoints */
+
+static enum MHD_Result serve_simple(struct request *r)
+{
+    struct server *s = r->srv;
+    char body[512];
+    switch (r->route) {
+    case ROUTE_OPS:
+        return reply(r, 200, "application/json", s->ops_json, s->ops_json_len, NULL, 0);
+    case ROUTE_HEALTHZ:
+        snprintf(body, sizeof body, "{\"status\":\"ok\"}\n");
+        return reply(r, 200, "application/json", body, strlen(body), NULL, 0);
+    case ROUTE_READYZ: {
+        int up = dispatch_workers_up(s->dispatch), want = dispatch_workers(s->dispatch);
+        int ready = !s->draining && up == want;
+        snprintf(body, sizeof body,
+                 "{\"status\":\"%s\",\"workers\":%d,\"workers_up\":%d,\"draining\":%s}\n",
+                 ready ? "ready" : "not_ready", want, up, s->draining ? "true" : "false");
+        return reply(r, ready ? 200 : 503, "application/json", body, strlen(body), NULL,
+                     ready ? 0 : 1);
+    }
+    case ROUTE_METRICS: {
+        /* deploy: the full Prometheus exposition replaces this minimal one. */
+        struct dispatch_stats st;
+        dispatch_get_stats(s->dispatch, &st);
+        snprintf(body, sizeof body,
+                 "# TYPE batchd_queued_jobs gauge\nbatchd_queued_jobs %llu\n"
+                 "# TYPE batchd_inflight_batches gauge\nbatchd_inflight_batches %d\n",
+                 (unsigned long long)dispatch_queued_jobs(s->dispatch),
+                 dispatch_batches(s->dispatch));
+        return reply(r, 200, "text/plain; version=0.0.4", body, strlen(body), NULL, 0);
+    }
+    default:
+        return http_reply_error(r, -BATCHD_E_NOT_FOUND_ROUTE, NULL, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void request_make_id(struct request *r, struct MHD_Connection *c)
+{
+    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    if (given != NULL) {
+        size_t n = strlen(given);
+        int ok = n > 0 && n < sizeof r->id;
+        for (size_t i = 0; ok && i < n; i++) {
+            unsigned char ch = (unsigned char)given[i];
+            ok = ch > 0x20 && ch < 0x7f && ch != '"' && ch != '\\';
+        }
+        if (ok) {
+            memcpy(r->id, given, n + 1);
+            return;
+        }
+    }
+    struct server *s = r->srv;
+    uint64_t x = (++s->request_seq) ^ s->id_salt;
+    /* splitmix64: ids that look random but are unique per process */
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    snprintf(r->id, sizeof r->id, "%016llx", (unsigned long long)x);
+}
+
+static int auth_ok(struct server *s, struct MHD_Connection *c)
+{
+    if (s->auth_token_len == 0) {
+        return 1;
+    }
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
+        return 0;
+    }
+    const char *tok = h + 7;
+    size_t n = strlen(tok);
+    /* Constant time in the token's content: compare every byte of the expected token. */
+    unsigned diff = n != s->auth_token_len;
+    for (size_t i = 0; i < s->auth_token_len; i++) {
+        diff |= (unsigned)(unsigned char)s->auth_token[i] ^
+                (unsigned)(unsigned char)(i < n ? tok[i] : 0);
+    }
+    return diff == 0;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+    struct server *s = cls;
+    struct request *r = *con_cls;
+    (void)version;
+    if (r == NULL) {
+        r = calloc(1, sizeof *r);
+        if (r == NULL) {
+            return MHD_NO;
+        }
+        r->tag.kind = LOOP_REQUEST;
+        r->srv = s;
+        r->conn = c;
+        r->fd = -1;
+        r->started_ns = ipc_now_ns();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        buf_init(&r->body, s->cfg.max_body_bytes);
+        buf_init(&r->out, SIZE_MAX / 2);
+        request_make_id(r, c);
+        *con_cls = r;
+        const struct route_row *rr = route_find(url);
+        if (rr == NULL) {
+            return http_reply_error(r, -BATCHD_E_NOT_FOUND_ROUTE, NULL, NULL);
+        }
+        r->route = rr->route;
+        if (!method_allowed(rr, method)) {
+            return reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL, rr->allow);
+        }
+        if (strcmp(method, "OPTIONS") == 0) {
+            /* CORS preflight (and plain OPTIONS): say what is allowed. */
+            struct MHD_Response *resp =
+                MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+            add_common_headers(r, resp);
+            MHD_add_response_header(resp, "Allow", rr->allow);
+            if (s->cfg.cors_origin[0] != '\0') {
+                MHD_add_response_header(resp, "Access-Control-Allow-Methods", rr->allow);
+                MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                        "Content-Type, Authorization, X-Request-Id, Accept");
+                MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+            }
+            r->status = 204;
+            enum MHD_Result rc = MHD_queue_response(c, 204, resp);
+            MHD_destroy_response(resp);
+            return rc;
+        }
+        int open_route = r->route == ROUTE_HEALTHZ || r->route == ROUTE_READYZ;
+        if (!open_route && !auth_ok(s, c)) {
+            return http_reply_error(r, -BATCHD_E_UNAUTHORIZED, NULL, NULL);
+        }
+        if (r->route != ROUTE_BATCHES) {
+            return serve_simple(r);
+        }
+        if (s->draining) {
+            return http_reply_error(r, -BATCHD_E_DRAINING, NULL, NULL);
+        }
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl != NULL) {
+            char *end = NULL;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (end != cl && n > s->cfg.max_body_bytes) {
+                char msg[128];
+                snprintf(msg, sizeof msg, "the body is %llu bytes; the limit is %llu", n,
+                         (unsigned long long)s->cfg.max_body_bytes);
+                return http_reply_error(r, -BATCHD_E_BODY_TOO_LARGE, msg, NULL);
+            }
+        }
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0) {
+            return http_reply_error(r, -BATCHD_E_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!r->body_too_large && buf_add(&r->body, upload_data, *upload_data_size) != 0) {
+            /* Chunked uploads have no Content-Length: drop the rest, answer 413 at the end. */
+            r->body_too_large = 1;
+            buf_cleanup(&r->body);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->status != 0) {
+        return MHD_YES; /* already answered */
+    }
+    if (r->body_too_large) {
+        return http_reply_error(r, -BATCHD_E_BODY_TOO_LARGE, NULL, NULL);
+    }
+    return stream_start(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct request *r = *con_cls;
+    (void)cls;
+    (void)c;
+    if (r == NULL) {
+        return;
+    }
+    char status[16], ms[32], bytes_in[32], bytes_out[32];
+    snprintf(status, sizeof status, "%d", r->status);
+    snprintf(ms, sizeof ms, "%.3f", (double)(ipc_now_ns() - r->started_ns) / 1e6);
+    snprintf(bytes_in, sizeof bytes_in, "%zu", buf_len(&r->body));
+    snprintf(bytes_out, sizeof bytes_out, "%llu", (unsigned long long)r->bytes_out);
+    const struct route_row *rr = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i].route == r->route) {
+            rr = &routes[i];
+        }
+    }
+    log_event("info", "request", "request_id", r->id, "method", r->method, "path",
+              rr ? rr->path : "other", "status", status, "duration_ms", ms, "bytes_in",
+              bytes_in, "bytes_out", bytes_out, "outcome",
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
+    stream_finish(r);
+    buf_cleanup(&r->body);
+    buf_cleanup(&r->out);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) {
+        msg[--n] = '\0';
+    }
+    log_event("warn", "http", "message", msg, NULL);
+}
+
+static int parse_listen(const char *spec, struct sockaddr_in *sa)
+{
+    char host[256];
+    const char *colon = strrchr(spec, ':');
+    if (colon == NULL || (size_t)(colon - spec) >= sizeof host) {
+        return -1;
+    }
+    memcpy(host, spec, (size_t)(colon - spec));
+    host[colon - spec] = '\0';
+    char *end = NULL;
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end != '\0' || port < 0 || port > 65535) {
+        return -1;
+    }
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (host[0] == '\0' || strcmp(host, "*") == 0) {
+        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+    } else if (strcmp(host, "localhost") == 0) {
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
+        return -1;
+    }
+    return 0;
+}
+
+int http_start(struct server *s)
+{
+    struct sockaddr_in sa;
+    if (parse_listen(s->cfg.listen, &sa) != 0) {
+        log_event("error", "config", "message", "--listen must be ADDR:PORT (IPv4)", "value",
+                  s->cfg.listen, NULL);
+        return -1;
+    }
+    s->mhd = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)256 * 1024, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)s->cfg.connection_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)s->cfg.max_connections, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    if (s->mhd == NULL) {
+        log_event("error", "listen", "message", "cannot listen", "address", s->cfg.listen, NULL);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info != NULL ? info->port : ntohs(sa.sin_port);
+    return 0;
+}
+
+void http_stop(struct server *s)
+{
+    if (s->mhd != NULL) {
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+    }
+}

@@ -1,0 +1,223 @@
+/* The server's one event loop: libmicrohttpd's epoll fd, the dispatcher's epoll fd, a
+ * signalfd for SIGTERM/SIGINT, and the sockets of suspended streams (for hang-ups), all in
+ * one epoll set. Drain on the first SIGTERM, stop at once on the second. */
+#include "loop.h"
+
+#include "../workers/ipc.h"
+#include "../workers/ops.h"
+#include "internal.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+void loop_watch_request(struct server *s, struct request *r, int watch)
+{
+    if (watch) {
+        if (r->fd < 0) {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            r->fd = ci != NULL ? ci->connect_fd : -1;
+        }
+        if (r->fd >= 0 && !r->fd_watched) {
+            struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = &r->tag};
+            if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0) {
+                r->fd_watched = 1;
+            }
+        }
+    } else if (r->fd_watched) {
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+        r->fd_watched = 0;
+    }
+}
+
+static int loop_add(struct server *s, int fd, struct loop_tag *tag, enum loop_kind kind)
+{
+    tag->kind = kind;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag};
+    return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static char *load_token(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return NULL;
+    }
+    static char tok[512];
+    size_t n = fread(tok, 1, sizeof tok - 1, f);
+    fclose(f);
+    while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ')) {
+        n--;
+    }
+    tok[n] = '\0';
+    *len = n;
+    return n > 0 ? tok : NULL;
+}
+
+/* Everything before the first thread could exist: signals and the worker environment. */
+static int loop_prepare(struct server *s)
+{
+    signal(SIGPIPE, SIG_IGN);
+    json_object_seed(0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
+        return -1;
+    }
+    s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (s->sigfd < 0) {
+        return -1;
+    }
+    /* Workers read their limits from the environment they are spawned with. */
+    char v[32];
+    snprintf(v, sizeof v, "%llu", (unsigned long long)s->cfg.worker_memory_bytes);
+    setenv("BATCHD_WORKER_MEMORY", v, 1);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)s->cfg.max_input_pixels);
+    setenv("BATCHD_MAX_INPUT_PIXELS", v, 1);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)s->cfg.max_output_pixels);
+    setenv("BATCHD_MAX_OUTPUT_PIXELS", v, 1);
+    setenv("BATCHD_DATA_DIR", s->cfg.data_dir, 1);
+    setenv("BATCHD_OUTPUT_DIR", s->cfg.output_dir, 1);
+    return 0;
+}
+
+static void loop_on_signal(struct server *s)
+{
+    struct signalfd_siginfo si;
+    while (read(s->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        const char *name = si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT";
+        if (s->draining) {
+            log_event("warn", "shutdown", "signal", name, "message",
+                      "second signal: stopping at once", NULL);
+            s->stop = 1;
+            continue;
+        }
+        s->draining = 1;
+        s->drain_deadline_ns = ipc_now_ns() + s->cfg.grace_period_ms * 1000000u;
+        char streams[16];
+        snprintf(streams, sizeof streams, "%d", s->streams);
+        log_event("info", "drain", "signal", name, "streams", streams, NULL);
+        dispatch_drain(s->dispatch);
+    }
+}
+
+int loop_run(struct server *s)
+{
+    if (loop_prepare(s) != 0) {
+        log_event("error", "startup", "message", "cannot set up signals", NULL);
+        return 1;
+    }
+    json_t *ops = ops_describe();
+    s->ops_json = json_dumps(ops, JSON_COMPACT);
+    json_decref(ops);
+    s->ops_json_len = s->ops_json ? strlen(s->ops_json) : 0;
+    if (s->cfg.auth_token_file[0] != '\0') {
+        const char *tok = load_token(s->cfg.auth_token_file, &s->auth_token_len);
+        if (tok == NULL || s->auth_token_len >= sizeof s->auth_token) {
+            log_event("error", "startup", "message", "cannot read a token from --auth-token-file",
+                      NULL);
+            return 1;
+        }
+        memcpy(s->auth_token, tok, s->auth_token_len + 1);
+    }
+    s->id_salt = ipc_now_ns() ^ ((uint64_t)getpid() << 32);
+    struct dispatch_config dc = {
+        .workers = s->cfg.workers,
+        .recycle_after = s->cfg.recycle_after,
+        .max_queued_jobs = s->cfg.max_queued_jobs,
+        .max_batches = (int)s->cfg.max_batches,
+    };
+    s->dispatch = dispatch_create(&dc);
+    if (s->dispatch == NULL) {
+        log_event("error", "startup", "message", "cannot start the workers", NULL);
+        return 1;
+    }
+    if (http_start(s) != 0) {
+        dispatch_destroy(s->dispatch);
+        return 1;
+    }
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    const union MHD_DaemonInfo *mi = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (s->epfd < 0 || mi == NULL || loop_add(s, mi->epoll_fd, &s->tag_mhd, LOOP_MHD) != 0 ||
+        loop_add(s, dispatch_fd(s->dispatch), &s->tag_dispatch, LOOP_DISPATCH) != 0 ||
+        loop_add(s, s->sigfd, &s->tag_signal, LOOP_SIGNAL) != 0) {
+        log_event("error", "startup", "message", "cannot set up the event loop", NULL);
+        return 1;
+    }
+    char port[16], workers[16], pid[16];
+    snprintf(port, sizeof port, "%u", s->port);
+    snprintf(workers, sizeof workers, "%d", s->cfg.workers);
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    log_event("info", "listening", "address", s->cfg.listen, "port", port, "workers", workers,
+              "pid", pid, NULL);
+    while (!s->stop) {
+        int timeout = dispatch_timeout_ms(s->dispatch);
+        MHD_UNSIGNED_LONG_LONG mto;
+        if (MHD_get_timeout(s->mhd, &mto) == MHD_YES && (timeout < 0 || mto < (unsigned)timeout)) {
+            timeout = (int)(mto > 1000 ? 1000 : mto);
+        }
+        if (s->draining && (timeout < 0 || timeout > 50)) {
+            timeout = 50;
+        }
+        struct epoll_event evs[64];
+        int n = epoll_wait(s->epfd, evs, 64, timeout);
+        if (n < 0 && errno != EINTR) {
+            log_event("error", "loop", "message", strerror(errno), NULL);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            struct loop_tag *tag = evs[i].data.ptr;
+            if (tag->kind == LOOP_SIGNAL) {
+                loop_on_signal(s);
+            } else if (tag->kind == LOOP_REQUEST) {
+                struct request *r = (struct request *)tag;
+                loop_watch_request(s, r, 0);
+                stream_client_gone(r);
+            }
+        }
+        dispatch_run(s->dispatch);
+        MHD_run(s->mhd);
+        /* Batches submitted by MHD_run get their first chunks without waiting a round. */
+        dispatch_run(s->dispatch);
+        if (s->draining) {
+            if (s->streams == 0 && dispatch_batches(s->dispatch) == 0) {
+                log_event("info", "shutdown", "message", "drained", NULL);
+                break;
+            }
+            if (ipc_now_ns() > s->drain_deadline_ns) {
+                log_event("warn", "shutdown", "message", "grace period over: stopping", NULL);
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+void loop_cleanup(struct server *s)
+{
+    /* MHD_stop_daemon aborts on suspended connections: wake them all first; their streams
+     * end without a summary, which tells clients they were cut off. */
+    if (s->mhd != NULL) {
+        MHD_run(s->mhd);
+    }
+    dispatch_destroy(s->dispatch);
+    s->dispatch = NULL;
+    http_stop(s);
+    if (s->epfd >= 0) {
+        close(s->epfd);
+    }
+    if (s->sigfd >= 0) {
+        close(s->sigfd);
+    }
+    free(s->ops_json);
+}

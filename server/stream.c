@@ -1,0 +1,324 @@
+/* A batch's life on the HTTP side: turn the uploaded batch into a dispatcher batch, pick the
+ * result writer from Accept, and stream results as they come: the response's reader copies
+ * what is buffered, suspends the connection when there is nothing, and the dispatcher's
+ * result callback resumes it. A stream whose client reads slowly pauses its own batch. */
+#include "internal.h"
+
+#include "../api/errors.h"
+#include "../api/jsonw.h"
+#include "../workers/ipc.h"
+#include "../workers/ops.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Output bytes buffered for one client before its batch stops being fed, and the level at
+ * which it is fed again. */
+#define STREAM_HIGH_WATER (1u << 20)
+#define STREAM_LOW_WATER (256u * 1024)
+
+static size_t stream_pending(const struct request *r)
+{
+    return buf_len(&r->out) - r->out_off;
+}
+
+static void stream_wake(struct request *r)
+{
+    if (r->suspended) {
+        r->suspended = 0;
+        loop_watch_request(r->srv, r, 0);
+        MHD_resume_connection(r->conn);
+    }
+}
+
+/* ---------------------------------------------------------------- dispatcher callbacks */
+
+static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
+{
+    struct request *r = ud;
+    const char *opname;
+    json_t *input, *params;
+    batch_spec_job(&r->spec, i, &opname, &input, &params);
+    job->op = r->op != NULL ? r->op : r->job_ops[i];
+    job->value = input;
+    job->params = params;
+}
+
+static void stream_on_result(void *ud, const struct dispatch_result *res)
+{
+    struct request *r = ud;
+    if (writer_result(&r->writer, &r->out, res) != 0) {
+        log_event("error", "stream", "request_id", r->id, "message", "output buffer full", NULL);
+    }
+    if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
+        dispatch_batch_set_paused(r->batch, 1);
+    }
+    stream_wake(r);
+}
+
+static void stream_on_done(void *ud, const struct dispatch_summary *sum)
+{
+    struct request *r = ud;
+    struct buf b;
+    buf_init(&b, 4096);
+    buf_printf(&b, "{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,\"order\":\"%s\",\"chunksize\":%zu,"
+                   "\"workers\":%d,\"elapsed_ms\":",
+               (unsigned long long)sum->jobs, (unsigned long long)sum->ok,
+               (unsigned long long)sum->failed,
+               r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input", sum->chunksize,
+               sum->workers);
+    jsonw_double(&b, (double)((ipc_now_ns() - r->started_ns) / 1000) / 1000.0);
+    buf_adds(&b, ",\"busy_ms\":");
+    jsonw_double(&b, (double)(sum->busy_ns / 1000) / 1000.0);
+    if (sum->deadline_hit) {
+        buf_adds(&b, ",\"deadline_exceeded\":true");
+    }
+    buf_adds(&b, ",\"request_id\":");
+    jsonw_cstr(&b, r->id);
+    buf_adds(&b, "}");
+    writer_end(&r->writer, &r->out, buf_data(&b));
+    buf_cleanup(&b);
+    r->batch = NULL; /* the dispatcher frees it on return */
+    r->done = 1;
+    stream_wake(r);
+}
+
+/* ---------------------------------------------------------------- the response body */
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct request *r = cls;
+    (void)pos;
+    if (r->client_gone) {
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = stream_pending(r);
+    if (n > 0) {
+        if (n > max) {
+            n = max;
+        }
+        memcpy(out, buf_data(&r->out) + r->out_off, n);
+        r->out_off += n;
+        r->bytes_out += n;
+        if (r->out_off == buf_len(&r->out)) {
+            buf_reset(&r->out);
+            r->out_off = 0;
+        } else if (r->out_off > STREAM_LOW_WATER) {
+            buf_consume(&r->out, r->out_off);
+            r->out_off = 0;
+        }
+        if (r->batch != NULL && stream_pending(r) < STREAM_LOW_WATER) {
+            /* May deliver more results into r->out right away. */
+            dispatch_batch_set_paused(r->batch, 0);
+        }
+        return (ssize_t)n;
+    }
+    if (r->done) {
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    /* Nothing yet: sleep until the dispatcher has something (returning 0 without suspending
+     * would spin). Watch the socket meanwhile, so a client that leaves cancels the batch. */
+    r->suspended = 1;
+    MHD_suspend_connection(r->conn);
+    loop_watch_request(r->srv, r, 1);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- start and end */
+
+/* Picks the writer from Accept. Returns 0, or -1 when nothing we write is acceptable. */
+static int stream_negotiate(const char *accept, enum writer_format *fmt)
+{
+    *fmt = WRITER_NDJSON;
+    if (accept == NULL || accept[0] == '\0') {
+        return 0;
+    }
+    /* The first type we produce that the client lists wins; q-values are not weighed. */
+    static const struct {
+        const char *type;
+        enum writer_format fmt;
+    } kinds[] = {
+        {"application/x-ndjson", WRITER_NDJSON}, {"application/ndjson", WRITER_NDJSON},
+        {"application/jsonl", WRITER_NDJSON},    {"application/json", WRITER_JSON},
+        {"application/x-tar", WRITER_TAR},       {"*/*", WRITER_NDJSON},
+        {"application/*", WRITER_NDJSON},
+    };
+    const char *best = NULL;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        const char *p = strcasestr(accept, kinds[i].type);
+        while (p != NULL) {
+            size_t n = strlen(kinds[i].type);
+            int starts = p == accept || p[-1] == ',' || p[-1] == ' ';
+            int ends = p[n] == '\0' || p[n] == ',' || p[n] == ';' || p[n] == ' ';
+            if (starts && ends) {
+                break;
+            }
+            p = strcasestr(p + 1, kinds[i].type);
+        }
+        if (p != NULL && (best == NULL || p < best)) {
+            best = p;
+            *fmt = kinds[i].fmt;
+        }
+    }
+    return best != NULL ? 0 : -1;
+}
+
+/* Resolves op names and checks params against the ops table. Returns 0 or an error code
+ * (with the reply already queued). */
+static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
+{
+    char msg[256] = "", path[160] = "", ppath[128] = "";
+    struct batch_spec *sp = &r->spec;
+    if (sp->op != NULL) {
+        r->op = ops_find(sp->op);
+        if (r->op == NULL) {
+            snprintf(msg, sizeof msg, "no op named \"%.64s\" (GET /v1/ops lists them)", sp->op);
+            *mr = http_reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, "op");
+            return -1;
+        }
+        if (ops_check_params(r->op, sp->params, msg, sizeof msg, ppath, sizeof ppath) != 0) {
+            snprintf(path, sizeof path, "params%s%s", ppath[0] ? "." : "", ppath);
+            *mr = http_reply_error(r, -BATCHD_E_INVALID_PARAM, msg, path);
+            return -1;
+        }
+        return 0;
+    }
+    r->job_ops = calloc(sp->njobs ? sp->njobs : 1, sizeof *r->job_ops);
+    if (r->job_ops == NULL) {
+        *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        return -1;
+    }
+    for (uint64_t i = 0; i < sp->njobs; i++) {
+        const char *opname;
+        json_t *input, *params;
+        batch_spec_job(sp, i, &opname, &input, &params);
+        const struct op *op = ops_find(opname);
+        if (op == NULL) {
+            snprintf(msg, sizeof msg, "no op named \"%.64s\" (GET /v1/ops lists them)", opname);
+            snprintf(path, sizeof path, "jobs[%llu].op", (unsigned long long)i);
+            *mr = http_reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, path);
+            return -1;
+        }
+        /* The job's params are the batch's, overridden key by key by its own. */
+        json_t *merged = NULL;
+        if (params != NULL && sp->params != NULL) {
+            merged = json_copy(sp->params);
+            json_object_update(merged, params);
+        }
+        const json_t *check = merged ? merged : (params ? params : sp->params);
+        int bad = ops_check_params(op, check, msg, sizeof msg, ppath, sizeof ppath);
+        json_decref(merged);
+        if (bad != 0) {
+            snprintf(path, sizeof path, "jobs[%llu].params%s%s", (unsigned long long)i,
+                     ppath[0] ? "." : "", ppath);
+            *mr = http_reply_error(r, -BATCHD_E_INVALID_PARAM, msg, path);
+            return -1;
+        }
+        r->job_ops[i] = op;
+    }
+    return 0;
+}
+
+enum MHD_Result stream_start(struct request *r)
+{
+    struct server *s = r->srv;
+    enum MHD_Result mr = MHD_NO;
+    enum writer_format fmt;
+    const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
+    if (stream_negotiate(accept, &fmt) != 0) {
+        return http_reply_error(r, -BATCHD_E_NOT_ACCEPTABLE,
+                                "Accept must allow application/x-ndjson, application/json or "
+                                "application/x-tar",
+                                NULL);
+    }
+    struct batch_limits lim = {.max_jobs = s->cfg.max_jobs};
+    struct batch_error e;
+    if (batch_spec_parse(buf_data(&r->body), buf_len(&r->body), &lim, &r->spec, &e) != 0) {
+        return http_reply_error(r, e.err, e.message, e.path);
+    }
+    if (stream_resolve_ops(r, &mr) != 0) {
+        return mr;
+    }
+    if (fmt == WRITER_JSON) {
+        r->spec.order = BATCH_ORDER_INPUT; /* one document, results in input order */
+    }
+    r->started_ns = ipc_now_ns();
+    writer_init(&r->writer, fmt, r->spec.timing, r->started_ns);
+    struct dispatch_batch_desc desc = {
+        .njobs = r->spec.njobs,
+        .params = r->spec.params,
+        .chunksize = (size_t)r->spec.chunksize,
+        .order = r->spec.order == BATCH_ORDER_COMPLETED ? DISPATCH_ORDER_COMPLETED
+                                                        : DISPATCH_ORDER_INPUT,
+        .timeout_ms = r->spec.timeout_ms >= 0 ? (uint64_t)r->spec.timeout_ms : s->cfg.job_timeout_ms,
+        .deadline_ms = r->spec.deadline_ms,
+        .want_binary = fmt == WRITER_TAR,
+        .blob_fd = -1,
+        .job_at = stream_job_at,
+        .on_result = stream_on_result,
+        .on_done = stream_on_done,
+        .ud = r,
+    };
+    int err = 0;
+    r->batch = dispatch_submit(s->dispatch, &desc, &err);
+    if (r->batch == NULL) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%llu jobs are queued (limit %llu) in %d batches (limit %llu)",
+                 (unsigned long long)dispatch_queued_jobs(s->dispatch),
+                 (unsigned long long)s->cfg.max_queued_jobs, dispatch_batches(s->dispatch),
+                 (unsigned long long)s->cfg.max_batches);
+        return http_reply_error(r, err, err == -BATCHD_E_OVERLOADED ? msg : NULL, NULL);
+    }
+    writer_begin(&r->writer, &r->out);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, r, NULL);
+    if (resp == NULL) {
+        dispatch_batch_cancel(r->batch);
+        r->batch = NULL;
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", writer_content_type(fmt));
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    if (s->cfg.cors_origin[0] != '\0') {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
+    }
+    r->status = 200;
+    s->streams++;
+    mr = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    return mr;
+}
+
+void stream_client_gone(struct request *r)
+{
+    r->client_gone = 1;
+    if (r->batch != NULL) {
+        dispatch_batch_cancel(r->batch);
+        r->batch = NULL;
+    }
+    stream_wake(r);
+}
+
+void stream_finish(struct request *r)
+{
+    if (r->fd_watched) {
+        loop_watch_request(r->srv, r, 0);
+    }
+    if (r->batch != NULL) {
+        dispatch_batch_cancel(r->batch);
+        r->batch = NULL;
+    }
+    if (r->status == 200 && r->route == ROUTE_BATCHES) {
+        r->srv->streams--;
+    }
+    writer_cleanup(&r->writer);
+    batch_spec_cleanup(&r->spec);
+    free(r->job_ops);
+    r->job_ops = NULL;
+}

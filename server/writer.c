@@ -1,0 +1,213 @@
+/* Result writers: NDJSON, a JSON document, tar. */
+#include "writer.h"
+
+#include "../api/errors.h"
+#include "../api/jsonw.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+void writer_init(struct writer *w, enum writer_format fmt, int timing, uint64_t started_ns)
+{
+    memset(w, 0, sizeof *w);
+    w->fmt = fmt;
+    w->timing = timing;
+    w->started_ns = started_ns;
+    buf_init(&w->errors, 256u * 1024 * 1024);
+}
+
+void writer_cleanup(struct writer *w)
+{
+    buf_cleanup(&w->errors);
+}
+
+const char *writer_content_type(enum writer_format fmt)
+{
+    switch (fmt) {
+    case WRITER_JSON:
+        return "application/json";
+    case WRITER_TAR:
+        return "application/x-tar";
+    default:
+        return "application/x-ndjson";
+    }
+}
+
+int writer_begin(struct writer *w, struct buf *out)
+{
+    if (w->fmt == WRITER_JSON) {
+        return buf_adds(out, "{\"results\":[");
+    }
+    return 0;
+}
+
+static double ms_since(uint64_t base, uint64_t t)
+{
+    return t > base ? (double)(t - base) / 1e6 : 0.0;
+}
+
+/* The body of one result object after its opening brace: "result":... or "error":{...},
+ * then timing. */
+static int put_result_fields(struct writer *w, struct buf *out, const struct dispatch_result *r)
+{
+    int rc = 0;
+    if (r->err == 0) {
+        rc |= buf_adds(out, "\"result\":");
+        rc |= buf_add(out, r->text, r->text_len);
+    } else {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%.*s", (int)r->text_len, r->text);
+        rc |= buf_adds(out, "\"error\":");
+        rc |= jsonw_error_object(out, r->err, msg, NULL);
+    }
+    if (w->timing && r->start_ns != 0) {
+        rc |= buf_adds(out, ",\"worker\":");
+        rc |= jsonw_int(out, r->worker);
+        rc |= buf_printf(out, ",\"start_ms\":%.3f,\"end_ms\":%.3f",
+                         ms_since(w->started_ns, r->start_ns), ms_since(w->started_ns, r->end_ns));
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- tar */
+
+static void tar_octal(char *field, size_t width, uint64_t v)
+{
+    /* width-1 octal digits and a NUL, as ustar wants. */
+    snprintf(field, width, "%0*llo", (int)width - 1, (unsigned long long)v);
+}
+
+static int tar_member(struct buf *out, const char *name, const void *data, size_t len)
+{
+    char h[512];
+    memset(h, 0, sizeof h);
+    snprintf(h, 100, "%s", name);
+    tar_octal(h + 100, 8, 0644);
+    tar_octal(h + 108, 8, 0);
+    tar_octal(h + 116, 8, 0);
+    tar_octal(h + 124, 12, len);
+    tar_octal(h + 136, 12, (uint64_t)time(NULL));
+    memset(h + 148, ' ', 8);
+    h[156] = '0';
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) {
+        sum += (unsigned char)h[i];
+    }
+    snprintf(h + 148, 8, "%06o", sum);
+    h[155] = ' ';
+    static const char zeros[512];
+    int rc = buf_add(out, h, sizeof h);
+    rc |= buf_add(out, data, len);
+    if (len % 512 != 0) {
+        rc |= buf_add(out, zeros, 512 - len % 512);
+    }
+    return rc;
+}
+
+/* A member name from an uploaded file name: its last path part without the extension,
+ * with anything odd replaced, so no member can climb out of the folder it is unpacked in. */
+static void tar_stem(char *out, size_t outlen, const char *name)
+{
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    const char *bs = strrchr(base, '\\');
+    base = bs ? bs + 1 : base;
+    size_t n = 0;
+    for (const char *p = base; *p != '\0' && n + 1 < outlen; p++) {
+        unsigned char c = (unsigned char)*p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_' || c == '.';
+        out[n++] = ok ? (char)c : '_';
+    }
+    out[n] = '\0';
+    char *dot = strrchr(out, '.');
+    if (dot != NULL && dot != out) {
+        *dot = '\0';
+    }
+    while (out[0] == '.') {
+        memmove(out, out + 1, strlen(out));
+    }
+}
+
+static int tar_result(struct writer *w, struct buf *out, const struct dispatch_result *r)
+{
+    if (r->err != 0) {
+        int rc = buf_adds(&w->errors, "{\"index\":");
+        rc |= jsonw_int(&w->errors, (int64_t)r->index);
+        rc |= buf_adds(&w->errors, ",");
+        rc |= put_result_fields(w, &w->errors, r);
+        rc |= buf_adds(&w->errors, "}\n");
+        return rc;
+    }
+    char stem[96];
+    const char *uploaded = w->name_of ? w->name_of(w->ud, r->index) : NULL;
+    if (uploaded != NULL) {
+        tar_stem(stem, sizeof stem, uploaded);
+    }
+    if (uploaded == NULL || stem[0] == '\0') {
+        snprintf(stem, sizeof stem, "%llu", (unsigned long long)r->index);
+    }
+    char name[100];
+    if (r->nblobs == 0) {
+        snprintf(name, sizeof name, "%.80s.json", stem);
+        return tar_member(out, name, r->text, r->text_len);
+    }
+    int rc = 0;
+    for (size_t i = 0; i < r->nblobs; i++) {
+        /* "jpeg" -> 3.jpeg; a variant "small.jpeg" -> 3-small.jpeg */
+        const char *bn = r->blobs[i].name;
+        snprintf(name, sizeof name, "%.60s%s%.30s", stem, strchr(bn, '.') ? "-" : ".", bn);
+        rc |= tar_member(out, name, r->blobs[i].data, r->blobs[i].len);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- public */
+
+int writer_result(struct writer *w, struct buf *out, const struct dispatch_result *r)
+{
+    int rc = 0;
+    switch (w->fmt) {
+    case WRITER_NDJSON:
+        rc |= buf_adds(out, "{\"index\":");
+        rc |= jsonw_int(out, (int64_t)r->index);
+        rc |= buf_adds(out, ",");
+        rc |= put_result_fields(w, out, r);
+        rc |= buf_adds(out, "}\n");
+        break;
+    case WRITER_JSON:
+        rc |= buf_adds(out, w->count > 0 ? ",{" : "{");
+        rc |= put_result_fields(w, out, r);
+        rc |= buf_adds(out, "}");
+        break;
+    case WRITER_TAR:
+        rc |= tar_result(w, out, r);
+        break;
+    }
+    w->count++;
+    return rc ? -1 : 0;
+}
+
+int writer_end(struct writer *w, struct buf *out, const char *summary_json)
+{
+    int rc = 0;
+    switch (w->fmt) {
+    case WRITER_NDJSON:
+        rc |= buf_printf(out, "{\"summary\":%s}\n", summary_json);
+        break;
+    case WRITER_JSON:
+        rc |= buf_printf(out, "],\"summary\":%s}\n", summary_json);
+        break;
+    case WRITER_TAR: {
+        static const char zeros[1024];
+        rc |= tar_member(out, "errors.ndjson", buf_data(&w->errors), buf_len(&w->errors));
+        rc |= tar_member(out, "summary.json", summary_json, strlen(summary_json));
+        rc |= buf_add(out, zeros, sizeof zeros);
+        break;
+    }
+    }
+    return rc ? -1 : 0;
+}
