@@ -2,7 +2,7 @@
  * data dir that nothing can escape), sniff its format, decode it once (shrunk on load when
  * the pipeline allows), run the shared pipeline and each variant, encode, and answer inline
  * (base64 or binary blobs) or by writing files under the output dir. */
-#include "img_op.h"
+#include "internal.h"
 
 #include "../../api/errors.h"
 #include "../../api/jsonw.h"
@@ -194,7 +194,7 @@ static int read_path(const struct job_input *in, const char *rel, struct buf *da
             return -BATCHD_E_NOT_FOUND;
         }
         if (fd == -EXDEV || fd == -ELOOP || fd == -EACCES || fd == -EPERM) {
-            snprintf(msg, msglen, "the path \"%.200s\" leads outside the data dir or is not allowed",
+            snprintf(msg, msglen, "the path \"%.150s\" leads outside the data dir or is not allowed",
                      rel);
             return -BATCHD_E_FORBIDDEN_PATH;
         }
@@ -499,9 +499,9 @@ static int image_run(const struct job_input *in, struct job_output *out)
     }
     rc = img_params_parse(in->params, p, msg, msglen, pathbuf, sizeof pathbuf);
     if (rc != 0) {
-        char m[256];
-        snprintf(m, sizeof m, "params.%s: %s", pathbuf, msg);
-        snprintf(msg, msglen, "%s", m);
+        char m[sizeof out->message];
+        snprintf(m, sizeof m, "%s", msg);
+        snprintf(msg, msglen, "params.%.100s: %.140s", pathbuf, m);
         rc = -BATCHD_E_INVALID_INPUT;
         goto out;
     }

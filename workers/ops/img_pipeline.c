@@ -34,7 +34,7 @@ __attribute__((format(printf, 3, 4))) static int fail(struct perr *e, const char
 
 static void join(char *out, size_t n, const char *base, const char *key)
 {
-    snprintf(out, n, "%s%s%s", base, base[0] ? "." : "", key);
+    snprintf(out, n, "%.180s%s%.40s", base, base[0] ? "." : "", key);
 }
 
 /* An integer field (a JSON integer, or a real with no fraction). Absent: *V unchanged and
@@ -42,13 +42,12 @@ static void join(char *out, size_t n, const char *base, const char *key)
 static int get_int(const json_t *o, const char *key, const char *base, long lo, long hi,
                    int required, int *v, struct perr *e)
 {
-    char path[160];
+    char path[240];
     join(path, sizeof path, base, key);
     const json_t *j = json_object_get(o, key);
     if (j == NULL) {
         return required ? fail(e, path, "%s is required", key) : 0;
     }
-    double d;
     if (json_is_integer(j)) {
         json_int_t i = json_integer_value(j);
         if (i < lo || i > hi) {
@@ -57,9 +56,10 @@ static int get_int(const json_t *o, const char *key, const char *base, long lo, 
         *v = (int)i;
         return 0;
     }
-    if (!json_is_real(j) || (d = json_real_value(j)) != floor(d)) {
+    if (!json_is_real(j) || json_real_value(j) != floor(json_real_value(j))) {
         return fail(e, path, "%s must be an integer", key);
     }
+    double d = json_real_value(j);
     if (d < (double)lo || d > (double)hi) {
         return fail(e, path, "%s must be between %ld and %ld", key, lo, hi);
     }
@@ -70,7 +70,7 @@ static int get_int(const json_t *o, const char *key, const char *base, long lo, 
 static int get_num(const json_t *o, const char *key, const char *base, double lo, int lo_open,
                    double hi, double *v, struct perr *e)
 {
-    char path[160];
+    char path[240];
     join(path, sizeof path, base, key);
     const json_t *j = json_object_get(o, key);
     if (j == NULL) {
@@ -90,7 +90,7 @@ static int get_num(const json_t *o, const char *key, const char *base, double lo
 
 static int get_bool(const json_t *o, const char *key, const char *base, int *v, struct perr *e)
 {
-    char path[160];
+    char path[240];
     join(path, sizeof path, base, key);
     const json_t *j = json_object_get(o, key);
     if (j == NULL) {
@@ -107,7 +107,7 @@ static int get_bool(const json_t *o, const char *key, const char *base, int *v, 
 static int get_choice(const json_t *o, const char *key, const char *base, const char *choices,
                       int required, int *v, struct perr *e)
 {
-    char path[160];
+    char path[240];
     join(path, sizeof path, base, key);
     const json_t *j = json_object_get(o, key);
     if (j == NULL) {
@@ -148,7 +148,7 @@ static int check_keys(const json_t *o, const char *base, const char *const *allo
             }
         }
         if (!ok) {
-            char path[160];
+            char path[240];
             join(path, sizeof path, base, key);
             return fail(e, path, "unknown parameter %s", key);
         }
@@ -156,11 +156,6 @@ static int check_keys(const json_t *o, const char *base, const char *const *allo
     return 0;
 }
 
-static const char *const step_names[] = {
-    [IMG_STEP_RESIZE] = "resize", [IMG_STEP_THUMBNAIL] = "thumbnail", [IMG_STEP_CROP] = "crop",
-    [IMG_STEP_BLUR] = "blur",     [IMG_STEP_SHARPEN] = "sharpen",     [IMG_STEP_GRAYSCALE] = "grayscale",
-    [IMG_STEP_ROTATE] = "rotate", [IMG_STEP_FLIP] = "flip",
-};
 
 static int parse_step(const json_t *j, const char *base, struct img_step *s, struct perr *e)
 {
@@ -187,7 +182,7 @@ static int parse_step(const json_t *j, const char *base, struct img_step *s, str
             return rc;
         }
         if (s->width == 0 && s->height == 0) {
-            char path[160];
+            char path[240];
             join(path, sizeof path, base, "width");
             return fail(e, path, "resize needs a width, a height or both");
         }
@@ -219,7 +214,7 @@ static int parse_step(const json_t *j, const char *base, struct img_step *s, str
     }
     case IMG_STEP_BLUR: {
         static const char *const k[] = {"op", "sigma", NULL};
-        char path[160];
+        char path[240];
         join(path, sizeof path, base, "sigma");
         if ((rc = check_keys(j, base, k, e)) != 0) {
             return rc;
@@ -246,7 +241,7 @@ static int parse_step(const json_t *j, const char *base, struct img_step *s, str
     }
     case IMG_STEP_ROTATE: {
         static const char *const k[] = {"op", "degrees", NULL};
-        char path[160];
+        char path[240];
         join(path, sizeof path, base, "degrees");
         if ((rc = check_keys(j, base, k, e)) != 0 ||
             (rc = get_int(j, "degrees", base, 90, 270, 1, &s->degrees, e)) != 0) {
@@ -274,7 +269,7 @@ static int parse_step(const json_t *j, const char *base, struct img_step *s, str
 static int parse_pipeline(const json_t *o, const char *base, struct img_step *steps, int *n,
                           struct perr *e)
 {
-    char path[160];
+    char path[240];
     join(path, sizeof path, base, "pipeline");
     const json_t *a = json_object_get(o, "pipeline");
     *n = 0;
@@ -288,8 +283,8 @@ static int parse_pipeline(const json_t *o, const char *base, struct img_step *st
         return fail(e, path, "a pipeline has at most %d steps", IMG_MAX_STEPS);
     }
     for (size_t i = 0; i < json_array_size(a); i++) {
-        char sp[176];
-        snprintf(sp, sizeof sp, "%s[%zu]", path, i);
+        char sp[200];
+        snprintf(sp, sizeof sp, "%.170s[%zu]", path, i);
         int rc = parse_step(json_array_get(a, i), sp, &steps[i], e);
         if (rc != 0) {
             return rc;
