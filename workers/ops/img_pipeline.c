@@ -439,6 +439,13 @@ static int steps_shrink(const struct img_step *steps, int n, int w, int h, int *
                 return 1;
             }
             double gap = s->kind == IMG_STEP_THUMBNAIL ? IMG_GAP_THUMBNAIL : IMG_GAP_RESIZE;
+            /* A blur moved after this step hides what a tighter decode loses (the DCT
+             * scaling's softness and aliasing near Nyquist): a sigma of a pixel or more at
+             * the output size only needs a decode as large as the output. */
+            if (i > 0 && steps[i - 1].kind == IMG_STEP_BLUR &&
+                steps[i - 1].sigma * ow / (box[2] - box[0]) >= IMG_BLUR_HIDES_SIGMA) {
+                gap = 1.0;
+            }
             double fx = (box[2] - box[0]) / ow / gap, fy = (box[3] - box[1]) / oh / gap;
             double f = fx < fy ? fx : fy;
             return f >= 8 ? 8 : f >= 4 ? 4 : f >= 2 ? 2 : 1;

@@ -76,6 +76,9 @@ struct img_params {
  * more room to stay above 40 dB. */
 #define IMG_GAP_THUMBNAIL 2.0
 #define IMG_GAP_RESIZE 3.0
+/* A blur of at least this sigma (in output pixels) moved after a downscale lets the decode
+ * shrink down to the output size (gap 1). */
+#define IMG_BLUR_HIDES_SIGMA 1.0
 
 /* Parses PARAMS (NULL = all defaults) into *P. Returns 0, or -BATCHD_E_INVALID_PARAM with
  * MSG and PATH (relative to params, e.g. "variants[0].pipeline[2].sigma") set. */
