@@ -64,13 +64,23 @@ enum src_format {
 static int sniff(const uint8_t *p, size_t n, enum src_format *f, char *msg, size_t msglen)
 {
     static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (n >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) {
+    if (n >= 2 && p[0] == 0xff && p[1] == 0xd8) {
         *f = SRC_JPEG;
         return 0;
     }
     if (n >= 8 && memcmp(p, png_magic, 8) == 0) {
         *f = SRC_PNG;
         return 0;
+    }
+    /* A PNG signature with a byte or two changed is a damaged PNG (a text-mode transfer
+     * turns its CR LF around), not some other format. */
+    int same = 0;
+    for (size_t i = 0; i < 8 && i < n; i++) {
+        same += p[i] == png_magic[i];
+    }
+    if (same >= 6) {
+        snprintf(msg, msglen, "png: the signature is damaged (a text-mode transfer?)");
+        return -BATCHD_E_CORRUPT_IMAGE;
     }
     const char *what = "unknown data";
     if (n >= 6 && (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0)) {
