@@ -307,6 +307,9 @@ def main():
     if not os.path.exists(IMGRUN):
         print('imgrun not found at', IMGRUN)
         return 1
+    if not os.path.isdir(os.path.join(DATA, 'broken')):
+        print('test data not found under', DATA, '(set BATCHD_SHARED)')
+        return 1
     t = time.time()
     tests = [test_pngsuite, test_jpeg_decode, test_broken, test_thumbnail_resize,
              test_blur_thumbnail, test_blur]
