@@ -280,7 +280,7 @@ HOT static void vpass(const struct img *in, struct img *out, int ksize, const in
     }
 }
 
-/* Pillow's affine nearest-neighbour resize: source = (int)(scale * (x + 0.5) + x0). */
+/* Pillow's nearest-neighbour resize: source = (int)(x0 + scale * (x + 0.5)). */
 static struct img *resize_nearest(const struct img *im, const double box[4], int ow, int oh)
 {
     struct img *out = img_create(ow, oh, im->channels);
@@ -294,14 +294,15 @@ static struct img *resize_nearest(const struct img *im, const double box[4], int
     int ch = im->channels;
     double ax = (double)((float)box[2] - (float)box[0]) / ow;
     double ay = (double)((float)box[3] - (float)box[1]) / oh;
-    for (int x = 0; x < ow; x++) {
-        double v = ax * (x + 0.5) + (float)box[0];
-        int sx = v < 0 ? 0 : (int)v;
+    /* Pillow's ImagingScaleAffine steps the coordinate by adding the scale, not by
+     * multiplying: the rounding at exact pixel borders follows the sum. */
+    double xo = (float)box[0] + ax * 0.5, yo = (float)box[1] + ay * 0.5;
+    for (int x = 0; x < ow; x++, xo += ax) {
+        int sx = xo < 0 ? 0 : (int)xo;
         xs[x] = sx >= im->width ? im->width - 1 : sx;
     }
-    for (int y = 0; y < oh; y++) {
-        double v = ay * (y + 0.5) + (float)box[1];
-        int sy = v < 0 ? 0 : (int)v;
+    for (int y = 0; y < oh; y++, yo += ay) {
+        int sy = yo < 0 ? 0 : (int)yo;
         sy = sy >= im->height ? im->height - 1 : sy;
         const uint8_t *s = im->px + (size_t)sy * im->stride;
         uint8_t *d = out->px + (size_t)y * out->stride;
