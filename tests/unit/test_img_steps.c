@@ -102,7 +102,7 @@ static void test_resize_constant(void)
         for (size_t f = 0; f < 4; f++) {
             for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
                 for (int gap = 0; gap <= 2; gap += 2) {
-                    struct img *r = img_resize(im, box, sizes[s][0], sizes[s][1], filters[f], gap);
+                    struct img *r = img_resize(im, box, sizes[s][0], sizes[s][1], filters[f], gap, gap == 0);
                     CHECK(r != NULL);
                     CHECK_EQ_INT(r->width, sizes[s][0]);
                     CHECK_EQ_INT(r->height, sizes[s][1]);
@@ -117,7 +117,7 @@ static void test_resize_constant(void)
         }
         /* A fractional box inside the image. */
         double sub[4] = {10.5, 3.25, 90.75, 60.5};
-        struct img *r = img_resize(im, sub, 33, 21, IMG_FILTER_LANCZOS3, 0);
+        struct img *r = img_resize(im, sub, 33, 21, IMG_FILTER_LANCZOS3, 0, 0);
         int bad = 0;
         for (size_t i = 0; i < r->stride * (size_t)r->height; i++) {
             bad += r->px[i] != 200;

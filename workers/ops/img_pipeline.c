@@ -638,7 +638,7 @@ int img_state_unreduce(struct img_state *st, char *msg, size_t msglen)
         return 0;
     }
     img_premultiply(st->im);
-    struct img *r = img_resize(st->im, st->box, st->lw, st->lh, IMG_FILTER_BICUBIC, 0);
+    struct img *r = img_resize(st->im, st->box, st->lw, st->lh, IMG_FILTER_BICUBIC, 0, 0);
     if (r == NULL) {
         return oom(msg, msglen);
     }
@@ -683,7 +683,7 @@ static int run_scale(struct img_state *st, const struct img_step *s, int exact, 
     double box[4] = {st->box[0] + lbox[0] * kx, st->box[1] + lbox[1] * ky,
                      st->box[0] + lbox[2] * kx, st->box[1] + lbox[3] * ky};
     img_premultiply(st->im);
-    struct img *r = img_resize(st->im, box, ow, oh, filter, gap);
+    struct img *r = img_resize(st->im, box, ow, oh, filter, gap, exact);
     if (r == NULL) {
         return oom(msg, msglen);
     }

@@ -316,7 +316,7 @@ static struct img *resize_nearest(const struct img *im, const double box[4], int
 
 /* Pillow's ImagingResampleInner. */
 static struct img *resample(const struct img *im, const double box[4], int ow, int oh,
-                            enum img_filter filter)
+                            enum img_filter filter, int pillow_order)
 {
     const struct filter *f = &filters[filter];
     int *bh = NULL, *bv = NULL;
@@ -331,6 +331,24 @@ static struct img *resample(const struct img *im, const double box[4], int ow, i
     }
     int yfirst = bv[0], ylast = bv[oh * 2 - 2] + bv[oh * 2 - 1];
     const struct img *src = im;
+    if (!pillow_order && need_h && need_v && oh < ylast - yfirst) {
+        /* Shrinking vertically: the vectorised vertical pass first, so that the horizontal
+         * one (a window per pixel, the costlier per tap) runs on OH rows instead of the
+         * source's. Only the intermediate rounding differs from Pillow's order. */
+        tmp = img_create(im->width, oh, im->channels);
+        acc = malloc(sizeof *acc * (im->stride + 8));
+        if (tmp == NULL || acc == NULL) {
+            goto out;
+        }
+        vpass(im, tmp, ksv, bv, kv, acc);
+        out = img_create(ow, oh, im->channels);
+        if (out == NULL) {
+            goto out;
+        }
+        hpass(tmp, out, 0, ksh, bh, kh);
+        out->premultiplied = im->premultiplied;
+        goto out;
+    }
     if (need_h) {
         for (int i = 0; i < oh; i++) {
             bv[i * 2] -= yfirst;
@@ -379,43 +397,46 @@ static uint32_t reduce_multiplier(int n)
     return (uint32_t)(max_int / max_dividend);
 }
 
+/* Per output row: the FY source rows are summed column-wise along whole rows (vectorised),
+ * then each FX-wide group of those column sums makes one output pixel. */
 HOT static void reduce_rows(const struct img *im, struct img *out, int fx, int fy,
-                            const int box[4], uint32_t *acc)
+                            const int box[4], uint32_t *colsum)
 {
     int ch = im->channels;
     int bw = box[2] - box[0], bh = box[3] - box[1];
-    size_t n = out->stride;
+    size_t n = (size_t)bw * ch;
     for (int oy = 0; oy < out->height; oy++) {
         int y0 = box[1] + oy * fy, y1 = y0 + fy;
         if (y1 > box[1] + bh) {
             y1 = box[1] + bh;
         }
-        memset(acc, 0, n * sizeof *acc);
+        for (size_t i = 0; i < n; i++) {
+            colsum[i] = 0;
+        }
         for (int y = y0; y < y1; y++) {
             const uint8_t *s = im->px + (size_t)y * im->stride + (size_t)box[0] * ch;
-            for (int ox = 0; ox < out->width; ox++) {
-                int cnt = fx;
-                if ((ox + 1) * fx > bw) {
-                    cnt = bw - ox * fx;
-                }
-                const uint8_t *p = s + (size_t)ox * fx * ch;
-                uint32_t *a = acc + (size_t)ox * ch;
-                for (int i = 0; i < cnt; i++) {
-                    for (int c = 0; c < ch; c++) {
-                        a[c] += p[i * ch + c];
-                    }
-                }
+            for (size_t i = 0; i < n; i++) {
+                colsum[i] += s[i];
             }
         }
         uint8_t *d = out->px + (size_t)oy * out->stride;
         int rows = y1 - y0;
+        uint32_t full = (uint32_t)(rows * fx);
+        uint32_t mul = reduce_multiplier((int)full), amend = full / 2;
         for (int ox = 0; ox < out->width; ox++) {
             int cols = (ox + 1) * fx > bw ? bw - ox * fx : fx;
-            uint32_t cntn = (uint32_t)(rows * cols);
-            uint32_t mul = reduce_multiplier((int)cntn), amend = cntn / 2;
+            uint32_t m = mul, am = amend;
+            if (cols != fx) {
+                m = reduce_multiplier(rows * cols);
+                am = (uint32_t)(rows * cols) / 2;
+            }
+            const uint32_t *cs = colsum + (size_t)ox * fx * ch;
             for (int c = 0; c < ch; c++) {
-                size_t i = (size_t)ox * ch + c;
-                d[i] = (uint8_t)(((uint64_t)(acc[i] + amend) * mul) >> 24);
+                uint32_t sum = 0;
+                for (int k = 0; k < cols; k++) {
+                    sum += cs[k * ch + c];
+                }
+                d[(size_t)ox * ch + c] = (uint8_t)(((uint64_t)(sum + am) * m) >> 24);
             }
         }
     }
@@ -425,7 +446,7 @@ struct img *img_reduce(const struct img *im, int fx, int fy, const int box[4])
 {
     int bw = box[2] - box[0], bh = box[3] - box[1];
     struct img *out = img_create((bw + fx - 1) / fx, (bh + fy - 1) / fy, im->channels);
-    uint32_t *acc = out ? malloc(sizeof *acc * (out->stride + 8)) : NULL;
+    uint32_t *acc = out ? malloc(sizeof *acc * ((size_t)bw * im->channels + 8)) : NULL;
     if (acc == NULL) {
         img_destroy(out);
         return NULL;
@@ -437,7 +458,7 @@ struct img *img_reduce(const struct img *im, int fx, int fy, const int box[4])
 }
 
 struct img *img_resize(const struct img *im, const double box_in[4], int ow, int oh,
-                       enum img_filter filter, double gap)
+                       enum img_filter filter, double gap, int pillow_order)
 {
     double box[4] = {box_in[0], box_in[1], box_in[2], box_in[3]};
     if (filter == IMG_FILTER_NEAREST) {
@@ -477,7 +498,7 @@ struct img *img_resize(const struct img *im, const double box_in[4], int ow, int
             out->premultiplied = im->premultiplied;
         }
     } else {
-        out = resample(im, box, ow, oh, filter);
+        out = resample(im, box, ow, oh, filter, pillow_order);
     }
     img_destroy(reduced);
     return out;

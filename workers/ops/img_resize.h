@@ -32,10 +32,12 @@ void img_resize_plan(int w, int h, int tw, int th, enum img_fit fit, int *ow, in
 /* Resamples the area BOX of IM (fractional pixel coordinates, as Pillow's resize(box=)) to
  * OW x OH with FILTER. Alpha must already be premultiplied. When GAP >= 1 and the filter is
  * not nearest, first box-reduces by integer factors while the rest still shrinks by at least
- * GAP (Pillow's reducing_gap); GAP 0 resamples in one step. Returns a new image or NULL on
- * OOM. */
+ * GAP (Pillow's reducing_gap); GAP 0 resamples in one step. PILLOW_ORDER 1 runs the
+ * horizontal pass first as Pillow does (results identical to Pillow's); 0 picks the cheaper
+ * order (the same up to the rounding of the intermediate image). Returns a new image or NULL
+ * on OOM. */
 struct img *img_resize(const struct img *im, const double box[4], int ow, int oh,
-                       enum img_filter filter, double gap);
+                       enum img_filter filter, double gap, int pillow_order);
 
 /* Pillow's Image.reduce: the mean of each FX x FY block of the integer area BOX (x0, y0, x1,
  * y1); partial blocks at the far edges average what they hold. Returns a new image or NULL. */
