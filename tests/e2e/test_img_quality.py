@@ -304,6 +304,99 @@ def test_broken():
                     fail(f'{f}: took {dt:.1f}s')
 
 
+def imgrun(args, env=None):
+    e = dict(os.environ, **(env or {}))
+    p = subprocess.run([IMGRUN] + args, capture_output=True, text=True, timeout=TIMEOUT, env=e)
+    if p.returncode not in (0, 1):
+        raise RuntimeError(f'imgrun {args} died: status {p.returncode}: {p.stderr[-500:]}')
+    return [json.loads(line) for line in p.stdout.splitlines()]
+
+
+def expect(label, got, want):
+    ok = got == want
+    print(f'  {label:<60} {"ok" if ok else f"got {got!r}, want {want!r}"}', flush=True)
+    if not ok:
+        fail(f'{label}: got {got!r}, want {want!r}')
+
+
+def code(line):
+    return line.get('error', {}).get('code') or line.get('params_error', {}).get('path') or 'ok'
+
+
+def test_io():
+    print('inputs, outputs, variants, limits')
+    hopper = os.path.join(DATA, 'jpeg', 'pillow', 'hopper.jpg')
+    rgba = os.path.join(DATA, 'pngsuite', 'basn6a08.png')
+    root = os.path.join(TMP, 'datadir')
+    os.makedirs(os.path.join(root, 'in', 'sub'), exist_ok=True)
+    os.makedirs(os.path.join(root, 'out'), exist_ok=True)
+    with open(hopper, 'rb') as src, open(os.path.join(root, 'in', 'a.jpg'), 'wb') as dst:
+        dst.write(src.read())
+    with open(os.path.join(root, 'in', 'notes.txt'), 'w') as f:
+        f.write('not an image\n')
+    for name, target in (('link_in.jpg', 'a.jpg'), ('link_out', '/etc/passwd'),
+                         ('dir_out', os.path.join(DATA, 'jpeg')), ('up', '..'), ('up2', '../..')):
+        path = os.path.join(root, 'in', name)
+        if not os.path.lexists(path):
+            os.symlink(target, path)
+    d = ['-d', root, '-O', os.path.join(root, 'out')]
+    paths = {'in/a.jpg': 'ok', 'in/link_in.jpg': 'ok', 'in/./a.jpg': 'ok',
+             'in/link_out': 'forbidden_path', 'in/dir_out/pillow/hopper.jpg': 'forbidden_path',
+             'in/up/in/a.jpg': 'ok', 'in/up2/datadir/in/a.jpg': 'forbidden_path',
+             '../etc/passwd': 'forbidden_path',
+             'in/../in/a.jpg': 'forbidden_path', '/etc/passwd': 'forbidden_path',
+             'in/missing.jpg': 'not_found', 'nowhere/a.jpg': 'not_found',
+             'in/sub': 'invalid_input', 'in/notes.txt': 'unsupported_format'}
+    for rel, want in paths.items():
+        expect(f'path {rel}', code(imgrun(d + [rel])[0]), want)
+    line = imgrun(d + ['-p', json.dumps({'output': 'path', 'format': 'png',
+                                         'pipeline': [{'op': 'thumbnail', 'width': 50, 'height': 50}]}),
+                       'in/a.jpg'])[0]
+    expect('output path: result path', line.get('result', {}).get('path'), 'out/a.png')
+    out = os.path.join(root, 'out', 'a.png')
+    expect('output path: file written', os.path.exists(out) and Image.open(out).size, (50, 50))
+    line = imgrun(['-p', json.dumps({'output': 'path'}), hopper])[0]
+    expect('output path without a data dir', code(line), 'invalid_input')
+    # base64 in, inline base64 out
+    line = imgrun(['-b', '-j', '-p', json.dumps({'format': 'png', 'pipeline': [
+        {'op': 'resize', 'width': 32, 'height': 16}]}), hopper])[0]
+    import base64
+    import io
+    data = base64.b64decode(line.get('result', {}).get('data', ''))
+    expect('base64 in, inline out: decodes', Image.open(io.BytesIO(data)).size if data else None, (32, 16))
+    expect('inline out: bytes', line['result']['bytes'], len(data))
+    # variants: one decode, several outputs
+    params = {'pipeline': [{'op': 'grayscale'}], 'format': 'png',
+              'variants': [{'name': 'small', 'pipeline': [{'op': 'thumbnail', 'width': 20, 'height': 20}]},
+                           {'name': 'big', 'pipeline': [{'op': 'rotate', 'degrees': 90},
+                                                        {'op': 'crop', 'x': 0, 'y': 0, 'width': 100, 'height': 60}],
+                            'format': 'jpeg', 'quality': 50}]}
+    line = imgrun(['-p', json.dumps(params), hopper])[0]
+    v = line.get('result', {}).get('variants', {})
+    expect('variants: names and sizes', {k: (x['format'], x['width'], x['height']) for k, x in v.items()},
+           {'small': ('png', 20, 20), 'big': ('jpeg', 100, 60)})
+    expect('variants: blob names', line.get('blobs'), ['small.png', 'big.jpeg'])
+    line = imgrun(d + ['-p', json.dumps(dict(params, output='path')), 'in/a.jpg'])[0]
+    expect('variants to files', sorted(x['path'] for x in line['result']['variants'].values()),
+           ['out/a-big.jpeg', 'out/a-small.png'])
+    # alpha: kept in PNG, flattened over white in JPEG
+    im, err, _ = ours(rgba, {'pipeline': [{'op': 'blur', 'sigma': 1}]})
+    expect('png keeps alpha', im.mode if im else err, 'RGBA')
+    out = os.path.join(TMP, 'flat.jpg')
+    run(rgba, {'format': 'jpeg', 'quality': 95}, out)
+    ref = rgb(Image.open(rgba))
+    check('jpeg output flattened over white', psnr(ref, Image.open(out)), 30)
+    # limits
+    line = imgrun(['-p', '{}', hopper], env={'BATCHD_MAX_INPUT_PIXELS': '10000'})[0]
+    expect('input pixel limit', code(line), 'too_large')
+    line = imgrun(['-p', json.dumps({'pipeline': [{'op': 'resize', 'width': 20000, 'height': 20000}]}), hopper])[0]
+    expect('output pixel limit', code(line), 'too_large')
+    line = imgrun(['-p', json.dumps({'pipeline': [{'op': 'crop', 'x': 500, 'y': 0, 'width': 5, 'height': 5}]}), hopper])[0]
+    expect('crop outside the image', code(line), 'invalid_input')
+    line = imgrun(['-p', json.dumps({'pipeline': [{'op': 'thumbnail', 'width': 10}]}), hopper])[0]
+    expect('params error path', code(line), 'pipeline[0].height')
+
+
 def main():
     if not os.path.exists(IMGRUN):
         print('imgrun not found at', IMGRUN)
@@ -312,7 +405,7 @@ def main():
         print('test data not found under', DATA, '(set BATCHD_SHARED)')
         return 1
     t = time.time()
-    tests = [test_pngsuite, test_jpeg_decode, test_broken, test_thumbnail_resize,
+    tests = [test_io, test_pngsuite, test_jpeg_decode, test_broken, test_thumbnail_resize,
              test_blur_thumbnail, test_blur]
     only = sys.argv[1:]
     for test in tests:

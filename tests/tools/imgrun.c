@@ -1,16 +1,18 @@
 /* imgrun: runs the image op's run() on files, without the server, for the quality tests and
  * for timing the engine alone.
  *
- *   imgrun [-p PARAMS_JSON] [-o OUT] [-n REPEAT] [-j] [-d DATA_DIR] [-O OUT_DIR] FILE...
+ *   imgrun [-p PARAMS_JSON] [-o OUT] [-n REPEAT] [-j] [-b] [-d DATA_DIR] [-O OUT_DIR] FILE...
  *
- * Each FILE is handed over as bytes (in->blob), as the server does with uploads; with -d,
- * FILE is instead a {"path": FILE} input resolved under DATA_DIR. The result JSON goes to
+ * Each FILE is handed over as bytes (in->blob), as the server does with uploads; with -b as
+ * a {"data": "<base64>"} input; with -d, FILE is instead a {"path": FILE} input resolved
+ * under DATA_DIR. The result JSON goes to
  * stdout, one line per file; -o writes the (first) encoded output to OUT (one file only).
  * -j asks for an inline base64 result instead of binary blobs. -n repeats each job and
  * prints the total time to stderr. Exit status: 0 if every job succeeded, 1 if one failed
  * with a per-job error, 2 on usage errors. */
-#include "../../workers/ops.h"
 #include "../../api/errors.h"
+#include "../../workers/ops.h"
+#include "../../workers/ops/img_b64.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -62,11 +64,13 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
     const char *params_text = NULL, *outpath = NULL, *data_dir = NULL, *out_dir = NULL;
-    int repeat = 1, inline_json = 0, i;
+    int repeat = 1, inline_json = 0, as_b64 = 0, i;
     for (i = 1; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-j") == 0) {
             inline_json = 1;
+        } else if (strcmp(a, "-b") == 0) {
+            as_b64 = 1;
         } else if (i + 1 < argc && strcmp(a, "-p") == 0) {
             params_text = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "-o") == 0) {
@@ -78,7 +82,8 @@ int main(int argc, char **argv)
         } else if (i + 1 < argc && strcmp(a, "-n") == 0) {
             repeat = (int)strtol(argv[++i], NULL, 10);
         } else {
-            fprintf(stderr, "usage: imgrun [-p JSON] [-o OUT] [-n N] [-j] [-d DIR] [-O DIR] FILE...\n");
+            fprintf(stderr,
+                    "usage: imgrun [-p JSON] [-o OUT] [-n N] [-j] [-b] [-d DIR] [-O DIR] FILE...\n");
             return 2;
         }
     }
@@ -112,6 +117,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "imgrun: cannot read %s\n", argv[i]);
             status = 2;
             continue;
+        }
+        if (as_b64) {
+            struct buf t;
+            buf_init(&t, (size_t)1 << 31);
+            img_b64_encode(&t, data, len);
+            value = json_pack("{s:s%}", "data", buf_data(&t) ? buf_data(&t) : "", buf_len(&t));
+            buf_cleanup(&t);
+            free(data);
+            data = NULL;
+            len = 0;
         }
         for (int r = 0; r < repeat; r++) {
             struct job_output out;
