@@ -346,9 +346,15 @@ def test_io():
              '../etc/passwd': 'forbidden_path',
              'in/../in/a.jpg': 'forbidden_path', '/etc/passwd': 'forbidden_path',
              'in/missing.jpg': 'not_found', 'nowhere/a.jpg': 'not_found',
-             'in/sub': 'invalid_input', 'in/notes.txt': 'unsupported_format'}
+             'in/sub': 'invalid_input', 'in/notes.txt': 'unsupported_format',
+             'in/a.jpg/x': 'not_found'}
     for rel, want in paths.items():
         expect(f'path {rel}', code(imgrun(d + [rel])[0]), want)
+    # Without openat2 (old kernels, sandboxes) every symlink is refused.
+    fallback = dict(paths, **{'in/link_in.jpg': 'forbidden_path', 'in/up/in/a.jpg': 'forbidden_path'})
+    for rel, want in fallback.items():
+        expect(f'path {rel} (no openat2)',
+               code(imgrun(d + [rel], env={'BATCHD_TEST_NO_OPENAT2': '1'})[0]), want)
     line = imgrun(d + ['-p', json.dumps({'output': 'path', 'format': 'png',
                                          'pipeline': [{'op': 'thumbnail', 'width': 50, 'height': 50}]}),
                        'in/a.jpg'])[0]
