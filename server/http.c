@@ -7,7 +7,10 @@
 #include "../api/jsonw.h"
 #include "../workers/ipc.h"
 #include "../workers/ops.h"
+#include "auth.h"
 #include "log.h"
+#include "metrics.h"
+#include "observe.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -57,12 +60,18 @@ static int method_allowed(const struct route_row *rr, const char *method)
     return 0;
 }
 
-static void add_common_headers(struct request *r, struct MHD_Response *resp)
+void http_add_common_headers(struct request *r, struct MHD_Response *resp)
 {
     MHD_add_response_header(resp, "X-Request-Id", r->id);
-    if (r->srv->cfg.cors_origin[0] != '\0') {
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->srv->cfg.cors_origin);
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    const char *allow = auth_cors_allow_origin(r->srv->auth, origin);
+    if (allow != NULL) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", allow);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                AUTH_CORS_EXPOSE_HEADERS);
+        if (strcmp(allow, "*") != 0) {
+            MHD_add_response_header(resp, "Vary", "Origin");
+        }
     }
 }
 
@@ -76,7 +85,7 @@ static enum MHD_Result reply(struct request *r, int status, const char *ctype, c
     }
     MHD_add_response_header(resp, "Content-Type", ctype);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
-    add_common_headers(r, resp);
+    http_add_common_headers(r, resp);
     if (allow != NULL) {
         MHD_add_response_header(resp, "Allow", allow);
     }
@@ -139,15 +148,14 @@ static enum MHD_Result serve_simple(struct request *r)
                      ready ? 0 : 1);
     }
     case ROUTE_METRICS: {
-        /* deploy: the full Prometheus exposition replaces this minimal one. */
-        struct dispatch_stats st;
-        dispatch_get_stats(s->dispatch, &st);
-        snprintf(body, sizeof body,
-                 "# TYPE batchd_queued_jobs gauge\nbatchd_queued_jobs %llu\n"
-                 "# TYPE batchd_inflight_batches gauge\nbatchd_inflight_batches %d\n",
-                 (unsigned long long)dispatch_queued_jobs(s->dispatch),
-                 dispatch_batches(s->dispatch));
-        return reply(r, 200, "text/plain; version=0.0.4", body, strlen(body), NULL, 0);
+        struct buf b;
+        buf_init(&b, 16u << 20);
+        enum MHD_Result rc =
+            observe_render(s, &b) == 0
+                ? reply(r, 200, METRICS_CONTENT_TYPE, buf_data(&b), buf_len(&b), NULL, 0)
+                : http_reply_error(r, -BATCHD_E_INTERNAL, "cannot render the metrics", NULL);
+        buf_cleanup(&b);
+        return rc;
     }
     default:
         return http_reply_error(r, -BATCHD_E_NOT_FOUND_ROUTE, NULL, NULL);
@@ -183,22 +191,8 @@ static void request_make_id(struct request *r, struct MHD_Connection *c)
 
 static int auth_ok(struct server *s, struct MHD_Connection *c)
 {
-    if (s->auth_token_len == 0) {
-        return 1;
-    }
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
-        return 0;
-    }
-    const char *tok = h + 7;
-    size_t n = strlen(tok);
-    /* Constant time in the token's content: compare every byte of the expected token. */
-    unsigned diff = n != s->auth_token_len;
-    for (size_t i = 0; i < s->auth_token_len; i++) {
-        diff |= (unsigned)(unsigned char)s->auth_token[i] ^
-                (unsigned)(unsigned char)(i < n ? tok[i] : 0);
-    }
-    return diff == 0;
+    return auth_check(s->auth, h) == 0;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
@@ -235,21 +229,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             /* CORS preflight (and plain OPTIONS): say what is allowed. */
             struct MHD_Response *resp =
                 MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-            add_common_headers(r, resp);
+            http_add_common_headers(r, resp);
             MHD_add_response_header(resp, "Allow", rr->allow);
-            if (s->cfg.cors_origin[0] != '\0') {
+            const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+            if (auth_cors_allow_origin(s->auth, origin) != NULL) {
                 MHD_add_response_header(resp, "Access-Control-Allow-Methods", rr->allow);
                 MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                        "Content-Type, Authorization, X-Request-Id, Accept");
-                MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+                                        AUTH_CORS_ALLOW_HEADERS);
+                MHD_add_response_header(resp, "Access-Control-Max-Age", AUTH_CORS_MAX_AGE);
             }
             r->status = 204;
             enum MHD_Result rc = MHD_queue_response(c, 204, resp);
             MHD_destroy_response(resp);
             return rc;
         }
-        int open_route = r->route == ROUTE_HEALTHZ || r->route == ROUTE_READYZ;
-        if (!open_route && !auth_ok(s, c)) {
+        if (auth_required(s->auth, method, rr->path) && !auth_ok(s, c)) {
             return http_reply_error(r, -BATCHD_E_UNAUTHORIZED, NULL, NULL);
         }
         if (r->route != ROUTE_BATCHES) {
@@ -317,6 +311,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               rr ? rr->path : "other", "status", status, "duration_ms", ms, "bytes_in",
               bytes_in, "bytes_out", bytes_out, "outcome",
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
+    observe_request_done(r);
     stream_finish(r);
     buf_cleanup(&r->body);
     buf_cleanup(&r->out);
@@ -373,11 +368,11 @@ int http_start(struct server *s)
     }
     s->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, s,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
         s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)256 * 1024, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)s->cfg.connection_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)s->cfg.max_connections, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        MHD_OPTION_END);
     if (s->mhd == NULL) {
         log_event("error", "listen", "message", "cannot listen", "address", s->cfg.listen, NULL);
         return -1;

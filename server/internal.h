@@ -30,10 +30,12 @@ struct server {
     int stop;
     uint64_t drain_deadline_ns;
     int streams; /* batch responses not yet finished */
+    int resumed; /* a connection was resumed since the last MHD_run */
+    struct request *stream_list; /* those responses, so a stop can cut them (stream.c) */
+    struct metrics *metrics;     /* observe.c */
     char *ops_json;
     size_t ops_json_len;
-    char auth_token[512];
-    size_t auth_token_len;
+    struct auth *auth; /* --auth-token-file and --cors-origin (auth.c) */
     uint64_t request_seq;
     uint64_t id_salt;
 };
@@ -67,6 +69,7 @@ struct request {
     int done;        /* the summary is in out */
     int client_gone; /* the client hung up: end the stream with an error */
     uint64_t bytes_out;
+    struct request *stream_prev, *stream_next; /* in srv->stream_list while streaming */
 };
 
 /* http.c */
@@ -75,6 +78,8 @@ void http_stop(struct server *s);
 /* Queues a JSON error response for ERR (status from the error list) with MESSAGE and PATH. */
 enum MHD_Result http_reply_error(struct request *r, int err, const char *message,
                                  const char *path);
+/* Adds X-Request-Id and, for an allowed Origin, the CORS headers to RESP. */
+void http_add_common_headers(struct request *r, struct MHD_Response *resp);
 
 /* stream.c */
 /* Starts the batch of R from its finished upload and queues the streaming response (or an
@@ -84,6 +89,9 @@ enum MHD_Result stream_start(struct request *r);
 void stream_client_gone(struct request *r);
 /* R's connection is over (completed callback): cancel what is left, free the stream state. */
 void stream_finish(struct request *r);
+/* Cuts every live stream (grace period over, second signal): their batches are cancelled
+ * and their responses end without a summary, so clients can tell. Returns how many. */
+int stream_cut_all(struct server *s);
 
 /* loop.c */
 /* Watches (WATCH = 1) or stops watching R's client socket for hang-ups. */

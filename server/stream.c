@@ -9,6 +9,7 @@
 #include "../workers/ipc.h"
 #include "../workers/ops.h"
 #include "log.h"
+#include "observe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,8 @@ static void stream_wake(struct request *r)
         r->suspended = 0;
         loop_watch_request(r->srv, r, 0);
         MHD_resume_connection(r->conn);
+        /* In external-epoll mode a resume takes effect only in the next MHD_run. */
+        r->srv->resumed = 1;
     }
 }
 
@@ -50,6 +53,7 @@ static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
 static void stream_on_result(void *ud, const struct dispatch_result *res)
 {
     struct request *r = ud;
+    observe_job(r, res);
     if (writer_result(&r->writer, &r->out, res) != 0) {
         log_event("error", "stream", "request_id", r->id, "message", "output buffer full", NULL);
     }
@@ -170,7 +174,7 @@ static int stream_negotiate(const char *accept, enum writer_format *fmt)
  * (with the reply already queued). */
 static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
 {
-    char msg[256] = "", path[160] = "", ppath[128] = "";
+    char msg[256] = "", path[192] = "", ppath[128] = "";
     struct batch_spec *sp = &r->spec;
     if (sp->op != NULL) {
         r->op = ops_find(sp->op);
@@ -283,13 +287,14 @@ enum MHD_Result stream_start(struct request *r)
     MHD_add_response_header(resp, "Content-Type", writer_content_type(fmt));
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    MHD_add_response_header(resp, "X-Request-Id", r->id);
-    if (s->cfg.cors_origin[0] != '\0') {
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin);
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
-    }
+    http_add_common_headers(r, resp);
     r->status = 200;
     s->streams++;
+    r->stream_next = s->stream_list;
+    if (s->stream_list != NULL) {
+        s->stream_list->stream_prev = r;
+    }
+    s->stream_list = r;
     mr = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     return mr;
@@ -316,9 +321,33 @@ void stream_finish(struct request *r)
     }
     if (r->status == 200 && r->route == ROUTE_BATCHES) {
         r->srv->streams--;
+        if (r->stream_prev != NULL) {
+            r->stream_prev->stream_next = r->stream_next;
+        } else if (r->srv->stream_list == r) {
+            r->srv->stream_list = r->stream_next;
+        }
+        if (r->stream_next != NULL) {
+            r->stream_next->stream_prev = r->stream_prev;
+        }
+        r->stream_prev = r->stream_next = NULL;
     }
     writer_cleanup(&r->writer);
     batch_spec_cleanup(&r->spec);
     free(r->job_ops);
     r->job_ops = NULL;
+}
+
+int stream_cut_all(struct server *s)
+{
+    int n = 0;
+    for (struct request *r = s->stream_list; r != NULL; r = r->stream_next) {
+        if (!r->done) {
+            /* The reader then ends the response without its last chunk: a cut stream. */
+            stream_client_gone(r);
+            n++;
+        } else {
+            stream_wake(r);
+        }
+    }
+    return n;
 }

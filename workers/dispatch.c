@@ -556,6 +556,11 @@ static void slot_spawn(struct dispatch *d, int i)
     }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
     epoll_ctl(d->epfd, EPOLL_CTL_ADD, pool_fd(d->pool, i), &ev);
+    if (d->cfg.on_worker != NULL) {
+        struct dispatch_worker_event wev = {
+            .slot = i, .pid = (long)pool_pid(d->pool, i), .event = "start"};
+        d->cfg.on_worker(d->cfg.ud, &wev);
+    }
     buf_reset(&s->in);
     s->state = SLOT_IDLE;
     s->jobs_done = 0;
@@ -600,12 +605,21 @@ static void slot_fail(struct dispatch *d, int i, int cause_err, const char *caus
     int status = pool_reap(d->pool, i);
     char sbuf[64];
     const char *how = pool_describe_status(status, sbuf, sizeof sbuf);
+    const char *why = "crash";
     if (s->state == SLOT_RETIRING && status == 0) {
-        d->stats.restarts_recycle++;
+        /* A worker asked to quit: recycled, or let go by a drain (not a restart). */
+        why = d->draining ? "drain" : "recycle";
+        d->stats.restarts_recycle += !d->draining;
     } else if (cause_err == -BATCHD_E_TIMEOUT) {
+        why = "timeout";
         d->stats.restarts_timeout++;
     } else {
         d->stats.restarts_crash++;
+    }
+    if (d->cfg.on_worker != NULL) {
+        struct dispatch_worker_event ev = {
+            .slot = i, .pid = (long)pid, .event = "exit", .cause = why, .status = how};
+        d->cfg.on_worker(d->cfg.ud, &ev);
     }
     struct dispatch_batch *b = s->batch;
     if (b != NULL) {
@@ -710,7 +724,9 @@ static int slot_take_results(struct dispatch *d, int i, const uint8_t *body, siz
         if (d->cfg.recycle_after > 0 && s->jobs_done >= d->cfg.recycle_after) {
             s->state = SLOT_RETIRING;
             pool_quit(d->pool, i);
-        } else if (d->draining) {
+        } else if (d->draining && d->ring == NULL) {
+            /* Draining and no batch left to serve: this worker may go. While batches
+             * remain, it keeps working for them (they must finish with their summary). */
             s->state = SLOT_RETIRING;
             pool_quit(d->pool, i);
         }
@@ -864,6 +880,21 @@ void dispatch_destroy(struct dispatch *d)
         return;
     }
     pool_destroy(d->pool);
+    /* Cancelled batches wait out of the ring for their running chunks; the workers are
+     * gone now, so free each of them once (several slots may hold the same one). This
+     * runs before the ring's batches are freed, because slots may point at those too. */
+    for (int i = 0; d->slots != NULL && i < d->cfg.workers; i++) {
+        struct dispatch_batch *b = d->slots[i].batch;
+        if (b == NULL || !b->cancelled) {
+            continue;
+        }
+        for (int j = i; j < d->cfg.workers; j++) {
+            if (d->slots[j].batch == b) {
+                d->slots[j].batch = NULL;
+            }
+        }
+        batch_free(b);
+    }
     while (d->ring != NULL) {
         struct dispatch_batch *b = d->ring;
         ring_remove(d, b);
@@ -913,6 +944,9 @@ void dispatch_run(struct dispatch *d)
     }
     dispatch_check_time(d);
     dispatch_feed(d);
+    if (d->draining && d->ring == NULL) {
+        dispatch_drain(d); /* the last batch is over: let idle workers go */
+    }
 }
 
 struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch_batch_desc *desc,
@@ -1030,7 +1064,7 @@ void dispatch_drain(struct dispatch *d)
 {
     d->draining = 1;
     for (int i = 0; i < d->cfg.workers; i++) {
-        if (d->slots[i].state == SLOT_IDLE && d->ring == NULL) {
+        if (d->slots[i].state == SLOT_IDLE && d->ring == NULL && d->slots[i].batch == NULL) {
             d->slots[i].state = SLOT_RETIRING;
             pool_quit(d->pool, i);
         }

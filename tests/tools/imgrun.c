@@ -12,7 +12,7 @@
  * with a per-job error, 2 on usage errors. */
 #include "../../api/errors.h"
 #include "../../workers/ops.h"
-#include "../../workers/ops/img_b64.h"
+#include "../../api/base64.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -121,7 +121,7 @@ int main(int argc, char **argv)
         if (as_b64) {
             struct buf t;
             buf_init(&t, (size_t)1 << 31);
-            img_b64_encode(&t, data, len);
+            base64_encode(&t, data, len);
             value = json_pack("{s:s%}", "data", buf_data(&t) ? buf_data(&t) : "", buf_len(&t));
             buf_cleanup(&t);
             free(data);

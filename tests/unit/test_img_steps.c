@@ -3,7 +3,6 @@
  * crop move pixels exactly, grayscale uses the 601 weights; plus the size rules, the param
  * parser's error paths, the codecs' round trips and their limits. */
 #include "../../api/errors.h"
-#include "../../workers/ops/img_b64.h"
 #include "../../workers/ops/img_blur.h"
 #include "../../workers/ops/img_jpeg.h"
 #include "../../workers/ops/img_pipeline.h"
@@ -337,32 +336,6 @@ static void test_params(void)
                       "variants[0].pipeline[0].width");
 }
 
-static void test_b64(void)
-{
-    struct buf a, b;
-    buf_init(&a, 1 << 20);
-    buf_init(&b, 1 << 20);
-    uint8_t data[256];
-    for (int i = 0; i < 256; i++) {
-        data[i] = (uint8_t)(i * 7 + 3);
-    }
-    for (size_t n = 0; n < 10; n++) {
-        buf_reset(&a);
-        buf_reset(&b);
-        CHECK_EQ_INT(img_b64_encode(&a, data, n * 25 + n % 3), 0);
-        CHECK_EQ_INT(img_b64_decode(&b, buf_data(&a), buf_len(&a)), 0);
-        CHECK_EQ_INT(buf_len(&b), n * 25 + n % 3);
-        CHECK(buf_len(&b) == 0 || memcmp(buf_data(&b), data, buf_len(&b)) == 0);
-    }
-    buf_reset(&b);
-    CHECK_EQ_INT(img_b64_decode(&b, "aGVsbG8=", 8), 0);
-    CHECK(buf_len(&b) == 5 && memcmp(buf_data(&b), "hello", 5) == 0);
-    buf_reset(&b);
-    CHECK_EQ_INT(img_b64_decode(&b, "aGV*bG8=", 8), -1);
-    buf_cleanup(&a);
-    buf_cleanup(&b);
-}
-
 static void test_codecs(void)
 {
     struct img_decode_opts opts = {.max_pixels = 100000000, .max_memory = 1 << 28, .max_scans = 100};
@@ -447,7 +420,6 @@ int main(void)
     test_grayscale_alpha();
     test_sizes();
     test_params();
-    test_b64();
     test_codecs();
     return check_report("test_img_steps");
 }

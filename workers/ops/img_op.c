@@ -6,7 +6,7 @@
 
 #include "../../api/errors.h"
 #include "../../api/jsonw.h"
-#include "img_b64.h"
+#include "../../api/base64.h"
 #include "img_jpeg.h"
 #include "img_pipeline.h"
 #include "img_png.h"
@@ -274,7 +274,7 @@ static int load_input(const struct job_input *in, struct buf *data, const uint8_
         }
         rc = read_path(in, rel, data, msg, msglen);
     } else if (json_is_string(b64) && path == NULL) {
-        rc = img_b64_decode(data, json_string_value(b64), json_string_length(b64));
+        rc = base64_decode(data, json_string_value(b64), json_string_length(b64));
         if (rc != 0) {
             snprintf(msg, msglen, rc == -1 ? "data is not valid base64" : "data is too large");
             rc = rc == -1 ? -BATCHD_E_INVALID_INPUT : -BATCHD_E_TOO_LARGE;
@@ -469,7 +469,7 @@ static int emit_output(const struct job_input *in, struct job_output *out, struc
         buf_cleanup(&local);
     } else {
         w |= buf_adds(j, ",\"data\":\"");
-        w |= img_b64_encode(j, (const uint8_t *)buf_data(bytes), buf_len(bytes));
+        w |= base64_encode(j, (const uint8_t *)buf_data(bytes), buf_len(bytes));
         w |= buf_adds(j, "\"");
         buf_cleanup(&local);
     }
