@@ -1,0 +1,49 @@
+#!/bin/bash
+# batchd vs its peers, one command:  tests/bench/run.sh
+#
+# Builds batchd (Release) into build-bench/, installs the Debian packages the peers need (only
+# the missing ones), then runs every workload on batchd (1 and 2 workers) and on the peers, on
+# the same inputs, a warm-up then REPS repetitions, and writes the medians and ratios to
+# tests/bench/results/YYYY-MM-DD-HHMM.md (also printed). See tests/bench/README.md.
+#
+# Environment: REPS (default 3), WRK_SECS (default 8, at most 20), ONLY (comma list of
+# photos,thumbs,sqrt,cpu,http,memory; default all), PHOTOS (default ../shared/data/photos),
+# SKIP_BUILD=1 (reuse build-bench/), BATCHD_BIN (bench another binary; implies SKIP_BUILD).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo"
+
+# ---------------------------------------------------------------- packages
+need=()
+for p in python3-pil python3-joblib libvips-tools wrk bc hyperfine curl; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    need+=("$p")
+  fi
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bench: installing ${need[*]}" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# ---------------------------------------------------------------- build
+if [ -z "${BATCHD_BIN:-}" ]; then
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    gen=()
+    command -v ninja >/dev/null && gen=(-G Ninja)
+    cmake -S "$repo" -B "$repo/build-bench" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build "$repo/build-bench" --target batchd >/dev/null
+  fi
+  export BATCHD_BIN="$repo/build-bench/batchd"
+fi
+
+# The plain C loop that cpu_loop is measured against (same loop shape as workers/ops/num_cpu.c).
+mkdir -p "$repo/build-bench"
+cc -O2 -std=c11 -o "$repo/build-bench/cloop" "$here/cloop.c"
+
+mkdir -p "$here/results"
+exec /usr/bin/python3 "$here/bench.py" --bin "$BATCHD_BIN" --cloop "$repo/build-bench/cloop" \
+  --reps "${REPS:-3}" --results "$here/results" --command "tests/bench/run.sh${REPS:+ (REPS=$REPS)}"
