@@ -1,6 +1,7 @@
 /* JSON text writer: numbers, strings, error objects. Floats print as Python's repr does:
- * the shortest digits that read back (found by "%.*e" and strtod, no own float parsing),
- * positional between 1e-4 and 1e16, exponent form outside. */
+ * the shortest digits that read back, positional between 1e-4 and 1e16, exponent form
+ * outside. Found in exact 128-bit integer arithmetic where that fits (most results), else by
+ * "%.*e" and strtod (no own float parsing). */
 #include "jsonw.h"
 
 #include "errors.h"
@@ -46,7 +47,141 @@ static int digits_at(double d, int p, int pow2, char digits[24], int *exp10)
     return 0;
 }
 
+static int jsonw_format_double_impl(char out[32], double d, int fast);
+
+/* 10^K as a 128-bit integer, K <= 38. */
+static unsigned __int128 pow10_u128(int k)
+{
+    static const uint64_t p10[20] = {1ull,
+                                     10ull,
+                                     100ull,
+                                     1000ull,
+                                     10000ull,
+                                     100000ull,
+                                     1000000ull,
+                                     10000000ull,
+                                     100000000ull,
+                                     1000000000ull,
+                                     10000000000ull,
+                                     100000000000ull,
+                                     1000000000000ull,
+                                     10000000000000ull,
+                                     100000000000000ull,
+                                     1000000000000000ull,
+                                     10000000000000000ull,
+                                     100000000000000000ull,
+                                     1000000000000000000ull,
+                                     10000000000000000000ull};
+    return k < 20 ? p10[k] : (unsigned __int128)p10[19] * p10[k - 19];
+}
+
+/* The fast twin of digits_at, in exact integer arithmetic (no printf, no strtod): D > 0 is
+ * m * 2^e; its nearest P-digit decimal N * 10^-s is rounded half-even as printf does, and it
+ * reads back as D iff it lies in D's rounding interval (2m - 1, 2m + 1) * 2^(e - 1), ends
+ * included when m is even (strtod rounds ties to even). Every product stays under 2^127 for
+ * 2^-16 < D < 2^53 (e in -68..0): that is where computed results mostly live. Returns 1 (found),
+ * 0 (no P-digit decimal reads back) or -1 (D is a power of two or out of that range: ask
+ * digits_at). */
+static int digits_fast(double d, int p, char digits[24], int *exp10)
+{
+    int e2;
+    double fr = frexp(d, &e2);
+    uint64_t m = (uint64_t)ldexp(fr, 53);
+    int e = e2 - 53;
+    if (e > 0 || e < -68 || m == (1ull << 52)) {
+        return -1;
+    }
+    int k = -e;
+    int f = (int)floor(log10(d));
+    unsigned __int128 lo = pow10_u128(p - 1), hi = lo * 10;
+    unsigned __int128 n = 0, trunc = 0;
+    int s = 0;
+    for (int tries = 0;; tries++) {
+        if (tries == 3) {
+            return -1;
+        }
+        s = p - 1 - f;
+        if (s >= 0) {
+            if (s > 21) {
+                return -1;
+            }
+            unsigned __int128 num = (unsigned __int128)m * pow10_u128(s);
+            n = num >> k;
+            trunc = n;
+            if (k > 0) {
+                unsigned __int128 rem = num - (n << k), half = (unsigned __int128)1 << (k - 1);
+                if (rem > half || (rem == half && (n & 1))) {
+                    n++;
+                }
+            }
+        } else {
+            unsigned __int128 den = pow10_u128(-s) << k;
+            n = m / den;
+            trunc = n;
+            unsigned __int128 rem2 = (m % den) * 2;
+            if (rem2 > den || (rem2 == den && (n & 1))) {
+                n++;
+            }
+        }
+        /* Judged before rounding: D * 10^s must lie in [10^(p-1), 10^p); rounding may then
+         * carry it up to 10^p, which is right, but never decides the exponent. */
+        if (trunc < lo) {
+            f--; /* log10 said one too many digits left of the point */
+        } else if (trunc >= hi) {
+            f++;
+        } else {
+            break;
+        }
+    }
+    /* Compare N * 10^-s with (2m -+ 1) * 2^(e-1), both sides times 2^(1-e) (and 10^s). */
+    unsigned __int128 v, blo = 2 * (unsigned __int128)m - 1, bhi = 2 * (unsigned __int128)m + 1;
+    if (s >= 0) {
+        v = n << (k + 1);
+        unsigned __int128 t = pow10_u128(s);
+        blo *= t;
+        bhi *= t;
+    } else {
+        v = (n * pow10_u128(-s)) << (k + 1);
+    }
+    int in = (m & 1) == 0 ? (v >= blo && v <= bhi) : (v > blo && v < bhi);
+    if (!in) {
+        return 0;
+    }
+    uint64_t x = (uint64_t)n;
+    int len = 1;
+    for (uint64_t t = x; t >= 10; t /= 10) {
+        len++;
+    }
+    *exp10 = len - 1 - s;
+    while (x % 10 == 0) { /* trailing zeros go: N >= 1, so this stops */
+        x /= 10;
+        len--;
+    }
+    for (int i = len - 1; i >= 0; i--) {
+        digits[i] = (char)('0' + x % 10);
+        x /= 10;
+    }
+    digits[len] = '\0';
+    return 1;
+}
+
+static int digits_try(double d, int p, int pow2, char digits[24], int *exp10)
+{
+    int rc = digits_fast(d, p, digits, exp10);
+    return rc >= 0 ? rc : digits_at(d, p, pow2, digits, exp10);
+}
+
+int jsonw_format_double_ref(char out[32], double d)
+{
+    return jsonw_format_double_impl(out, d, 0);
+}
+
 int jsonw_format_double(char out[32], double d)
+{
+    return jsonw_format_double_impl(out, d, 1);
+}
+
+static int jsonw_format_double_impl(char out[32], double d, int fast)
 {
     if (!isfinite(d)) {
         return -1;
@@ -68,16 +203,17 @@ int jsonw_format_double(char out[32], double d)
      * 15 once trailing zeros are gone (short inputs like 0.5 come back in two or three tries). */
     char best[24];
     int best_exp = 0;
-    if (!digits_at(d, 15, pow2, best, &best_exp)) {
-        if (!digits_at(d, 16, pow2, best, &best_exp)) {
-            digits_at(d, 17, pow2, best, &best_exp);
+    int (*try_p)(double, int, int, char[24], int *) = fast ? digits_try : digits_at;
+    if (!try_p(d, 15, pow2, best, &best_exp)) {
+        if (!try_p(d, 16, pow2, best, &best_exp)) {
+            try_p(d, 17, pow2, best, &best_exp);
         }
     } else {
         char digits[24];
         int exp10 = 0, lo = 1, hi = (int)strlen(best);
         while (lo < hi) {
             int mid = (lo + hi) / 2;
-            if (digits_at(d, mid, pow2, digits, &exp10)) {
+            if (try_p(d, mid, pow2, digits, &exp10)) {
                 hi = mid;
                 memcpy(best, digits, sizeof best);
                 best_exp = exp10;

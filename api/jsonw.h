@@ -19,6 +19,9 @@ int jsonw_double(struct buf *b, double d);
  * for NaN and infinities. */
 int jsonw_format_double(char out[32], double d);
 
+/* The same, by the reference path only ("%.*e" and strtod): for tests of the fast path. */
+int jsonw_format_double_ref(char out[32], double d);
+
 /* Writes an integer. Returns as buf_add. */
 int jsonw_int(struct buf *b, int64_t v);
 

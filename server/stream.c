@@ -180,7 +180,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
         if (r->out_off == buf_len(&r->out)) {
             buf_reset(&r->out);
             r->out_off = 0;
-        } else if (r->out_off > STREAM_LOW_WATER) {
+        } else if (r->out_off > STREAM_LOW_WATER && r->out_off >= stream_pending(r)) {
+            /* Move the rest down only when it is no longer than what was read: each byte is
+             * then moved at most once on average (moving up to 1 MiB per 64 KiB read cost a
+             * fifth of the server's time on a 1M-job batch). */
             buf_consume(&r->out, r->out_off);
             r->out_off = 0;
         }

@@ -388,21 +388,48 @@ static int batch_has_work(const struct dispatch_batch *b)
     return b->next_job < limit;
 }
 
+/* Appends V's JSON text as u32 length + bytes (length 0 for NULL). Integers, the bulk of
+ * numeric batches, are written here directly; anything else is dumped by jansson once into
+ * reserved room, and a second time only when that room was too small. */
 static int put_json(struct buf *out, const json_t *v)
 {
     if (v == NULL) {
         return ipc_put_u32(out, 0);
     }
+    if (json_is_integer(v)) {
+        char tmp[4 + 24];
+        json_int_t x = json_integer_value(v);
+        uint64_t u = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
+        char *end = tmp + sizeof tmp, *p = end;
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u > 0);
+        if (x < 0) {
+            *--p = '-';
+        }
+        uint32_t len = (uint32_t)(end - p);
+        p -= 4;
+        memcpy(p, &len, sizeof len);
+        return buf_add(out, p, (size_t)(end - p));
+    }
     size_t at = buf_len(out);
     if (ipc_put_u32(out, 0) != 0) {
         return -1;
     }
-    size_t need = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
-    char *dst = buf_reserve(out, need);
+    size_t room = 256;
+    char *dst = buf_reserve(out, room);
     if (dst == NULL) {
         return -1;
     }
-    json_dumpb(v, dst, need, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t need = json_dumpb(v, dst, room, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (need > room) {
+        dst = buf_reserve(out, need);
+        if (dst == NULL) {
+            return -1;
+        }
+        json_dumpb(v, dst, need, JSON_COMPACT | JSON_ENCODE_ANY);
+    }
     buf_commit(out, need);
     uint32_t len = (uint32_t)need;
     memcpy((char *)buf_data(out) + at, &len, sizeof len);

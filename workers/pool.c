@@ -144,7 +144,13 @@ int pool_spawn(struct pool *p, int slot)
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETPGROUP);
     pid_t pid;
-    int err = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+    /* BATCHD_WORKER_EXE names the binary for profilers that run the server under their own
+     * loader (valgrind: /proc/self/exe is the tool there, not batchd). */
+    const char *exe = getenv("BATCHD_WORKER_EXE");
+    if (exe == NULL || exe[0] == '\0') {
+        exe = "/proc/self/exe";
+    }
+    int err = posix_spawn(&pid, exe, &fa, &attr, argv, environ);
     posix_spawnattr_destroy(&attr);
     close(ctl);
     if (err != 0) {

@@ -105,6 +105,24 @@ static void job_output_cleanup(struct job_output *o)
     o->nblobs = 0;
 }
 
+/* A job's input: a plain integer (what numeric batches mostly send, written by the
+ * dispatcher as bare digits) is read here, everything else by jansson. */
+static json_t *worker_parse_value(const char *t, uint32_t len)
+{
+    uint32_t i = t[0] == '-' ? 1 : 0;
+    if (len > i && len - i <= 18 && (t[i] != '0' || len - i == 1)) {
+        int64_t v = 0;
+        uint32_t k = i;
+        for (; k < len && t[k] >= '0' && t[k] <= '9'; k++) {
+            v = v * 10 + (t[k] - '0');
+        }
+        if (k == len) {
+            return json_integer(i ? -v : v);
+        }
+    }
+    return json_loadb(t, len, JSON_DECODE_ANY, NULL);
+}
+
 /* Runs the jobs of one RUN frame. Returns 0, or -1 when the server is gone. */
 static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, int blob_fd)
 {
@@ -158,7 +176,7 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         atomic_store(&w->ctl->running, 1);
         struct job_output o;
         job_output_init(&o, &json);
-        json_t *value = vlen > 0 ? json_loadb(vtext, vlen, JSON_DECODE_ANY, NULL) : NULL;
+        json_t *value = vlen > 0 ? worker_parse_value(vtext, vlen) : NULL;
         json_t *job_params = jplen > 0 ? json_loadb(jptext, jplen, JSON_DECODE_ANY, NULL) : NULL;
         char name[256] = "";
         if (nlen > 0) {

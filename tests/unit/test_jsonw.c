@@ -377,9 +377,66 @@ static void test_round_trip(void)
     CHECK_EQ_INT(bad_short, 0);
 }
 
+/* The exact integer fast path prints what the printf/strtod reference prints: random doubles
+ * across its range and beyond, sqrt results (the benchmark's), integers, ties, powers of 2
+ * and 10 and their neighbours. */
+static void test_fast_matches_reference(void)
+{
+    uint64_t x = 0x2545f4914f6cdd1du;
+    int bad = 0, n = 0;
+    char a[32], b[32];
+#define SAME(dv)                                                                                 \
+    do {                                                                                         \
+        double d_ = (dv);                                                                        \
+        int la_ = jsonw_format_double(a, d_), lb_ = jsonw_format_double_ref(b, d_);              \
+        n++;                                                                                     \
+        if (la_ != lb_ || strcmp(a, b) != 0) {                                                   \
+            if (bad++ < 5) {                                                                     \
+                fprintf(stderr, "fast %s ref %s (%a)\n", a, b, d_);                              \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
+    for (int k = 0; k < 300000; k++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        /* exponents from 2^-20 to 2^56: the fast range and a margin on each side */
+        uint64_t bits = (x & 0x800fffffffffffffu) | ((uint64_t)(1003 + k % 77) << 52);
+        double d = from_bits(bits);
+        SAME(d);
+        SAME(nextafter(d, 0));
+        SAME((double)(x >> (k % 64)));
+    }
+    for (int i = 10; i < 200000; i++) {
+        SAME(sqrt((double)i));
+    }
+    double p10 = 1e-6;
+    for (int k = 0; k < 24; k++, p10 *= 10) {
+        SAME(p10);
+        SAME(nextafter(p10, 0));
+        SAME(nextafter(p10, INFINITY));
+    }
+    for (int k = -20; k < 56; k++) {
+        double p2 = ldexp(1.0, k);
+        SAME(p2);
+        SAME(nextafter(p2, 0));
+        SAME(nextafter(p2, INFINITY));
+        SAME(p2 * 1.5);
+    }
+    for (int k = 0; k < 1000; k++) {
+        SAME(k / 8.0);
+        SAME(k / 1000.0);
+        SAME(k + 0.5);
+    }
+#undef SAME
+    CHECK_EQ_INT(bad, 0);
+    CHECK(n > 1000000);
+}
+
 int main(void)
 {
     test_repr();
     test_round_trip();
+    test_fast_matches_reference();
     return check_report("test_jsonw");
 }
