@@ -19,7 +19,9 @@ struct batch_limits {
 struct batch_spec {
     json_t *root;         /* owned: the parsed document */
     const char *op;       /* the batch's op, or NULL when it is given per job */
-    json_t *inputs;       /* borrowed from root: an array, or NULL */
+    json_t *inputs;       /* borrowed from root: an array, or NULL (empty when ints is set) */
+    int64_t *ints;        /* owned: the inputs, when they are all integers (then read them
+                           * with batch_spec_int_input, not from the inputs array) */
     json_t *jobs;         /* borrowed from root: an array, or NULL */
     json_t *params;       /* borrowed from root: an object, or NULL */
     uint64_t njobs;
@@ -46,6 +48,10 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
  * if none). All borrowed from the spec. */
 void batch_spec_job(const struct batch_spec *s, uint64_t i, const char **op, json_t **input,
                     json_t **params);
+
+/* 1 with *V set when the batch's inputs were all integers (read without a JSON tree), else
+ * 0: then batch_spec_job's input is the one to use. */
+int batch_spec_int_input(const struct batch_spec *s, uint64_t i, int64_t *v);
 
 /* Releases the document. Safe on a zeroed or already cleaned spec. */
 void batch_spec_cleanup(struct batch_spec *s);

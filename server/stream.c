@@ -48,6 +48,7 @@ static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
     job->op = r->op != NULL ? r->op : r->job_ops[i];
     job->value = input;
     job->params = params;
+    job->has_int = batch_spec_int_input(&r->spec, i, &job->ival);
     if (r->blobs != NULL && r->blobs[i].len > 0) {
         /* The bytes travel in shared memory; the input (base64) need not. */
         job->value = NULL;

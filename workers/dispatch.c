@@ -388,6 +388,25 @@ static int batch_has_work(const struct dispatch_batch *b)
     return b->next_job < limit;
 }
 
+/* Appends the JSON text of X as u32 length + digits. */
+static int put_int(struct buf *out, int64_t x)
+{
+    char tmp[4 + 24];
+    uint64_t u = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
+    char *end = tmp + sizeof tmp, *p = end;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (x < 0) {
+        *--p = '-';
+    }
+    uint32_t len = (uint32_t)(end - p);
+    p -= 4;
+    memcpy(p, &len, sizeof len);
+    return buf_add(out, p, (size_t)(end - p));
+}
+
 /* Appends V's JSON text as u32 length + bytes (length 0 for NULL). Integers, the bulk of
  * numeric batches, are written here directly; anything else is dumped by jansson once into
  * reserved room, and a second time only when that room was too small. */
@@ -397,21 +416,7 @@ static int put_json(struct buf *out, const json_t *v)
         return ipc_put_u32(out, 0);
     }
     if (json_is_integer(v)) {
-        char tmp[4 + 24];
-        json_int_t x = json_integer_value(v);
-        uint64_t u = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
-        char *end = tmp + sizeof tmp, *p = end;
-        do {
-            *--p = (char)('0' + u % 10);
-            u /= 10;
-        } while (u > 0);
-        if (x < 0) {
-            *--p = '-';
-        }
-        uint32_t len = (uint32_t)(end - p);
-        p -= 4;
-        memcpy(p, &len, sizeof len);
-        return buf_add(out, p, (size_t)(end - p));
+        return put_int(out, json_integer_value(v));
     }
     size_t at = buf_len(out);
     if (ipc_put_u32(out, 0) != 0) {
@@ -484,7 +489,7 @@ static size_t batch_cut_chunk(struct dispatch *d, struct dispatch_batch *b, int 
         int rc = 0;
         rc |= ipc_put_u64(&s->out, idx);
         rc |= ipc_put_u32(&s->out, (uint32_t)ops_index(job.op));
-        rc |= put_json(&s->out, job.value);
+        rc |= job.has_int ? put_int(&s->out, job.ival) : put_json(&s->out, job.value);
         rc |= put_json(&s->out, job.params);
         rc |= ipc_put_bytes(&s->out, job.name ? job.name : "",
                             (uint32_t)(job.name ? strlen(job.name) : 0));

@@ -39,6 +39,8 @@ struct dispatch_config {
 struct dispatch_job {
     const struct op *op;
     const json_t *value;  /* the input (encoded as JSON for the worker); may be NULL */
+    int has_int;          /* instead of value: the input is the integer ival */
+    int64_t ival;
     const json_t *params; /* the job's own params, or NULL for the batch's */
     const char *name;     /* uploaded file name, or NULL */
     uint64_t blob_off, blob_len; /* bytes in the batch's blob fd */
