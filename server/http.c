@@ -375,10 +375,13 @@ int http_start(struct server *s)
                   s->cfg.listen, NULL);
         return -1;
     }
+    /* The connection pool is 64 KiB: MHD zeroes it for every request, and at 256 KiB that
+     * cost a quarter of the time of a small batch (15k -> 20k small batches/s on 2 cores);
+     * uploads then come in ~32 KiB pieces and a stream goes out in up to ~32 KiB writes. */
     s->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)256 * 1024, MHD_OPTION_CONNECTION_TIMEOUT,
+        s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)s->cfg.connection_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)s->cfg.max_connections, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_END);

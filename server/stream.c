@@ -363,8 +363,11 @@ enum MHD_Result stream_start(struct request *r)
         return http_reply_error(r, err, err == -BATCHD_E_OVERLOADED ? msg : NULL, NULL);
     }
     writer_begin(&r->writer, &r->out);
+    /* MHD allocates (and zeroes) the block for every response: small batches get a small
+     * one, big ones 64 KiB so that their stream goes out in few writes. */
+    size_t block = r->spec.njobs <= 256 && !upload_is_multipart(r->upload) ? 4096 : 64 * 1024;
     struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, r, NULL);
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block, stream_read, r, NULL);
     if (resp == NULL) {
         dispatch_batch_cancel(r->batch);
         r->batch = NULL;

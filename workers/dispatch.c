@@ -68,6 +68,7 @@ struct slot {
     int out_fd;          /* blob fd to attach to the first byte of out, or -1 */
     struct dispatch_batch *batch;
     uint64_t *jobs;      /* the chunk's job indices */
+    const struct op **ops; /* and their ops (for the cost estimate) */
     size_t njobs, ndone, jobs_cap;
     uint64_t jobs_done;  /* over this worker's life, for recycling */
     uint64_t spawn_retry_ns;
@@ -451,6 +452,11 @@ static int slot_reserve_jobs(struct slot *s, size_t n)
         return -1;
     }
     s->jobs = p;
+    const struct op **o = realloc(s->ops, n * sizeof *o);
+    if (o == NULL) {
+        return -1;
+    }
+    s->ops = o;
     s->jobs_cap = n;
     return 0;
 }
@@ -500,6 +506,7 @@ static size_t batch_cut_chunk(struct dispatch *d, struct dispatch_batch *b, int 
             batch_retry_push(b, idx);
             break;
         }
+        s->ops[n] = job.op;
         s->jobs[n++] = idx;
     }
     uint32_t n32 = (uint32_t)n;
@@ -743,9 +750,7 @@ static int slot_take_results(struct dispatch *d, int i, const uint8_t *body, siz
         }
         const struct op *op = NULL;
         if (!b->cancelled && res.end_ns > res.start_ns) {
-            struct dispatch_job job = {0};
-            b->desc.job_at(b->desc.ud, res.index, &job);
-            op = job.op;
+            op = s->ops[s->ndone - 1];
         }
         if (op != NULL) {
             double *c = &d->cost_ns[ops_index(op)];
@@ -792,19 +797,24 @@ static void slot_read(struct dispatch *d, int i)
             slot_fail(d, i, -BATCHD_E_WORKER_CRASHED, NULL);
             return;
         }
+        /* Every whole frame in the buffer, then one move of what is left (moving the rest
+         * down after each frame cost a copy of the buffer per frame). */
+        size_t off = 0;
         for (;;) {
             struct ipc_header h;
-            long fl = ipc_frame_complete(buf_data(&s->in), buf_len(&s->in), &h);
+            long fl = ipc_frame_complete(buf_data(&s->in) + off, buf_len(&s->in) - off, &h);
             if (fl == 0) {
                 break;
             }
             if (fl < 0 || h.type != IPC_RESULTS ||
-                slot_take_results(d, i, (const uint8_t *)buf_data(&s->in) + sizeof h, h.len) != 0) {
+                slot_take_results(d, i, (const uint8_t *)buf_data(&s->in) + off + sizeof h,
+                                  h.len) != 0) {
                 slot_fail(d, i, -BATCHD_E_WORKER_CRASHED, "the worker sent a malformed frame");
                 return;
             }
-            buf_consume(&s->in, (size_t)fl);
+            off += (size_t)fl;
         }
+        buf_consume(&s->in, off);
         if (s->state == SLOT_EMPTY) {
             return;
         }
@@ -941,6 +951,7 @@ void dispatch_destroy(struct dispatch *d)
             buf_cleanup(&d->slots[i].in);
             buf_cleanup(&d->slots[i].out);
             free(d->slots[i].jobs);
+            free(d->slots[i].ops);
         }
     }
     free(d->slots);
@@ -1025,6 +1036,9 @@ struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch
     }
     if (w > DISPATCH_MAX_WINDOW) {
         w = DISPATCH_MAX_WINDOW;
+    }
+    if (w > desc->njobs) {
+        w = desc->njobs > 0 ? desc->njobs : 1; /* a small batch needs no bigger ring */
     }
     if (b->chunksize > w) {
         b->chunksize = (size_t)w;
