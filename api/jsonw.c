@@ -82,17 +82,47 @@ static unsigned __int128 pow10_u128(int k)
  * 2^-16 < D < 2^53 (e in -68..0): that is where computed results mostly live. Returns 1 (found),
  * 0 (no P-digit decimal reads back) or -1 (D is a power of two or out of that range: ask
  * digits_at). */
-static int digits_fast(double d, int p, char digits[24], int *exp10)
+struct fast_double {
+    uint64_t m; /* D = m * 2^-k */
+    int k;
+    int f; /* floor(log10(D)), or an estimate one low until the first call fixes it */
+};
+
+/* Splits D (> 0) for digits_fast. Returns 0, or -1 when D is a power of two or outside
+ * 2^-16 .. 2^53 (then digits_at does the work). */
+static int fast_split(double d, struct fast_double *fd)
 {
-    int e2;
-    double fr = frexp(d, &e2);
-    uint64_t m = (uint64_t)ldexp(fr, 53);
-    int e = e2 - 53;
-    if (e > 0 || e < -68 || m == (1ull << 52)) {
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    int be = (int)((bits >> 52) & 0x7ff);
+    uint64_t frac = bits & ((1ull << 52) - 1);
+    if (be == 0 || frac == 0) {
+        return -1; /* subnormal, zero, or a power of two */
+    }
+    int e = be - 1075; /* D = (2^52 + frac) * 2^e */
+    if (e > 0 || e < -68) {
         return -1;
     }
-    int k = -e;
-    int f = (int)floor(log10(d));
+    fd->m = (1ull << 52) | frac;
+    fd->k = -e;
+    /* D >= 2^(e+52): floor((e+52) log10 2) is floor(log10 D) or one less. 78913 / 2^18
+     * is log10 2 from below; the shift of a negative floors as long as >> is arithmetic,
+     * which gcc and clang guarantee. */
+    fd->f = ((e + 52) * 78913) >> 18;
+    return 0;
+}
+
+/* The fast twin of digits_at, in exact integer arithmetic (no printf, no strtod): D > 0 is
+ * m * 2^-k; its nearest P-digit decimal N * 10^-s is rounded half-even as printf does, and it
+ * reads back as D iff it lies in D's rounding interval (2m - 1, 2m + 1) * 2^(-k - 1), ends
+ * included when m is even (strtod rounds ties to even). Every product stays under 2^127 for
+ * 2^-16 < D < 2^53 (k in 0..68): that is where computed results mostly live. Returns 1
+ * (found) or 0 (no P-digit decimal reads back), or -1 (ask digits_at). */
+static int digits_fast(struct fast_double *fd, int p, char digits[24], int *exp10)
+{
+    const uint64_t m = fd->m;
+    const int k = fd->k;
+    int f = fd->f;
     unsigned __int128 lo = pow10_u128(p - 1), hi = lo * 10;
     unsigned __int128 n = 0, trunc = 0;
     int s = 0;
@@ -126,13 +156,14 @@ static int digits_fast(double d, int p, char digits[24], int *exp10)
         /* Judged before rounding: D * 10^s must lie in [10^(p-1), 10^p); rounding may then
          * carry it up to 10^p, which is right, but never decides the exponent. */
         if (trunc < lo) {
-            f--; /* log10 said one too many digits left of the point */
+            f--; /* the estimate was one too many digits left of the point */
         } else if (trunc >= hi) {
             f++;
         } else {
             break;
         }
     }
+    fd->f = f; /* exact now, for the next P */
     /* Compare N * 10^-s with (2m -+ 1) * 2^(e-1), both sides times 2^(1-e) (and 10^s). */
     unsigned __int128 v, blo = 2 * (unsigned __int128)m - 1, bhi = 2 * (unsigned __int128)m + 1;
     if (s >= 0) {
@@ -165,9 +196,10 @@ static int digits_fast(double d, int p, char digits[24], int *exp10)
     return 1;
 }
 
-static int digits_try(double d, int p, int pow2, char digits[24], int *exp10)
+static int digits_try(double d, struct fast_double *fd, int p, int pow2, char digits[24],
+                      int *exp10)
 {
-    int rc = digits_fast(d, p, digits, exp10);
+    int rc = fd != NULL ? digits_fast(fd, p, digits, exp10) : -1;
     return rc >= 0 ? rc : digits_at(d, p, pow2, digits, exp10);
 }
 
@@ -203,17 +235,17 @@ static int jsonw_format_double_impl(char out[32], double d, int fast)
      * 15 once trailing zeros are gone (short inputs like 0.5 come back in two or three tries). */
     char best[24];
     int best_exp = 0;
-    int (*try_p)(double, int, int, char[24], int *) = fast ? digits_try : digits_at;
-    if (!try_p(d, 15, pow2, best, &best_exp)) {
-        if (!try_p(d, 16, pow2, best, &best_exp)) {
-            try_p(d, 17, pow2, best, &best_exp);
+    struct fast_double fdv, *fd = fast && fast_split(d, &fdv) == 0 ? &fdv : NULL;
+    if (!digits_try(d, fd, 15, pow2, best, &best_exp)) {
+        if (!digits_try(d, fd, 16, pow2, best, &best_exp)) {
+            digits_try(d, fd, 17, pow2, best, &best_exp);
         }
     } else {
         char digits[24];
         int exp10 = 0, lo = 1, hi = (int)strlen(best);
         while (lo < hi) {
             int mid = (lo + hi) / 2;
-            if (try_p(d, mid, pow2, digits, &exp10)) {
+            if (digits_try(d, fd, mid, pow2, digits, &exp10)) {
                 hi = mid;
                 memcpy(best, digits, sizeof best);
                 best_exp = exp10;

@@ -174,6 +174,12 @@ int metrics_set(struct metrics *m, enum metrics_family family, const char *l1, c
 
 int metrics_observe(struct metrics *m, enum metrics_family family, const char *l1, double seconds)
 {
+    return metrics_observe_n(m, family, l1, seconds, 1);
+}
+
+int metrics_observe_n(struct metrics *m, enum metrics_family family, const char *l1,
+                      double seconds, uint64_t n)
+{
     struct series *s = NULL;
 
     if (family >= METRICS_FAMILY_COUNT || family_defs[family].type != HISTOGRAM) {
@@ -186,11 +192,11 @@ int metrics_observe(struct metrics *m, enum metrics_family family, const char *l
     if (s == NULL) {
         return m->fam[family].n >= METRICS_MAX_SERIES ? 0 : -1;
     }
-    s->count++;
-    s->value += seconds;
+    s->count += n;
+    s->value += seconds * (double)n;
     for (size_t b = 0; b < NBUCKETS; b++) {
         if (seconds <= bucket_le[b]) {
-            s->buckets[b]++;
+            s->buckets[b] += n;
             break;
         }
     }

@@ -70,6 +70,9 @@ int metrics_set(struct metrics *m, enum metrics_family family, const char *l1, c
 
 /* Records one observation of SECONDS in the histogram FAMILY{L1}. Returns as metrics_add. */
 int metrics_observe(struct metrics *m, enum metrics_family family, const char *l1, double seconds);
+/* N observations of SECONDS each (a block of jobs, timed as a whole). */
+int metrics_observe_n(struct metrics *m, enum metrics_family family, const char *l1,
+                      double seconds, uint64_t n);
 
 /* The value of a counter series, or the count of a histogram series; 0 when it does not
  * exist. For tests. */

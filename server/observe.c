@@ -71,6 +71,22 @@ void observe_job(struct request *r, const struct dispatch_result *res)
     }
 }
 
+void observe_block(struct request *r, uint64_t index, uint64_t count, uint64_t busy_ns)
+{
+    struct metrics *m = r->srv->metrics;
+    if (m == NULL || count == 0) {
+        return;
+    }
+    const struct op *op = r->op;
+    if (op == NULL && r->job_ops != NULL && index < r->spec.njobs) {
+        op = r->job_ops[index]; /* a block holds jobs of one op */
+    }
+    const char *name = op != NULL ? op->name : "none";
+    metrics_add(m, METRICS_JOBS, name, "ok", (double)count);
+    /* Timed as a whole: each job counts with the block's mean duration. */
+    metrics_observe_n(m, METRICS_JOB_SECONDS, name, (double)busy_ns / 1e9 / (double)count, count);
+}
+
 void observe_request_done(struct request *r)
 {
     struct metrics *m = r->srv->metrics;

@@ -20,6 +20,8 @@ void observe_job(struct request *r, const struct dispatch_result *res);
 
 /* R is over (completed callback): counts the request, its bytes, and for a batch its
  * outcome (completed, refused, cancelled, cut). */
+/* COUNT successful jobs of R answered as one block, BUSY_NS their summed run time. */
+void observe_block(struct request *r, uint64_t index, uint64_t count, uint64_t busy_ns);
 void observe_request_done(struct request *r);
 
 /* Appends the GET /metrics exposition to OUT. Returns 0, or -1 (answer 500). */

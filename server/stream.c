@@ -134,6 +134,20 @@ static void stream_on_result(void *ud, const struct dispatch_result *res)
     stream_wake(r);
 }
 
+static void stream_on_block(void *ud, uint64_t index, uint64_t count, const char *text,
+                            size_t len, uint64_t busy_ns)
+{
+    struct request *r = ud;
+    observe_block(r, index, count, busy_ns);
+    if (writer_lines(&r->writer, &r->out, text, len, count) != 0) {
+        log_event("error", "stream", "request_id", r->id, "message", "output buffer full", NULL);
+    }
+    if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
+        dispatch_batch_set_paused(r->batch, 1);
+    }
+    stream_wake(r);
+}
+
 static void stream_on_done(void *ud, const struct dispatch_summary *sum)
 {
     struct request *r = ud;
@@ -349,6 +363,8 @@ enum MHD_Result stream_start(struct request *r)
         .blob_fd = upload_fd(r->upload),
         .job_at = stream_job_at,
         .on_result = stream_on_result,
+        /* Ready-made lines from the workers: NDJSON without timing is exactly their form. */
+        .on_block = fmt == WRITER_NDJSON && !r->spec.timing ? stream_on_block : NULL,
         .on_done = stream_on_done,
         .ud = r,
     };

@@ -221,6 +221,12 @@ int writer_result(struct writer *w, struct buf *out, const struct dispatch_resul
     return rc ? -1 : 0;
 }
 
+int writer_lines(struct writer *w, struct buf *out, const char *text, size_t len, uint64_t count)
+{
+    w->count += count;
+    return buf_add(out, text, len);
+}
+
 int writer_end(struct writer *w, struct buf *out, const char *summary_json)
 {
     int rc = 0;

@@ -32,6 +32,9 @@ int writer_begin(struct writer *w, struct buf *out);
 int writer_result(struct writer *w, struct buf *out, const struct dispatch_result *r);
 
 /* The summary and whatever closes the stream. SUMMARY_JSON is the summary object's text. */
+/* Appends COUNT results already written as NDJSON lines (NDJSON writers only). */
+int writer_lines(struct writer *w, struct buf *out, const char *text, size_t len, uint64_t count);
+
 int writer_end(struct writer *w, struct buf *out, const char *summary_json);
 
 /* The Content-Type each writer produces. */

@@ -30,6 +30,7 @@
 
 struct held {
     int ready;
+    uint64_t count; /* > 0: a block of COUNT results from this index (text = its lines) */
     int err;
     int worker;
     char *text;
@@ -191,6 +192,14 @@ static void batch_deliver(struct dispatch_batch *b, const struct dispatch_result
     b->desc.on_result(b->desc.ud, r);
 }
 
+static void batch_count_block(struct dispatch_batch *b, uint64_t count, uint64_t busy_ns)
+{
+    b->ok += count;
+    b->busy_ns += busy_ns;
+    b->delivered += count;
+    b->d->queued_jobs = b->d->queued_jobs > count ? b->d->queued_jobs - count : 0;
+}
+
 static void batch_finish(struct dispatch_batch *b)
 {
     struct dispatch *d = b->d;
@@ -252,6 +261,36 @@ static void batch_take_result(struct dispatch_batch *b, const struct dispatch_re
     }
 }
 
+/* A block of COUNT results from INDEX: delivered now when its turn has come, else held in
+ * the ring at its first index (its other slots stay empty: no other result names them). */
+static void batch_take_block(struct dispatch_batch *b, uint64_t index, uint64_t count,
+                             const char *text, size_t len, uint64_t busy_ns)
+{
+    if (b->cancelled) {
+        return;
+    }
+    if (b->desc.order == DISPATCH_ORDER_COMPLETED || index == b->base) {
+        batch_count_block(b, count, busy_ns);
+        b->desc.on_block(b->desc.ud, index, count, text, len, busy_ns);
+        if (b->desc.order == DISPATCH_ORDER_INPUT) {
+            b->base += count;
+        }
+        return;
+    }
+    struct held *h = &b->ring[index % b->window];
+    held_clear(h);
+    h->ready = 1;
+    h->count = count;
+    h->start_ns = 0;
+    h->end_ns = busy_ns;
+    h->text = malloc(len + 1);
+    if (h->text != NULL) {
+        memcpy(h->text, text, len);
+        h->text[len] = '\0';
+        h->text_len = len;
+    }
+}
+
 static void batch_fail_job(struct dispatch_batch *b, uint64_t index, int err, const char *msg,
                            int worker)
 {
@@ -278,6 +317,18 @@ static void batch_pump(struct dispatch_batch *b)
                 break;
             }
             struct held *h = &b->ring[b->base % b->window];
+            if (h->ready && h->count > 0) {
+                uint64_t count = h->count;
+                batch_count_block(b, count, h->end_ns);
+                b->desc.on_block(b->desc.ud, b->base, count, h->text != NULL ? h->text : "",
+                                 h->text_len, h->end_ns);
+                held_clear(h);
+                b->base += count;
+                if (b->cancelled) {
+                    break;
+                }
+                continue;
+            }
             if (h->ready) {
                 struct dispatch_result r = {
                     .index = b->base,
@@ -476,7 +527,8 @@ static size_t batch_cut_chunk(struct dispatch *d, struct dispatch_batch *b, int 
     ipc_put_header(&s->out, IPC_RUN, 0);
     size_t count_at = buf_len(&s->out);
     ipc_put_u32(&s->out, 0);
-    ipc_put_u32(&s->out, b->desc.want_binary ? IPC_RUN_WANT_BINARY : 0);
+    ipc_put_u32(&s->out, (b->desc.want_binary ? IPC_RUN_WANT_BINARY : 0) |
+                             (b->desc.on_block != NULL ? IPC_RUN_BLOCK : 0));
     put_json(&s->out, b->desc.params);
     uint64_t limit = (b->desc.order == DISPATCH_ORDER_INPUT ? b->base : b->delivered) + b->window;
     size_t n = 0;
@@ -493,6 +545,42 @@ static size_t batch_cut_chunk(struct dispatch *d, struct dispatch_batch *b, int 
         b->desc.job_at(b->desc.ud, idx, &job);
         size_t mark = buf_len(&s->out);
         int rc = 0;
+        if (job.has_int && job.params == NULL && job.name == NULL && job.blob_len == 0) {
+            /* The tiny numeric job: its whole record in one append. */
+            char rec[8 + 4 + 4 + 20 + 4 + 4 + 8 + 8];
+            char *p = rec;
+            uint32_t opi = (uint32_t)ops_index(job.op), zero = 0;
+            memcpy(p, &idx, 8);
+            memcpy(p + 8, &opi, 4);
+            p += 12;
+            char digits[24];
+            int nd = 0;
+            uint64_t u = job.ival < 0 ? 0 - (uint64_t)job.ival : (uint64_t)job.ival;
+            do {
+                digits[nd++] = (char)('0' + u % 10);
+                u /= 10;
+            } while (u > 0);
+            if (job.ival < 0) {
+                digits[nd++] = '-';
+            }
+            uint32_t len = (uint32_t)nd;
+            memcpy(p, &len, 4);
+            p += 4;
+            while (nd > 0) {
+                *p++ = digits[--nd];
+            }
+            memcpy(p, &zero, 4); /* params: the chunk's */
+            memcpy(p + 4, &zero, 4); /* no name */
+            memset(p + 8, 0, 16);    /* no blob */
+            p += 24;
+            if (buf_add(&s->out, rec, (size_t)(p - rec)) != 0) {
+                batch_retry_push(b, idx);
+                break;
+            }
+            s->ops[n] = job.op;
+            s->jobs[n++] = idx;
+            continue;
+        }
         rc |= ipc_put_u64(&s->out, idx);
         rc |= ipc_put_u32(&s->out, (uint32_t)ops_index(job.op));
         rc |= job.has_int ? put_int(&s->out, job.ival) : put_json(&s->out, job.value);
@@ -703,6 +791,35 @@ static void slot_fail(struct dispatch *d, int i, int cause_err, const char *caus
     slot_spawn(d, i);
 }
 
+/* A block record (IPC_ERR_BLOCK) of slot I: end_ns holds the count, start_ns the busy time. */
+static int slot_take_block(struct dispatch *d, int i, const struct dispatch_result *res,
+                           const struct ipc_reader *r)
+{
+    struct slot *s = &d->slots[i];
+    uint64_t count = res->end_ns;
+    struct dispatch_batch *b = s->batch;
+    if (r->bad || b == NULL || b->desc.on_block == NULL || res->nblobs != 0 || count == 0 ||
+        count > s->njobs - s->ndone) {
+        return -1;
+    }
+    for (uint64_t k = 0; k < count; k++) {
+        if (s->jobs[s->ndone + k] != res->index + k) {
+            return -1;
+        }
+    }
+    const struct op *op = s->ops[s->ndone];
+    s->ndone += count;
+    s->jobs_done += count;
+    b->inflight_jobs -= count;
+    if (!b->cancelled && op != NULL) {
+        double *c = &d->cost_ns[ops_index(op)];
+        double x = (double)res->start_ns / (double)count;
+        *c = *c > 0 ? *c * 0.9 + x * 0.1 : x;
+    }
+    batch_take_block(b, res->index, count, res->text, res->text_len, res->start_ns);
+    return 0;
+}
+
 /* Parses one RESULTS frame from slot I. Returns 0, or -1 if the frame is malformed. */
 static int slot_take_results(struct dispatch *d, int i, const uint8_t *body, size_t len)
 {
@@ -736,6 +853,12 @@ static int slot_take_results(struct dispatch *d, int i, const uint8_t *body, siz
         }
         res.blobs = blobs;
         res.nblobs = nb;
+        if ((uint32_t)res.err == IPC_ERR_BLOCK) {
+            if (slot_take_block(d, i, &res, &r) != 0) {
+                return -1;
+            }
+            continue;
+        }
         if (r.bad || s->batch == NULL || s->ndone >= s->njobs || s->jobs[s->ndone] != res.index) {
             return -1;
         }

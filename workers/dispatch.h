@@ -87,6 +87,11 @@ struct dispatch_batch_desc {
     void (*job_at)(void *ud, uint64_t i, struct dispatch_job *job);
     /* One result, in the batch's order. Exactly once per job. */
     void (*on_result)(void *ud, const struct dispatch_result *r);
+    /* Optional: COUNT consecutive successful results from INDEX at once, as NDJSON lines
+     * ({"index":I,"result":R}\n each, TEXT/LEN), BUSY_NS their summed run time. When set,
+     * workers may answer tiny jobs this way (the server writes NDJSON without timing). */
+    void (*on_block)(void *ud, uint64_t index, uint64_t count, const char *text, size_t len,
+                     uint64_t busy_ns);
     /* After the last result. The batch is freed on return: drop every pointer to it. */
     void (*on_done)(void *ud, const struct dispatch_summary *s);
     void *ud;

@@ -39,6 +39,14 @@ struct ipc_control {
 
 /* Chunk flags. */
 #define IPC_RUN_WANT_BINARY 1u
+/* The server writes NDJSON without timing: successful results of consecutive jobs may come
+ * as one block record of ready-made lines (see IPC_ERR_BLOCK). */
+#define IPC_RUN_BLOCK 2u
+
+/* The err of a RESULTS record that is a block: COUNT (in end_ns) consecutive jobs from
+ * INDEX all succeeded; start_ns is their summed run time, text their NDJSON lines,
+ * {"index":I,"result":R}\n each. Never a real error code (those are negative and small). */
+#define IPC_ERR_BLOCK 0x424c4b00
 
 /* A RUN body: u32 njobs, u32 flags, u32 params_len, params JSON; then per job:
  * u64 index, u32 op, u32 value_len, value JSON, u32 params_len (0 = the chunk's), params,

@@ -30,6 +30,11 @@ struct worker {
     struct buf out;  /* the RESULTS frame being filled */
     uint32_t nout;   /* results in it */
     size_t count_at; /* offset of the count field */
+    struct buf block;      /* NDJSON lines of the open block record (IPC_RUN_BLOCK) */
+    uint64_t block_first;  /* index of its first job */
+    uint64_t block_count;
+    uint64_t block_busy_ns;
+    uint32_t block_op;     /* the op of its jobs: a block holds one op */
     const char *data_dir;
     const char *output_dir;
 };
@@ -43,8 +48,74 @@ static void worker_frame_begin(struct worker *w)
     w->nout = 0;
 }
 
+/* Closes the open block into a record of the frame. */
+static void worker_block_close(struct worker *w)
+{
+    if (w->block_count == 0) {
+        return;
+    }
+    int rc = 0;
+    rc |= ipc_put_u64(&w->out, w->block_first);
+    rc |= ipc_put_u32(&w->out, (uint32_t)IPC_ERR_BLOCK);
+    rc |= ipc_put_u64(&w->out, w->block_busy_ns);
+    rc |= ipc_put_u64(&w->out, w->block_count);
+    rc |= ipc_put_bytes(&w->out, buf_data(&w->block), (uint32_t)buf_len(&w->block));
+    rc |= ipc_put_u32(&w->out, 0);
+    (void)rc; /* bounded by WORKER_FLUSH_BYTES, far below the frame cap */
+    w->nout++;
+    buf_reset(&w->block);
+    w->block_count = 0;
+    w->block_busy_ns = 0;
+}
+
+/* Adds a successful result of job INDEX to the open block (opening one if needed). Returns 0,
+ * or -1 when it cannot be a block line (the caller frames it on its own). */
+static int worker_block_add(struct worker *w, uint64_t index, uint32_t opi, uint64_t t0,
+                            uint64_t t1, const struct job_output *o)
+{
+    if (o->nblobs > 0) {
+        return -1;
+    }
+    if (w->block_count > 0 && (index != w->block_first + w->block_count || opi != w->block_op)) {
+        worker_block_close(w);
+    }
+    size_t need = 32 + 12 + buf_len(o->json);
+    char *dst = buf_reserve(&w->block, need);
+    if (dst == NULL) {
+        return -1;
+    }
+    char *p = dst;
+    memcpy(p, "{\"index\":", 9);
+    p += 9;
+    char digits[20];
+    int nd = 0;
+    uint64_t i = index;
+    do {
+        digits[nd++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i > 0);
+    while (nd > 0) {
+        *p++ = digits[--nd];
+    }
+    memcpy(p, ",\"result\":", 10);
+    p += 10;
+    memcpy(p, buf_data(o->json), buf_len(o->json));
+    p += buf_len(o->json);
+    *p++ = '}';
+    *p++ = '\n';
+    buf_commit(&w->block, (size_t)(p - dst));
+    if (w->block_count == 0) {
+        w->block_first = index;
+        w->block_op = opi;
+    }
+    w->block_count++;
+    w->block_busy_ns += t1 - t0;
+    return 0;
+}
+
 static int worker_flush(struct worker *w)
 {
+    worker_block_close(w);
     if (w->nout == 0) {
         return 0;
     }
@@ -58,6 +129,7 @@ static int worker_flush(struct worker *w)
 static void worker_put_result(struct worker *w, uint64_t index, int err, uint64_t t0,
                               uint64_t t1, struct job_output *o)
 {
+    worker_block_close(w); /* records stay in job order */
     size_t mark = buf_len(&w->out);
     int rc = 0;
     rc |= ipc_put_u64(&w->out, index);
@@ -130,6 +202,7 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
     ipc_reader_init(&r, body, len);
     uint32_t njobs = ipc_get_u32(&r);
     uint32_t flags = ipc_get_u32(&r);
+    const int block = (flags & IPC_RUN_BLOCK) != 0;
     uint32_t plen;
     const char *ptext = ipc_get_bytes(&r, &plen);
     json_t *chunk_params = NULL;
@@ -164,7 +237,8 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
             break;
         }
         const struct op *op = ops_at(opi);
-        if (op != NULL && (op->flags & OP_SLOW) && w->nout > 0 && worker_flush(w) != 0) {
+        if (op != NULL && (op->flags & OP_SLOW) && (w->nout > 0 || w->block_count > 0) &&
+            worker_flush(w) != 0) {
             rc = -1;
             break;
         }
@@ -219,12 +293,15 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         if (err != 0 && o.message[0] == '\0') {
             snprintf(o.message, sizeof o.message, "%s", batchd_err_message(err));
         }
-        worker_put_result(w, index, err, t0, t1, &o);
+        if (!(err == 0 && block && worker_block_add(w, index, opi, t0, t1, &o) == 0)) {
+            worker_put_result(w, index, err, t0, t1, &o);
+        }
         atomic_store(&w->ctl->running, 0);
         job_output_cleanup(&o);
         json_decref(value);
         json_decref(job_params);
-        if (w->nout >= WORKER_FLUSH_COUNT || buf_len(&w->out) >= WORKER_FLUSH_BYTES ||
+        if (w->nout + w->block_count >= WORKER_FLUSH_COUNT ||
+            buf_len(&w->out) + buf_len(&w->block) >= WORKER_FLUSH_BYTES ||
             t1 - t0 >= WORKER_FLUSH_SLOW_NS) {
             if (worker_flush(w) != 0) {
                 rc = -1;
@@ -293,6 +370,7 @@ int worker_main(int sock, int ctl_fd, long parent)
         w.output_dir = NULL;
     }
     buf_init(&w.out, IPC_MAX_FRAME);
+    buf_init(&w.block, IPC_MAX_FRAME / 2);
     worker_frame_begin(&w);
     struct buf body;
     buf_init(&body, IPC_MAX_FRAME);
@@ -335,6 +413,7 @@ int worker_main(int sock, int ctl_fd, long parent)
     }
     buf_cleanup(&body);
     buf_cleanup(&w.out);
+    buf_cleanup(&w.block);
     munmap(m, sizeof(struct ipc_control));
     return status;
 }
