@@ -166,12 +166,12 @@ static long long scan_int_array(struct scan *s, uint64_t max, int64_t **out)
         q += neg;
         const char *d0 = q;
         int64_t x = 0;
-        while (q < s->end && *q >= '0' && *q <= '9' && q - d0 < 19) {
+        while (q < s->end && *q >= '0' && *q <= '9' && q - d0 < 18) {
             x = x * 10 + (*q - '0');
             q++;
         }
         size_t nd = (size_t)(q - d0);
-        if (nd == 0 || nd > 18 || (nd > 1 && *d0 == '0') ||
+        if (nd == 0 || (nd > 1 && *d0 == '0') ||
             (q < s->end && (*q == '.' || *q == 'e' || *q == 'E' || (*q >= '0' && *q <= '9')))) {
             goto fail;
         }

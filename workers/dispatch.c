@@ -55,6 +55,7 @@ struct dispatch_batch {
     int inflight_chunks;
     size_t chunksize;
     int paused, cancelled, ending, in_pump;
+    int holds; /* frames on the stack that still use the batch: it is not freed under them */
     uint64_t started_ns, deadline_ns;
     uint64_t ok, failed, busy_ns;
 };
@@ -304,12 +305,26 @@ static void batch_fail_job(struct dispatch_batch *b, uint64_t index, int err, co
     batch_take_result(b, &r);
 }
 
-/* Delivers what is ready, in order, then finishes the batch when every job is answered. */
+static void batch_pump_once(struct dispatch_batch *b);
+
+/* Delivers what is ready, in order, then finishes the batch when every job is answered.
+ * B may be freed on return (when it finished or was cancelled), never before: the pump
+ * calls itself, and a batch freed under an outer frame was read after free. */
 static void batch_pump(struct dispatch_batch *b)
 {
     if (b->cancelled || b->in_pump) {
         return;
     }
+    b->holds++;
+    batch_pump_once(b);
+    b->holds--;
+    if (b->cancelled) {
+        batch_maybe_free(b);
+    }
+}
+
+static void batch_pump_once(struct dispatch_batch *b)
+{
     b->in_pump = 1;
     if (b->desc.order == DISPATCH_ORDER_INPUT) {
         for (;;) {
@@ -397,7 +412,7 @@ static void batch_free(struct dispatch_batch *b)
 
 static void batch_maybe_free(struct dispatch_batch *b)
 {
-    if (b->cancelled && b->inflight_chunks == 0 && !b->in_pump) {
+    if (b->cancelled && b->inflight_chunks == 0 && !b->in_pump && b->holds == 0) {
         struct dispatch *d = b->d;
         /* Jobs never delivered leave the queue count with the batch. */
         uint64_t left = b->desc.njobs - b->delivered;
@@ -977,13 +992,19 @@ static void dispatch_check_time(struct dispatch *d)
         struct dispatch_batch *next = b->next;
         if (!b->ending && b->deadline_ns != 0 && now >= b->deadline_ns) {
             b->ending = 1;
+            b->holds++; /* slot_fail may finish the batch: keep it until we are done here */
             for (int i = 0; i < d->cfg.workers; i++) {
                 if (d->slots[i].batch == b && d->slots[i].state == SLOT_BUSY) {
                     slot_fail(d, i, -BATCHD_E_TIMEOUT,
                               "the batch deadline passed while this job ran");
                 }
             }
-            batch_pump(b);
+            b->holds--;
+            if (b->cancelled) {
+                batch_maybe_free(b);
+            } else {
+                batch_pump(b);
+            }
             /* b may be gone now; continue from the saved next only if the ring survives. */
             if (d->ring == NULL) {
                 break;
