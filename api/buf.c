@@ -67,14 +67,14 @@ void buf_commit(struct buf *b, size_t n)
 
 int buf_add(struct buf *b, const void *p, size_t len)
 {
+    if (len == 0) {
+        return 0; /* P may be NULL then */
+    }
     if (len < b->cap - b->len && len <= b->max - b->len) {
         /* Room already there (the usual case): no calls but the copy. */
         memcpy(b->data + b->len, p, len);
         b->len += len;
         b->data[b->len] = '\0';
-        return 0;
-    }
-    if (len == 0) {
         return 0;
     }
     char *dst = buf_reserve(b, len);
