@@ -35,6 +35,7 @@ struct worker {
     uint64_t block_count;
     uint64_t block_busy_ns;
     uint32_t block_op;     /* the op of its jobs: a block holds one op */
+    json_t *scratch_int;   /* reused as the input of integer jobs (no allocation per job) */
     const char *data_dir;
     const char *output_dir;
 };
@@ -179,7 +180,7 @@ static void job_output_cleanup(struct job_output *o)
 
 /* A job's input: a plain integer (what numeric batches mostly send, written by the
  * dispatcher as bare digits) is read here, everything else by jansson. */
-static json_t *worker_parse_value(const char *t, uint32_t len)
+static json_t *worker_parse_value(struct worker *w, const char *t, uint32_t len)
 {
     uint32_t i = t[0] == '-' ? 1 : 0;
     if (len > i && len - i <= 18 && (t[i] != '0' || len - i == 1)) {
@@ -189,6 +190,11 @@ static json_t *worker_parse_value(const char *t, uint32_t len)
             v = v * 10 + (t[k] - '0');
         }
         if (k == len) {
+            /* The scratch integer, unless a job kept a reference to it (none does today). */
+            if (w->scratch_int != NULL && w->scratch_int->refcount == 1 &&
+                json_integer_set(w->scratch_int, i ? -v : v) == 0) {
+                return json_incref(w->scratch_int);
+            }
             return json_integer(i ? -v : v);
         }
     }
@@ -258,7 +264,7 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         atomic_store_explicit(&w->ctl->running, 1, memory_order_release);
         struct job_output o;
         job_output_init(&o, &json);
-        json_t *value = vlen > 0 ? worker_parse_value(vtext, vlen) : NULL;
+        json_t *value = vlen > 0 ? worker_parse_value(w, vtext, vlen) : NULL;
         json_t *job_params = jplen > 0 ? json_loadb(jptext, jplen, JSON_DECODE_ANY, NULL) : NULL;
         char name[256] = "";
         if (nlen > 0) {
@@ -381,6 +387,7 @@ int worker_main(int sock, int ctl_fd, long parent)
     }
     buf_init(&w.out, IPC_MAX_FRAME);
     buf_init(&w.block, IPC_MAX_FRAME / 2);
+    w.scratch_int = json_integer(0);
     worker_frame_begin(&w);
     struct buf body;
     buf_init(&body, IPC_MAX_FRAME);
@@ -424,6 +431,7 @@ int worker_main(int sock, int ctl_fd, long parent)
     buf_cleanup(&body);
     buf_cleanup(&w.out);
     buf_cleanup(&w.block);
+    json_decref(w.scratch_int);
     munmap(m, sizeof(struct ipc_control));
     return status;
 }
