@@ -75,13 +75,6 @@ static unsigned __int128 pow10_u128(int k)
     return k < 20 ? p10[k] : (unsigned __int128)p10[19] * p10[k - 19];
 }
 
-/* The fast twin of digits_at, in exact integer arithmetic (no printf, no strtod): D > 0 is
- * m * 2^e; its nearest P-digit decimal N * 10^-s is rounded half-even as printf does, and it
- * reads back as D iff it lies in D's rounding interval (2m - 1, 2m + 1) * 2^(e - 1), ends
- * included when m is even (strtod rounds ties to even). Every product stays under 2^127 for
- * 2^-16 < D < 2^53 (e in -68..0): that is where computed results mostly live. Returns 1 (found),
- * 0 (no P-digit decimal reads back) or -1 (D is a power of two or out of that range: ask
- * digits_at). */
 struct fast_double {
     uint64_t m; /* D = m * 2^-k */
     int k;
@@ -227,8 +220,10 @@ static int jsonw_format_double_impl(char out[32], double d, int fast)
         memcpy(out + n, "0.0", 4);
         return n + 3;
     }
-    int e2 = 0;
-    int pow2 = frexp(d, &e2) == 0.5;
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    int pow2 = (bits & ((1ull << 52) - 1)) == 0; /* d > 0 here: a power of two (or subnormal
+                                                   * with no fraction bits, which is too) */
     /* Whether some P-digit decimal reads back as D is monotone in P (the P-digit decimals are
      * among the P+1-digit ones) and true at 17. Computed results mostly need 15 to 17 digits,
      * so try 15 first: up from there when it fails, else bisect 1..K, K the digits left of the
