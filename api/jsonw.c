@@ -172,18 +172,25 @@ static int digits_fast(struct fast_double *fd, int p, char digits[24], int *exp1
         return 0;
     }
     uint64_t x = (uint64_t)n;
-    int len = 1;
-    for (uint64_t t = x; t >= 10; t /= 10) {
-        len++;
-    }
+    int len = n == hi ? p + 1 : p; /* N has P digits, or P + 1 when rounding carried */
     *exp10 = len - 1 - s;
     while (x % 10 == 0) { /* trailing zeros go: N >= 1, so this stops */
         x /= 10;
         len--;
     }
-    for (int i = len - 1; i >= 0; i--) {
-        digits[i] = (char)('0' + x % 10);
-        x /= 10;
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                   "25262728293031323334353637383940414243444546474849"
+                                   "50515253545556575859606162636465666768697071727374"
+                                   "75767778798081828384858687888990919293949596979899";
+    int i = len;
+    while (i >= 2) {
+        unsigned r = (unsigned)(x % 100);
+        x /= 100;
+        digits[--i] = pairs[2 * r + 1];
+        digits[--i] = pairs[2 * r];
+    }
+    if (i == 1) {
+        digits[0] = (char)('0' + x);
     }
     digits[len] = '\0';
     return 1;
