@@ -362,6 +362,8 @@ enum MHD_Result stream_start(struct request *r)
         .want_binary = fmt == WRITER_TAR,
         .blob_fd = upload_fd(r->upload),
         .job_at = stream_job_at,
+        .ints = r->op != NULL && r->blobs == NULL ? r->spec.ints : NULL,
+        .ints_op = r->op,
         .on_result = stream_on_result,
         /* Ready-made lines from the workers: NDJSON without timing is exactly their form. */
         .on_block = fmt == WRITER_NDJSON && !r->spec.timing ? stream_on_block : NULL,

@@ -542,11 +542,40 @@ static size_t batch_cut_chunk(struct dispatch *d, struct dispatch_batch *b, int 
     ipc_put_header(&s->out, IPC_RUN, 0);
     size_t count_at = buf_len(&s->out);
     ipc_put_u32(&s->out, 0);
+    const int ints = b->desc.ints != NULL && b->desc.ints_op != NULL;
     ipc_put_u32(&s->out, (b->desc.want_binary ? IPC_RUN_WANT_BINARY : 0) |
-                             (b->desc.on_block != NULL ? IPC_RUN_BLOCK : 0));
+                             (b->desc.on_block != NULL ? IPC_RUN_BLOCK : 0) |
+                             (ints ? IPC_RUN_INTS : 0));
     put_json(&s->out, b->desc.params);
     uint64_t limit = (b->desc.order == DISPATCH_ORDER_INPUT ? b->base : b->delivered) + b->window;
     size_t n = 0;
+    if (ints) {
+        ipc_put_u32(&s->out, (uint32_t)ops_index(b->desc.ints_op));
+        char *dst = buf_reserve(&s->out, want * 16);
+        if (dst == NULL) {
+            return 0;
+        }
+        while (n < want) {
+            uint64_t idx;
+            if (b->nretry > 0) {
+                idx = b->retry[--b->nretry];
+            } else if (b->next_job < b->desc.njobs && b->next_job < limit) {
+                idx = b->next_job++;
+            } else {
+                break;
+            }
+            int64_t v = b->desc.ints[idx];
+            memcpy(dst + 16 * n, &idx, 8);
+            memcpy(dst + 16 * n + 8, &v, 8);
+            s->ops[n] = b->desc.ints_op;
+            s->jobs[n++] = idx;
+        }
+        buf_commit(&s->out, 16 * n);
+        uint32_t n32 = (uint32_t)n;
+        memcpy((char *)buf_data(&s->out) + count_at, &n32, sizeof n32);
+        ipc_patch_length(&s->out, 0);
+        return n;
+    }
     while (n < want) {
         uint64_t idx;
         if (b->nretry > 0) {

@@ -85,6 +85,10 @@ struct dispatch_batch_desc {
     int blob_fd;           /* memfd holding input bytes, borrowed; -1 = none */
     /* Describes job I. Called when the job is cut into a chunk (maybe more than once). */
     void (*job_at)(void *ud, uint64_t i, struct dispatch_job *job);
+    /* Optional: every job is the integer INTS[i] for op INTS_OP, without params of its own
+     * or blobs; chunks then go to the workers as 16 bytes a job, without job_at. */
+    const int64_t *ints;
+    const struct op *ints_op;
     /* One result, in the batch's order. Exactly once per job. */
     void (*on_result)(void *ud, const struct dispatch_result *r);
     /* Optional: COUNT consecutive successful results from INDEX at once, as NDJSON lines

@@ -42,6 +42,9 @@ struct ipc_control {
 /* The server writes NDJSON without timing: successful results of consecutive jobs may come
  * as one block record of ready-made lines (see IPC_ERR_BLOCK). */
 #define IPC_RUN_BLOCK 2u
+/* Every job of the chunk is an integer input of one op, no params of its own, no blob: after
+ * the chunk params come u32 op, then per job u64 index, i64 value (16 bytes, no JSON). */
+#define IPC_RUN_INTS 4u
 
 /* The err of a RESULTS record that is a block: COUNT (in end_ns) consecutive jobs from
  * INDEX all succeeded; start_ns is their summed run time, text their NDJSON lines,

@@ -184,6 +184,16 @@ static void job_output_cleanup(struct job_output *o)
 
 /* A job's input: a plain integer (what numeric batches mostly send, written by the
  * dispatcher as bare digits) is read here, everything else by jansson. */
+static json_t *worker_int_value(struct worker *w, int64_t v)
+{
+    /* The scratch integer, unless a job kept a reference to it (none does today). */
+    if (w->scratch_int != NULL && w->scratch_int->refcount == 1 &&
+        json_integer_set(w->scratch_int, v) == 0) {
+        return json_incref(w->scratch_int);
+    }
+    return json_integer(v);
+}
+
 static json_t *worker_parse_value(struct worker *w, const char *t, uint32_t len)
 {
     uint32_t i = t[0] == '-' ? 1 : 0;
@@ -194,12 +204,7 @@ static json_t *worker_parse_value(struct worker *w, const char *t, uint32_t len)
             v = v * 10 + (t[k] - '0');
         }
         if (k == len) {
-            /* The scratch integer, unless a job kept a reference to it (none does today). */
-            if (w->scratch_int != NULL && w->scratch_int->refcount == 1 &&
-                json_integer_set(w->scratch_int, i ? -v : v) == 0) {
-                return json_incref(w->scratch_int);
-            }
-            return json_integer(i ? -v : v);
+            return worker_int_value(w, i ? -v : v);
         }
     }
     return json_loadb(t, len, JSON_DECODE_ANY, NULL);
@@ -213,8 +218,10 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
     uint32_t njobs = ipc_get_u32(&r);
     uint32_t flags = ipc_get_u32(&r);
     const int block = (flags & IPC_RUN_BLOCK) != 0;
+    const int ints = (flags & IPC_RUN_INTS) != 0;
     uint32_t plen;
     const char *ptext = ipc_get_bytes(&r, &plen);
+    const uint32_t ints_op = ints ? ipc_get_u32(&r) : 0;
     json_t *chunk_params = NULL;
     if (plen > 0) {
         chunk_params = json_loadb(ptext, plen, JSON_DECODE_ANY, NULL);
@@ -237,13 +244,21 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
     uint64_t now = ipc_now_ns();
     for (uint32_t i = 0; i < njobs && !r.bad; i++) {
         uint64_t index = ipc_get_u64(&r);
-        uint32_t opi = ipc_get_u32(&r);
-        uint32_t vlen, jplen, nlen;
-        const char *vtext = ipc_get_bytes(&r, &vlen);
-        const char *jptext = ipc_get_bytes(&r, &jplen);
-        const char *ntext = ipc_get_bytes(&r, &nlen);
-        uint64_t boff = ipc_get_u64(&r);
-        uint64_t blen = ipc_get_u64(&r);
+        uint32_t opi = ints_op;
+        uint32_t vlen = 0, jplen = 0, nlen = 0;
+        const char *vtext = NULL, *jptext = NULL, *ntext = NULL;
+        uint64_t boff = 0, blen = 0;
+        int64_t ival = 0;
+        if (ints) {
+            ival = (int64_t)ipc_get_u64(&r);
+        } else {
+            opi = ipc_get_u32(&r);
+            vtext = ipc_get_bytes(&r, &vlen);
+            jptext = ipc_get_bytes(&r, &jplen);
+            ntext = ipc_get_bytes(&r, &nlen);
+            boff = ipc_get_u64(&r);
+            blen = ipc_get_u64(&r);
+        }
         if (r.bad) {
             break;
         }
@@ -268,7 +283,8 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         atomic_store_explicit(&w->ctl->running, 1, memory_order_release);
         struct job_output o;
         job_output_init(&o, &json);
-        json_t *value = vlen > 0 ? worker_parse_value(w, vtext, vlen) : NULL;
+        json_t *value = ints ? worker_int_value(w, ival)
+                             : vlen > 0 ? worker_parse_value(w, vtext, vlen) : NULL;
         json_t *job_params = jplen > 0 ? json_loadb(jptext, jplen, JSON_DECODE_ANY, NULL) : NULL;
         char name[256] = "";
         if (nlen > 0) {
