@@ -178,6 +178,20 @@ def test_slow_jobs_spread_over_every_worker():
     check(overlap, "no two cpu_loop jobs ran at the same time: %r" % spans)
 
 
+def test_empty_batch_ends_with_a_summary():
+    for batch in ({"op": "square", "inputs": []}, {"jobs": []},
+                  {"op": "sleep", "inputs": [], "order": "completed", "chunksize": 7}):
+        _, lines, _ = ndjson(S, batch, timeout=10)
+        check(len(lines) == 1, lines)
+        s = lines[0]["summary"]
+        check(s["jobs"] == 0 and s["ok"] == 0 and s["failed"] == 0, s)
+    status, _, data = post(S, {"op": "square", "inputs": []}, accept="application/json",
+                           timeout=10)
+    check(status == 200, status)
+    doc = loads(data)
+    check(doc["results"] == [] and doc["summary"]["jobs"] == 0, doc)
+
+
 def test_few_slow_jobs_get_chunksize_one():
     _, lines, _ = ndjson(S, {"op": "sleep", "inputs": [20] * 6})
     s = lines[-1]["summary"]
