@@ -81,6 +81,7 @@ struct dispatch {
     int nbatches;
     uint64_t queued_jobs;
     int draining;
+    int empty_pending; /* batches without jobs submitted since the last dispatch_run */
     double *cost_ns; /* per op: measured ns per job (EWMA) */
     struct dispatch_stats stats;
 };
@@ -884,6 +885,29 @@ void dispatch_destroy(struct dispatch *d)
     free(d);
 }
 
+/* A batch without jobs never gets a result, and results are what end a batch: finish such
+ * batches here, in dispatch_run, since no callback may run inside dispatch_submit. */
+static void dispatch_finish_empty(struct dispatch *d)
+{
+    if (d->empty_pending == 0) {
+        return;
+    }
+    d->empty_pending = 0;
+    int again = 1;
+    while (again && d->ring != NULL) {
+        again = 0;
+        struct dispatch_batch *b = d->ring;
+        do {
+            if (b->desc.njobs == 0 && !b->cancelled) {
+                batch_pump(b); /* finishes and frees it: start the walk again */
+                again = 1;
+                break;
+            }
+            b = b->next;
+        } while (b != d->ring);
+    }
+}
+
 int dispatch_fd(const struct dispatch *d)
 {
     return d->epfd;
@@ -912,6 +936,7 @@ void dispatch_run(struct dispatch *d)
         }
     }
     dispatch_check_time(d);
+    dispatch_finish_empty(d);
     dispatch_feed(d);
 }
 
@@ -965,6 +990,7 @@ struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch
     }
     d->nbatches++;
     d->queued_jobs += desc->njobs;
+    d->empty_pending += desc->njobs == 0;
     ring_insert(d, b);
     return b;
 }
