@@ -23,7 +23,7 @@
 #define DISPATCH_DEFAULT_TARGET_NS 2000000u
 #define DISPATCH_PER_JOB_OVERHEAD_NS 150u
 #define DISPATCH_MIN_WINDOW 256u
-#define DISPATCH_MAX_WINDOW (1u << 20)
+#define DISPATCH_MAX_WINDOW (1u << 17) /* bounds a batch's held results: ~8 MiB of slots */
 /* Cancelled results synthesised per pump: a deadline on a huge batch must not flood the
  * owner's buffers in one go. */
 #define DISPATCH_SYNTH_PER_PUMP 4096u
