@@ -4,9 +4,9 @@
  * (base64 or binary blobs) or by writing files under the output dir. */
 #include "internal.h"
 
+#include "../../api/base64.h"
 #include "../../api/errors.h"
 #include "../../api/jsonw.h"
-#include "../../api/base64.h"
 #include "img_jpeg.h"
 #include "img_pipeline.h"
 #include "img_png.h"
@@ -210,8 +210,8 @@ static int read_path(const struct job_input *in, const char *rel, struct buf *da
             return -BATCHD_E_NOT_FOUND;
         }
         if (fd == -EXDEV || fd == -ELOOP || fd == -EACCES || fd == -EPERM) {
-            snprintf(msg, msglen, "the path \"%.150s\" leads outside the data dir or is not allowed",
-                     rel);
+            snprintf(msg, msglen,
+                     "the path \"%.150s\" leads outside the data dir or is not allowed", rel);
             return -BATCHD_E_FORBIDDEN_PATH;
         }
         snprintf(msg, msglen, "cannot open \"%.200s\": %s", rel, strerror(-fd));
@@ -254,8 +254,8 @@ out:
 }
 
 /* The input's bytes: borrowed from IN->blob, or read/decoded into DATA. */
-static int load_input(const struct job_input *in, struct buf *data, const uint8_t **p,
-                      size_t *n, const char **stem_src, char *msg, size_t msglen)
+static int load_input(const struct job_input *in, struct buf *data, const uint8_t **p, size_t *n,
+                      const char **stem_src, char *msg, size_t msglen)
 {
     *stem_src = in->name;
     if (in->blob != NULL) {
@@ -280,7 +280,8 @@ static int load_input(const struct job_input *in, struct buf *data, const uint8_
             rc = rc == -1 ? -BATCHD_E_INVALID_INPUT : -BATCHD_E_TOO_LARGE;
         }
     } else {
-        snprintf(msg, msglen, "an image input is {\"path\": \"rel/path\"} or {\"data\": \"<base64>\"}");
+        snprintf(msg, msglen,
+                 "an image input is {\"path\": \"rel/path\"} or {\"data\": \"<base64>\"}");
         rc = -BATCHD_E_INVALID_INPUT;
     }
     *p = (const uint8_t *)buf_data(data);
@@ -560,8 +561,7 @@ static int image_run(const struct job_input *in, struct job_output *out)
     if (rc != 0) {
         goto out;
     }
-    rc = img_pipeline_run(&st, p->steps, p->nsteps, p->exact, lim.max_output_pixels, msg,
-                          msglen);
+    rc = img_pipeline_run(&st, p->steps, p->nsteps, p->exact, lim.max_output_pixels, msg, msglen);
     if (rc != 0) {
         goto out;
     }
@@ -588,8 +588,8 @@ static int image_run(const struct job_input *in, struct job_output *out)
             rc = -BATCHD_E_TOO_LARGE;
             break;
         }
-        rc = img_pipeline_run(&vst, var->steps, var->nsteps, p->exact, lim.max_output_pixels,
-                              msg, msglen);
+        rc = img_pipeline_run(&vst, var->steps, var->nsteps, p->exact, lim.max_output_pixels, msg,
+                              msglen);
         if (rc == 0) {
             rc = img_state_unreduce(&vst, msg, msglen);
         }

@@ -133,8 +133,7 @@ static int get_choice(const json_t *o, const char *key, const char *base, const 
     return fail(e, path, "%s must be one of %s", key, choices);
 }
 
-static int check_keys(const json_t *o, const char *base, const char *const *allowed,
-                      struct perr *e)
+static int check_keys(const json_t *o, const char *base, const char *const *allowed, struct perr *e)
 {
     const char *key;
     json_t *v;
@@ -156,15 +155,14 @@ static int check_keys(const json_t *o, const char *base, const char *const *allo
     return 0;
 }
 
-
 static int parse_step(const json_t *j, const char *base, struct img_step *s, struct perr *e)
 {
     if (!json_is_object(j)) {
         return fail(e, base, "a pipeline step must be an object with an \"op\"");
     }
     int kind = 0, rc;
-    rc = get_choice(j, "op", base,
-                    "resize|thumbnail|crop|blur|sharpen|grayscale|rotate|flip", 1, &kind, e);
+    rc = get_choice(j, "op", base, "resize|thumbnail|crop|blur|sharpen|grayscale|rotate|flip", 1,
+                    &kind, e);
     if (rc != 0) {
         return rc;
     }
@@ -294,8 +292,7 @@ static int parse_pipeline(const json_t *o, const char *base, struct img_step *st
     return 0;
 }
 
-static int parse_output(const json_t *o, const char *base, struct img_output *out,
-                        struct perr *e)
+static int parse_output(const json_t *o, const char *base, struct img_output *out, struct perr *e)
 {
     int fmt = out->format == IMG_FORMAT_JPEG ? 0 : out->format == IMG_FORMAT_PNG ? 1 : 2, rc;
     if ((rc = get_choice(o, "format", base, "jpeg|png|same", 0, &fmt, e)) != 0 ||
@@ -383,8 +380,7 @@ int img_params_parse(const json_t *params, struct img_params *p, char *msg, size
 /* ---------------------------------------------------------------- planning */
 
 /* Whether a resize/thumbnail step shrinks an image of logical size LW x LH, and to what. */
-static int step_downscale(const struct img_step *s, int lw, int lh, int *ow, int *oh,
-                          double box[4])
+static int step_downscale(const struct img_step *s, int lw, int lh, int *ow, int *oh, double box[4])
 {
     if (s->kind == IMG_STEP_THUMBNAIL) {
         box[0] = 0;
@@ -425,9 +421,9 @@ static int steps_shrink(const struct img_step *steps, int n, int w, int h, int *
             continue;
         case IMG_STEP_BLUR:
             /* Only a blur the optimiser moves after the downscale can wait. */
-            if (i + 1 < n && (steps[i + 1].kind == IMG_STEP_THUMBNAIL ||
-                              (steps[i + 1].kind == IMG_STEP_RESIZE &&
-                               steps[i + 1].fit != IMG_FIT_COVER))) {
+            if (i + 1 < n &&
+                (steps[i + 1].kind == IMG_STEP_THUMBNAIL ||
+                 (steps[i + 1].kind == IMG_STEP_RESIZE && steps[i + 1].fit != IMG_FIT_COVER))) {
                 continue;
             }
             return 1;
@@ -625,8 +621,8 @@ int img_state_init_take(struct img_state *st, struct img *im, int w, int h, int 
 static int check_out(int w, int h, uint64_t max, char *msg, size_t msglen)
 {
     if ((uint64_t)w * (uint64_t)h > max) {
-        snprintf(msg, msglen, "the output would be %dx%d pixels, more than the limit of %llu", w,
-                 h, (unsigned long long)max);
+        snprintf(msg, msglen, "the output would be %dx%d pixels, more than the limit of %llu", w, h,
+                 (unsigned long long)max);
         return -BATCHD_E_TOO_LARGE;
     }
     return 0;
@@ -758,8 +754,8 @@ int img_pipeline_run(struct img_state *st, const struct img_step *steps, int n, 
             r = img_crop(st->im, s->x, s->y, s->width, s->height, &empty);
             if (r == NULL) {
                 if (empty) {
-                    snprintf(msg, msglen, "the crop at (%d,%d) lies outside the %dx%d image",
-                             s->x, s->y, st->im->width, st->im->height);
+                    snprintf(msg, msglen, "the crop at (%d,%d) lies outside the %dx%d image", s->x,
+                             s->y, st->im->width, st->im->height);
                     rc = -BATCHD_E_INVALID_INPUT;
                 } else {
                     rc = oom(msg, msglen);
