@@ -59,9 +59,9 @@ static const struct cfg_opt cfg_opts[] = {
           "open client connections"),
     OPT_S("log-format", "BATCHD_LOG_FORMAT", log_format, "logfmt", "logfmt or json"),
     OPT_S("auth-token-file", "BATCHD_AUTH_TOKEN_FILE", auth_token_file, "",
-          "file holding a bearer token every request but health checks must carry"),
+          "file of bearer tokens, one per line, every request but health checks must carry"),
     OPT_S("cors-origin", "BATCHD_CORS_ORIGIN", cors_origin, "",
-          "origin allowed to call from a browser (e.g. https://app.example or *)"),
+          "origins allowed to call from a browser: comma-separated, or *"),
 };
 
 #define CFG_NOPTS (sizeof cfg_opts / sizeof cfg_opts[0])

@@ -7,7 +7,10 @@
 #include "../api/jsonw.h"
 #include "../workers/ipc.h"
 #include "../workers/ops.h"
+#include "auth.h"
 #include "log.h"
+#include "metrics.h"
+#include "observe.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -57,12 +60,18 @@ static int method_allowed(const struct route_row *rr, const char *method)
     return 0;
 }
 
-static void add_common_headers(struct request *r, struct MHD_Response *resp)
+void http_add_common_headers(struct request *r, struct MHD_Response *resp)
 {
     MHD_add_response_header(resp, "X-Request-Id", r->id);
-    if (r->srv->cfg.cors_origin[0] != '\0') {
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->srv->cfg.cors_origin);
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    const char *allow = auth_cors_allow_origin(r->srv->auth, origin);
+    if (allow != NULL) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", allow);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                AUTH_CORS_EXPOSE_HEADERS);
+        if (strcmp(allow, "*") != 0) {
+            MHD_add_response_header(resp, "Vary", "Origin");
+        }
     }
 }
 
@@ -76,7 +85,7 @@ static enum MHD_Result reply(struct request *r, int status, const char *ctype, c
     }
     MHD_add_response_header(resp, "Content-Type", ctype);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
-    add_common_headers(r, resp);
+    http_add_common_headers(r, resp);
     if (allow != NULL) {
         MHD_add_response_header(resp, "Allow", allow);
     }
@@ -139,15 +148,14 @@ static enum MHD_Result serve_simple(struct request *r)
                      ready ? 0 : 1);
     }
     case ROUTE_METRICS: {
-        /* deploy: the full Prometheus exposition replaces this minimal one. */
-        struct dispatch_stats st;
-        dispatch_get_stats(s->dispatch, &st);
-        snprintf(body, sizeof body,
-                 "# TYPE batchd_queued_jobs gauge\nbatchd_queued_jobs %llu\n"
-                 "# TYPE batchd_inflight_batches gauge\nbatchd_inflight_batches %d\n",
-                 (unsigned long long)dispatch_queued_jobs(s->dispatch),
-                 dispatch_batches(s->dispatch));
-        return reply(r, 200, "text/plain; version=0.0.4", body, strlen(body), NULL, 0);
+        struct buf b;
+        buf_init(&b, 16u << 20);
+        enum MHD_Result rc =
+            observe_render(s, &b) == 0
+                ? reply(r, 200, METRICS_CONTENT_TYPE, buf_data(&b), buf_len(&b), NULL, 0)
+                : http_reply_error(r, -BATCHD_E_INTERNAL, "cannot render the metrics", NULL);
+        buf_cleanup(&b);
+        return rc;
     }
     default:
         return http_reply_error(r, -BATCHD_E_NOT_FOUND_ROUTE, NULL, NULL);
@@ -194,22 +202,8 @@ static void request_make_id(struct request *r, struct MHD_Connection *c)
 
 static int auth_ok(struct server *s, struct MHD_Connection *c)
 {
-    if (s->auth_token_len == 0) {
-        return 1;
-    }
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
-        return 0;
-    }
-    const char *tok = h + 7;
-    size_t n = strlen(tok);
-    /* Constant time in the token's content: compare every byte of the expected token. */
-    unsigned diff = n != s->auth_token_len;
-    for (size_t i = 0; i < s->auth_token_len; i++) {
-        diff |= (unsigned)(unsigned char)s->auth_token[i] ^
-                (unsigned)(unsigned char)(i < n ? tok[i] : 0);
-    }
-    return diff == 0;
+    return auth_check(s->auth, h) == 0;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
@@ -230,7 +224,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         r->fd = -1;
         r->started_ns = ipc_now_ns();
         snprintf(r->method, sizeof r->method, "%s", method);
-        buf_init(&r->body, s->cfg.max_body_bytes);
         buf_init(&r->out, SIZE_MAX / 2);
         request_make_id(r, c);
         *con_cls = r;
@@ -246,21 +239,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             /* CORS preflight (and plain OPTIONS): say what is allowed. */
             struct MHD_Response *resp =
                 MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-            add_common_headers(r, resp);
+            http_add_common_headers(r, resp);
             MHD_add_response_header(resp, "Allow", rr->allow);
-            if (s->cfg.cors_origin[0] != '\0') {
+            const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+            if (auth_cors_allow_origin(s->auth, origin) != NULL) {
                 MHD_add_response_header(resp, "Access-Control-Allow-Methods", rr->allow);
                 MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                        "Content-Type, Authorization, X-Request-Id, Accept");
-                MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+                                        AUTH_CORS_ALLOW_HEADERS);
+                MHD_add_response_header(resp, "Access-Control-Max-Age", AUTH_CORS_MAX_AGE);
             }
             r->status = 204;
             enum MHD_Result rc = MHD_queue_response(c, 204, resp);
             MHD_destroy_response(resp);
             return rc;
         }
-        int open_route = r->route == ROUTE_HEALTHZ || r->route == ROUTE_READYZ;
-        if (!open_route && !auth_ok(s, c)) {
+        if (auth_required(s->auth, method, rr->path) && !auth_ok(s, c)) {
             return http_reply_error(r, -BATCHD_E_UNAUTHORIZED, NULL, NULL);
         }
         if (r->route != ROUTE_BATCHES) {
@@ -281,25 +274,33 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             }
         }
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-        if (!media_type_is(ct, "application/json")) {
+        int json = media_type_is(ct, "application/json");
+        int multipart = media_type_is(ct, "multipart/form-data");
+        if (!json && !multipart) {
             return http_reply_error(r, -BATCHD_E_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
+        }
+        r->upload = upload_create(c, multipart, s->cfg.max_body_bytes);
+        if (r->upload == NULL) {
+            return http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
         }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!r->body_too_large && buf_add(&r->body, upload_data, *upload_data_size) != 0) {
-            /* Chunked uploads have no Content-Length: drop the rest, answer 413 at the end. */
-            r->body_too_large = 1;
-            buf_cleanup(&r->body);
+        /* Past the cap (chunked uploads have no Content-Length) or after a malformed part,
+         * the rest is read and dropped; the refusal goes out at the end. */
+        if (r->upload != NULL) {
+            upload_feed(r->upload, upload_data, *upload_data_size);
         }
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (r->status != 0) {
+    if (r->status != 0 || r->upload == NULL) {
         return MHD_YES; /* already answered */
     }
-    if (r->body_too_large) {
-        return http_reply_error(r, -BATCHD_E_BODY_TOO_LARGE, NULL, NULL);
+    const char *msg;
+    int err = upload_error(r->upload, &msg);
+    if (err != 0) {
+        return http_reply_error(r, err, msg, NULL);
     }
     return stream_start(r);
 }
@@ -316,7 +317,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     char status[16], ms[32], bytes_in[32], bytes_out[32];
     snprintf(status, sizeof status, "%d", r->status);
     snprintf(ms, sizeof ms, "%.3f", (double)(ipc_now_ns() - r->started_ns) / 1e6);
-    snprintf(bytes_in, sizeof bytes_in, "%zu", buf_len(&r->body));
+    snprintf(bytes_in, sizeof bytes_in, "%llu",
+             (unsigned long long)(r->upload ? upload_bytes(r->upload) : 0));
     snprintf(bytes_out, sizeof bytes_out, "%llu", (unsigned long long)r->bytes_out);
     const struct route_row *rr = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
@@ -328,8 +330,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               rr ? rr->path : "other", "status", status, "duration_ms", ms, "bytes_in",
               bytes_in, "bytes_out", bytes_out, "outcome",
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
+    observe_request_done(r);
     stream_finish(r);
-    buf_cleanup(&r->body);
+    upload_destroy(r->upload);
     buf_cleanup(&r->out);
     free(r);
     *con_cls = NULL;

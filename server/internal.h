@@ -7,6 +7,7 @@
 #include "../api/buf.h"
 #include "../workers/dispatch.h"
 #include "config.h"
+#include "upload.h"
 #include "writer.h"
 
 #include <microhttpd.h>
@@ -31,15 +32,22 @@ struct server {
     uint64_t drain_deadline_ns;
     int streams; /* batch responses not yet finished */
     int resumed; /* a connection was resumed since the last MHD_run */
+    struct request *stream_list; /* those responses, so a stop can cut them (stream.c) */
+    struct metrics *metrics;     /* observe.c */
     char *ops_json;
     size_t ops_json_len;
-    char auth_token[512];
-    size_t auth_token_len;
+    struct auth *auth; /* --auth-token-file and --cors-origin (auth.c) */
     uint64_t request_seq;
     uint64_t id_salt;
 };
 
 enum route { ROUTE_NONE, ROUTE_BATCHES, ROUTE_OPS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS };
+
+/* Where a job's image bytes are in the upload's memfd (len 0: none). */
+struct stream_blob {
+    uint64_t off, len;
+    const char *name; /* borrowed from the upload */
+};
 
 struct request {
     struct loop_tag tag; /* LOOP_REQUEST: the client socket, watched while suspended */
@@ -51,12 +59,12 @@ struct request {
     uint64_t started_ns;
     int status;
     /* the upload */
-    struct buf body;
-    int body_too_large;
+    struct upload *upload; /* batch requests only */
     /* the batch */
     struct batch_spec spec;
     const struct op *op;       /* the batch's op, or NULL when jobs name their own */
     const struct op **job_ops; /* per job, for the jobs form */
+    struct stream_blob *blobs; /* per job, for image bytes in the upload's memfd */
     struct dispatch_batch *batch;
     struct writer writer;
     /* the response stream */
@@ -68,6 +76,7 @@ struct request {
     int done;        /* the summary is in out */
     int client_gone; /* the client hung up: end the stream with an error */
     uint64_t bytes_out;
+    struct request *stream_prev, *stream_next; /* in srv->stream_list while streaming */
 };
 
 /* http.c */
@@ -76,6 +85,8 @@ void http_stop(struct server *s);
 /* Queues a JSON error response for ERR (status from the error list) with MESSAGE and PATH. */
 enum MHD_Result http_reply_error(struct request *r, int err, const char *message,
                                  const char *path);
+/* Adds X-Request-Id and, for an allowed Origin, the CORS headers to RESP. */
+void http_add_common_headers(struct request *r, struct MHD_Response *resp);
 
 /* stream.c */
 /* Starts the batch of R from its finished upload and queues the streaming response (or an
@@ -85,6 +96,9 @@ enum MHD_Result stream_start(struct request *r);
 void stream_client_gone(struct request *r);
 /* R's connection is over (completed callback): cancel what is left, free the stream state. */
 void stream_finish(struct request *r);
+/* Cuts every live stream (grace period over, second signal): their batches are cancelled
+ * and their responses end without a summary, so clients can tell. Returns how many. */
+int stream_cut_all(struct server *s);
 
 /* loop.c */
 /* Watches (WATCH = 1) or stops watching R's client socket for hang-ups. */

@@ -5,8 +5,10 @@
 
 #include "../workers/ipc.h"
 #include "../workers/ops.h"
+#include "auth.h"
 #include "internal.h"
 #include "log.h"
+#include "observe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,23 +45,6 @@ static int loop_add(struct server *s, int fd, struct loop_tag *tag, enum loop_ki
     tag->kind = kind;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag};
     return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static char *load_token(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "re");
-    if (f == NULL) {
-        return NULL;
-    }
-    static char tok[512];
-    size_t n = fread(tok, 1, sizeof tok - 1, f);
-    fclose(f);
-    while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ')) {
-        n--;
-    }
-    tok[n] = '\0';
-    *len = n;
-    return n > 0 ? tok : NULL;
 }
 
 /* Everything before the first thread could exist: signals and the worker environment. */
@@ -121,14 +106,11 @@ int loop_run(struct server *s)
     s->ops_json = json_dumps(ops, JSON_COMPACT);
     json_decref(ops);
     s->ops_json_len = s->ops_json ? strlen(s->ops_json) : 0;
-    if (s->cfg.auth_token_file[0] != '\0') {
-        const char *tok = load_token(s->cfg.auth_token_file, &s->auth_token_len);
-        if (tok == NULL || s->auth_token_len >= sizeof s->auth_token) {
-            log_event("error", "startup", "message", "cannot read a token from --auth-token-file",
-                      NULL);
-            return 1;
-        }
-        memcpy(s->auth_token, tok, s->auth_token_len + 1);
+    char aerr[256] = "";
+    s->auth = auth_create(s->cfg.auth_token_file, s->cfg.cors_origin, aerr, sizeof aerr);
+    if (s->auth == NULL) {
+        log_event("error", "startup", "message", aerr, NULL);
+        return 1;
     }
     s->id_salt = ipc_now_ns() ^ ((uint64_t)getpid() << 32);
     struct dispatch_config dc = {
@@ -136,7 +118,13 @@ int loop_run(struct server *s)
         .recycle_after = s->cfg.recycle_after,
         .max_queued_jobs = s->cfg.max_queued_jobs,
         .max_batches = (int)s->cfg.max_batches,
+        .on_worker = observe_worker_event,
+        .ud = s,
     };
+    if (observe_start(s) != 0) {
+        log_event("error", "startup", "message", "out of memory", NULL);
+        return 1;
+    }
     s->dispatch = dispatch_create(&dc);
     if (s->dispatch == NULL) {
         log_event("error", "startup", "message", "cannot start the workers", NULL);
@@ -210,9 +198,25 @@ int loop_run(struct server *s)
 void loop_cleanup(struct server *s)
 {
     /* MHD_stop_daemon aborts on suspended connections: wake them all first; their streams
-     * end without a summary, which tells clients they were cut off. */
+     * end without a summary, which tells clients they were cut off. Give MHD a moment to
+     * send what is buffered and close them. */
     if (s->mhd != NULL) {
+        int cut = stream_cut_all(s);
+        if (cut > 0) {
+            char n[16];
+            snprintf(n, sizeof n, "%d", cut);
+            log_event("warn", "shutdown", "message", "cutting unfinished streams", "streams", n,
+                      NULL);
+        }
+        uint64_t until = ipc_now_ns() + 2000000000u;
         MHD_run(s->mhd);
+        while (s->stream_list != NULL && ipc_now_ns() < until) {
+            struct epoll_event ev;
+            if (s->epfd >= 0) {
+                epoll_wait(s->epfd, &ev, 1, 10);
+            }
+            MHD_run(s->mhd);
+        }
     }
     dispatch_destroy(s->dispatch);
     s->dispatch = NULL;
@@ -224,4 +228,7 @@ void loop_cleanup(struct server *s)
         close(s->sigfd);
     }
     free(s->ops_json);
+    observe_stop(s);
+    auth_destroy(s->auth);
+    s->auth = NULL;
 }

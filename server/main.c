@@ -2,10 +2,12 @@
  * process (the pool posix_spawns /proc/self/exe). */
 #include "../workers/worker.h"
 #include "config.h"
+#include "healthcheck.h"
 #include "internal.h"
 #include "log.h"
 #include "loop.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +19,20 @@ int main(int argc, char **argv)
     static struct server s;
     s.epfd = -1;
     s.sigfd = -1;
+    if (argc >= 2 && strcmp(argv[1], "--healthcheck") == 0) {
+        /* The image's HEALTHCHECK: the same flags and environment as the server, so it
+         * probes the port the server listens on. Exit 0 = healthy. */
+        argv[1] = argv[0];
+        if (config_load(&s.cfg, argc - 1, argv + 1, stdout, stderr) != 0) {
+            return 2;
+        }
+        char err[256];
+        if (healthcheck_probe(s.cfg.listen, 3000, err, sizeof err) != 0) {
+            fprintf(stderr, "batchd: unhealthy: %s\n", err);
+            return 1;
+        }
+        return 0;
+    }
     int rc = config_load(&s.cfg, argc, argv, stdout, stderr);
     if (rc != 0) {
         return rc > 0 ? 0 : 2;

@@ -9,6 +9,7 @@
 #include "../workers/ipc.h"
 #include "../workers/ops.h"
 #include "log.h"
+#include "observe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,11 +48,82 @@ static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
     job->op = r->op != NULL ? r->op : r->job_ops[i];
     job->value = input;
     job->params = params;
+    if (r->blobs != NULL && r->blobs[i].len > 0) {
+        /* The bytes travel in shared memory; the input (base64) need not. */
+        job->value = NULL;
+        job->blob_off = r->blobs[i].off;
+        job->blob_len = r->blobs[i].len;
+        job->name = r->blobs[i].name;
+    }
+}
+
+static const char *stream_name_of(void *ud, uint64_t i)
+{
+    struct request *r = ud;
+    return r->blobs != NULL ? r->blobs[i].name : NULL;
+}
+
+/* Image inputs: uploaded files, and base64 {"data": ...} inputs decoded into the upload's
+ * shared memory, so no image byte crosses a socket to the workers. Returns 0, or -1 with
+ * the reply queued. A bad base64 input stays as it is: its job fails alone. */
+static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
+{
+    struct batch_spec *sp = &r->spec;
+    size_t nfiles = upload_nfiles(r->upload);
+    int any_image = r->op != NULL ? (r->op->flags & OP_IMAGE) != 0 : 0;
+    for (uint64_t i = 0; !any_image && r->job_ops != NULL && i < sp->njobs; i++) {
+        any_image = (r->job_ops[i]->flags & OP_IMAGE) != 0;
+    }
+    if (!any_image && nfiles == 0) {
+        return 0;
+    }
+    if (!any_image) {
+        *mr = http_reply_error(r, -BATCHD_E_BAD_REQUEST, "only image ops take file uploads", "op");
+        return -1;
+    }
+    r->blobs = calloc(sp->njobs ? sp->njobs : 1, sizeof *r->blobs);
+    if (r->blobs == NULL) {
+        *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        return -1;
+    }
+    if (upload_is_multipart(r->upload)) {
+        for (size_t i = 0; i < nfiles; i++) {
+            const struct upload_file *f = upload_file_at(r->upload, i);
+            r->blobs[i].off = f->off;
+            r->blobs[i].len = f->len;
+            r->blobs[i].name = f->name;
+        }
+        return 0;
+    }
+    for (uint64_t i = 0; i < sp->njobs; i++) {
+        const char *opname;
+        json_t *input, *params;
+        batch_spec_job(sp, i, &opname, &input, &params);
+        const struct op *op = r->op != NULL ? r->op : r->job_ops[i];
+        json_t *data = json_object_get(input, "data");
+        if (!(op->flags & OP_IMAGE) || !json_is_string(data)) {
+            continue;
+        }
+        uint64_t off, len;
+        int rc = upload_add_base64(r->upload, json_string_value(data), json_string_length(data),
+                                   &off, &len);
+        if (rc == -2) {
+            *mr = http_reply_error(r, -BATCHD_E_BODY_TOO_LARGE, "the decoded images are too large",
+                                   NULL);
+            return -1;
+        }
+        if (rc == 0 && len > 0) {
+            r->blobs[i].off = off;
+            r->blobs[i].len = len;
+        }
+    }
+    return 0;
 }
 
 static void stream_on_result(void *ud, const struct dispatch_result *res)
 {
     struct request *r = ud;
+    observe_job(r, res);
     if (writer_result(&r->writer, &r->out, res) != 0) {
         log_event("error", "stream", "request_id", r->id, "message", "output buffer full", NULL);
     }
@@ -172,7 +244,7 @@ static int stream_negotiate(const char *accept, enum writer_format *fmt)
  * (with the reply already queued). */
 static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
 {
-    char msg[256] = "", path[160] = "", ppath[128] = "";
+    char msg[256] = "", path[192] = "", ppath[128] = "";
     struct batch_spec *sp = &r->spec;
     if (sp->op != NULL) {
         r->op = ops_find(sp->op);
@@ -236,12 +308,22 @@ enum MHD_Result stream_start(struct request *r)
                                 "application/x-tar",
                                 NULL);
     }
-    struct batch_limits lim = {.max_jobs = s->cfg.max_jobs};
+    struct batch_limits lim = {
+        .max_jobs = s->cfg.max_jobs,
+        .multipart = upload_is_multipart(r->upload),
+        .nfiles = upload_nfiles(r->upload),
+    };
     struct batch_error e;
-    if (batch_spec_parse(buf_data(&r->body), buf_len(&r->body), &lim, &r->spec, &e) != 0) {
+    const struct buf *body = upload_json(r->upload);
+    if (lim.multipart && buf_len(body) == 0) {
+        return http_reply_error(r, -BATCHD_E_BAD_REQUEST,
+                                "a multipart batch needs a part named \"batch\" (the JSON)",
+                                "batch");
+    }
+    if (batch_spec_parse(buf_data(body), buf_len(body), &lim, &r->spec, &e) != 0) {
         return http_reply_error(r, e.err, e.message, e.path);
     }
-    if (stream_resolve_ops(r, &mr) != 0) {
+    if (stream_resolve_ops(r, &mr) != 0 || stream_place_blobs(r, &mr) != 0) {
         return mr;
     }
     if (fmt == WRITER_JSON) {
@@ -249,6 +331,8 @@ enum MHD_Result stream_start(struct request *r)
     }
     r->started_ns = ipc_now_ns();
     writer_init(&r->writer, fmt, r->spec.timing, r->started_ns);
+    r->writer.name_of = stream_name_of;
+    r->writer.ud = r;
     struct dispatch_batch_desc desc = {
         .njobs = r->spec.njobs,
         .params = r->spec.params,
@@ -258,7 +342,7 @@ enum MHD_Result stream_start(struct request *r)
         .timeout_ms = r->spec.timeout_ms >= 0 ? (uint64_t)r->spec.timeout_ms : s->cfg.job_timeout_ms,
         .deadline_ms = r->spec.deadline_ms,
         .want_binary = fmt == WRITER_TAR,
-        .blob_fd = -1,
+        .blob_fd = upload_fd(r->upload),
         .job_at = stream_job_at,
         .on_result = stream_on_result,
         .on_done = stream_on_done,
@@ -285,13 +369,14 @@ enum MHD_Result stream_start(struct request *r)
     MHD_add_response_header(resp, "Content-Type", writer_content_type(fmt));
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    MHD_add_response_header(resp, "X-Request-Id", r->id);
-    if (s->cfg.cors_origin[0] != '\0') {
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin);
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
-    }
+    http_add_common_headers(r, resp);
     r->status = 200;
     s->streams++;
+    r->stream_next = s->stream_list;
+    if (s->stream_list != NULL) {
+        s->stream_list->stream_prev = r;
+    }
+    s->stream_list = r;
     mr = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     return mr;
@@ -318,9 +403,35 @@ void stream_finish(struct request *r)
     }
     if (r->status == 200 && r->route == ROUTE_BATCHES) {
         r->srv->streams--;
+        if (r->stream_prev != NULL) {
+            r->stream_prev->stream_next = r->stream_next;
+        } else if (r->srv->stream_list == r) {
+            r->srv->stream_list = r->stream_next;
+        }
+        if (r->stream_next != NULL) {
+            r->stream_next->stream_prev = r->stream_prev;
+        }
+        r->stream_prev = r->stream_next = NULL;
     }
     writer_cleanup(&r->writer);
     batch_spec_cleanup(&r->spec);
     free(r->job_ops);
     r->job_ops = NULL;
+    free(r->blobs);
+    r->blobs = NULL;
+}
+
+int stream_cut_all(struct server *s)
+{
+    int n = 0;
+    for (struct request *r = s->stream_list; r != NULL; r = r->stream_next) {
+        if (!r->done) {
+            /* The reader then ends the response without its last chunk: a cut stream. */
+            stream_client_gone(r);
+            n++;
+        } else {
+            stream_wake(r);
+        }
+    }
+    return n;
 }

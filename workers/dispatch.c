@@ -12,6 +12,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@
 #define DISPATCH_DEFAULT_TARGET_NS 2000000u
 #define DISPATCH_PER_JOB_OVERHEAD_NS 150u
 #define DISPATCH_MIN_WINDOW 256u
-#define DISPATCH_MAX_WINDOW (1u << 20)
+#define DISPATCH_MAX_WINDOW (1u << 17) /* bounds a batch's held results: ~8 MiB of slots */
 /* Cancelled results synthesised per pump: a deadline on a huge batch must not flood the
  * owner's buffers in one go. */
 #define DISPATCH_SYNTH_PER_PUMP 4096u
@@ -337,6 +338,9 @@ static void batch_free(struct dispatch_batch *b)
         free(b->ring);
     }
     free(b->retry);
+    if (b->desc.blob_fd >= 0) {
+        close(b->desc.blob_fd);
+    }
     free(b);
 }
 
@@ -557,6 +561,11 @@ static void slot_spawn(struct dispatch *d, int i)
     }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
     epoll_ctl(d->epfd, EPOLL_CTL_ADD, pool_fd(d->pool, i), &ev);
+    if (d->cfg.on_worker != NULL) {
+        struct dispatch_worker_event wev = {
+            .slot = i, .pid = (long)pool_pid(d->pool, i), .event = "start"};
+        d->cfg.on_worker(d->cfg.ud, &wev);
+    }
     buf_reset(&s->in);
     s->state = SLOT_IDLE;
     s->jobs_done = 0;
@@ -601,12 +610,21 @@ static void slot_fail(struct dispatch *d, int i, int cause_err, const char *caus
     int status = pool_reap(d->pool, i);
     char sbuf[64];
     const char *how = pool_describe_status(status, sbuf, sizeof sbuf);
+    const char *why = "crash";
     if (s->state == SLOT_RETIRING && status == 0) {
-        d->stats.restarts_recycle++;
+        /* A worker asked to quit: recycled, or let go by a drain (not a restart). */
+        why = d->draining ? "drain" : "recycle";
+        d->stats.restarts_recycle += !d->draining;
     } else if (cause_err == -BATCHD_E_TIMEOUT) {
+        why = "timeout";
         d->stats.restarts_timeout++;
     } else {
         d->stats.restarts_crash++;
+    }
+    if (d->cfg.on_worker != NULL) {
+        struct dispatch_worker_event ev = {
+            .slot = i, .pid = (long)pid, .event = "exit", .cause = why, .status = how};
+        d->cfg.on_worker(d->cfg.ud, &ev);
     }
     struct dispatch_batch *b = s->batch;
     if (b != NULL) {
@@ -711,7 +729,9 @@ static int slot_take_results(struct dispatch *d, int i, const uint8_t *body, siz
         if (d->cfg.recycle_after > 0 && s->jobs_done >= d->cfg.recycle_after) {
             s->state = SLOT_RETIRING;
             pool_quit(d->pool, i);
-        } else if (d->draining) {
+        } else if (d->draining && d->ring == NULL) {
+            /* Draining and no batch left to serve: this worker may go. While batches
+             * remain, it keeps working for them (they must finish with their summary). */
             s->state = SLOT_RETIRING;
             pool_quit(d->pool, i);
         }
@@ -865,6 +885,21 @@ void dispatch_destroy(struct dispatch *d)
         return;
     }
     pool_destroy(d->pool);
+    /* Cancelled batches wait out of the ring for their running chunks; the workers are
+     * gone now, so free each of them once (several slots may hold the same one). This
+     * runs before the ring's batches are freed, because slots may point at those too. */
+    for (int i = 0; d->slots != NULL && i < d->cfg.workers; i++) {
+        struct dispatch_batch *b = d->slots[i].batch;
+        if (b == NULL || !b->cancelled) {
+            continue;
+        }
+        for (int j = i; j < d->cfg.workers; j++) {
+            if (d->slots[j].batch == b) {
+                d->slots[j].batch = NULL;
+            }
+        }
+        batch_free(b);
+    }
     while (d->ring != NULL) {
         struct dispatch_batch *b = d->ring;
         ring_remove(d, b);
@@ -938,6 +973,9 @@ void dispatch_run(struct dispatch *d)
     dispatch_check_time(d);
     dispatch_finish_empty(d);
     dispatch_feed(d);
+    if (d->draining && d->ring == NULL) {
+        dispatch_drain(d); /* the last batch is over: let idle workers go */
+    }
 }
 
 struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch_batch_desc *desc,
@@ -955,6 +993,11 @@ struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch
     }
     b->d = d;
     b->desc = *desc;
+    /* The batch keeps its own handle on the input bytes: a chunk may still be on its way
+     * to a worker after the owner has gone. */
+    if (desc->blob_fd >= 0) {
+        b->desc.blob_fd = fcntl(desc->blob_fd, F_DUPFD_CLOEXEC, 0);
+    }
     b->started_ns = ipc_now_ns();
     if (desc->deadline_ms > 0) {
         b->deadline_ns = b->started_ns + desc->deadline_ms * 1000000u;
@@ -983,7 +1026,7 @@ struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch
     if (desc->order == DISPATCH_ORDER_INPUT) {
         b->ring = calloc(b->window, sizeof *b->ring);
         if (b->ring == NULL) {
-            free(b);
+            batch_free(b);
             *err = -BATCHD_E_INTERNAL;
             return NULL;
         }
@@ -1056,7 +1099,7 @@ void dispatch_drain(struct dispatch *d)
 {
     d->draining = 1;
     for (int i = 0; i < d->cfg.workers; i++) {
-        if (d->slots[i].state == SLOT_IDLE && d->ring == NULL) {
+        if (d->slots[i].state == SLOT_IDLE && d->ring == NULL && d->slots[i].batch == NULL) {
             d->slots[i].state = SLOT_RETIRING;
             pool_quit(d->pool, i);
         }

@@ -15,12 +15,24 @@
 struct dispatch;
 struct dispatch_batch;
 
+/* A worker started or exited, for the owner's logs. Borrowed for the call. */
+struct dispatch_worker_event {
+    int slot;
+    long pid;
+    const char *event;  /* "start" or "exit" */
+    const char *cause;  /* exit: "crash", "timeout", "recycle" or "drain"; start: NULL */
+    const char *status; /* exit: how it ended ("exit status 0", "SIGKILL"); start: NULL */
+};
+
 struct dispatch_config {
     int workers;
     uint64_t recycle_after;      /* jobs per worker before it is replaced; 0 = never */
     uint64_t max_queued_jobs;    /* over all batches, not yet finished */
     int max_batches;             /* batches at once */
     uint64_t chunk_target_ns;    /* auto chunks aim at this much work (0 = 2 ms) */
+    /* Called when a worker starts or exits (may be NULL), with UD. */
+    void (*on_worker)(void *ud, const struct dispatch_worker_event *ev);
+    void *ud;
 };
 
 /* One job, as the batch owner describes it. Everything is borrowed until the batch ends. */

@@ -30,7 +30,7 @@ static const struct op *const ops_table[] = {
     &op_cpu_loop,
     &op_sleep,
     &op_monte_carlo_pi,
-    /* &op_image, */
+    &op_image,
 };
 /* clang-format on */
 

@@ -164,6 +164,16 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         if (nlen > 0) {
             snprintf(name, sizeof name, "%.*s", (int)nlen, ntext);
         }
+        /* A job's own params override the batch's key by key. */
+        if (job_params != NULL && json_is_object(chunk_params) && json_is_object(job_params)) {
+            json_t *merged = json_copy(chunk_params);
+            if (merged != NULL && json_object_update(merged, job_params) == 0) {
+                json_decref(job_params);
+                job_params = merged;
+            } else {
+                json_decref(merged);
+            }
+        }
         struct job_input in = {
             .value = value,
             .params = job_params != NULL ? job_params : chunk_params,

@@ -1,0 +1,48 @@
+/* Access control for deployments that need it: an optional bearer token (--auth-token-file)
+ * and CORS for browser clients (--cors-origin). It decides; the router applies the answer
+ * to its responses. It knows nothing of libmicrohttpd. Health endpoints (/healthz,
+ * /readyz) and CORS preflights stay open, so probes and browsers work without the token. */
+#ifndef BATCHD_SERVER_AUTH_H
+#define BATCHD_SERVER_AUTH_H
+
+#include <stddef.h>
+
+#define AUTH_MAX_TOKENS 8   /* one per line, so a token can be rotated without downtime */
+#define AUTH_MAX_TOKEN 4096 /* bytes of one token */
+
+struct auth;
+
+/* A new policy (free with auth_destroy), or NULL with ERR set. TOKEN_FILE (may be NULL or
+ * "": no token required) holds one or more tokens, one per line; blank lines and
+ * surrounding whitespace are ignored, and a file with no token is an error (a typo must
+ * not open the service). CORS_ORIGINS (may be NULL or "": no CORS headers) is "*" or a
+ * comma-separated list of exact origins ("https://a.example,https://b.example"). */
+struct auth *auth_create(const char *token_file, const char *cors_origins, char *err,
+                         size_t errlen);
+
+/* Frees A. auth_destroy(NULL) is a no-op. */
+void auth_destroy(struct auth *a);
+
+/* 1 if a request for PATH with METHOD must carry the token: a token is configured, the
+ * path is not a health endpoint and the request is not a CORS preflight (OPTIONS). */
+int auth_required(const struct auth *a, const char *method, const char *path);
+
+/* Checks an Authorization header value (may be NULL) against the tokens: "Bearer TOKEN",
+ * the scheme case-insensitive. The comparison takes the same time wherever the first
+ * differing byte is. Returns 0 if it matches (or no token is configured), else
+ * -BATCHD_E_UNAUTHORIZED. */
+int auth_check(const struct auth *a, const char *authorization);
+
+/* The Access-Control-Allow-Origin value for a request's Origin header (may be NULL):
+ * ORIGIN itself when it is allowed, "*" for a wildcard policy, or NULL when no CORS header
+ * should be sent. Returns a borrowed pointer (into A or ORIGIN). */
+const char *auth_cors_allow_origin(const struct auth *a, const char *origin);
+
+/* The fixed CORS headers: methods and request headers a preflight may ask for, headers a
+ * browser script may read, and how long a preflight may be cached. */
+#define AUTH_CORS_ALLOW_METHODS "GET, POST, OPTIONS"
+#define AUTH_CORS_ALLOW_HEADERS "Authorization, Content-Type, Accept, X-Request-Id"
+#define AUTH_CORS_EXPOSE_HEADERS "X-Request-Id, Retry-After"
+#define AUTH_CORS_MAX_AGE "600"
+
+#endif

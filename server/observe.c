@@ -1,0 +1,129 @@
+/* What operators see of the server: it feeds the metrics registry (metrics.c) from the
+ * events of requests, batches, jobs and workers, renders GET /metrics with the gauges
+ * sampled from the dispatcher, and writes one log line per worker event. The request log
+ * line itself is http.c's. */
+#include "observe.h"
+
+#include "../api/errors.h"
+#include "../workers/ops.h"
+#include "internal.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int observe_start(struct server *s)
+{
+    s->metrics = metrics_create();
+    return s->metrics != NULL ? 0 : -1;
+}
+
+void observe_stop(struct server *s)
+{
+    metrics_destroy(s->metrics);
+    s->metrics = NULL;
+}
+
+/* The route label: the known path, or "other" (so that scanners cannot mint series). */
+static const char *route_label(enum route route)
+{
+    switch (route) {
+    case ROUTE_BATCHES:
+        return "/v1/batches";
+    case ROUTE_OPS:
+        return "/v1/ops";
+    case ROUTE_HEALTHZ:
+        return "/healthz";
+    case ROUTE_READYZ:
+        return "/readyz";
+    case ROUTE_METRICS:
+        return "/metrics";
+    default:
+        return "other";
+    }
+}
+
+/* The batch's op label: its op, "mixed" for a jobs list, "none" before it was parsed. */
+static const char *batch_op_label(const struct request *r)
+{
+    if (r->op != NULL) {
+        return r->op->name;
+    }
+    return r->job_ops != NULL ? "mixed" : "none";
+}
+
+void observe_job(struct request *r, const struct dispatch_result *res)
+{
+    struct metrics *m = r->srv->metrics;
+    const struct op *op = r->op;
+
+    if (m == NULL) {
+        return;
+    }
+    if (op == NULL && r->job_ops != NULL && res->index < r->spec.njobs) {
+        op = r->job_ops[res->index];
+    }
+    const char *name = op != NULL ? op->name : "none";
+    metrics_add(m, METRICS_JOBS, name, res->err == 0 ? "ok" : batchd_err_name(res->err), 1);
+    if (res->start_ns != 0 && res->end_ns >= res->start_ns) {
+        metrics_observe(m, METRICS_JOB_SECONDS, name, (double)(res->end_ns - res->start_ns) / 1e9);
+    }
+}
+
+void observe_request_done(struct request *r)
+{
+    struct metrics *m = r->srv->metrics;
+    const char *route = route_label(r->route);
+    char status[16];
+
+    if (m == NULL) {
+        return;
+    }
+    snprintf(status, sizeof status, "%d", r->status);
+    metrics_add(m, METRICS_HTTP_REQUESTS, route, status, 1);
+    metrics_add(m, METRICS_HTTP_IN, route, NULL, (double)(r->upload ? upload_bytes(r->upload) : 0));
+    metrics_add(m, METRICS_HTTP_OUT, route, NULL, (double)r->bytes_out);
+    if (r->route == ROUTE_BATCHES && r->status != 0) {
+        const char *outcome = "refused";
+        if (r->status == 200) {
+            outcome = r->done ? "completed" : (r->client_gone ? "cancelled" : "cut");
+        }
+        metrics_add(m, METRICS_BATCHES, batch_op_label(r), outcome, 1);
+    }
+}
+
+int observe_render(struct server *s, struct buf *out)
+{
+    struct dispatch_stats st;
+    struct metrics_gauges g = {0};
+    int up = 0;
+
+    if (s->metrics == NULL) {
+        return -1;
+    }
+    dispatch_get_stats(s->dispatch, &st);
+    /* The dispatcher keeps the restart counters; mirror them into the registry. */
+    metrics_set(s->metrics, METRICS_WORKER_RESTARTS, "crash", NULL, (double)st.restarts_crash);
+    metrics_set(s->metrics, METRICS_WORKER_RESTARTS, "timeout", NULL, (double)st.restarts_timeout);
+    metrics_set(s->metrics, METRICS_WORKER_RESTARTS, "recycle", NULL, (double)st.restarts_recycle);
+    up = dispatch_workers_up(s->dispatch);
+    g.queue_depth = dispatch_queued_jobs(s->dispatch);
+    g.workers_busy = (uint64_t)st.busy_workers;
+    g.workers_idle = up > st.busy_workers ? (uint64_t)(up - st.busy_workers) : 0;
+    g.batches_in_flight = (uint64_t)dispatch_batches(s->dispatch);
+    g.draining = s->draining;
+    return metrics_render(s->metrics, &g, out);
+}
+
+void observe_worker_event(void *ud, const struct dispatch_worker_event *ev)
+{
+    (void)ud;
+    char slot[16], pid[24];
+    int crash = ev->cause != NULL && strcmp(ev->cause, "crash") == 0;
+
+    snprintf(slot, sizeof slot, "%d", ev->slot);
+    snprintf(pid, sizeof pid, "%ld", ev->pid);
+    log_event(crash ? "warn" : "info", ev->event[0] == 's' ? "worker_start" : "worker_exit",
+              "worker", slot, "pid", pid, "cause", ev->cause, "status", ev->status, NULL);
+}

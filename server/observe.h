@@ -1,0 +1,31 @@
+/* Metrics and worker-event logs of the running server (see observe.c). Private to server/:
+ * it takes the server's internal types. */
+#ifndef BATCHD_SERVER_OBSERVE_H
+#define BATCHD_SERVER_OBSERVE_H
+
+#include "../api/buf.h"
+#include "../workers/dispatch.h"
+
+struct server;
+struct request;
+
+/* Creates the server's metrics registry. Returns 0, or -1 when out of memory. */
+int observe_start(struct server *s);
+
+/* Frees it. Safe to call when observe_start failed or never ran. */
+void observe_stop(struct server *s);
+
+/* One job of R's batch ended with RES (called once per job, as results arrive). */
+void observe_job(struct request *r, const struct dispatch_result *res);
+
+/* R is over (completed callback): counts the request, its bytes, and for a batch its
+ * outcome (completed, refused, cancelled, cut). */
+void observe_request_done(struct request *r);
+
+/* Appends the GET /metrics exposition to OUT. Returns 0, or -1 (answer 500). */
+int observe_render(struct server *s, struct buf *out);
+
+/* dispatch_config.on_worker: one log line per worker start and exit, with the cause. */
+void observe_worker_event(void *ud, const struct dispatch_worker_event *ev);
+
+#endif

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): installs what is missing on a Debian 12 machine, builds
+# batchd twice (optimised, and with AddressSanitizer + UndefinedBehaviorSanitizer) and runs
+# every test with ctest in both builds.
+#
+#   tests/run-all.sh            # everything
+#   SKIP_SANITIZERS=1 tests/run-all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the build and the tests need (the tests use Pillow as the reference).
+pkgs=(gcc cmake ninja-build pkg-config libmicrohttpd-dev libjansson-dev libjpeg62-turbo-dev
+      libturbojpeg0-dev libpng-dev python3 python3-pil python3-numpy python3-yaml curl nginx-light)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+jobs=$(nproc)
+shared=$(cd .. && pwd)/shared
+
+echo "== optimised build"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBATCHD_WERROR=ON \
+      -DBATCHD_SHARED_DIR="$shared" >/dev/null
+cmake --build build -j "$jobs"
+ctest --test-dir build --output-on-failure --timeout 900
+
+if [ "${SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DASAN=ON -DUBSAN=ON \
+        -DBATCHD_WERROR=ON -DBATCHD_SHARED_DIR="$shared" >/dev/null
+  cmake --build build-asan -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure --timeout 900 -LE nosan
+fi

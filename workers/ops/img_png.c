@@ -1,0 +1,254 @@
+/* PNG codec on libpng. libpng reports errors by longjmp to png_jmpbuf: png_guarded() is the
+ * only function that calls setjmp, and everything a decode or encode owns lives in struct
+ * png_ctx, so it is freed from C whichever way the body left. */
+#include "img_png.h"
+
+#include "../../api/errors.h"
+
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Ancillary chunks can be hostile (zTXt/iCCP zlib bombs, huge sPLT) and batchd uses none
+ * of their contents; a single chunk above this is skipped or refused by libpng. */
+#define PNG_CHUNK_MALLOC_MAX (8u * 1024 * 1024)
+#define PNG_CHUNK_CACHE_MAX 1000
+
+struct png_ctx {
+    png_structp png;
+    png_infop info;
+    int err;
+    char *msg;
+    size_t msglen;
+    /* decode */
+    const uint8_t *data;
+    size_t len, pos;
+    const struct img_decode_opts *opts;
+    struct img_header *hdr;
+    struct img *im;
+    png_bytep *rows;
+    /* encode */
+    const struct img *src;
+    int level;
+    struct buf *out;
+};
+
+static void on_error(png_structp png, png_const_charp text)
+{
+    struct png_ctx *c = png_get_error_ptr(png);
+    if (c->err == 0) {
+        c->err = -BATCHD_E_CORRUPT_IMAGE;
+    }
+    if (c->msg[0] == '\0') {
+        snprintf(c->msg, c->msglen, "png: %s", text);
+    }
+    png_longjmp(png, 1);
+}
+
+static void on_warning(png_structp png, png_const_charp text)
+{
+    /* Warnings are recoverable quirks (a bad CRC in an ancillary chunk, a skipped huge
+     * chunk): the image itself is intact. */
+    (void)png;
+    (void)text;
+}
+
+static void on_read(png_structp png, png_bytep dst, size_t n)
+{
+    struct png_ctx *c = png_get_io_ptr(png);
+    if (n > c->len - c->pos) {
+        c->err = -BATCHD_E_CORRUPT_IMAGE;
+        snprintf(c->msg, c->msglen, "png: the file is truncated");
+        png_error(png, "truncated");
+    }
+    memcpy(dst, c->data + c->pos, n);
+    c->pos += n;
+}
+
+static void on_write(png_structp png, png_bytep src, size_t n)
+{
+    struct png_ctx *c = png_get_io_ptr(png);
+    if (buf_add(c->out, src, n) != 0) {
+        c->err = -BATCHD_E_TOO_LARGE;
+        snprintf(c->msg, c->msglen, "the encoded image is larger than allowed");
+        png_error(png, "output too large");
+    }
+}
+
+static void on_flush(png_structp png)
+{
+    (void)png;
+}
+
+static int decode_body(struct png_ctx *c)
+{
+    png_structp png = c->png;
+    png_infop info = c->info;
+    static const png_byte ignored[] = "tEXt\0zTXt\0iTXt\0iCCP\0sPLT\0eXIf\0pCAL\0sCAL\0hIST\0"
+                                      "tIME\0pHYs\0sBIT\0bKGD\0cHRM\0gAMA\0sRGB\0sTER\0oFFs";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, ignored, (int)(sizeof ignored / 5));
+    png_set_user_limits(png, IMG_MAX_SIDE, IMG_MAX_SIDE);
+    png_set_chunk_malloc_max(png, PNG_CHUNK_MALLOC_MAX);
+    png_set_chunk_cache_max(png, PNG_CHUNK_CACHE_MAX);
+    png_set_read_fn(png, c, on_read);
+    png_read_info(png, info);
+
+    png_uint_32 w = 0, h = 0;
+    int depth = 0, ctype = 0, interlace = 0;
+    png_get_IHDR(png, info, &w, &h, &depth, &ctype, &interlace, NULL, NULL);
+    if ((uint64_t)w * h > c->opts->max_pixels) {
+        snprintf(c->msg, c->msglen, "the image is %ux%u pixels, more than the limit of %llu",
+                 (unsigned)w, (unsigned)h, (unsigned long long)c->opts->max_pixels);
+        return -BATCHD_E_TOO_LARGE;
+    }
+    if (depth == 16) {
+        png_set_strip_16(png);
+    }
+    if (ctype == PNG_COLOR_TYPE_PALETTE) {
+        png_set_palette_to_rgb(png);
+    }
+    if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) {
+        png_set_expand_gray_1_2_4_to_8(png);
+    }
+    if (png_get_valid(png, info, PNG_INFO_tRNS)) {
+        png_set_tRNS_to_alpha(png);
+    }
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+
+    int ch = png_get_channels(png, info);
+    if (ch < 1 || ch > 4 || png_get_rowbytes(png, info) != (size_t)w * (size_t)ch) {
+        snprintf(c->msg, c->msglen, "png: unexpected row layout");
+        return -BATCHD_E_CORRUPT_IMAGE;
+    }
+    c->hdr->width = (int)w;
+    c->hdr->height = (int)h;
+    c->hdr->channels = ch;
+    c->hdr->orientation = 1;
+    c->im = img_create((int)w, (int)h, ch);
+    c->rows = malloc(sizeof *c->rows * h);
+    if (c->im == NULL || c->rows == NULL) {
+        snprintf(c->msg, c->msglen, "out of memory for %ux%u pixels", (unsigned)w, (unsigned)h);
+        return -BATCHD_E_TOO_LARGE;
+    }
+    for (png_uint_32 y = 0; y < h; y++) {
+        c->rows[y] = c->im->px + (size_t)y * c->im->stride;
+    }
+    png_read_image(png, c->rows);
+    /* Reading to IEND finishes the zlib stream, which checks its Adler-32. */
+    png_read_end(png, NULL);
+    return 0;
+}
+
+static int encode_body(struct png_ctx *c)
+{
+    png_structp png = c->png;
+    const struct img *im = c->src;
+    static const int types[] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
+                                PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
+    png_set_write_fn(png, c, on_write, on_flush);
+    png_set_IHDR(png, c->info, (png_uint_32)im->width, (png_uint_32)im->height, 8,
+                 types[im->channels], PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    png_set_compression_level(png, c->level);
+    if (c->level == 0) {
+        png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
+    } else if (c->level <= 3) {
+        png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
+    } else {
+        png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_ALL_FILTERS);
+    }
+    png_write_info(png, c->info);
+    for (int y = 0; y < im->height; y++) {
+        png_write_row(png, im->px + (size_t)y * im->stride);
+    }
+    png_write_end(png, NULL);
+    return 0;
+}
+
+/* The one setjmp of libpng's error handling. */
+static int png_guarded(struct png_ctx *c, int (*body)(struct png_ctx *))
+{
+    if (setjmp(png_jmpbuf(c->png)) != 0) {
+        return c->err != 0 ? c->err : -BATCHD_E_CORRUPT_IMAGE;
+    }
+    return body(c);
+}
+
+int img_png_decode(const uint8_t *data, size_t len, const struct img_decode_opts *opts,
+                   struct img_header *hdr, struct img **out, char *msg, size_t msglen)
+{
+    *out = NULL;
+    msg[0] = '\0';
+    struct png_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(msg, msglen, "out of memory");
+        return -BATCHD_E_INTERNAL;
+    }
+    int rc = -BATCHD_E_INTERNAL;
+    c->data = data;
+    c->len = len;
+    c->opts = opts;
+    c->hdr = hdr;
+    c->msg = msg;
+    c->msglen = msglen;
+    c->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
+    if (c->png != NULL) {
+        c->info = png_create_info_struct(c->png);
+    }
+    if (c->info == NULL) {
+        snprintf(msg, msglen, "out of memory");
+        goto out;
+    }
+    rc = png_guarded(c, decode_body);
+out:
+    png_destroy_read_struct(c->png ? &c->png : NULL, c->info ? &c->info : NULL, NULL);
+    if (rc == 0) {
+        *out = c->im;
+    } else {
+        img_destroy(c->im);
+    }
+    free(c->rows);
+    free(c);
+    return rc;
+}
+
+int img_png_encode(const struct img *im, int level, struct buf *out, char *msg, size_t msglen)
+{
+    msg[0] = '\0';
+    if (im->premultiplied) {
+        snprintf(msg, msglen, "png: premultiplied input");
+        return -BATCHD_E_INTERNAL;
+    }
+    struct png_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(msg, msglen, "out of memory");
+        return -BATCHD_E_INTERNAL;
+    }
+    int rc = -BATCHD_E_INTERNAL;
+    c->src = im;
+    c->level = level < 0 ? 0 : level > 9 ? 9 : level;
+    c->out = out;
+    c->msg = msg;
+    c->msglen = msglen;
+    c->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
+    if (c->png != NULL) {
+        c->info = png_create_info_struct(c->png);
+    }
+    if (c->info == NULL) {
+        snprintf(msg, msglen, "out of memory");
+        goto out;
+    }
+    c->err = 0;
+    rc = png_guarded(c, encode_body);
+    if (rc == -BATCHD_E_CORRUPT_IMAGE) {
+        rc = -BATCHD_E_INTERNAL; /* libpng refused our own data */
+    }
+out:
+    png_destroy_write_struct(c->png ? &c->png : NULL, c->info ? &c->info : NULL);
+    free(c);
+    return rc;
+}
