@@ -134,6 +134,16 @@ def metrics(server):
     return out
 
 
+def queue_idle(server):
+    """The metrics when the server has no queued jobs and no live batch, else None. Accepts
+    the gauge names of the minimal exposition and of the full one."""
+    m = metrics(server)
+    depth = m.get("batchd_queue_depth", m.get("batchd_queued_jobs"))
+    live = m.get("batchd_batches_in_flight", m.get("batchd_inflight_batches"))
+    check(depth is not None and live is not None, "no queue gauges in /metrics: %r" % m)
+    return m if depth == 0 and live == 0 else None
+
+
 def wait_for(pred, timeout=20.0, step=0.02):
     """Polls PRED until it returns a true value (returned) or TIMEOUT passes (None)."""
     end = time.monotonic() + timeout

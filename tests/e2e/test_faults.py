@@ -10,7 +10,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import SANITIZED, Server, Suite, check  # noqa: E402
-from client import Stream, by_index, loads, metrics, ndjson, wait_for  # noqa: E402
+from client import Stream, by_index, loads, metrics, ndjson, queue_idle, wait_for  # noqa: E402
 
 W2 = None   # 2 workers
 W1 = None   # 1 worker
@@ -241,9 +241,8 @@ def test_client_hangup_cancels_queued_jobs():
     took = time.monotonic() - t0
     by_index(lines, 4)
     check(took < 1.6, "a batch after a hang-up took %.2fs: the gone batch still runs" % took)
-    m = wait_for(lambda: (lambda m: m if m.get("batchd_queued_jobs") == 0 and
-                          m.get("batchd_inflight_batches") == 0 else None)(metrics(W1)), 5)
-    check(m, "queue not empty after the hang-up: %r" % metrics(W1))
+    check(wait_for(lambda: queue_idle(W1), 5), "queue not empty after the hang-up: %r" %
+          metrics(W1))
 
 
 def test_client_hangup_before_any_result():
@@ -255,9 +254,8 @@ def test_client_hangup_before_any_result():
               b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     time.sleep(0.1)
     s.close()
-    m = wait_for(lambda: (lambda m: m if m.get("batchd_queued_jobs") == 0 and
-                          m.get("batchd_inflight_batches") == 0 else None)(metrics(W1)), 5)
-    check(m, "queue not empty after the hang-up: %r" % metrics(W1))
+    check(wait_for(lambda: queue_idle(W1), 5), "queue not empty after the hang-up: %r" %
+          metrics(W1))
     _, lines, _ = ndjson(W1, {"op": "square", "inputs": [7]})
     check(by_index(lines, 1)[0]["result"] == 49)
 
@@ -279,9 +277,8 @@ def test_client_hangup_while_output_is_backed_up():
     _, lines, _ = ndjson(W2, {"op": "square", "inputs": [3]})
     check(time.monotonic() - t0 < 2.0, "a slow reader held up another batch")
     s.close()
-    m = wait_for(lambda: (lambda m: m if m.get("batchd_inflight_batches") == 0 else None)(
-        metrics(W2)), 10)
-    check(m, "the abandoned batch is still live: %r" % metrics(W2))
+    check(wait_for(lambda: queue_idle(W2), 10), "the abandoned batch is still live: %r" %
+          metrics(W2))
 
 
 # ------------------------------------------------------------------ load and fairness
@@ -328,8 +325,7 @@ def test_fifty_concurrent_clients():
     check(not errors, errors[:5])
     check(sorted(ids) == sorted("client-%d" % k for k in range(n_clients)), ids)
     check(time.monotonic() - t0 < 120)
-    m = metrics(W2)
-    check(m.get("batchd_queued_jobs") == 0 and m.get("batchd_inflight_batches") == 0, m)
+    check(wait_for(lambda: queue_idle(W2), 5), metrics(W2))
 
 
 def small_batch_latency(server):
