@@ -265,39 +265,49 @@ static void batch_fail_job(struct dispatch_batch *b, uint64_t index, int err, co
     batch_take_result(b, &r);
 }
 
-/* Delivers what is ready, in order, then finishes the batch when every job is answered. */
+/* Input order: delivers the held results that are next in line. */
+static void batch_deliver_held(struct dispatch_batch *b)
+{
+    if (b->desc.order != DISPATCH_ORDER_INPUT) {
+        return;
+    }
+    while (!b->cancelled && b->base < b->desc.njobs) {
+        struct held *h = &b->ring[b->base % b->window];
+        if (!h->ready) {
+            break;
+        }
+        struct dispatch_result r = {
+            .index = b->base,
+            .err = h->err,
+            .text = h->text != NULL ? h->text : "",
+            .text_len = h->text_len,
+            .blobs = h->blobs,
+            .nblobs = h->nblobs,
+            .worker = h->worker,
+            .start_ns = h->start_ns,
+            .end_ns = h->end_ns,
+        };
+        batch_deliver(b, &r);
+        held_clear(h);
+        b->base++;
+    }
+}
+
+/* Delivers what is ready, in order, then finishes the batch when every job is answered.
+ * B may be freed on return (finished, or cancelled by the owner from a callback). All the
+ * work happens in this one frame, with in_pump set: a nested pump that finished the batch
+ * would free it under the outer one. */
 static void batch_pump(struct dispatch_batch *b)
 {
-    if (b->cancelled || b->in_pump) {
+    if (b->in_pump) {
+        return;
+    }
+    if (b->cancelled) {
+        batch_maybe_free(b); /* cancelled while pinned: free it now if nothing is out */
         return;
     }
     b->in_pump = 1;
-    if (b->desc.order == DISPATCH_ORDER_INPUT) {
-        for (;;) {
-            if (b->base >= b->desc.njobs) {
-                break;
-            }
-            struct held *h = &b->ring[b->base % b->window];
-            if (h->ready) {
-                struct dispatch_result r = {
-                    .index = b->base,
-                    .err = h->err,
-                    .text = h->text != NULL ? h->text : "",
-                    .text_len = h->text_len,
-                    .blobs = h->blobs,
-                    .nblobs = h->nblobs,
-                    .worker = h->worker,
-                    .start_ns = h->start_ns,
-                    .end_ns = h->end_ns,
-                };
-                batch_deliver(b, &r);
-                held_clear(h);
-                b->base++;
-                continue;
-            }
-            break;
-        }
-    }
+    batch_deliver_held(b);
     /* Past the deadline, jobs never sent are answered "cancelled", a bounded number per
      * pump while the owner's output keeps up. */
     if (b->ending) {
@@ -313,18 +323,13 @@ static void batch_pump(struct dispatch_batch *b)
             } else {
                 break;
             }
-            if (b->desc.order == DISPATCH_ORDER_INPUT) {
-                b->in_pump = 0;
-                batch_pump(b); /* deliver what the synthesised result unblocked */
-                if (b->cancelled) {
-                    return;
-                }
-                b->in_pump = 1;
-            }
+            batch_deliver_held(b); /* what the synthesised result unblocked */
         }
     }
     b->in_pump = 0;
-    if (!b->cancelled && b->delivered >= b->desc.njobs) {
+    if (b->cancelled) {
+        batch_maybe_free(b); /* the owner cancelled it from a callback */
+    } else if (b->delivered >= b->desc.njobs) {
         batch_finish(b);
     }
 }
@@ -813,12 +818,16 @@ static void dispatch_check_time(struct dispatch *d)
         struct dispatch_batch *next = b->next;
         if (!b->ending && b->deadline_ns != 0 && now >= b->deadline_ns) {
             b->ending = 1;
+            /* Pinned (in_pump) while its chunks fail: the pump after each one could finish
+             * and free it under this loop. The one pump below does it all. */
+            b->in_pump = 1;
             for (int i = 0; i < d->cfg.workers; i++) {
                 if (d->slots[i].batch == b && d->slots[i].state == SLOT_BUSY) {
                     slot_fail(d, i, -BATCHD_E_TIMEOUT,
                               "the batch deadline passed while this job ran");
                 }
             }
+            b->in_pump = 0;
             batch_pump(b);
             /* b may be gone now; continue from the saved next only if the ring survives. */
             if (d->ring == NULL) {
