@@ -551,6 +551,33 @@ static void test_timeout_and_deadline(struct dispatch *d)
     CHECK(t->sum.deadline_hit);
     tb_free(t);
     CHECK(run_until(d, workers_all_up, d, 5000));
+
+    /* A deadline on a big batch: far more "cancelled" answers than one pump writes. */
+    for (int o = 0; o < 2; o++) {
+        t = tb_new("deadline-big", "sleep", 30000, in_sleep_20);
+        CHECK(tb_submit(d, t, 0, o ? DISPATCH_ORDER_COMPLETED : DISPATCH_ORDER_INPUT, 0, 200,
+                        NULL) != NULL);
+        t0 = ipc_now_ns();
+        CHECK(run_until(d, is_done, t, 20000));
+        CHECK(ipc_now_ns() - t0 < 5000000000u);
+        check_exactly_once(t);
+        uint64_t cancelled = 0, odd = 0;
+        for (uint64_t i = 0; i < t->n; i++) {
+            cancelled += t->err[i] == -BATCHD_E_CANCELLED;
+            odd += t->err[i] != 0 && t->err[i] != -BATCHD_E_CANCELLED &&
+                   t->err[i] != -BATCHD_E_TIMEOUT;
+        }
+        CHECK(cancelled >= t->n - 100);
+        CHECK_EQ_INT(odd, 0);
+        for (uint64_t i = 0; o == 0 && i < t->n; i++) {
+            if (t->order[i] != i) {
+                CHECK_EQ_INT(t->order[i], i);
+                break;
+            }
+        }
+        tb_free(t);
+        CHECK(run_until(d, workers_all_up, d, 5000));
+    }
 }
 
 /* ---------------------------------------------------------------- destroy with live work */
