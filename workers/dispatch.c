@@ -838,8 +838,44 @@ static void dispatch_check_time(struct dispatch *d)
     }
 }
 
+/* 1 if B's deadline passed and some of its jobs still wait for their "cancelled" answer. */
+static int batch_synth_left(const struct dispatch_batch *b)
+{
+    return b->ending && !b->paused && !b->cancelled &&
+           (b->nretry > 0 || b->next_job < b->desc.njobs);
+}
+
+/* Writes the next cancelled answers of deadline-ended batches: batch_pump writes a bounded
+ * number at a time, so that a huge batch cannot flood its owner's buffers in one go, and
+ * this carries on where it stopped. */
+static void dispatch_pump_ending(struct dispatch *d)
+{
+    struct dispatch_batch *b = d->ring;
+    int n = d->nbatches;
+    for (int k = 0; k < n && d->ring != NULL && b != NULL; k++) {
+        struct dispatch_batch *next = b->next;
+        int last = next == b;
+        if (batch_synth_left(b)) {
+            batch_pump(b); /* may finish and free b; NEXT stays valid */
+        }
+        if (last) {
+            break;
+        }
+        b = next;
+    }
+}
+
 int dispatch_timeout_ms(const struct dispatch *d)
 {
+    if (d->ring != NULL) {
+        const struct dispatch_batch *b = d->ring;
+        do {
+            if (batch_synth_left(b)) {
+                return 0;
+            }
+            b = b->next;
+        } while (b != d->ring);
+    }
     int need = 0;
     for (int i = 0; i < d->cfg.workers; i++) {
         if (d->slots[i].state == SLOT_EMPTY && !d->draining) {
@@ -981,6 +1017,7 @@ void dispatch_run(struct dispatch *d)
     }
     dispatch_check_time(d);
     dispatch_finish_empty(d);
+    dispatch_pump_ending(d);
     dispatch_feed(d);
     if (d->draining && d->ring == NULL) {
         dispatch_drain(d); /* the last batch is over: let idle workers go */
