@@ -54,6 +54,11 @@ static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
         job->blob_off = r->blobs[i].off;
         job->blob_len = r->blobs[i].len;
         job->name = r->blobs[i].name;
+    } else if (r->blobs != NULL && upload_is_multipart(r->upload)) {
+        /* An empty file part has no bytes to hand over; without an input the worker would
+         * blame the shape of the input instead of saying that the file is empty. */
+        job->value = r->empty_upload;
+        job->name = r->blobs[i].name;
     }
 }
 
@@ -92,6 +97,9 @@ static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
             r->blobs[i].off = f->off;
             r->blobs[i].len = f->len;
             r->blobs[i].name = f->name;
+            if (f->len == 0 && r->empty_upload == NULL) {
+                r->empty_upload = json_pack("{s:s}", "data", "");
+            }
         }
         return 0;
     }
@@ -419,6 +427,8 @@ void stream_finish(struct request *r)
     r->job_ops = NULL;
     free(r->blobs);
     r->blobs = NULL;
+    json_decref(r->empty_upload);
+    r->empty_upload = NULL;
 }
 
 int stream_cut_all(struct server *s)
