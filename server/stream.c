@@ -109,7 +109,10 @@ static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
         batch_spec_job(sp, i, &opname, &input, &params);
         const struct op *op = r->op != NULL ? r->op : r->job_ops[i];
         json_t *data = json_object_get(input, "data");
-        if (!(op->flags & OP_IMAGE) || !json_is_string(data)) {
+        /* The worker refuses {"path", "data"} together as ambiguous: leave such an input
+         * to it rather than decoding the data and hiding the path. */
+        if (!(op->flags & OP_IMAGE) || !json_is_string(data) ||
+            json_object_get(input, "path") != NULL) {
             continue;
         }
         uint64_t off, len;
