@@ -342,8 +342,11 @@ enum MHD_Result stream_start(struct request *r)
     }
     r->started_ns = ipc_now_ns();
     writer_init(&r->writer, fmt, r->spec.timing, r->started_ns);
-    r->writer.name_of = stream_name_of;
-    r->writer.ud = r;
+    if (upload_is_multipart(r->upload)) {
+        /* Only uploads have names (and the tar writer keeps the set of names it wrote). */
+        r->writer.name_of = stream_name_of;
+        r->writer.ud = r;
+    }
     struct dispatch_batch_desc desc = {
         .njobs = r->spec.njobs,
         .params = r->spec.params,
