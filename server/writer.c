@@ -193,8 +193,8 @@ static int names_add(struct writer *w, const char *name)
 }
 
 /* The name of member I of result R (its JSON when it has no blobs) from STEM. */
-static void tar_member_name(char *name, size_t n, const char *stem,
-                            const struct dispatch_result *r, size_t i)
+static void tar_member_name(char *name, size_t n, const char *stem, const struct dispatch_result *r,
+                            size_t i)
 {
     if (r->nblobs == 0) {
         snprintf(name, n, "%.80s.json", stem);
@@ -250,8 +250,7 @@ static int tar_result(struct writer *w, struct buf *out, const struct dispatch_r
             if (k == 0) {
                 snprintf(stem, sizeof stem, "%.60s-%llu", base, (unsigned long long)r->index);
             } else {
-                snprintf(stem, sizeof stem, "%.60s-%llu-%u", base, (unsigned long long)r->index,
-                         k);
+                snprintf(stem, sizeof stem, "%.60s-%llu-%u", base, (unsigned long long)r->index, k);
             }
         }
     }
