@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 void loop_watch_request(struct server *s, struct request *r, int watch)
@@ -48,17 +47,6 @@ static int loop_add(struct server *s, int fd, struct loop_tag *tag, enum loop_ki
     return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
-/* The output folder of output:"path" results (default DATA_DIR/out) is made here if it is
- * missing: workers only write into it, and without it every such job would fail with an
- * internal error. A read-only data dir is not fatal (path inputs still work): warn. */
-static void loop_make_output_dir(const struct server *s)
-{
-    if (s->cfg.output_dir[0] == '\0' || mkdir(s->cfg.output_dir, 0755) == 0 || errno == EEXIST) {
-        return;
-    }
-    log_event("warn", "output_dir", "path", s->cfg.output_dir, "message", strerror(errno), NULL);
-}
-
 /* Everything before the first thread could exist: signals and the worker environment. */
 static int loop_prepare(struct server *s)
 {
@@ -85,7 +73,6 @@ static int loop_prepare(struct server *s)
     setenv("BATCHD_MAX_OUTPUT_PIXELS", v, 1);
     setenv("BATCHD_DATA_DIR", s->cfg.data_dir, 1);
     setenv("BATCHD_OUTPUT_DIR", s->cfg.output_dir, 1);
-    loop_make_output_dir(s);
     return 0;
 }
 
