@@ -350,8 +350,15 @@ static int write_file(const struct job_input *in, const char *fname, const struc
                       char *msg, size_t msglen)
 {
     int dirfd = open(in->output_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0 && errno == ENOENT) {
+        /* The default output dir (DATA_DIR/out) is made by the first job that writes into
+         * it, not at start-up: a data dir that only feeds inputs is never written to. */
+        if (mkdir(in->output_dir, 0755) == 0 || errno == EEXIST) {
+            dirfd = open(in->output_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        }
+    }
     if (dirfd < 0) {
-        snprintf(msg, msglen, "the output dir cannot be opened");
+        snprintf(msg, msglen, "the output dir cannot be opened: %s", strerror(errno));
         return -BATCHD_E_INTERNAL;
     }
     char tmp[320];
