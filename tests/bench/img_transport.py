@@ -78,7 +78,9 @@ def peers_pool():
 def main():
     total_mb = sum(len(b) for b in BYTES.values()) / 1e6
     print("%d photos, %.1f MB" % (len(NAMES), total_mb))
-    with Server(workers=2, args=["--data-dir", PHOTOS]) as S:
+    # The photos folder is read-only input: results never go there.
+    with Server(workers=2, args=["--data-dir", PHOTOS, "--output-dir",
+                                 tempfile.mkdtemp(prefix="batchd-bench-out-")]) as S:
         kinds = [("thumbnail(256) multipart", multipart_run(S, THUMB)),
                  ("thumbnail(256) base64 JSON", base64_run(S, THUMB)),
                  ("thumbnail(256) data-dir paths", path_run(S, THUMB))]
