@@ -245,6 +245,15 @@ def test_empty_upload_is_an_image_error():
 # ---------------------------------------------------------------- data dir
 
 
+def test_aa_inputs_never_write_the_data_dir():
+    """(Runs first.) A data dir that only feeds inputs gets no output folder; the first
+    output "path" job makes it."""
+    lines, _, _ = S.batch({"op": "image", "params": THUMB,
+                           "inputs": [{"path": "photos/" + SOME_PHOTOS[0]}]})
+    check("result" in results_by_index(lines)[0], lines)
+    check(not os.path.exists(os.path.join(DATA_DIR, "out")), os.listdir(DATA_DIR))
+
+
 def test_datadir_inputs_inline_and_path_output():
     names = SOME_PHOTOS[:3]
     inputs = [{"path": "photos/" + n} for n in names]
