@@ -350,8 +350,15 @@ static int write_file(const struct job_input *in, const char *fname, const struc
                       char *msg, size_t msglen)
 {
     int dirfd = open(in->output_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0 && errno == ENOENT) {
+        /* The default output dir (DATA_DIR/out) is made by the first job that writes into
+         * it, not at start-up: a data dir that only feeds inputs is never written to. */
+        if (mkdir(in->output_dir, 0755) == 0 || errno == EEXIST) {
+            dirfd = open(in->output_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        }
+    }
     if (dirfd < 0) {
-        snprintf(msg, msglen, "the output dir cannot be opened");
+        snprintf(msg, msglen, "the output dir cannot be opened: %s", strerror(errno));
         return -BATCHD_E_INTERNAL;
     }
     char tmp[320];
@@ -642,20 +649,17 @@ static int image_validate(const json_t *params, char *msg, size_t msglen, char *
     return rc;
 }
 
+/* The catalogue's "steps": the pipeline steps from the table their parser checks. */
+static json_t *image_describe(void)
+{
+    json_t *steps = img_steps_describe();
+    return steps != NULL ? json_pack("{s:o}", "steps", steps) : NULL;
+}
+
 static const struct op_param image_params[] = {
     {"pipeline", OP_PARAM_ARRAY, 0, -1, NULL, "[]",
-     "steps, applied in order: "
-     "{\"op\":\"resize\",\"width\":1..65535,\"height\":1..65535 (one may be left out: keep the "
-     "aspect),\"fit\":\"fill\"(default)|\"contain\"|\"cover\",\"filter\":\"lanczos3\"(default)|"
-     "\"bilinear\"|\"nearest\"}; "
-     "{\"op\":\"thumbnail\",\"width\",\"height\"}: fit inside the box, keep the aspect, never "
-     "enlarge (Pillow's Image.thumbnail); "
-     "{\"op\":\"crop\",\"x\":0..,\"y\":0..,\"width\",\"height\"}: clipped to the image; "
-     "{\"op\":\"blur\",\"sigma\":0<s<=250}: Gaussian, sigma as Pillow's GaussianBlur(radius); "
-     "{\"op\":\"sharpen\",\"sigma\":0<s<=250 (default 1),\"amount\":0..10 (default 1)}: unsharp "
-     "mask; {\"op\":\"grayscale\"}: ITU-R 601 luma, alpha kept; "
-     "{\"op\":\"rotate\",\"degrees\":90|180|270}: clockwise; "
-     "{\"op\":\"flip\",\"direction\":\"horizontal\"|\"vertical\"}. At most 32 steps."},
+     "up to 32 steps {\"op\": name, ...params}, applied in order; \"steps\" in this entry "
+     "lists each step with its params, their ranges and defaults"},
     {"variants", OP_PARAM_ARRAY, 0, -1, NULL, NULL,
      "up to 16 outputs from one decode, each {\"name\":[A-Za-z0-9_-]{1,32},\"pipeline\":[...],"
      "\"format\",\"quality\",\"progressive\",\"png_level\"} run after the shared pipeline; the "
@@ -688,5 +692,6 @@ const struct op op_image = {
     .flags = OP_IMAGE | OP_SLOW,
     .cost_hint_ns = 200000000u,
     .validate_params = image_validate,
+    .describe = image_describe,
     .run = image_run,
 };
