@@ -18,13 +18,13 @@
 struct tb {
     const char *name;
     const struct op *op;
-    json_t *inputs;          /* owned */
+    json_t *inputs; /* owned */
     uint64_t n;
-    unsigned *seen;          /* results per index */
-    uint64_t *order;         /* indices in delivery order */
-    int *err;                /* per index */
-    long long *value;        /* integer results, per index */
-    int *worker;             /* per index */
+    unsigned *seen;   /* results per index */
+    uint64_t *order;  /* indices in delivery order */
+    int *err;         /* per index */
+    long long *value; /* integer results, per index */
+    int *worker;      /* per index */
     uint64_t delivered;
     int done, calls_after_done, bad_index;
     uint64_t first_ns, done_ns;
@@ -280,8 +280,8 @@ static void test_square_results_in_order(struct dispatch *d)
         for (int o = 0; o < 2; o++) {
             uint64_t n = 20000;
             struct tb *t = tb_new("squares", "square", n, in_index);
-            CHECK(tb_submit(d, t, sizes[k], o ? DISPATCH_ORDER_COMPLETED : DISPATCH_ORDER_INPUT,
-                            0, 0, NULL) != NULL);
+            CHECK(tb_submit(d, t, sizes[k], o ? DISPATCH_ORDER_COMPLETED : DISPATCH_ORDER_INPUT, 0,
+                            0, NULL) != NULL);
             CHECK(run_until(d, is_done, t, 60000));
             check_exactly_once(t);
             uint64_t bad = 0, misplaced = 0;
