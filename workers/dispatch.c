@@ -722,9 +722,16 @@ static int slot_take_results(struct dispatch *d, int i, const uint8_t *body, siz
             op = job.op;
         }
         if (op != NULL) {
+            /* A moving average from the op's hint, each sample capped at 4x the estimate:
+             * one job that stalled (a preempted worker on a busy machine) must not make a
+             * tiny op look slow and send the next big batch out one job per message. */
             double *c = &d->cost_ns[ops_index(op)];
+            double est = *c > 0 ? *c : (double)op->cost_hint_ns;
             double x = (double)(res.end_ns - res.start_ns);
-            *c = *c > 0 ? *c * 0.9 + x * 0.1 : x;
+            if (est > 0 && x > 4 * est) {
+                x = 4 * est;
+            }
+            *c = est > 0 ? est * 0.9 + x * 0.1 : x;
         }
         batch_take_result(b, &res);
     }

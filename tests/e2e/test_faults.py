@@ -17,11 +17,12 @@ W1 = None   # 1 worker
 REC = None  # 2 workers, --recycle-after 10
 
 
-def ready(server, n):
-    """Waits until N workers are up and /readyz says ready; returns their pids."""
+def ready(server, n, gone=()):
+    """Waits until N workers are up, none of them in GONE (pids just killed), and /readyz
+    says ready; returns their pids."""
     def ok():
         pids = server.worker_pids()
-        if len(pids) != n:
+        if len(pids) != n or set(pids) & set(gone):
             return None
         status, _, body = server.request("GET", "/readyz")
         return pids if status == 200 else None
@@ -95,7 +96,7 @@ def test_killing_all_workers_heals():
     before = ready(W2, 2)
     for pid in before:
         kill(pid)
-    after = ready(W2, 2)
+    after = ready(W2, 2, gone=before)
     check(not set(after) & set(before), (before, after))
     _, lines, _ = ndjson(W2, {"op": "cube", "inputs": list(range(50))})
     res = by_index(lines, 50)
