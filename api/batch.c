@@ -1,6 +1,7 @@
 /* Batch parsing: every check that refuses a whole batch before any job runs. */
 #include "batch.h"
 
+#include "buf.h"
 #include "errors.h"
 
 #include <stdarg.h>
@@ -285,6 +286,53 @@ static json_t *load_body(const char *body, size_t len, const struct batch_limits
     return json_loadb(body, len, JSON_REJECT_DUPLICATES, jerr);
 }
 
+/* Copies the JSON text BODY to OUT with every integer literal outside strings that does not
+ * fit in 64 bits replaced by {"$batchd_bigint":"<digits>"} (BATCH_BIGINT_MARK). */
+static int mark_big_integers(const char *body, size_t len, struct buf *out)
+{
+    size_t i = 0;
+    int rc = 0;
+    while (i < len && rc == 0) {
+        char c = body[i];
+        if (c == '"') {
+            size_t j = i + 1;
+            while (j < len && body[j] != '"') {
+                j += body[j] == '\\' ? 2 : 1;
+            }
+            j = j < len ? j + 1 : len;
+            rc = buf_add(out, body + i, j - i);
+            i = j;
+            continue;
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t j = i + (c == '-');
+            int integral = 1;
+            while (j < len && strchr("0123456789.eE+-", body[j]) != NULL) {
+                integral &= body[j] >= '0' && body[j] <= '9';
+                j++;
+            }
+            size_t ndigits = j - i - (c == '-');
+            int big = 0;
+            if (integral && ndigits >= 19) {
+                const char *lim = c == '-' ? "9223372036854775808" : "9223372036854775807";
+                big = ndigits > 19 || strncmp(body + i + (c == '-'), lim, 19) > 0;
+            }
+            if (big) {
+                rc |= buf_adds(out, BATCH_BIGINT_MARK "\"");
+                rc |= buf_add(out, body + i, j - i);
+                rc |= buf_adds(out, "\"}");
+            } else {
+                rc = buf_add(out, body + i, j - i);
+            }
+            i = j;
+            continue;
+        }
+        rc = buf_add(out, &body[i], 1);
+        i++;
+    }
+    return rc;
+}
+
 int batch_spec_parse(const char *body, size_t len, const struct batch_limits *lim,
                      struct batch_spec *out, struct batch_error *e)
 {
@@ -296,6 +344,16 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
     uint64_t nints = 0;
     json_t *root = load_body(body, len, lim, &jerr, &ints, &nints);
     int rc = 0;
+    if (root == NULL && json_error_code(&jerr) == json_error_numeric_overflow) {
+        /* jansson refuses integers past 64 bits; such an input is one job's overflow, not
+         * a malformed batch: mark those literals and parse again. */
+        struct buf marked;
+        buf_init(&marked, len * 2 + 64);
+        if (mark_big_integers(body, len, &marked) == 0) {
+            root = json_loadb(buf_data(&marked), buf_len(&marked), JSON_REJECT_DUPLICATES, &jerr);
+        }
+        buf_cleanup(&marked);
+    }
     if (root == NULL) {
         return fail(e, -BATCHD_E_INVALID_JSON, NULL, "invalid JSON at line %d column %d: %s",
                     jerr.line, jerr.column, jerr.text);

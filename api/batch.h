@@ -8,6 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* How an integer literal past 64 bits reaches a worker: jansson cannot hold it, so the
+ * parser rewrites it as {"$batchd_bigint":"<digits>"}, and the worker answers that job
+ * with overflow. */
+#define BATCH_BIGINT_MARK "{\"$batchd_bigint\":"
+
 enum batch_order { BATCH_ORDER_INPUT, BATCH_ORDER_COMPLETED };
 
 struct batch_limits {

@@ -164,6 +164,17 @@ static enum MHD_Result serve_simple(struct request *r)
 
 /* ---------------------------------------------------------------- requests */
 
+/* 1 if the Content-Type CT is the media type TYPE, parameters (";charset=...") allowed:
+ * a bare prefix match would take "application/jsonx" for JSON. */
+static int media_type_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    if (ct == NULL || strncasecmp(ct, type, n) != 0) {
+        return 0;
+    }
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+}
+
 static void request_make_id(struct request *r, struct MHD_Connection *c)
 {
     const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
@@ -263,9 +274,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             }
         }
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-        int json = ct != NULL && strncasecmp(ct, "application/json", 16) == 0 &&
-                   (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ');
-        int multipart = ct != NULL && strncasecmp(ct, "multipart/form-data", 19) == 0;
+        int json = media_type_is(ct, "application/json");
+        int multipart = media_type_is(ct, "multipart/form-data");
         if (!json && !multipart) {
             return http_reply_error(r, -BATCHD_E_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
         }

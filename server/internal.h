@@ -65,6 +65,7 @@ struct request {
     const struct op *op;       /* the batch's op, or NULL when jobs name their own */
     const struct op **job_ops; /* per job, for the jobs form */
     struct stream_blob *blobs; /* per job, for image bytes in the upload's memfd */
+    json_t *empty_upload;      /* the input of an empty file part: {"data": ""} */
     struct dispatch_batch *batch;
     struct writer writer;
     /* the response stream */

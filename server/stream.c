@@ -55,6 +55,11 @@ static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
         job->blob_off = r->blobs[i].off;
         job->blob_len = r->blobs[i].len;
         job->name = r->blobs[i].name;
+    } else if (r->blobs != NULL && upload_is_multipart(r->upload)) {
+        /* An empty file part has no bytes to hand over; without an input the worker would
+         * blame the shape of the input instead of saying that the file is empty. */
+        job->value = r->empty_upload;
+        job->name = r->blobs[i].name;
     }
 }
 
@@ -93,6 +98,9 @@ static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
             r->blobs[i].off = f->off;
             r->blobs[i].len = f->len;
             r->blobs[i].name = f->name;
+            if (f->len == 0 && r->empty_upload == NULL) {
+                r->empty_upload = json_pack("{s:s}", "data", "");
+            }
         }
         return 0;
     }
@@ -102,7 +110,10 @@ static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
         batch_spec_job(sp, i, &opname, &input, &params);
         const struct op *op = r->op != NULL ? r->op : r->job_ops[i];
         json_t *data = json_object_get(input, "data");
-        if (!(op->flags & OP_IMAGE) || !json_is_string(data)) {
+        /* The worker refuses {"path", "data"} together as ambiguous: leave such an input
+         * to it rather than decoding the data and hiding the path. */
+        if (!(op->flags & OP_IMAGE) || !json_is_string(data) ||
+            json_object_get(input, "path") != NULL) {
             continue;
         }
         uint64_t off, len;
@@ -349,8 +360,11 @@ enum MHD_Result stream_start(struct request *r)
     }
     r->started_ns = ipc_now_ns();
     writer_init(&r->writer, fmt, r->spec.timing, r->started_ns);
-    r->writer.name_of = stream_name_of;
-    r->writer.ud = r;
+    if (upload_is_multipart(r->upload)) {
+        /* Only uploads have names (and the tar writer keeps the set of names it wrote). */
+        r->writer.name_of = stream_name_of;
+        r->writer.ud = r;
+    }
     struct dispatch_batch_desc desc = {
         .njobs = r->spec.njobs,
         .params = r->spec.params,
@@ -444,6 +458,8 @@ void stream_finish(struct request *r)
     r->job_ops = NULL;
     free(r->blobs);
     r->blobs = NULL;
+    json_decref(r->empty_upload);
+    r->empty_upload = NULL;
 }
 
 int stream_cut_all(struct server *s)

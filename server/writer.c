@@ -5,6 +5,7 @@
 #include "../api/jsonw.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -20,6 +21,12 @@ void writer_init(struct writer *w, enum writer_format fmt, int timing, uint64_t 
 void writer_cleanup(struct writer *w)
 {
     buf_cleanup(&w->errors);
+    for (size_t i = 0; i < w->names_cap; i++) {
+        free(w->names[i]);
+    }
+    free(w->names);
+    w->names = NULL;
+    w->names_cap = w->names_len = 0;
 }
 
 const char *writer_content_type(enum writer_format fmt)
@@ -132,6 +139,85 @@ static void tar_stem(char *out, size_t outlen, const char *name)
     }
 }
 
+/* ---------------------------------------------------------------- member names */
+
+/* The slot of NAME in the set (open addressing, FNV-1a), or of the empty slot it would go
+ * in. The set is never full: it grows at half load. */
+static size_t names_slot(const struct writer *w, const char *name)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = name; *p != '\0'; p++) {
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    }
+    size_t i = (size_t)h & (w->names_cap - 1);
+    while (w->names[i] != NULL && strcmp(w->names[i], name) != 0) {
+        i = (i + 1) & (w->names_cap - 1);
+    }
+    return i;
+}
+
+static int names_has(const struct writer *w, const char *name)
+{
+    return w->names_cap > 0 && w->names[names_slot(w, name)] != NULL;
+}
+
+/* Adds NAME (copied). Returns 0 or -1 (out of memory). */
+static int names_add(struct writer *w, const char *name)
+{
+    if (2 * (w->names_len + 1) > w->names_cap) {
+        size_t cap = w->names_cap ? 2 * w->names_cap : 64;
+        char **old = w->names;
+        size_t old_cap = w->names_cap;
+        w->names = calloc(cap, sizeof *w->names);
+        if (w->names == NULL) {
+            w->names = old;
+            return -1;
+        }
+        w->names_cap = cap;
+        for (size_t i = 0; i < old_cap; i++) {
+            if (old[i] != NULL) {
+                w->names[names_slot(w, old[i])] = old[i];
+            }
+        }
+        free(old);
+    }
+    size_t i = names_slot(w, name);
+    if (w->names[i] == NULL) {
+        w->names[i] = strdup(name);
+        if (w->names[i] == NULL) {
+            return -1;
+        }
+        w->names_len++;
+    }
+    return 0;
+}
+
+/* The name of member I of result R (its JSON when it has no blobs) from STEM. */
+static void tar_member_name(char *name, size_t n, const char *stem, const struct dispatch_result *r,
+                            size_t i)
+{
+    if (r->nblobs == 0) {
+        snprintf(name, n, "%.80s.json", stem);
+        return;
+    }
+    /* "jpeg" -> 3.jpeg; a variant "small.jpeg" -> 3-small.jpeg */
+    const char *bn = r->blobs[i].name;
+    snprintf(name, n, "%.60s%s%.30s", stem, strchr(bn, '.') ? "-" : ".", bn);
+}
+
+/* 1 when a member of R named from STEM is already in the stream. */
+static int tar_stem_taken(struct writer *w, const char *stem, const struct dispatch_result *r)
+{
+    char name[100];
+    for (size_t i = 0; i < (r->nblobs ? r->nblobs : 1); i++) {
+        tar_member_name(name, sizeof name, stem, r, i);
+        if (names_has(w, name)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int tar_result(struct writer *w, struct buf *out, const struct dispatch_result *r)
 {
     if (r->err != 0) {
@@ -150,17 +236,32 @@ static int tar_result(struct writer *w, struct buf *out, const struct dispatch_r
     if (uploaded == NULL || stem[0] == '\0') {
         snprintf(stem, sizeof stem, "%llu", (unsigned long long)r->index);
     }
-    char name[100];
-    if (r->nblobs == 0) {
-        snprintf(name, sizeof name, "%.80s.json", stem);
-        return tar_member(out, name, r->text, r->text_len);
-    }
     int rc = 0;
-    for (size_t i = 0; i < r->nblobs; i++) {
-        /* "jpeg" -> 3.jpeg; a variant "small.jpeg" -> 3-small.jpeg */
-        const char *bn = r->blobs[i].name;
-        snprintf(name, sizeof name, "%.60s%s%.30s", stem, strchr(bn, '.') ? "-" : ".", bn);
-        rc |= tar_member(out, name, r->blobs[i].data, r->blobs[i].len);
+    if (w->name_of != NULL && w->names_len == 0) {
+        /* The closing members' names are taken from the start. */
+        rc |= names_add(w, "errors.ndjson");
+        rc |= names_add(w, "summary.json");
+    }
+    if (w->name_of != NULL) {
+        /* A name already in the stream gets the job's index: "p.png", then "p-1.png". */
+        char base[96];
+        snprintf(base, sizeof base, "%s", stem);
+        for (unsigned k = 0; tar_stem_taken(w, stem, r); k++) {
+            if (k == 0) {
+                snprintf(stem, sizeof stem, "%.60s-%llu", base, (unsigned long long)r->index);
+            } else {
+                snprintf(stem, sizeof stem, "%.60s-%llu-%u", base, (unsigned long long)r->index, k);
+            }
+        }
+    }
+    char name[100];
+    for (size_t i = 0; i < (r->nblobs ? r->nblobs : 1); i++) {
+        tar_member_name(name, sizeof name, stem, r, i);
+        if (w->name_of != NULL) {
+            rc |= names_add(w, name);
+        }
+        rc |= r->nblobs == 0 ? tar_member(out, name, r->text, r->text_len)
+                             : tar_member(out, name, r->blobs[i].data, r->blobs[i].len);
     }
     return rc;
 }

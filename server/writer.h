@@ -16,9 +16,14 @@ struct writer {
     uint64_t started_ns;    /* the batch's start, for timing */
     uint64_t count;         /* results written */
     struct buf errors;      /* tar: errors.ndjson, written last */
-    /* tar: the uploaded file name of job I (borrowed), or NULL. */
+    /* tar: the uploaded file name of job I (borrowed), or NULL; set for uploads only. */
     const char *(*name_of)(void *ud, uint64_t i);
     void *ud;
+    /* tar with uploaded names: the member names written so far (a hash set), so that two
+     * uploads of one name, or one named like the closing members, never share a member
+     * name (tar x would keep only the last). Private. */
+    char **names;
+    size_t names_cap, names_len;
 };
 
 /* Prepares a writer (the caller sets name_of/ud afterwards if wanted). */

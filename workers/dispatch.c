@@ -23,7 +23,7 @@
 #define DISPATCH_DEFAULT_TARGET_NS 2000000u
 #define DISPATCH_PER_JOB_OVERHEAD_NS 150u
 #define DISPATCH_MIN_WINDOW 256u
-#define DISPATCH_MAX_WINDOW (1u << 20)
+#define DISPATCH_MAX_WINDOW (1u << 17) /* bounds a batch's held results: ~8 MiB of slots */
 /* Cancelled results synthesised per pump: a deadline on a huge batch must not flood the
  * owner's buffers in one go. */
 #define DISPATCH_SYNTH_PER_PUMP 4096u
@@ -55,7 +55,6 @@ struct dispatch_batch {
     int inflight_chunks;
     size_t chunksize;
     int paused, cancelled, ending, in_pump;
-    int holds; /* frames on the stack that still use the batch: it is not freed under them */
     uint64_t started_ns, deadline_ns;
     uint64_t ok, failed, busy_ns;
 };
@@ -85,6 +84,7 @@ struct dispatch {
     int nbatches;
     uint64_t queued_jobs;
     int draining;
+    int empty_pending; /* batches without jobs submitted since the last dispatch_run */
     double *cost_ns; /* per op: measured ns per job (EWMA) */
     struct dispatch_stats stats;
 };
@@ -305,65 +305,59 @@ static void batch_fail_job(struct dispatch_batch *b, uint64_t index, int err, co
     batch_take_result(b, &r);
 }
 
-static void batch_pump_once(struct dispatch_batch *b);
-
-/* Delivers what is ready, in order, then finishes the batch when every job is answered.
- * B may be freed on return (when it finished or was cancelled), never before: the pump
- * calls itself, and a batch freed under an outer frame was read after free. */
-static void batch_pump(struct dispatch_batch *b)
+/* Input order: delivers the held results that are next in line. */
+static void batch_deliver_held(struct dispatch_batch *b)
 {
-    if (b->cancelled || b->in_pump) {
+    if (b->desc.order != DISPATCH_ORDER_INPUT) {
         return;
     }
-    b->holds++;
-    batch_pump_once(b);
-    b->holds--;
-    if (b->cancelled) {
-        batch_maybe_free(b);
+    while (!b->cancelled && b->base < b->desc.njobs) {
+        struct held *h = &b->ring[b->base % b->window];
+        if (!h->ready) {
+            break;
+        }
+        if (h->count > 0) {
+            /* a block of results: its lines, and its count */
+            uint64_t count = h->count;
+            batch_count_block(b, count, h->end_ns);
+            b->desc.on_block(b->desc.ud, b->base, count, h->text != NULL ? h->text : "",
+                             h->text_len, h->end_ns);
+            held_clear(h);
+            b->base += count;
+            continue;
+        }
+        struct dispatch_result r = {
+            .index = b->base,
+            .err = h->err,
+            .text = h->text != NULL ? h->text : "",
+            .text_len = h->text_len,
+            .blobs = h->blobs,
+            .nblobs = h->nblobs,
+            .worker = h->worker,
+            .start_ns = h->start_ns,
+            .end_ns = h->end_ns,
+        };
+        batch_deliver(b, &r);
+        held_clear(h);
+        b->base++;
     }
 }
 
-static void batch_pump_once(struct dispatch_batch *b)
+/* Delivers what is ready, in order, then finishes the batch when every job is answered.
+ * B may be freed on return (finished, or cancelled by the owner from a callback). All the
+ * work happens in this one frame, with in_pump set: a nested pump that finished the batch
+ * would free it under the outer one. */
+static void batch_pump(struct dispatch_batch *b)
 {
-    b->in_pump = 1;
-    if (b->desc.order == DISPATCH_ORDER_INPUT) {
-        for (;;) {
-            if (b->base >= b->desc.njobs) {
-                break;
-            }
-            struct held *h = &b->ring[b->base % b->window];
-            if (h->ready && h->count > 0) {
-                uint64_t count = h->count;
-                batch_count_block(b, count, h->end_ns);
-                b->desc.on_block(b->desc.ud, b->base, count, h->text != NULL ? h->text : "",
-                                 h->text_len, h->end_ns);
-                held_clear(h);
-                b->base += count;
-                if (b->cancelled) {
-                    break;
-                }
-                continue;
-            }
-            if (h->ready) {
-                struct dispatch_result r = {
-                    .index = b->base,
-                    .err = h->err,
-                    .text = h->text != NULL ? h->text : "",
-                    .text_len = h->text_len,
-                    .blobs = h->blobs,
-                    .nblobs = h->nblobs,
-                    .worker = h->worker,
-                    .start_ns = h->start_ns,
-                    .end_ns = h->end_ns,
-                };
-                batch_deliver(b, &r);
-                held_clear(h);
-                b->base++;
-                continue;
-            }
-            break;
-        }
+    if (b->in_pump) {
+        return;
     }
+    if (b->cancelled) {
+        batch_maybe_free(b); /* cancelled while pinned: free it now if nothing is out */
+        return;
+    }
+    b->in_pump = 1;
+    batch_deliver_held(b);
     /* Past the deadline, jobs never sent are answered "cancelled", a bounded number per
      * pump while the owner's output keeps up. */
     if (b->ending) {
@@ -379,18 +373,13 @@ static void batch_pump_once(struct dispatch_batch *b)
             } else {
                 break;
             }
-            if (b->desc.order == DISPATCH_ORDER_INPUT) {
-                b->in_pump = 0;
-                batch_pump(b); /* deliver what the synthesised result unblocked */
-                if (b->cancelled) {
-                    return;
-                }
-                b->in_pump = 1;
-            }
+            batch_deliver_held(b); /* what the synthesised result unblocked */
         }
     }
     b->in_pump = 0;
-    if (!b->cancelled && b->delivered >= b->desc.njobs) {
+    if (b->cancelled) {
+        batch_maybe_free(b); /* the owner cancelled it from a callback */
+    } else if (b->delivered >= b->desc.njobs) {
         batch_finish(b);
     }
 }
@@ -412,7 +401,7 @@ static void batch_free(struct dispatch_batch *b)
 
 static void batch_maybe_free(struct dispatch_batch *b)
 {
-    if (b->cancelled && b->inflight_chunks == 0 && !b->in_pump && b->holds == 0) {
+    if (b->cancelled && b->inflight_chunks == 0 && !b->in_pump) {
         struct dispatch *d = b->d;
         /* Jobs never delivered leave the queue count with the batch. */
         uint64_t left = b->desc.njobs - b->delivered;
@@ -920,9 +909,16 @@ static int slot_take_results(struct dispatch *d, int i, const uint8_t *body, siz
             op = s->ops[s->ndone - 1];
         }
         if (op != NULL) {
+            /* A moving average from the op's hint, each sample capped at 4x the estimate:
+             * one job that stalled (a preempted worker on a busy machine) must not make a
+             * tiny op look slow and send the next big batch out one job per message. */
             double *c = &d->cost_ns[ops_index(op)];
+            double est = *c > 0 ? *c : (double)op->cost_hint_ns;
             double x = (double)(res.end_ns - res.start_ns);
-            *c = *c > 0 ? *c * 0.9 + x * 0.1 : x;
+            if (est > 0 && x > 4 * est) {
+                x = 4 * est;
+            }
+            *c = est > 0 ? est * 0.9 + x * 0.1 : x;
         }
         batch_take_result(b, &res);
     }
@@ -1021,19 +1017,17 @@ static void dispatch_check_time(struct dispatch *d)
         struct dispatch_batch *next = b->next;
         if (!b->ending && b->deadline_ns != 0 && now >= b->deadline_ns) {
             b->ending = 1;
-            b->holds++; /* slot_fail may finish the batch: keep it until we are done here */
+            /* Pinned (in_pump) while its chunks fail: the pump after each one could finish
+             * and free it under this loop. The one pump below does it all. */
+            b->in_pump = 1;
             for (int i = 0; i < d->cfg.workers; i++) {
                 if (d->slots[i].batch == b && d->slots[i].state == SLOT_BUSY) {
                     slot_fail(d, i, -BATCHD_E_TIMEOUT,
                               "the batch deadline passed while this job ran");
                 }
             }
-            b->holds--;
-            if (b->cancelled) {
-                batch_maybe_free(b);
-            } else {
-                batch_pump(b);
-            }
+            b->in_pump = 0;
+            batch_pump(b);
             /* b may be gone now; continue from the saved next only if the ring survives. */
             if (d->ring == NULL) {
                 break;
@@ -1043,8 +1037,44 @@ static void dispatch_check_time(struct dispatch *d)
     }
 }
 
+/* 1 if B's deadline passed and some of its jobs still wait for their "cancelled" answer. */
+static int batch_synth_left(const struct dispatch_batch *b)
+{
+    return b->ending && !b->paused && !b->cancelled &&
+           (b->nretry > 0 || b->next_job < b->desc.njobs);
+}
+
+/* Writes the next cancelled answers of deadline-ended batches: batch_pump writes a bounded
+ * number at a time, so that a huge batch cannot flood its owner's buffers in one go, and
+ * this carries on where it stopped. */
+static void dispatch_pump_ending(struct dispatch *d)
+{
+    struct dispatch_batch *b = d->ring;
+    int n = d->nbatches;
+    for (int k = 0; k < n && d->ring != NULL && b != NULL; k++) {
+        struct dispatch_batch *next = b->next;
+        int last = next == b;
+        if (batch_synth_left(b)) {
+            batch_pump(b); /* may finish and free b; NEXT stays valid */
+        }
+        if (last) {
+            break;
+        }
+        b = next;
+    }
+}
+
 int dispatch_timeout_ms(const struct dispatch *d)
 {
+    if (d->ring != NULL) {
+        const struct dispatch_batch *b = d->ring;
+        do {
+            if (batch_synth_left(b)) {
+                return 0;
+            }
+            b = b->next;
+        } while (b != d->ring);
+    }
     int need = 0;
     for (int i = 0; i < d->cfg.workers; i++) {
         if (d->slots[i].state == SLOT_EMPTY && !d->draining) {
@@ -1135,6 +1165,29 @@ void dispatch_destroy(struct dispatch *d)
     free(d);
 }
 
+/* A batch without jobs never gets a result, and results are what end a batch: finish such
+ * batches here, in dispatch_run, since no callback may run inside dispatch_submit. */
+static void dispatch_finish_empty(struct dispatch *d)
+{
+    if (d->empty_pending == 0) {
+        return;
+    }
+    d->empty_pending = 0;
+    int again = 1;
+    while (again && d->ring != NULL) {
+        again = 0;
+        struct dispatch_batch *b = d->ring;
+        do {
+            if (b->desc.njobs == 0 && !b->cancelled) {
+                batch_pump(b); /* finishes and frees it: start the walk again */
+                again = 1;
+                break;
+            }
+            b = b->next;
+        } while (b != d->ring);
+    }
+}
+
 int dispatch_fd(const struct dispatch *d)
 {
     return d->epfd;
@@ -1163,6 +1216,8 @@ void dispatch_run(struct dispatch *d)
         }
     }
     dispatch_check_time(d);
+    dispatch_finish_empty(d);
+    dispatch_pump_ending(d);
     dispatch_feed(d);
     if (d->draining && d->ring == NULL) {
         dispatch_drain(d); /* the last batch is over: let idle workers go */
@@ -1227,6 +1282,7 @@ struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch
     }
     d->nbatches++;
     d->queued_jobs += desc->njobs;
+    d->empty_pending += desc->njobs == 0;
     ring_insert(d, b);
     return b;
 }

@@ -264,10 +264,22 @@ static json_t *describe_op(const struct op *op)
         }
     }
     json_t *example = op->example != NULL ? json_loads(op->example, JSON_DECODE_ANY, NULL) : NULL;
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:b, s:b}", "name", op->name, "summary",
-                     op->summary, "input", op->input, "result", op->result, "example",
-                     example != NULL ? example : json_null(), "params", params, "slow",
-                     (op->flags & OP_SLOW) != 0, "image", (op->flags & OP_IMAGE) != 0);
+    json_t *entry =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:b, s:b}", "name", op->name, "summary",
+                  op->summary, "input", op->input, "result", op->result, "example",
+                  example != NULL ? example : json_null(), "params", params, "slow",
+                  (op->flags & OP_SLOW) != 0, "image", (op->flags & OP_IMAGE) != 0);
+    if (entry != NULL && op->describe != NULL) {
+        json_t *extra = op->describe();
+        /* The hook adds fields; it cannot replace the ones every op has. */
+        if (extra == NULL || !json_is_object(extra) ||
+            json_object_update_missing(entry, extra) != 0) {
+            json_decref(entry);
+            entry = NULL;
+        }
+        json_decref(extra);
+    }
+    return entry;
 }
 
 json_t *ops_describe(void)

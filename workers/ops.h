@@ -79,6 +79,11 @@ struct op {
      * (PATH relative to params, e.g. "pipeline[2].sigma"). May be NULL. */
     int (*validate_params)(const json_t *params, char *msg, size_t msglen, char *path,
                            size_t pathlen);
+    /* /v1/ops: extra fields for the op's catalogue entry, for what struct op_param cannot
+     * say (the image op's pipeline steps, each with its own params). Returns a new object
+     * whose fields ops_describe merges into the entry, or NULL (none, or out of memory).
+     * May be NULL. */
+    json_t *(*describe)(void);
     /* Worker side: runs one job. Returns 0 with out->json set, or a negative per-job error
      * code with out->message set. Must not exit, abort or leak on any input. */
     int (*run)(const struct job_input *in, struct job_output *out);
@@ -103,8 +108,9 @@ int ops_check_params(const struct op *op, const json_t *params, char *msg, size_
                      char *path, size_t pathlen);
 
 /* The catalogue (for GET /v1/ops): {"ops":[{name, summary, input, result, example (parsed),
- * params: [{name, type, help, min, max, choices, default}], slow, image}]}, min/max/choices/
- * default present only where they apply. Returns a new reference, or NULL when out of memory. */
+ * params: [{name, type, help, min, max, choices, default}], slow, image, and what the op's
+ * describe hook adds}]}, min/max/choices/default present only where they apply. Returns a new
+ * reference, or NULL when out of memory. */
 json_t *ops_describe(void);
 
 #endif

@@ -3,6 +3,7 @@
  * sent in batches for tiny jobs and at once for slow ones, so streaming stays per job. */
 #include "worker.h"
 
+#include "../api/batch.h"
 #include "../api/errors.h"
 #include "ipc.h"
 #include "ops.h"
@@ -317,6 +318,11 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         if (op == NULL) {
             err = -BATCHD_E_INTERNAL;
             snprintf(o.message, sizeof o.message, "no op with index %u", opi);
+        } else if (vlen > 0 && memmem(vtext, vlen, BATCH_BIGINT_MARK,
+                                      sizeof BATCH_BIGINT_MARK - 1) != NULL) {
+            err = -BATCHD_E_OVERFLOW;
+            snprintf(o.message, sizeof o.message,
+                     "the input holds an integer that does not fit in 64 bits");
         } else if (vlen > 0 && value == NULL) {
             err = -BATCHD_E_INVALID_INPUT;
             snprintf(o.message, sizeof o.message, "the input could not be read");

@@ -150,10 +150,12 @@ class Server:
                 with open("/proc/%s/stat" % d) as f:
                     st = f.read()
                 comm = st[st.index("(") + 1:st.rindex(")")]
-                ppid = int(st[st.rindex(")") + 2:].split()[1])
+                state, ppid = st[st.rindex(")") + 2:].split()[:2]
+                ppid = int(ppid)
             except (OSError, ValueError):
                 continue
-            if comm == "batchd-worker" and ppid == self.proc.pid:
+            # A killed worker stays a zombie until the server reaps it: it is not a worker.
+            if comm == "batchd-worker" and ppid == self.proc.pid and state != "Z":
                 pids.append(int(d))
         return sorted(pids)
 

@@ -182,6 +182,40 @@ def test_blur_thumbnail():
                   f'{tb[exact]:.2f}s (batchd encodes PNG level 0; pillow does not save)')
 
 
+def test_shrink_geometry():
+    print('shrink-on-load behind rotate / flip / grayscale / EXIF orientation (>= 40 dB)')
+    src = os.path.join(DATA, 'photos', 'Bridge_by_Sander_Klootwijk.jpg')
+    for deg, tr in ((90, Image.ROTATE_270), (180, Image.ROTATE_180), (270, Image.ROTATE_90)):
+        for flip in (None, 'horizontal', 'vertical'):
+            steps = [{'op': 'rotate', 'degrees': deg}]
+            ref = Image.open(src).transpose(tr)
+            if flip:
+                steps.append({'op': 'flip', 'direction': flip})
+                ref = ref.transpose(Image.FLIP_LEFT_RIGHT if flip == 'horizontal'
+                                    else Image.FLIP_TOP_BOTTOM)
+            steps += [{'op': 'grayscale'}, {'op': 'thumbnail', 'width': 300, 'height': 300}]
+            ref = ref.convert('L')
+            ref.thumbnail((300, 300))
+            im, err, _ = ours(src, {'pipeline': steps})
+            if err or im.size != ref.size:
+                fail(f'rotate {deg} flip {flip}: {err or im.size} != {ref.size}')
+                continue
+            check(f'rotate {deg}, flip {flip}, grayscale, thumbnail(300)', psnr(ref, im), 40)
+    full = Image.open(src)
+    for orient in (3, 5, 6, 7, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orient
+        path = os.path.join(TMP, 'orient.jpg')
+        full.save(path, quality=90, exif=exif.tobytes())
+        ref = ImageOps.exif_transpose(Image.open(path))
+        ref.thumbnail((400, 400))
+        im, err, _ = ours(path, {'pipeline': [{'op': 'thumbnail', 'width': 400, 'height': 400}]})
+        if err or im.size != ref.size:
+            fail(f'orientation {orient}: {err or im.size} != {ref.size}')
+            continue
+        check(f'EXIF orientation {orient} + thumbnail(400), decoded shrunk', psnr(ref, im), 40)
+
+
 def pillow_rgba(path):
     """Pillow's decode as RGBA8, with its 16-bit gray (mode I) taken as the high byte."""
     im = Image.open(path)
@@ -411,7 +445,8 @@ def main():
         print('test data not found under', DATA, '(set BATCHD_SHARED)')
         return 1
     t = time.time()
-    tests = [test_io, test_pngsuite, test_jpeg_decode, test_broken, test_thumbnail_resize,
+    tests = [test_io, test_pngsuite, test_jpeg_decode, test_broken, test_shrink_geometry,
+             test_thumbnail_resize,
              test_blur_thumbnail, test_blur]
     only = sys.argv[1:]
     for test in tests:

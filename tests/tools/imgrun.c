@@ -10,9 +10,9 @@
  * -j asks for an inline base64 result instead of binary blobs. -n repeats each job and
  * prints the total time to stderr. Exit status: 0 if every job succeeded, 1 if one failed
  * with a per-job error, 2 on usage errors. */
+#include "../../api/base64.h"
 #include "../../api/errors.h"
 #include "../../workers/ops.h"
-#include "../../api/base64.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -82,8 +82,9 @@ int main(int argc, char **argv)
         } else if (i + 1 < argc && strcmp(a, "-n") == 0) {
             repeat = (int)strtol(argv[++i], NULL, 10);
         } else {
-            fprintf(stderr,
-                    "usage: imgrun [-p JSON] [-o OUT] [-n N] [-j] [-b] [-d DIR] [-O DIR] FILE...\n");
+            fprintf(
+                stderr,
+                "usage: imgrun [-p JSON] [-o OUT] [-n N] [-j] [-b] [-d DIR] [-O DIR] FILE...\n");
             return 2;
         }
     }
@@ -170,9 +171,9 @@ int main(int argc, char **argv)
                     printf("}\n");
                     if (outpath != NULL && out.nblobs > 0) {
                         FILE *f = fopen(outpath, "wb");
-                        if (f == NULL || fwrite(buf_data(&out.blobs[0].bytes), 1,
-                                                buf_len(&out.blobs[0].bytes), f) !=
-                                             buf_len(&out.blobs[0].bytes)) {
+                        if (f == NULL ||
+                            fwrite(buf_data(&out.blobs[0].bytes), 1, buf_len(&out.blobs[0].bytes),
+                                   f) != buf_len(&out.blobs[0].bytes)) {
                             fprintf(stderr, "imgrun: cannot write %s\n", outpath);
                             status = 2;
                         }

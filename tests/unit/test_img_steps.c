@@ -93,15 +93,16 @@ static void test_blur_constant(void)
 static void test_resize_constant(void)
 {
     const int sizes[][2] = {{1, 1}, {7, 3}, {50, 40}, {333, 17}, {12, 400}};
-    const enum img_filter filters[] = {IMG_FILTER_NEAREST, IMG_FILTER_BILINEAR,
-                                       IMG_FILTER_BICUBIC, IMG_FILTER_LANCZOS3};
+    const enum img_filter filters[] = {IMG_FILTER_NEAREST, IMG_FILTER_BILINEAR, IMG_FILTER_BICUBIC,
+                                       IMG_FILTER_LANCZOS3};
     for (int ch = 1; ch <= 4; ch++) {
         struct img *im = filled(101, 67, ch, 200);
         double box[4] = {0, 0, 101, 67};
         for (size_t f = 0; f < 4; f++) {
             for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
                 for (int gap = 0; gap <= 2; gap += 2) {
-                    struct img *r = img_resize(im, box, sizes[s][0], sizes[s][1], filters[f], gap, gap == 0);
+                    struct img *r =
+                        img_resize(im, box, sizes[s][0], sizes[s][1], filters[f], gap, gap == 0);
                     CHECK(r != NULL);
                     CHECK_EQ_INT(r->width, sizes[s][0]);
                     CHECK_EQ_INT(r->height, sizes[s][1]);
@@ -243,9 +244,9 @@ static void test_grayscale_alpha(void)
     CHECK_EQ_INT(im->px[10], 255);
     struct img *flat = img_flatten_white(im);
     CHECK_EQ_INT(flat->channels, 3);
-    CHECK_EQ_INT(flat->px[6], 127);  /* blue at half alpha over white: R */
-    CHECK_EQ_INT(flat->px[8], 255);  /* B */
-    CHECK_EQ_INT(flat->px[9], 255);  /* transparent -> white */
+    CHECK_EQ_INT(flat->px[6], 127); /* blue at half alpha over white: R */
+    CHECK_EQ_INT(flat->px[8], 255); /* B */
+    CHECK_EQ_INT(flat->px[9], 255); /* transparent -> white */
     CHECK_EQ_INT(flat->px[10], 255);
     img_destroy(flat);
     img_destroy(im);
@@ -254,11 +255,16 @@ static void test_grayscale_alpha(void)
 static void test_sizes(void)
 {
     static const int cases[][6] = {
-        {6028, 3391, 1200, 1200, 1200, 675}, {2560, 3837, 1200, 1200, 801, 1200},
-        {676, 449, 1200, 1200, 676, 449},    {1000, 3, 10, 10, 10, 1},
-        {3, 1000, 10, 10, 1, 10},            {4096, 4096, 256, 256, 256, 256},
-        {5120, 2880, 256, 256, 256, 144},    {1001, 999, 500, 500, 500, 499},
-        {333, 777, 100, 50, 21, 50},         {100, 1000, 2000, 500, 50, 500},
+        {6028, 3391, 1200, 1200, 1200, 675},
+        {2560, 3837, 1200, 1200, 801, 1200},
+        {676, 449, 1200, 1200, 676, 449},
+        {1000, 3, 10, 10, 10, 1},
+        {3, 1000, 10, 10, 1, 10},
+        {4096, 4096, 256, 256, 256, 256},
+        {5120, 2880, 256, 256, 256, 144},
+        {1001, 999, 500, 500, 500, 499},
+        {333, 777, 100, 50, 21, 50},
+        {100, 1000, 2000, 500, 50, 500},
     }; /* from Pillow 9.4's Image.thumbnail */
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int ow = cases[i][0], oh = cases[i][1];
@@ -323,8 +329,7 @@ static void test_params(void)
     check_param_error("{\"pipeline\":[{\"op\":\"blur\",\"sigma\":251}]}", "pipeline[0].sigma");
     check_param_error("{\"pipeline\":[{\"op\":\"blur\"}]}", "pipeline[0].sigma");
     check_param_error("{\"pipeline\":[{\"op\":\"spin\"}]}", "pipeline[0].op");
-    check_param_error("{\"pipeline\":[{\"op\":\"rotate\",\"degrees\":45}]}",
-                      "pipeline[0].degrees");
+    check_param_error("{\"pipeline\":[{\"op\":\"rotate\",\"degrees\":45}]}", "pipeline[0].degrees");
     check_param_error("{\"pipeline\":[{\"op\":\"resize\",\"width\":10,\"fit\":\"x\"}]}",
                       "pipeline[0].fit");
     check_param_error("{\"pipeline\":[{\"op\":\"resize\",\"widht\":10}]}", "pipeline[0].widht");
@@ -338,7 +343,8 @@ static void test_params(void)
 
 static void test_codecs(void)
 {
-    struct img_decode_opts opts = {.max_pixels = 100000000, .max_memory = 1 << 28, .max_scans = 100};
+    struct img_decode_opts opts = {
+        .max_pixels = 100000000, .max_memory = 1 << 28, .max_scans = 100};
     char msg[256];
     for (int ch = 1; ch <= 4; ch++) {
         struct img *im = coords(31, 17), *c = img_convert(im, ch);
@@ -370,14 +376,14 @@ static void test_codecs(void)
     CHECK_EQ_INT(img_jpeg_encode(g, 95, 0, &out, msg, sizeof msg), 0);
     struct img *d = NULL;
     struct img_header h;
-    CHECK_EQ_INT(img_jpeg_decode((const uint8_t *)buf_data(&out), buf_len(&out), &opts, &h, &d,
-                                 msg, sizeof msg),
+    CHECK_EQ_INT(img_jpeg_decode((const uint8_t *)buf_data(&out), buf_len(&out), &opts, &h, &d, msg,
+                                 sizeof msg),
                  0);
     CHECK(d != NULL && abs(d->px[0] - 90) <= 1 && abs(d->px[d->stride * 29 + 5] - 90) <= 1);
     img_destroy(d);
     d = NULL;
-    CHECK_EQ_INT(img_jpeg_decode((const uint8_t *)buf_data(&out), buf_len(&out) - 40, &opts, &h,
-                                 &d, msg, sizeof msg),
+    CHECK_EQ_INT(img_jpeg_decode((const uint8_t *)buf_data(&out), buf_len(&out) - 40, &opts, &h, &d,
+                                 msg, sizeof msg),
                  -BATCHD_E_CORRUPT_IMAGE);
     /* A header claiming 10000 x 10000 pixels is refused before any pixel (too_large). */
     struct buf png;

@@ -177,9 +177,8 @@ static struct box box_of(float radius)
 
 /* One box pass over a row of N pixels of CH channels. PAD holds the row with r+1 edge
  * pixels on each side; OUT may be the row itself. */
-static inline __attribute__((always_inline)) void box_line(const uint8_t *pad, uint8_t *out,
-                                                          int nx, const int ch,
-                                                          const struct box *b)
+static inline __attribute__((always_inline)) void box_line(const uint8_t *pad, uint8_t *out, int nx,
+                                                           const int ch, const struct box *b)
 {
     uint32_t acc[4] = {0, 0, 0, 0};
     int r = b->r;
@@ -193,7 +192,8 @@ static inline __attribute__((always_inline)) void box_line(const uint8_t *pad, u
         const uint8_t *p = pad + (size_t)x * ch; /* p[0] is the far-left tap */
         for (int c = 0; c < ch; c++) {
             acc[c] += p[(size_t)(2 * r + 1) * ch + c];
-            uint32_t bulk = acc[c] * b->ww + (uint32_t)(p[c] + p[(size_t)(2 * r + 2) * ch + c]) * b->fw;
+            uint32_t bulk =
+                acc[c] * b->ww + (uint32_t)(p[c] + p[(size_t)(2 * r + 2) * ch + c]) * b->fw;
             out[(size_t)x * ch + c] = (uint8_t)((bulk + (1u << 23)) >> 24);
             acc[c] -= p[(size_t)ch + c];
         }
@@ -235,8 +235,7 @@ HOT static void box_rows(struct img *im, const struct box *b, int passes, uint8_
 }
 
 /* One vertical box pass from SRC to DST (same size), along whole rows. */
-HOT static void box_cols(const struct img *src, struct img *dst, const struct box *b,
-                         uint32_t *acc)
+HOT static void box_cols(const struct img *src, struct img *dst, const struct box *b, uint32_t *acc)
 {
     size_t n = src->stride;
     int h = src->height, r = b->r;

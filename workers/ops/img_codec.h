@@ -18,9 +18,9 @@ struct img_header {
 typedef int (*img_scale_fn)(void *ctx, const struct img_header *h);
 
 struct img_decode_opts {
-    uint64_t max_pixels;  /* width * height above this: -BATCHD_E_TOO_LARGE before decoding */
-    size_t max_memory;    /* decoder working memory (progressive JPEG coefficients, ...) */
-    int max_scans;        /* progressive JPEG scans above this: corrupt (scan bombs) */
+    uint64_t max_pixels;     /* width * height above this: -BATCHD_E_TOO_LARGE before decoding */
+    size_t max_memory;       /* decoder working memory (progressive JPEG coefficients, ...) */
+    int max_scans;           /* progressive JPEG scans above this: corrupt (scan bombs) */
     img_scale_fn pick_scale; /* may be NULL: full size */
     void *ctx;
 };

@@ -17,7 +17,7 @@
 struct jpeg_ctx {
     struct jpeg_error_mgr pub;
     jmp_buf jmp;
-    int err;          /* the code to fail with when error_exit fires */
+    int err; /* the code to fail with when error_exit fires */
     char *msg;
     size_t msglen;
     int is_compress;
@@ -30,8 +30,8 @@ struct jpeg_ctx {
     size_t len;
     const struct img_decode_opts *opts;
     struct img_header *hdr;
-    struct img *im;   /* owned until handed to the caller */
-    uint8_t *row;     /* CMYK scanline buffer */
+    struct img *im; /* owned until handed to the caller */
+    uint8_t *row;   /* CMYK scanline buffer */
     /* encode */
     const struct img *src;
     int quality, progressive;
@@ -178,8 +178,8 @@ static int decode_body(struct jpeg_ctx *c)
         return -BATCHD_E_TOO_LARGE;
     }
     if (d->image_width > IMG_MAX_SIDE || d->image_height > IMG_MAX_SIDE) {
-        snprintf(c->msg, c->msglen, "the image is %ux%u pixels, a side is too long",
-                 d->image_width, d->image_height);
+        snprintf(c->msg, c->msglen, "the image is %ux%u pixels, a side is too long", d->image_width,
+                 d->image_height);
         return -BATCHD_E_TOO_LARGE;
     }
     struct img_header *h = c->hdr;
@@ -358,8 +358,8 @@ int img_jpeg_decode(const uint8_t *data, size_t len, const struct img_decode_opt
     return rc;
 }
 
-int img_jpeg_encode(const struct img *im, int quality, int progressive, struct buf *out,
-                    char *msg, size_t msglen)
+int img_jpeg_encode(const struct img *im, int quality, int progressive, struct buf *out, char *msg,
+                    size_t msglen)
 {
     if (im->channels != 1 && im->channels != 3) {
         snprintf(msg, msglen, "jpeg: cannot encode %d channels", im->channels);

@@ -18,7 +18,7 @@ int img_jpeg_decode(const uint8_t *data, size_t len, const struct img_decode_opt
 /* Appends IM (1 or 3 channels, no alpha) as a baseline or progressive JPEG of QUALITY
  * (1..100), 4:2:0 chroma, to OUT. Returns 0, or -BATCHD_E_TOO_LARGE when OUT's cap is
  * reached, or -BATCHD_E_INTERNAL, with MSG set; OUT may then hold a partial encoding. */
-int img_jpeg_encode(const struct img *im, int quality, int progressive, struct buf *out,
-                    char *msg, size_t msglen);
+int img_jpeg_encode(const struct img *im, int quality, int progressive, struct buf *out, char *msg,
+                    size_t msglen);
 
 #endif

@@ -4,9 +4,9 @@
  * (base64 or binary blobs) or by writing files under the output dir. */
 #include "internal.h"
 
+#include "../../api/base64.h"
 #include "../../api/errors.h"
 #include "../../api/jsonw.h"
-#include "../../api/base64.h"
 #include "img_jpeg.h"
 #include "img_pipeline.h"
 #include "img_png.h"
@@ -210,8 +210,8 @@ static int read_path(const struct job_input *in, const char *rel, struct buf *da
             return -BATCHD_E_NOT_FOUND;
         }
         if (fd == -EXDEV || fd == -ELOOP || fd == -EACCES || fd == -EPERM) {
-            snprintf(msg, msglen, "the path \"%.150s\" leads outside the data dir or is not allowed",
-                     rel);
+            snprintf(msg, msglen,
+                     "the path \"%.150s\" leads outside the data dir or is not allowed", rel);
             return -BATCHD_E_FORBIDDEN_PATH;
         }
         snprintf(msg, msglen, "cannot open \"%.200s\": %s", rel, strerror(-fd));
@@ -254,8 +254,8 @@ out:
 }
 
 /* The input's bytes: borrowed from IN->blob, or read/decoded into DATA. */
-static int load_input(const struct job_input *in, struct buf *data, const uint8_t **p,
-                      size_t *n, const char **stem_src, char *msg, size_t msglen)
+static int load_input(const struct job_input *in, struct buf *data, const uint8_t **p, size_t *n,
+                      const char **stem_src, char *msg, size_t msglen)
 {
     *stem_src = in->name;
     if (in->blob != NULL) {
@@ -280,7 +280,8 @@ static int load_input(const struct job_input *in, struct buf *data, const uint8_
             rc = rc == -1 ? -BATCHD_E_INVALID_INPUT : -BATCHD_E_TOO_LARGE;
         }
     } else {
-        snprintf(msg, msglen, "an image input is {\"path\": \"rel/path\"} or {\"data\": \"<base64>\"}");
+        snprintf(msg, msglen,
+                 "an image input is {\"path\": \"rel/path\"} or {\"data\": \"<base64>\"}");
         rc = -BATCHD_E_INVALID_INPUT;
     }
     *p = (const uint8_t *)buf_data(data);
@@ -349,8 +350,15 @@ static int write_file(const struct job_input *in, const char *fname, const struc
                       char *msg, size_t msglen)
 {
     int dirfd = open(in->output_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0 && errno == ENOENT) {
+        /* The default output dir (DATA_DIR/out) is made by the first job that writes into
+         * it, not at start-up: a data dir that only feeds inputs is never written to. */
+        if (mkdir(in->output_dir, 0755) == 0 || errno == EEXIST) {
+            dirfd = open(in->output_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        }
+    }
     if (dirfd < 0) {
-        snprintf(msg, msglen, "the output dir cannot be opened");
+        snprintf(msg, msglen, "the output dir cannot be opened: %s", strerror(errno));
         return -BATCHD_E_INTERNAL;
     }
     char tmp[320];
@@ -560,8 +568,7 @@ static int image_run(const struct job_input *in, struct job_output *out)
     if (rc != 0) {
         goto out;
     }
-    rc = img_pipeline_run(&st, p->steps, p->nsteps, p->exact, lim.max_output_pixels, msg,
-                          msglen);
+    rc = img_pipeline_run(&st, p->steps, p->nsteps, p->exact, lim.max_output_pixels, msg, msglen);
     if (rc != 0) {
         goto out;
     }
@@ -588,8 +595,8 @@ static int image_run(const struct job_input *in, struct job_output *out)
             rc = -BATCHD_E_TOO_LARGE;
             break;
         }
-        rc = img_pipeline_run(&vst, var->steps, var->nsteps, p->exact, lim.max_output_pixels,
-                              msg, msglen);
+        rc = img_pipeline_run(&vst, var->steps, var->nsteps, p->exact, lim.max_output_pixels, msg,
+                              msglen);
         if (rc == 0) {
             rc = img_state_unreduce(&vst, msg, msglen);
         }
@@ -642,20 +649,17 @@ static int image_validate(const json_t *params, char *msg, size_t msglen, char *
     return rc;
 }
 
+/* The catalogue's "steps": the pipeline steps from the table their parser checks. */
+static json_t *image_describe(void)
+{
+    json_t *steps = img_steps_describe();
+    return steps != NULL ? json_pack("{s:o}", "steps", steps) : NULL;
+}
+
 static const struct op_param image_params[] = {
     {"pipeline", OP_PARAM_ARRAY, 0, -1, NULL, "[]",
-     "steps, applied in order: "
-     "{\"op\":\"resize\",\"width\":1..65535,\"height\":1..65535 (one may be left out: keep the "
-     "aspect),\"fit\":\"fill\"(default)|\"contain\"|\"cover\",\"filter\":\"lanczos3\"(default)|"
-     "\"bilinear\"|\"nearest\"}; "
-     "{\"op\":\"thumbnail\",\"width\",\"height\"}: fit inside the box, keep the aspect, never "
-     "enlarge (Pillow's Image.thumbnail); "
-     "{\"op\":\"crop\",\"x\":0..,\"y\":0..,\"width\",\"height\"}: clipped to the image; "
-     "{\"op\":\"blur\",\"sigma\":0<s<=250}: Gaussian, sigma as Pillow's GaussianBlur(radius); "
-     "{\"op\":\"sharpen\",\"sigma\":0<s<=250 (default 1),\"amount\":0..10 (default 1)}: unsharp "
-     "mask; {\"op\":\"grayscale\"}: ITU-R 601 luma, alpha kept; "
-     "{\"op\":\"rotate\",\"degrees\":90|180|270}: clockwise; "
-     "{\"op\":\"flip\",\"direction\":\"horizontal\"|\"vertical\"}. At most 32 steps."},
+     "up to 32 steps {\"op\": name, ...params}, applied in order; \"steps\" in this entry "
+     "lists each step with its params, their ranges and defaults"},
     {"variants", OP_PARAM_ARRAY, 0, -1, NULL, NULL,
      "up to 16 outputs from one decode, each {\"name\":[A-Za-z0-9_-]{1,32},\"pipeline\":[...],"
      "\"format\",\"quality\",\"progressive\",\"png_level\"} run after the shared pipeline; the "
@@ -688,5 +692,6 @@ const struct op op_image = {
     .flags = OP_IMAGE | OP_SLOW,
     .cost_hint_ns = 200000000u,
     .validate_params = image_validate,
+    .describe = image_describe,
     .run = image_run,
 };

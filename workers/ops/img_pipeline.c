@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- parsing */
@@ -67,27 +68,6 @@ static int get_int(const json_t *o, const char *key, const char *base, long lo, 
     return 0;
 }
 
-static int get_num(const json_t *o, const char *key, const char *base, double lo, int lo_open,
-                   double hi, double *v, struct perr *e)
-{
-    char path[240];
-    join(path, sizeof path, base, key);
-    const json_t *j = json_object_get(o, key);
-    if (j == NULL) {
-        return 0;
-    }
-    if (!json_is_number(j)) {
-        return fail(e, path, "%s must be a number", key);
-    }
-    double d = json_number_value(j);
-    if (!(lo_open ? d > lo : d >= lo) || !(d <= hi)) {
-        return fail(e, path, "%s must be %s %g and at most %g", key, lo_open ? "above" : "at least",
-                    lo, hi);
-    }
-    *v = d;
-    return 0;
-}
-
 static int get_bool(const json_t *o, const char *key, const char *base, int *v, struct perr *e)
 {
     char path[240];
@@ -133,8 +113,7 @@ static int get_choice(const json_t *o, const char *key, const char *base, const 
     return fail(e, path, "%s must be one of %s", key, choices);
 }
 
-static int check_keys(const json_t *o, const char *base, const char *const *allowed,
-                      struct perr *e)
+static int check_keys(const json_t *o, const char *base, const char *const *allowed, struct perr *e)
 {
     const char *key;
     json_t *v;
@@ -156,114 +135,374 @@ static int check_keys(const json_t *o, const char *base, const char *const *allo
     return 0;
 }
 
+/* ---------------------------------------------------------------- the steps' table */
+
+/* Pipeline steps and their params: the one table that parsing checks against and that
+ * /v1/ops describes, so the two cannot drift. A param's value is read into V[i] (a choice as
+ * its index), then the step's finish() stores V into struct img_step and checks what no
+ * single param can (a resize needs a width or a height). */
+enum step_ptype {
+    SP_INT,    /* a JSON integer (or a real with no fraction) in [min, max], or in .choices */
+    SP_NUMBER, /* a JSON number in [min, max], or (min, max] with .min_open */
+    SP_CHOICE, /* one of .choices ("a|b|c"); V = its index */
+};
+
+#define STEP_MAX_PARAMS 4
+
+struct step_param {
+    const char *name;
+    enum step_ptype type;
+    double min, max;
+    int min_open;
+    const char *choices; /* SP_CHOICE: the names; SP_INT: the only values allowed, or NULL */
+    int required;
+    int has_def;
+    double def; /* SP_CHOICE: the default's index */
+    const char *help;
+};
+
+struct step_desc {
+    const char *op;
+    enum img_step_kind kind;
+    const char *help;
+    struct step_param params[STEP_MAX_PARAMS + 1]; /* ends at name == NULL */
+    const char *one_of; /* "a|b": at least one of these optional params must be given */
+    int (*finish)(struct img_step *s, const double *v, const char *base, struct perr *e);
+};
+
+static int finish_resize(struct img_step *s, const double *v, const char *base, struct perr *e)
+{
+    static const enum img_filter fmap[] = {IMG_FILTER_LANCZOS3, IMG_FILTER_BILINEAR,
+                                           IMG_FILTER_NEAREST};
+    s->width = (int)v[0];
+    s->height = (int)v[1];
+    s->fit = (enum img_fit)(int)v[2];
+    s->filter = fmap[(int)v[3]];
+    (void)base;
+    (void)e;
+    return 0;
+}
+
+static int finish_thumbnail(struct img_step *s, const double *v, const char *base, struct perr *e)
+{
+    (void)base;
+    (void)e;
+    s->width = (int)v[0];
+    s->height = (int)v[1];
+    return 0;
+}
+
+static int finish_crop(struct img_step *s, const double *v, const char *base, struct perr *e)
+{
+    (void)base;
+    (void)e;
+    s->x = (int)v[0];
+    s->y = (int)v[1];
+    s->width = (int)v[2];
+    s->height = (int)v[3];
+    return 0;
+}
+
+static int finish_sigma(struct img_step *s, const double *v, const char *base, struct perr *e)
+{
+    (void)base;
+    (void)e;
+    s->sigma = v[0];
+    s->amount = v[1];
+    return 0;
+}
+
+static int finish_none(struct img_step *s, const double *v, const char *base, struct perr *e)
+{
+    (void)s;
+    (void)v;
+    (void)base;
+    (void)e;
+    return 0;
+}
+
+static int finish_rotate(struct img_step *s, const double *v, const char *base, struct perr *e)
+{
+    (void)base;
+    (void)e;
+    s->degrees = (int)v[0];
+    return 0;
+}
+
+static int finish_flip(struct img_step *s, const double *v, const char *base, struct perr *e)
+{
+    (void)base;
+    (void)e;
+    s->horizontal = v[0] == 0;
+    return 0;
+}
+
+#define SIDE_MAX ((double)IMG_MAX_PARAM_SIDE)
+
+/* clang-format off */
+static const struct step_desc step_table[] = {
+    {"resize", IMG_STEP_RESIZE, "scale to width x height; one may be left out to keep the aspect", {
+        {"width", SP_INT, 1, SIDE_MAX, 0, NULL, 0, 0, 0, "output width in pixels"},
+        {"height", SP_INT, 1, SIDE_MAX, 0, NULL, 0, 0, 0, "output height in pixels"},
+        {"fit", SP_CHOICE, 0, 0, 0, "fill|contain|cover", 0, 1, 0,
+         "fill: exactly width x height, aspect not kept; contain: inside the box, aspect kept; "
+         "cover: exactly width x height, aspect kept, the overflow cropped"},
+        {"filter", SP_CHOICE, 0, 0, 0, "lanczos3|bilinear|nearest", 0, 1, 0, "resampling filter"},
+     }, "width|height", finish_resize},
+    {"thumbnail", IMG_STEP_THUMBNAIL,
+     "fit inside width x height, keep the aspect, never enlarge (Pillow's Image.thumbnail)", {
+        {"width", SP_INT, 1, SIDE_MAX, 0, NULL, 1, 0, 0, "box width in pixels"},
+        {"height", SP_INT, 1, SIDE_MAX, 0, NULL, 1, 0, 0, "box height in pixels"},
+     }, NULL, finish_thumbnail},
+    {"crop", IMG_STEP_CROP, "cut out a rectangle, clipped to the image", {
+        {"x", SP_INT, 0, IMG_MAX_SIDE, 0, NULL, 0, 1, 0, "left edge"},
+        {"y", SP_INT, 0, IMG_MAX_SIDE, 0, NULL, 0, 1, 0, "top edge"},
+        {"width", SP_INT, 1, IMG_MAX_SIDE, 0, NULL, 1, 0, 0, "width in pixels"},
+        {"height", SP_INT, 1, IMG_MAX_SIDE, 0, NULL, 1, 0, 0, "height in pixels"},
+     }, NULL, finish_crop},
+    {"blur", IMG_STEP_BLUR, "Gaussian blur (true Gaussian, separable)", {
+        {"sigma", SP_NUMBER, 0, 250, 1, NULL, 1, 0, 0,
+         "standard deviation in pixels, as Pillow's GaussianBlur(radius)"},
+     }, NULL, finish_sigma},
+    {"sharpen", IMG_STEP_SHARPEN, "unsharp mask: image + amount * (image - blur(sigma))", {
+        {"sigma", SP_NUMBER, 0, 250, 1, NULL, 0, 1, 1.0, "the blur's standard deviation"},
+        {"amount", SP_NUMBER, 0, 10, 0, NULL, 0, 1, 1.0, "strength"},
+     }, NULL, finish_sigma},
+    {"grayscale", IMG_STEP_GRAYSCALE, "to one channel (ITU-R 601 luma), alpha kept", {{0}},
+     NULL, finish_none},
+    {"rotate", IMG_STEP_ROTATE, "rotate clockwise by a right angle", {
+        {"degrees", SP_INT, 90, 270, 0, "90|180|270", 1, 0, 0, "clockwise"},
+     }, NULL, finish_rotate},
+    {"flip", IMG_STEP_FLIP, "mirror the image", {
+        {"direction", SP_CHOICE, 0, 0, 0, "horizontal|vertical", 1, 0, 0,
+         "horizontal: left-right; vertical: top-bottom"},
+     }, NULL, finish_flip},
+};
+/* clang-format on */
+
+#define STEP_N (sizeof step_table / sizeof step_table[0])
+
+/* The index of S in the "|"-separated CHOICES, or -1. */
+static int choice_index(const char *s, const char *choices)
+{
+    size_t sl = strlen(s);
+    int i = 0;
+    for (const char *c = choices;; i++) {
+        const char *bar = strchr(c, '|');
+        size_t cl = bar ? (size_t)(bar - c) : strlen(c);
+        if (cl == sl && memcmp(c, s, sl) == 0) {
+            return i;
+        }
+        if (bar == NULL) {
+            return -1;
+        }
+        c = bar + 1;
+    }
+}
+
+/* Reads one param of a step into *V, checked against its row. */
+static int get_step_param(const json_t *o, const char *base, const struct step_param *p, double *v,
+                          struct perr *e)
+{
+    char path[240];
+    join(path, sizeof path, base, p->name);
+    const json_t *j = json_object_get(o, p->name);
+    if (j == NULL) {
+        if (p->required) {
+            return p->type == SP_CHOICE || p->choices != NULL
+                       ? fail(e, path, "%s is required (one of %s)", p->name, p->choices)
+                       : fail(e, path, "%s is required", p->name);
+        }
+        *v = p->has_def ? p->def : 0;
+        return 0;
+    }
+    if (p->type == SP_CHOICE) {
+        int i = json_is_string(j) ? choice_index(json_string_value(j), p->choices) : -1;
+        if (i < 0) {
+            return fail(e, path, "%s must be one of %s", p->name, p->choices);
+        }
+        *v = i;
+        return 0;
+    }
+    if (!json_is_number(j)) {
+        return fail(e, path, "%s must be %s", p->name,
+                    p->type == SP_INT ? "an integer" : "a number");
+    }
+    double d = json_number_value(j);
+    if (p->type == SP_INT && d != floor(d)) {
+        return fail(e, path, "%s must be an integer", p->name);
+    }
+    if (p->type == SP_INT && p->choices != NULL) {
+        char num[32];
+        snprintf(num, sizeof num, "%.0f", d);
+        if (d < p->min || d > p->max || choice_index(num, p->choices) < 0) {
+            return fail(e, path, "%s must be one of %s", p->name, p->choices);
+        }
+    } else if (p->type == SP_INT && !(d >= p->min && d <= p->max)) {
+        return fail(e, path, "%s must be between %.0f and %.0f", p->name, p->min, p->max);
+    } else if (!(p->min_open ? d > p->min : d >= p->min) || !(d <= p->max)) {
+        return fail(e, path, "%s must be %s %g and at most %g", p->name,
+                    p->min_open ? "above" : "at least", p->min, p->max);
+    }
+    *v = d;
+    return 0;
+}
 
 static int parse_step(const json_t *j, const char *base, struct img_step *s, struct perr *e)
 {
     if (!json_is_object(j)) {
         return fail(e, base, "a pipeline step must be an object with an \"op\"");
     }
-    int kind = 0, rc;
-    rc = get_choice(j, "op", base,
-                    "resize|thumbnail|crop|blur|sharpen|grayscale|rotate|flip", 1, &kind, e);
-    if (rc != 0) {
-        return rc;
+    const json_t *op = json_object_get(j, "op");
+    const struct step_desc *d = NULL;
+    for (size_t i = 0; json_is_string(op) && i < STEP_N; i++) {
+        if (strcmp(step_table[i].op, json_string_value(op)) == 0) {
+            d = &step_table[i];
+        }
+    }
+    if (d == NULL) {
+        char path[240];
+        join(path, sizeof path, base, "op");
+        return fail(e, path, "%s",
+                    op == NULL ? "op is required (one of resize|thumbnail|crop|blur|sharpen|"
+                                 "grayscale|rotate|flip)"
+                               : "op must be one of resize|thumbnail|crop|blur|sharpen|grayscale|"
+                                 "rotate|flip");
+    }
+    /* Unknown fields are errors: a typo must not be ignored. */
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)j, key, val)
+    {
+        int known = strcmp(key, "op") == 0;
+        for (const struct step_param *p = d->params; !known && p->name != NULL; p++) {
+            known = strcmp(p->name, key) == 0;
+        }
+        if (!known) {
+            char path[240];
+            join(path, sizeof path, base, key);
+            return fail(e, path, "unknown parameter %s", key);
+        }
+    }
+    double v[STEP_MAX_PARAMS] = {0};
+    for (int i = 0; d->params[i].name != NULL; i++) {
+        int rc = get_step_param(j, base, &d->params[i], &v[i], e);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (d->one_of != NULL) {
+        int given = 0;
+        for (const struct step_param *p = d->params; p->name != NULL; p++) {
+            given |= choice_index(p->name, d->one_of) >= 0 && json_object_get(j, p->name) != NULL;
+        }
+        if (!given) {
+            char path[240], first[32];
+            snprintf(first, sizeof first, "%.*s", (int)strcspn(d->one_of, "|"), d->one_of);
+            join(path, sizeof path, base, first);
+            return fail(e, path, "%s needs at least one of %s", d->op, d->one_of);
+        }
     }
     memset(s, 0, sizeof *s);
-    s->kind = (enum img_step_kind)kind;
-    switch (s->kind) {
-    case IMG_STEP_RESIZE: {
-        static const char *const k[] = {"op", "width", "height", "fit", "filter", NULL};
-        int fit = IMG_FIT_FILL, filter = 0;
-        if ((rc = check_keys(j, base, k, e)) != 0 ||
-            (rc = get_int(j, "width", base, 1, IMG_MAX_PARAM_SIDE, 0, &s->width, e)) != 0 ||
-            (rc = get_int(j, "height", base, 1, IMG_MAX_PARAM_SIDE, 0, &s->height, e)) != 0 ||
-            (rc = get_choice(j, "fit", base, "fill|contain|cover", 0, &fit, e)) != 0 ||
-            (rc = get_choice(j, "filter", base, "lanczos3|bilinear|nearest", 0, &filter, e)) != 0) {
-            return rc;
-        }
-        if (s->width == 0 && s->height == 0) {
-            char path[240];
-            join(path, sizeof path, base, "width");
-            return fail(e, path, "resize needs a width, a height or both");
-        }
-        static const enum img_filter fmap[] = {IMG_FILTER_LANCZOS3, IMG_FILTER_BILINEAR,
-                                               IMG_FILTER_NEAREST};
-        s->fit = (enum img_fit)fit;
-        s->filter = fmap[filter];
-        return 0;
+    s->kind = d->kind;
+    return d->finish(s, v, base, e);
+}
+
+/* One param of a step for the catalogue. Returns a new reference or NULL. */
+static json_t *describe_step_param(const struct step_param *p)
+{
+    static const char *const types[] = {
+        [SP_INT] = "integer", [SP_NUMBER] = "number", [SP_CHOICE] = "string"};
+    json_t *o = json_pack("{s:s, s:s, s:b, s:s}", "name", p->name, "type", types[p->type],
+                          "required", p->required, "help", p->help);
+    if (o == NULL) {
+        return NULL;
     }
-    case IMG_STEP_THUMBNAIL: {
-        static const char *const k[] = {"op", "width", "height", NULL};
-        if ((rc = check_keys(j, base, k, e)) != 0 ||
-            (rc = get_int(j, "width", base, 1, IMG_MAX_PARAM_SIDE, 1, &s->width, e)) != 0 ||
-            (rc = get_int(j, "height", base, 1, IMG_MAX_PARAM_SIDE, 1, &s->height, e)) != 0) {
-            return rc;
+    int rc = 0;
+    if (p->type == SP_INT && p->choices == NULL) {
+        rc |= json_object_set_new(o, "min", json_integer((json_int_t)p->min));
+        rc |= json_object_set_new(o, "max", json_integer((json_int_t)p->max));
+    } else if (p->type == SP_NUMBER) {
+        rc |= json_object_set_new(o, "min", json_real(p->min));
+        rc |= json_object_set_new(o, "max", json_real(p->max));
+        if (p->min_open) {
+            rc |= json_object_set_new(o, "exclusive_min", json_true());
         }
-        return 0;
     }
-    case IMG_STEP_CROP: {
-        static const char *const k[] = {"op", "x", "y", "width", "height", NULL};
-        if ((rc = check_keys(j, base, k, e)) != 0 ||
-            (rc = get_int(j, "x", base, 0, IMG_MAX_SIDE, 0, &s->x, e)) != 0 ||
-            (rc = get_int(j, "y", base, 0, IMG_MAX_SIDE, 0, &s->y, e)) != 0 ||
-            (rc = get_int(j, "width", base, 1, IMG_MAX_SIDE, 1, &s->width, e)) != 0 ||
-            (rc = get_int(j, "height", base, 1, IMG_MAX_SIDE, 1, &s->height, e)) != 0) {
-            return rc;
+    if (p->choices != NULL) {
+        json_t *c = json_array();
+        const char *s = p->choices;
+        for (;;) {
+            const char *bar = strchr(s, '|');
+            size_t n = bar ? (size_t)(bar - s) : strlen(s);
+            json_t *item = json_stringn(s, n);
+            if (p->type == SP_INT) {
+                json_decref(item);
+                item = json_integer(strtoll(s, NULL, 10));
+            }
+            rc |= json_array_append_new(c, item);
+            if (bar == NULL) {
+                break;
+            }
+            s = bar + 1;
         }
-        return 0;
+        rc |= json_object_set_new(o, "choices", c);
     }
-    case IMG_STEP_BLUR: {
-        static const char *const k[] = {"op", "sigma", NULL};
-        char path[240];
-        join(path, sizeof path, base, "sigma");
-        if ((rc = check_keys(j, base, k, e)) != 0) {
-            return rc;
+    if (p->has_def) {
+        json_t *def = NULL;
+        if (p->type == SP_INT) {
+            def = json_integer((json_int_t)p->def);
+        } else if (p->type == SP_NUMBER) {
+            def = json_real(p->def);
+        } else {
+            const char *c = p->choices;
+            for (int i = 0; i < (int)p->def && c != NULL; i++) {
+                c = strchr(c, '|');
+                c = c ? c + 1 : NULL;
+            }
+            const char *bar = c ? strchr(c, '|') : NULL;
+            def = c ? json_stringn(c, bar ? (size_t)(bar - c) : strlen(c)) : json_null();
         }
-        if (json_object_get(j, "sigma") == NULL) {
-            return fail(e, path, "sigma is required");
+        rc |= json_object_set_new(o, "default", def);
+    }
+    if (rc != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *img_steps_describe(void)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list != NULL && i < STEP_N; i++) {
+        const struct step_desc *d = &step_table[i];
+        json_t *params = json_array();
+        for (const struct step_param *p = d->params; params != NULL && p->name != NULL; p++) {
+            if (json_array_append_new(params, describe_step_param(p)) != 0) {
+                json_decref(params);
+                params = NULL;
+            }
         }
-        return get_num(j, "sigma", base, 0.0, 1, 250.0, &s->sigma, e);
-    }
-    case IMG_STEP_SHARPEN: {
-        static const char *const k[] = {"op", "sigma", "amount", NULL};
-        s->sigma = 1.0;
-        s->amount = 1.0;
-        if ((rc = check_keys(j, base, k, e)) != 0 ||
-            (rc = get_num(j, "sigma", base, 0.0, 1, 250.0, &s->sigma, e)) != 0 ||
-            (rc = get_num(j, "amount", base, 0.0, 0, 10.0, &s->amount, e)) != 0) {
-            return rc;
+        json_t *step =
+            params ? json_pack("{s:s, s:s, s:o}", "op", d->op, "help", d->help, "params", params)
+                   : NULL;
+        if (step != NULL && d->one_of != NULL) {
+            /* "width|height" -> ["width", "height"] */
+            json_t *names = json_array();
+            for (const char *c = d->one_of; c != NULL;) {
+                size_t n = strcspn(c, "|");
+                json_array_append_new(names, json_stringn(c, n));
+                c = c[n] == '|' ? c + n + 1 : NULL;
+            }
+            json_object_set_new(step, "required_one_of", names);
         }
-        return 0;
-    }
-    case IMG_STEP_GRAYSCALE: {
-        static const char *const k[] = {"op", NULL};
-        return check_keys(j, base, k, e);
-    }
-    case IMG_STEP_ROTATE: {
-        static const char *const k[] = {"op", "degrees", NULL};
-        char path[240];
-        join(path, sizeof path, base, "degrees");
-        if ((rc = check_keys(j, base, k, e)) != 0 ||
-            (rc = get_int(j, "degrees", base, 90, 270, 1, &s->degrees, e)) != 0) {
-            return rc;
+        if (json_array_append_new(list, step) != 0) {
+            json_decref(list);
+            list = NULL;
         }
-        if (s->degrees % 90 != 0) {
-            return fail(e, path, "degrees must be 90, 180 or 270");
-        }
-        return 0;
     }
-    case IMG_STEP_FLIP: {
-        static const char *const k[] = {"op", "direction", NULL};
-        int dir = 0;
-        if ((rc = check_keys(j, base, k, e)) != 0 ||
-            (rc = get_choice(j, "direction", base, "horizontal|vertical", 1, &dir, e)) != 0) {
-            return rc;
-        }
-        s->horizontal = dir == 0;
-        return 0;
-    }
-    }
-    return fail(e, base, "unknown op");
+    return list;
 }
 
 static int parse_pipeline(const json_t *o, const char *base, struct img_step *steps, int *n,
@@ -294,8 +533,7 @@ static int parse_pipeline(const json_t *o, const char *base, struct img_step *st
     return 0;
 }
 
-static int parse_output(const json_t *o, const char *base, struct img_output *out,
-                        struct perr *e)
+static int parse_output(const json_t *o, const char *base, struct img_output *out, struct perr *e)
 {
     int fmt = out->format == IMG_FORMAT_JPEG ? 0 : out->format == IMG_FORMAT_PNG ? 1 : 2, rc;
     if ((rc = get_choice(o, "format", base, "jpeg|png|same", 0, &fmt, e)) != 0 ||
@@ -383,8 +621,7 @@ int img_params_parse(const json_t *params, struct img_params *p, char *msg, size
 /* ---------------------------------------------------------------- planning */
 
 /* Whether a resize/thumbnail step shrinks an image of logical size LW x LH, and to what. */
-static int step_downscale(const struct img_step *s, int lw, int lh, int *ow, int *oh,
-                          double box[4])
+static int step_downscale(const struct img_step *s, int lw, int lh, int *ow, int *oh, double box[4])
 {
     if (s->kind == IMG_STEP_THUMBNAIL) {
         box[0] = 0;
@@ -425,9 +662,9 @@ static int steps_shrink(const struct img_step *steps, int n, int w, int h, int *
             continue;
         case IMG_STEP_BLUR:
             /* Only a blur the optimiser moves after the downscale can wait. */
-            if (i + 1 < n && (steps[i + 1].kind == IMG_STEP_THUMBNAIL ||
-                              (steps[i + 1].kind == IMG_STEP_RESIZE &&
-                               steps[i + 1].fit != IMG_FIT_COVER))) {
+            if (i + 1 < n &&
+                (steps[i + 1].kind == IMG_STEP_THUMBNAIL ||
+                 (steps[i + 1].kind == IMG_STEP_RESIZE && steps[i + 1].fit != IMG_FIT_COVER))) {
                 continue;
             }
             return 1;
@@ -625,8 +862,8 @@ int img_state_init_take(struct img_state *st, struct img *im, int w, int h, int 
 static int check_out(int w, int h, uint64_t max, char *msg, size_t msglen)
 {
     if ((uint64_t)w * (uint64_t)h > max) {
-        snprintf(msg, msglen, "the output would be %dx%d pixels, more than the limit of %llu", w,
-                 h, (unsigned long long)max);
+        snprintf(msg, msglen, "the output would be %dx%d pixels, more than the limit of %llu", w, h,
+                 (unsigned long long)max);
         return -BATCHD_E_TOO_LARGE;
     }
     return 0;
@@ -758,8 +995,8 @@ int img_pipeline_run(struct img_state *st, const struct img_step *steps, int n, 
             r = img_crop(st->im, s->x, s->y, s->width, s->height, &empty);
             if (r == NULL) {
                 if (empty) {
-                    snprintf(msg, msglen, "the crop at (%d,%d) lies outside the %dx%d image",
-                             s->x, s->y, st->im->width, st->im->height);
+                    snprintf(msg, msglen, "the crop at (%d,%d) lies outside the %dx%d image", s->x,
+                             s->y, st->im->width, st->im->height);
                     rc = -BATCHD_E_INVALID_INPUT;
                 } else {
                     rc = oom(msg, msglen);

@@ -85,6 +85,12 @@ struct img_params {
 int img_params_parse(const json_t *params, struct img_params *p, char *msg, size_t msglen,
                      char *path, size_t pathlen);
 
+/* The pipeline steps for /v1/ops, from the table the parser checks steps against:
+ * [{op, help, required_one_of, params: [{name, type, required, help, min, max, exclusive_min,
+ * choices, default}]}], each field only where it applies. Returns a new reference, or NULL (OOM).
+ */
+json_t *img_steps_describe(void);
+
 /* The JPEG DCT scale denominator (1, 2, 4, 8) for an image of header H run through P:
  * the smallest decode whose size still covers what the first downscale needs, or 1 when
  * any step before that downscale cannot run on a reduced image, or P->exact. */

@@ -89,8 +89,7 @@ static int decode_body(struct png_ctx *c)
     static const png_byte ignored[] = "tEXt\0zTXt\0iTXt\0iCCP\0sPLT\0eXIf\0pCAL\0sCAL\0hIST\0"
                                       "tIME\0pHYs\0sBIT\0bKGD\0cHRM\0gAMA\0sRGB\0sTER\0oFFs";
     png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
-    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, ignored,
-                                (int)(sizeof ignored / 5));
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, ignored, (int)(sizeof ignored / 5));
     png_set_user_limits(png, IMG_MAX_SIDE, IMG_MAX_SIDE);
     png_set_chunk_malloc_max(png, PNG_CHUNK_MALLOC_MAX);
     png_set_chunk_cache_max(png, PNG_CHUNK_CACHE_MAX);

@@ -210,9 +210,9 @@ static inline uint8_t clip8(int32_t v)
     return (uint8_t)(v >> PRECISION_BITS);
 }
 
-static inline __attribute__((always_inline)) void
-hpass_rows(const struct img *in, struct img *out, int y0, int ksize, const int *bounds,
-           const int32_t *kk, const int ch)
+static inline __attribute__((always_inline)) void hpass_rows(const struct img *in, struct img *out,
+                                                             int y0, int ksize, const int *bounds,
+                                                             const int32_t *kk, const int ch)
 {
     for (int yy = 0; yy < out->height; yy++) {
         const uint8_t *src = in->px + (size_t)(yy + y0) * in->stride;
@@ -235,8 +235,8 @@ hpass_rows(const struct img *in, struct img *out, int y0, int ksize, const int *
     }
 }
 
-HOT static void hpass(const struct img *in, struct img *out, int y0, int ksize,
-                      const int *bounds, const int32_t *kk)
+HOT static void hpass(const struct img *in, struct img *out, int y0, int ksize, const int *bounds,
+                      const int32_t *kk)
 {
     switch (in->channels) {
     case 1:
@@ -399,8 +399,8 @@ static uint32_t reduce_multiplier(int n)
 
 /* Per output row: the FY source rows are summed column-wise along whole rows (vectorised),
  * then each FX-wide group of those column sums makes one output pixel. */
-HOT static void reduce_rows(const struct img *im, struct img *out, int fx, int fy,
-                            const int box[4], uint32_t *colsum)
+HOT static void reduce_rows(const struct img *im, struct img *out, int fx, int fy, const int box[4],
+                            uint32_t *colsum)
 {
     int ch = im->channels;
     int bw = box[2] - box[0], bh = box[3] - box[1];
