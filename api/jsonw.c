@@ -230,7 +230,7 @@ static int jsonw_format_double_impl(char out[32], double d, int fast)
     uint64_t bits;
     memcpy(&bits, &d, sizeof bits);
     int pow2 = (bits & ((1ull << 52) - 1)) == 0; /* d > 0 here: a power of two (or subnormal
-                                                   * with no fraction bits, which is too) */
+                                                  * with no fraction bits, which is too) */
     /* Whether some P-digit decimal reads back as D is monotone in P (the P-digit decimals are
      * among the P+1-digit ones) and true at 17. Computed results mostly need 15 to 17 digits,
      * so try 15 first: up from there when it fails, else bisect 1..K, K the digits left of the

@@ -177,8 +177,8 @@ int metrics_observe(struct metrics *m, enum metrics_family family, const char *l
     return metrics_observe_n(m, family, l1, seconds, 1);
 }
 
-int metrics_observe_n(struct metrics *m, enum metrics_family family, const char *l1,
-                      double seconds, uint64_t n)
+int metrics_observe_n(struct metrics *m, enum metrics_family family, const char *l1, double seconds,
+                      uint64_t n)
 {
     struct series *s = NULL;
 

@@ -145,8 +145,8 @@ static void stream_on_result(void *ud, const struct dispatch_result *res)
     stream_wake(r);
 }
 
-static void stream_on_block(void *ud, uint64_t index, uint64_t count, const char *text,
-                            size_t len, uint64_t busy_ns)
+static void stream_on_block(void *ud, uint64_t index, uint64_t count, const char *text, size_t len,
+                            uint64_t busy_ns)
 {
     struct request *r = ud;
     observe_block(r, index, count, busy_ns);
@@ -371,7 +371,8 @@ enum MHD_Result stream_start(struct request *r)
         .chunksize = (size_t)r->spec.chunksize,
         .order = r->spec.order == BATCH_ORDER_COMPLETED ? DISPATCH_ORDER_COMPLETED
                                                         : DISPATCH_ORDER_INPUT,
-        .timeout_ms = r->spec.timeout_ms >= 0 ? (uint64_t)r->spec.timeout_ms : s->cfg.job_timeout_ms,
+        .timeout_ms =
+            r->spec.timeout_ms >= 0 ? (uint64_t)r->spec.timeout_ms : s->cfg.job_timeout_ms,
         .deadline_ms = r->spec.deadline_ms,
         .want_binary = fmt == WRITER_TAR,
         .blob_fd = upload_fd(r->upload),

@@ -602,7 +602,7 @@ static size_t batch_cut_chunk(struct dispatch *d, struct dispatch_batch *b, int 
             while (nd > 0) {
                 *p++ = digits[--nd];
             }
-            memcpy(p, &zero, 4); /* params: the chunk's */
+            memcpy(p, &zero, 4);     /* params: the chunk's */
             memcpy(p + 4, &zero, 4); /* no name */
             memset(p + 8, 0, 16);    /* no blob */
             p += 24;

@@ -31,12 +31,12 @@ struct worker {
     struct buf out;  /* the RESULTS frame being filled */
     uint32_t nout;   /* results in it */
     size_t count_at; /* offset of the count field */
-    struct buf block;      /* NDJSON lines of the open block record (IPC_RUN_BLOCK) */
-    uint64_t block_first;  /* index of its first job */
+    struct buf block;     /* NDJSON lines of the open block record (IPC_RUN_BLOCK) */
+    uint64_t block_first; /* index of its first job */
     uint64_t block_count;
     uint64_t block_busy_ns;
-    uint32_t block_op;     /* the op of its jobs: a block holds one op */
-    json_t *scratch_int;   /* reused as the input of integer jobs (no allocation per job) */
+    uint32_t block_op;   /* the op of its jobs: a block holds one op */
+    json_t *scratch_int; /* reused as the input of integer jobs (no allocation per job) */
     const char *data_dir;
     const char *output_dir;
 };
@@ -284,8 +284,9 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         atomic_store_explicit(&w->ctl->running, 1, memory_order_release);
         struct job_output o;
         job_output_init(&o, &json);
-        json_t *value = ints ? worker_int_value(w, ival)
-                             : vlen > 0 ? worker_parse_value(w, vtext, vlen) : NULL;
+        json_t *value = ints       ? worker_int_value(w, ival)
+                        : vlen > 0 ? worker_parse_value(w, vtext, vlen)
+                                   : NULL;
         json_t *job_params = jplen > 0 ? json_loadb(jptext, jplen, JSON_DECODE_ANY, NULL) : NULL;
         char name[256] = "";
         if (nlen > 0) {

@@ -59,9 +59,9 @@ static void test_int_inputs_refusals(void)
                  -BATCHD_E_INVALID_JSON);
     CHECK(strstr(e.message, "column") != NULL);
     struct batch_error e2;
-    CHECK_EQ_INT(parse("{\"op\": \"sqrt\", \"inputs\": [1, 2, 3, 4, 5, 6], \"timing\": tru}", &s,
-                       &e2),
-                 -BATCHD_E_INVALID_JSON);
+    CHECK_EQ_INT(
+        parse("{\"op\": \"sqrt\", \"inputs\": [1, 2, 3, 4, 5, 6], \"timing\": tru}", &s, &e2),
+        -BATCHD_E_INVALID_JSON);
     CHECK(strcmp(e.message, e2.message) != 0); /* the column moved with the array */
     CHECK_EQ_INT(parse("{\"op\": \"sqrt\", \"inputs\": [1, 2,], \"timing\": false}", &s, &e),
                  -BATCHD_E_INVALID_JSON);
@@ -71,9 +71,9 @@ static void test_int_inputs_refusals(void)
                  -BATCHD_E_INVALID_JSON);
     CHECK_EQ_INT(parse("{\"op\": \"sqrt\", \"inputs\": [1, 2], \"jobs\": [], \"x\": 1}", &s, &e),
                  -BATCHD_E_BAD_REQUEST);
-    CHECK_EQ_INT(parse("{\"op\": \"sqrt\", \"inputs\": [1, 2], \"bogus\": [1, {\"a\": \"]\"}]}",
-                       &s, &e),
-                 -BATCHD_E_BAD_REQUEST);
+    CHECK_EQ_INT(
+        parse("{\"op\": \"sqrt\", \"inputs\": [1, 2], \"bogus\": [1, {\"a\": \"]\"}]}", &s, &e),
+        -BATCHD_E_BAD_REQUEST);
     CHECK_EQ_STR(e.path, "bogus");
     /* Past the job limit: the same refusal as without the fast path. */
     char *big = malloc(16 + 2 * 1001 + 64);

@@ -385,16 +385,16 @@ static void test_fast_matches_reference(void)
     uint64_t x = 0x2545f4914f6cdd1du;
     int bad = 0, n = 0;
     char a[32], b[32];
-#define SAME(dv)                                                                                 \
-    do {                                                                                         \
-        double d_ = (dv);                                                                        \
-        int la_ = jsonw_format_double(a, d_), lb_ = jsonw_format_double_ref(b, d_);              \
-        n++;                                                                                     \
-        if (la_ != lb_ || strcmp(a, b) != 0) {                                                   \
-            if (bad++ < 5) {                                                                     \
-                fprintf(stderr, "fast %s ref %s (%a)\n", a, b, d_);                              \
-            }                                                                                    \
-        }                                                                                        \
+#define SAME(dv)                                                                                   \
+    do {                                                                                           \
+        double d_ = (dv);                                                                          \
+        int la_ = jsonw_format_double(a, d_), lb_ = jsonw_format_double_ref(b, d_);                \
+        n++;                                                                                       \
+        if (la_ != lb_ || strcmp(a, b) != 0) {                                                     \
+            if (bad++ < 5) {                                                                       \
+                fprintf(stderr, "fast %s ref %s (%a)\n", a, b, d_);                                \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
     for (int k = 0; k < 300000; k++) {
         x ^= x << 13;
