@@ -27,6 +27,9 @@
 /* Cancelled results synthesised per pump: a deadline on a huge batch must not flood the
  * owner's buffers in one go. */
 #define DISPATCH_SYNTH_PER_PUMP 4096u
+/* Bytes of results a batch may hold out of order (input order) before it stops sending
+ * jobs: the count window alone would let 256 large images pile up behind a slow first one. */
+#define DISPATCH_MAX_HELD_BYTES (64u * 1024 * 1024)
 
 struct held {
     int ready;
@@ -37,6 +40,7 @@ struct held {
     size_t text_len;
     struct dispatch_blob *blobs;
     size_t nblobs;
+    size_t bytes; /* text and blob bytes, counted in the batch's held_bytes */
     uint64_t start_ns, end_ns;
 };
 
@@ -48,6 +52,7 @@ struct dispatch_batch {
     uint64_t *retry;                    /* indices to send again (their worker died) */
     size_t nretry, retry_cap;
     uint64_t delivered;
+    size_t held_bytes; /* sum of the ring's held results' bytes */
     uint64_t base; /* input order: next index to deliver */
     struct held *ring;
     size_t window;
@@ -160,8 +165,9 @@ static void ring_remove(struct dispatch *d, struct dispatch_batch *b)
 
 /* ---------------------------------------------------------------- results */
 
-static void held_clear(struct held *h)
+static void held_clear(struct dispatch_batch *b, struct held *h)
 {
+    b->held_bytes -= h->bytes;
     free(h->text);
     for (size_t i = 0; i < h->nblobs; i++) {
         free((void *)h->blobs[i].name);
@@ -235,7 +241,7 @@ static void batch_take_result(struct dispatch_batch *b, const struct dispatch_re
         return;
     }
     struct held *h = &b->ring[r->index % b->window];
-    held_clear(h);
+    held_clear(b, h);
     h->ready = 1;
     h->err = r->err;
     h->worker = r->worker;
@@ -258,8 +264,11 @@ static void batch_take_result(struct dispatch_batch *b, const struct dispatch_re
             h->blobs[i].data = p;
             h->blobs[i].len = r->blobs[i].len;
             h->nblobs++;
+            h->bytes += r->blobs[i].len;
         }
     }
+    h->bytes += h->text_len;
+    b->held_bytes += h->bytes;
 }
 
 /* A block of COUNT results from INDEX: delivered now when its turn has come, else held in
@@ -279,7 +288,7 @@ static void batch_take_block(struct dispatch_batch *b, uint64_t index, uint64_t 
         return;
     }
     struct held *h = &b->ring[index % b->window];
-    held_clear(h);
+    held_clear(b, h);
     h->ready = 1;
     h->count = count;
     h->start_ns = 0;
@@ -290,6 +299,8 @@ static void batch_take_block(struct dispatch_batch *b, uint64_t index, uint64_t 
         h->text[len] = '\0';
         h->text_len = len;
     }
+    h->bytes = h->text_len;
+    b->held_bytes += h->bytes;
 }
 
 static void batch_fail_job(struct dispatch_batch *b, uint64_t index, int err, const char *msg,
@@ -322,7 +333,7 @@ static void batch_deliver_held(struct dispatch_batch *b)
             batch_count_block(b, count, h->end_ns);
             b->desc.on_block(b->desc.ud, b->base, count, h->text != NULL ? h->text : "",
                              h->text_len, h->end_ns);
-            held_clear(h);
+            held_clear(b, h);
             b->base += count;
             continue;
         }
@@ -338,7 +349,7 @@ static void batch_deliver_held(struct dispatch_batch *b)
             .end_ns = h->end_ns,
         };
         batch_deliver(b, &r);
-        held_clear(h);
+        held_clear(b, h);
         b->base++;
     }
 }
@@ -388,7 +399,7 @@ static void batch_free(struct dispatch_batch *b)
 {
     if (b->ring != NULL) {
         for (size_t i = 0; i < b->window; i++) {
-            held_clear(&b->ring[i]);
+            held_clear(b, &b->ring[i]);
         }
         free(b->ring);
     }
@@ -436,7 +447,7 @@ static int batch_has_work(const struct dispatch_batch *b)
     if (b->nretry > 0) {
         return 1;
     }
-    if (b->next_job >= b->desc.njobs) {
+    if (b->next_job >= b->desc.njobs || b->held_bytes > DISPATCH_MAX_HELD_BYTES) {
         return 0;
     }
     /* The window: never run ahead of delivery by more than it holds. */
