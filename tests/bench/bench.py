@@ -118,7 +118,7 @@ def run_intensive_peer(workers):
 
 # ---------------------------------------------------------------- batchd
 def tree_rss_kb(root):
-    """VmRSS summed over root and all its descendants (server, zygote, workers)."""
+    """VmRSS summed over root and all its descendants (the server and its workers)."""
     children = {}
     for d in os.listdir('/proc'):
         if not d.isdigit():
@@ -409,7 +409,7 @@ def main():
                              f'{med([r["p99"] for r in rs]):.2f} | {sum(r["non2xx"] for r in rs)} |')
     if 'memory' in only:
         extra.append('')
-        extra.append('Memory: RSS summed over the batchd process tree (server + zygote + workers), MB.')
+        extra.append('Memory: RSS summed over the batchd process tree (server + workers), MB.')
         extra.append('')
         extra.append('| workers | at start | peak during photos | peak during 1M sqrt | after each round (warm-up, 1..REPS) | at end |')
         extra.append('|---|---|---|---|---|---|')
