@@ -1,7 +1,9 @@
 /* Separable blurs. The Gaussian runs in one sweep down the image: each source row is
  * blurred horizontally into a ring of float rows, and each output row is the weighted sum
  * of 2r+1 ring rows, computed along the whole row so that it vectorises. Rows are padded at
- * both ends so no inner loop clamps. The box blur mirrors Pillow's BoxBlur.c arithmetic. */
+ * both ends so no inner loop clamps. The box blur mirrors Pillow's BoxBlur.c arithmetic; its
+ * passes run across many lines at once in cache-sized strips (rows transposed for the
+ * horizontal passes), so that they vectorise too. */
 #include "img_blur.h"
 
 #include <math.h>
@@ -9,7 +11,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define HOT __attribute__((target_clones("avx2", "default")))
+#define HOT __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define HOT
 #endif
@@ -175,89 +177,127 @@ static struct box box_of(float radius)
     return b;
 }
 
-/* One box pass over a row of N pixels of CH channels. PAD holds the row with r+1 edge
- * pixels on each side; OUT may be the row itself. */
-static inline __attribute__((always_inline)) void box_line(const uint8_t *pad, uint8_t *out, int nx,
-                                                           const int ch, const struct box *b)
+/* One box pass along the first axis of a LEN x N array of bytes, from SRC to DST (distinct
+ * arrays, lines SS and DS bytes apart): DST line y is the box of SRC lines y-r-1 .. y+r+1,
+ * edge lines repeated, computed across the N bytes of each line so that it vectorises. This
+ * is Pillow's BoxBlur.c arithmetic exactly. ACC holds N counters. */
+HOT static void box_run(const uint8_t *src, size_t ss, uint8_t *dst, size_t ds, int len, size_t n,
+                        const struct box *b, uint32_t *acc)
 {
-    uint32_t acc[4] = {0, 0, 0, 0};
     int r = b->r;
-    /* acc for output x covers pad[x .. x+2r] (pad index = x + r + 1 - r - 1 + ...). */
-    for (int i = 1; i <= 2 * r; i++) {
-        for (int c = 0; c < ch; c++) {
-            acc[c] += pad[(size_t)i * ch + c];
+    uint32_t ww = b->ww, fw = b->fw;
+#define LINE(j) (src + (size_t)((j) < 0 ? 0 : (j) >= len ? len - 1 : (j)) * ss)
+    memset(acc, 0, n * sizeof *acc);
+    for (int j = -r - 1; j <= r - 1; j++) {
+        const uint8_t *s = LINE(j);
+        for (size_t i = 0; i < n; i++) {
+            acc[i] += s[i];
         }
     }
-    for (int x = 0; x < nx; x++) {
-        const uint8_t *p = pad + (size_t)x * ch; /* p[0] is the far-left tap */
-        for (int c = 0; c < ch; c++) {
-            acc[c] += p[(size_t)(2 * r + 1) * ch + c];
-            uint32_t bulk =
-                acc[c] * b->ww + (uint32_t)(p[c] + p[(size_t)(2 * r + 2) * ch + c]) * b->fw;
-            out[(size_t)x * ch + c] = (uint8_t)((bulk + (1u << 23)) >> 24);
-            acc[c] -= p[(size_t)ch + c];
+    for (int y = 0; y < len; y++) {
+        const uint8_t *add = LINE(y + r), *sub = LINE(y - r - 1), *far = LINE(y + r + 1);
+        uint8_t *d = dst + (size_t)y * ds;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t a = acc[i] + add[i] - sub[i];
+            acc[i] = a;
+            uint32_t bulk = a * ww + (uint32_t)(sub[i] + far[i]) * fw;
+            d[i] = (uint8_t)((bulk + (1u << 23)) >> 24);
         }
     }
+#undef LINE
 }
 
-static void pad_line(const uint8_t *src, uint8_t *pad, int nx, int ch, int e)
-{
-    for (int x = 0; x < e; x++) {
-        memcpy(pad + (size_t)x * ch, src, (size_t)ch);
-        memcpy(pad + (size_t)(e + nx + x) * ch, src + (size_t)(nx - 1) * ch, (size_t)ch);
-    }
-    memcpy(pad + (size_t)e * ch, src, (size_t)nx * ch);
-}
+/* Rows per strip of the horizontal passes: a strip is transposed so that its pixels at one
+ * x are contiguous, and the passes then run down x across the whole strip at once. */
+#define BOX_STRIP 32
 
-HOT static void box_rows(struct img *im, const struct box *b, int passes, uint8_t *pad)
+/* Copies ROWS rows of W pixels of CH bytes from PX (rows S bytes apart) into T, which holds,
+ * for each x, the ROWS pixels at that x one after another; with BACK set, the other way. */
+static inline __attribute__((always_inline)) void
+strip_move(uint8_t *px, size_t s, uint8_t *t, int w, int rows, const int ch, int back)
 {
-    int ch = im->channels, e = b->r + 1;
-    for (int y = 0; y < im->height; y++) {
-        uint8_t *row = im->px + (size_t)y * im->stride;
-        for (int p = 0; p < passes; p++) {
-            pad_line(row, pad, im->width, ch, e);
-            switch (ch) {
-            case 1:
-                box_line(pad, row, im->width, 1, b);
-                break;
-            case 2:
-                box_line(pad, row, im->width, 2, b);
-                break;
-            case 3:
-                box_line(pad, row, im->width, 3, b);
-                break;
-            default:
-                box_line(pad, row, im->width, 4, b);
-                break;
+    size_t n = (size_t)rows * ch;
+    if (back) {
+        for (int x = 0; x < w; x++) {
+            const uint8_t *col = t + (size_t)x * n;
+            uint8_t *p = px + (size_t)x * ch;
+            for (int k = 0; k < rows; k++) {
+                memcpy(p + (size_t)k * s, col + (size_t)k * ch, (size_t)ch);
+            }
+        }
+    } else {
+        for (int x = 0; x < w; x++) {
+            uint8_t *col = t + (size_t)x * n;
+            const uint8_t *p = px + (size_t)x * ch;
+            for (int k = 0; k < rows; k++) {
+                memcpy(col + (size_t)k * ch, p + (size_t)k * s, (size_t)ch);
             }
         }
     }
 }
 
-/* One vertical box pass from SRC to DST (same size), along whole rows. */
-HOT static void box_cols(const struct img *src, struct img *dst, const struct box *b, uint32_t *acc)
+HOT static void strip_copy(uint8_t *px, size_t s, uint8_t *t, int w, int rows, int ch, int back)
 {
-    size_t n = src->stride;
-    int h = src->height, r = b->r;
-#define ROW(j) (src->px + (size_t)((j) < 0 ? 0 : (j) >= h ? h - 1 : (j)) * n)
-    memset(acc, 0, n * sizeof *acc);
-    for (int j = -r - 1; j <= r - 1; j++) {
-        const uint8_t *s = ROW(j);
-        for (size_t i = 0; i < n; i++) {
-            acc[i] += s[i];
+    switch (ch) {
+    case 1:
+        strip_move(px, s, t, w, rows, 1, back);
+        break;
+    case 2:
+        strip_move(px, s, t, w, rows, 2, back);
+        break;
+    case 3:
+        strip_move(px, s, t, w, rows, 3, back);
+        break;
+    default:
+        strip_move(px, s, t, w, rows, 4, back);
+        break;
+    }
+}
+
+/* PASSES horizontal box passes over every row. T and U hold BOX_STRIP * stride bytes each,
+ * ACC BOX_STRIP * channels counters. */
+static void box_rows(struct img *im, const struct box *b, int passes, uint8_t *t, uint8_t *u,
+                     uint32_t *acc)
+{
+    int ch = im->channels, w = im->width;
+    for (int y = 0; y < im->height; y += BOX_STRIP) {
+        int rows = im->height - y < BOX_STRIP ? im->height - y : BOX_STRIP;
+        size_t n = (size_t)rows * ch;
+        uint8_t *px = im->px + (size_t)y * im->stride;
+        strip_copy(px, im->stride, t, w, rows, ch, 0);
+        for (int p = 0; p < passes; p++) {
+            box_run(p % 2 ? u : t, n, p % 2 ? t : u, n, w, n, b, acc);
+        }
+        strip_copy(px, im->stride, passes % 2 ? u : t, w, rows, ch, 1);
+    }
+}
+
+/* Bytes per column strip of the vertical passes: a strip of every row is copied out so that
+ * the passes run within cache. */
+#define BOX_COLS 256
+
+/* PASSES vertical box passes over every column, a strip of BOX_COLS bytes at a
+ * time. T and U hold BOX_COLS * height bytes each (or stride * height when narrower), ACC as
+ * many counters as a strip has bytes. */
+static void box_cols(struct img *im, const struct box *b, int passes, uint8_t *t, uint8_t *u,
+                     uint32_t *acc)
+{
+    int h = im->height;
+    size_t st = im->stride;
+    for (size_t x = 0; x < st; x += BOX_COLS) {
+        size_t cw = st - x < BOX_COLS ? st - x : BOX_COLS;
+        /* Copied out and back: the passes' rows are then adjacent (fewer pages, in cache). */
+        for (int y = 0; y < h; y++) {
+            memcpy(t + (size_t)y * cw, im->px + (size_t)y * st + x, cw);
+        }
+        for (int p = 0; p < passes; p++) {
+            box_run(p % 2 ? u : t, cw, p % 2 ? t : u, cw, h, cw, b, acc);
+        }
+        const uint8_t *r = passes % 2 ? u : t;
+        for (int y = 0; y < h; y++) {
+            memcpy(im->px + (size_t)y * st + x, r + (size_t)y * cw, cw);
         }
     }
-    for (int y = 0; y < h; y++) {
-        const uint8_t *add = ROW(y + r), *sub = ROW(y - r - 1), *far = ROW(y + r + 1);
-        uint8_t *d = dst->px + (size_t)y * n;
-        for (size_t i = 0; i < n; i++) {
-            uint32_t a = acc[i] + add[i] - sub[i];
-            acc[i] = a;
-            uint32_t bulk = a * b->ww + (uint32_t)(sub[i] + far[i]) * b->fw;
-            d[i] = (uint8_t)((bulk + (1u << 23)) >> 24);
-        }
-    }
-#undef ROW
 }
 
 static int box_blur(struct img *im, double sx, double sy)
@@ -265,29 +305,35 @@ static int box_blur(struct img *im, double sx, double sy)
     const int passes = 3;
     if (sx > 0) {
         struct box b = box_of(box_radius((float)sx, passes));
-        uint8_t *pad = malloc((size_t)(im->width + 2 * (b.r + 1)) * im->channels + 32);
-        if (pad == NULL) {
-            return -1;
-        }
-        box_rows(im, &b, passes, pad);
-        free(pad);
-    }
-    if (sy > 0) {
-        struct box b = box_of(box_radius((float)sy, passes));
-        struct img *tmp = img_create(im->width, im->height, im->channels);
-        uint32_t *acc = malloc(sizeof *acc * (im->stride + 8));
-        if (tmp == NULL || acc == NULL) {
-            img_destroy(tmp);
+        size_t sz = (size_t)BOX_STRIP * im->stride;
+        uint8_t *t = malloc(sz), *u = malloc(sz);
+        uint32_t *acc = malloc(sizeof *acc * (size_t)BOX_STRIP * (size_t)im->channels);
+        if (t == NULL || u == NULL || acc == NULL) {
+            free(t);
+            free(u);
             free(acc);
             return -1;
         }
-        box_cols(im, tmp, &b, acc);
-        box_cols(tmp, im, &b, acc);
-        box_cols(im, tmp, &b, acc);
-        uint8_t *t = im->px;
-        im->px = tmp->px;
-        tmp->px = t;
-        img_destroy(tmp);
+        box_rows(im, &b, passes, t, u, acc);
+        free(t);
+        free(u);
+        free(acc);
+    }
+    if (sy > 0) {
+        struct box b = box_of(box_radius((float)sy, passes));
+        size_t cw = im->stride < BOX_COLS ? im->stride : BOX_COLS;
+        size_t sz = cw * (size_t)im->height;
+        uint8_t *t = malloc(sz), *u = malloc(sz);
+        uint32_t *acc = malloc(sizeof *acc * cw);
+        if (t == NULL || u == NULL || acc == NULL) {
+            free(t);
+            free(u);
+            free(acc);
+            return -1;
+        }
+        box_cols(im, &b, passes, t, u, acc);
+        free(t);
+        free(u);
         free(acc);
     }
     return 0;
