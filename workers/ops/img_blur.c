@@ -2,8 +2,8 @@
  * blurred horizontally into a ring of float rows, and each output row is the weighted sum
  * of 2r+1 ring rows, computed along the whole row so that it vectorises. Rows are padded at
  * both ends so no inner loop clamps. The box blur mirrors Pillow's BoxBlur.c arithmetic; its
- * passes run across many lines at once in cache-sized strips (rows transposed for the
- * horizontal passes), so that they vectorise too. */
+ * passes run across many lines at once so that they vectorise too: the horizontal ones on
+ * strips of rows transposed in cache, the vertical ones in one sweep down the image. */
 #include "img_blur.h"
 
 #include <math.h>
@@ -181,8 +181,10 @@ static struct box box_of(float radius)
  * arrays, lines SS and DS bytes apart): DST line y is the box of SRC lines y-r-1 .. y+r+1,
  * edge lines repeated, computed across the N bytes of each line so that it vectorises. This
  * is Pillow's BoxBlur.c arithmetic exactly. ACC holds N counters. */
-HOT static void box_run(const uint8_t *src, size_t ss, uint8_t *dst, size_t ds, int len, size_t n,
-                        const struct box *b, uint32_t *acc)
+static inline __attribute__((always_inline)) void box_run_body(const uint8_t *src, size_t ss,
+                                                               uint8_t *dst, size_t ds, int len,
+                                                               const size_t n, const struct box *b,
+                                                               uint32_t *acc)
 {
     int r = b->r;
     uint32_t ww = b->ww, fw = b->fw;
@@ -205,6 +207,12 @@ HOT static void box_run(const uint8_t *src, size_t ss, uint8_t *dst, size_t ds, 
         }
     }
 #undef LINE
+}
+
+HOT static void box_run(const uint8_t *src, size_t ss, uint8_t *dst, size_t ds, int len, size_t n,
+                        const struct box *b, uint32_t *acc)
+{
+    box_run_body(src, ss, dst, ds, len, n, b, acc);
 }
 
 /* Rows per strip of the horizontal passes: a strip is transposed so that its pixels at one
@@ -254,6 +262,28 @@ HOT static void strip_copy(uint8_t *px, size_t s, uint8_t *t, int w, int rows, i
     }
 }
 
+/* box_run over a full strip of BOX_STRIP rows of CH channels: with the line length known,
+ * the counters can stay in registers. */
+HOT static void box_run_strip(const uint8_t *src, uint8_t *dst, int len, int ch,
+                              const struct box *b)
+{
+    uint32_t acc[4 * BOX_STRIP];
+    switch (ch) {
+    case 1:
+        box_run_body(src, BOX_STRIP, dst, BOX_STRIP, len, BOX_STRIP, b, acc);
+        break;
+    case 2:
+        box_run_body(src, 2 * BOX_STRIP, dst, 2 * BOX_STRIP, len, 2 * BOX_STRIP, b, acc);
+        break;
+    case 3:
+        box_run_body(src, 3 * BOX_STRIP, dst, 3 * BOX_STRIP, len, 3 * BOX_STRIP, b, acc);
+        break;
+    default:
+        box_run_body(src, 4 * BOX_STRIP, dst, 4 * BOX_STRIP, len, 4 * BOX_STRIP, b, acc);
+        break;
+    }
+}
+
 /* PASSES horizontal box passes over every row. T and U hold BOX_STRIP * stride bytes each,
  * ACC BOX_STRIP * channels counters. */
 static void box_rows(struct img *im, const struct box *b, int passes, uint8_t *t, uint8_t *u,
@@ -266,43 +296,120 @@ static void box_rows(struct img *im, const struct box *b, int passes, uint8_t *t
         uint8_t *px = im->px + (size_t)y * im->stride;
         strip_copy(px, im->stride, t, w, rows, ch, 0);
         for (int p = 0; p < passes; p++) {
-            box_run(p % 2 ? u : t, n, p % 2 ? t : u, n, w, n, b, acc);
+            if (rows == BOX_STRIP) {
+                box_run_strip(p % 2 ? u : t, p % 2 ? t : u, w, ch, b);
+            } else {
+                box_run(p % 2 ? u : t, n, p % 2 ? t : u, n, w, n, b, acc);
+            }
         }
         strip_copy(px, im->stride, passes % 2 ? u : t, w, rows, ch, 1);
     }
 }
 
-/* Bytes per column strip of the vertical passes: a strip of every row is copied out so that
- * the passes run within cache. */
-#define BOX_COLS 256
+/* The vertical passes run down the image in one sweep, whole rows at a time: pass k's output
+ * rows go to a ring of 2r+3 rows (all that pass k+1 needs at once), and the last pass writes
+ * back into the image, over source rows the first pass no longer needs. */
+#define BOX_PASSES 3
+_Static_assert(BOX_PASSES >= 2, "the last pass writes over the first one's source");
 
-/* PASSES vertical box passes over every column, a strip of BOX_COLS bytes at a
- * time. T and U hold BOX_COLS * height bytes each (or stride * height when narrower), ACC as
- * many counters as a strip has bytes. */
-static void box_cols(struct img *im, const struct box *b, int passes, uint8_t *t, uint8_t *u,
-                     uint32_t *acc)
+HOT static void box_sum(uint32_t *acc, const uint8_t *s, size_t n)
 {
-    int h = im->height;
-    size_t st = im->stride;
-    for (size_t x = 0; x < st; x += BOX_COLS) {
-        size_t cw = st - x < BOX_COLS ? st - x : BOX_COLS;
-        /* Copied out and back: the passes' rows are then adjacent (fewer pages, in cache). */
-        for (int y = 0; y < h; y++) {
-            memcpy(t + (size_t)y * cw, im->px + (size_t)y * st + x, cw);
+    for (size_t i = 0; i < n; i++) {
+        acc[i] += s[i];
+    }
+}
+
+HOT static void box_step(uint32_t *acc, const uint8_t *add, const uint8_t *sub, const uint8_t *far,
+                         uint8_t *d, size_t n, uint32_t ww, uint32_t fw)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = acc[i] + add[i] - sub[i];
+        acc[i] = a;
+        uint32_t bulk = a * ww + (uint32_t)(sub[i] + far[i]) * fw;
+        d[i] = (uint8_t)((bulk + (1u << 23)) >> 24);
+    }
+}
+
+struct vbox {
+    struct img *im;
+    const struct box *b;
+    int slots;                     /* rows per ring */
+    uint8_t *ring[BOX_PASSES];     /* ring[k]: pass k's output, 1 <= k < BOX_PASSES */
+    uint32_t *acc[BOX_PASSES + 1]; /* acc[k]: pass k's counters, one per byte of a row */
+    int made[BOX_PASSES + 1];      /* rows pass k has produced */
+};
+
+/* Row J (clamped to the image) of pass K's output; pass 0 is the image itself. */
+static const uint8_t *vbox_row(const struct vbox *v, int k, int j)
+{
+    int h = v->im->height;
+    j = j < 0 ? 0 : j >= h ? h - 1 : j;
+    if (k == 0) {
+        return v->im->px + (size_t)j * v->im->stride;
+    }
+    return v->ring[k] + (size_t)(j % v->slots) * v->im->stride;
+}
+
+/* Produces pass K's rows up to Y, first the rows of pass K-1 that they need. */
+static void vbox_make(struct vbox *v, int k, int y)
+{
+    int h = v->im->height, r = v->b->r;
+    size_t n = v->im->stride;
+    while (v->made[k] <= y) {
+        int j = v->made[k];
+        if (k > 1) {
+            vbox_make(v, k - 1, j + r + 1 < h - 1 ? j + r + 1 : h - 1);
         }
-        for (int p = 0; p < passes; p++) {
-            box_run(p % 2 ? u : t, cw, p % 2 ? t : u, cw, h, cw, b, acc);
+        if (j == 0) {
+            memset(v->acc[k], 0, n * sizeof *v->acc[k]);
+            for (int i = -r - 1; i <= r - 1; i++) {
+                box_sum(v->acc[k], vbox_row(v, k - 1, i), n);
+            }
         }
-        const uint8_t *r = passes % 2 ? u : t;
-        for (int y = 0; y < h; y++) {
-            memcpy(im->px + (size_t)y * st + x, r + (size_t)y * cw, cw);
+        uint8_t *d =
+            k == BOX_PASSES ? v->im->px + (size_t)j * n : v->ring[k] + (size_t)(j % v->slots) * n;
+        box_step(v->acc[k], vbox_row(v, k - 1, j + r), vbox_row(v, k - 1, j - r - 1),
+                 vbox_row(v, k - 1, j + r + 1), d, n, v->b->ww, v->b->fw);
+        v->made[k]++;
+    }
+}
+
+/* BOX_PASSES vertical box passes over IM; returns 0 or -1 (OOM, IM unchanged). */
+static int box_cols_sweep(struct img *im, const struct box *b)
+{
+    struct vbox v;
+    memset(&v, 0, sizeof v);
+    v.im = im;
+    v.b = b;
+    v.slots = 2 * b->r + 3 < im->height ? 2 * b->r + 3 : im->height;
+    int rc = -1;
+    for (int k = 1; k <= BOX_PASSES; k++) {
+        v.acc[k] = malloc(sizeof *v.acc[k] * im->stride);
+        if (v.acc[k] == NULL) {
+            goto out;
+        }
+        if (k < BOX_PASSES) {
+            v.ring[k] = malloc((size_t)v.slots * im->stride);
+            if (v.ring[k] == NULL) {
+                goto out;
+            }
         }
     }
+    vbox_make(&v, BOX_PASSES, im->height - 1);
+    rc = 0;
+out:
+    for (int k = 1; k <= BOX_PASSES; k++) {
+        free(v.acc[k]);
+        if (k < BOX_PASSES) {
+            free(v.ring[k]);
+        }
+    }
+    return rc;
 }
 
 static int box_blur(struct img *im, double sx, double sy)
 {
-    const int passes = 3;
+    const int passes = BOX_PASSES;
     if (sx > 0) {
         struct box b = box_of(box_radius((float)sx, passes));
         size_t sz = (size_t)BOX_STRIP * im->stride;
@@ -321,20 +428,9 @@ static int box_blur(struct img *im, double sx, double sy)
     }
     if (sy > 0) {
         struct box b = box_of(box_radius((float)sy, passes));
-        size_t cw = im->stride < BOX_COLS ? im->stride : BOX_COLS;
-        size_t sz = cw * (size_t)im->height;
-        uint8_t *t = malloc(sz), *u = malloc(sz);
-        uint32_t *acc = malloc(sizeof *acc * cw);
-        if (t == NULL || u == NULL || acc == NULL) {
-            free(t);
-            free(u);
-            free(acc);
+        if (box_cols_sweep(im, &b) != 0) {
             return -1;
         }
-        box_cols(im, &b, passes, t, u, acc);
-        free(t);
-        free(u);
-        free(acc);
     }
     return 0;
 }
