@@ -111,6 +111,8 @@ static int fast_split(double d, struct fast_double *fd)
  * included when m is even (strtod rounds ties to even). Every product stays under 2^127 for
  * 2^-16 < D < 2^53 (k in 0..68): that is where computed results mostly live. Returns 1
  * (found) or 0 (no P-digit decimal reads back), or -1 (ask digits_at). */
+static void emit_digits(uint64_t x, int len, int s, char digits[24], int *exp10);
+
 static int digits_fast(struct fast_double *fd, int p, char digits[24], int *exp10)
 {
     const uint64_t m = fd->m;
@@ -171,8 +173,14 @@ static int digits_fast(struct fast_double *fd, int p, char digits[24], int *exp1
     if (!in) {
         return 0;
     }
-    uint64_t x = (uint64_t)n;
-    int len = n == hi ? p + 1 : p; /* N has P digits, or P + 1 when rounding carried */
+    emit_digits((uint64_t)n, n == hi ? p + 1 : p, s, digits, exp10);
+    return 1;
+}
+
+/* N (>= 1) has LEN digits (P, or P + 1 when rounding carried) and stands for N * 10^-S:
+ * stores its digits without trailing zeros and the exponent of the first one. */
+static void emit_digits(uint64_t x, int len, int s, char digits[24], int *exp10)
+{
     *exp10 = len - 1 - s;
     while (x % 10 == 0) { /* trailing zeros go: N >= 1, so this stops */
         x /= 10;
@@ -193,7 +201,66 @@ static int digits_fast(struct fast_double *fd, int p, char digits[24], int *exp1
         digits[0] = (char)('0' + x);
     }
     digits[len] = '\0';
-    return 1;
+}
+
+/* digits_fast for P = 15, 16 and 17 at once: D * 10^s17 is worked out once (truncated T plus
+ * the remainder REM in units of 2^-k), the 15- and 16-digit roundings come from T's last
+ * digits and REM, and each candidate is checked against the same interval bounds. Returns the
+ * smallest P of the three whose nearest decimal reads back (its digits stored), 0 when the
+ * 17-digit one does not either (never expected), or -1 (ask digits_try). */
+static int digits_fast_15_17(struct fast_double *fd, char digits[24], int *exp10)
+{
+    const uint64_t m = fd->m;
+    const int k = fd->k;
+    int f = fd->f;
+    const unsigned __int128 lo = pow10_u128(16), hi = lo * 10;
+    unsigned __int128 num = 0, t = 0, p10s = 0;
+    int s = 0;
+    for (int tries = 0;; tries++) {
+        if (tries == 3) {
+            return -1;
+        }
+        s = 16 - f;
+        if (s < 0 || s > 21) {
+            return -1;
+        }
+        p10s = pow10_u128(s);
+        num = (unsigned __int128)m * p10s;
+        t = num >> k;
+        if (t < lo) {
+            f--;
+        } else if (t >= hi) {
+            f++;
+        } else {
+            break;
+        }
+    }
+    fd->f = f;
+    const unsigned __int128 rem = num - (t << k); /* < 2^k */
+    /* In units of 2^-(k+1) at scale 10^s17, D is 2 * num = (T << (k + 1)) + 2 * REM and its
+     * interval reaches P10S either side; a candidate C lies (C - T) * 2^(k+1) - 2 * REM off,
+     * |C - T| <= 100, so the distance fits a signed 128-bit integer. */
+    const __int128 unit = (__int128)1 << (k + 1), rem2 = 2 * (__int128)rem;
+    const int even = (m & 1) == 0;
+    for (int j = 2; j >= 0; j--) { /* P = 17 - j */
+        const uint64_t pj = j == 2 ? 100 : j == 1 ? 10 : 1;
+        const uint64_t t64 = (uint64_t)t; /* < 10^17 */
+        unsigned __int128 n = t64 / pj, r = t64 % pj;
+        /* The fraction dropped is (r + rem / 2^k) / pj; compare it with one half. */
+        unsigned __int128 twice = ((r << k) + rem) * 2, whole = (unsigned __int128)pj << k;
+        if (twice > whole || (twice == whole && (n & 1))) {
+            n++;
+        }
+        __int128 dist = ((__int128)(n * pj) - (__int128)t64) * unit - rem2;
+        unsigned __int128 ad = (unsigned __int128)(dist < 0 ? -dist : dist);
+        int in = even ? ad <= p10s : ad < p10s;
+        if (in) {
+            int p = 17 - j;
+            emit_digits((uint64_t)n, n == (uint64_t)hi / pj ? p + 1 : p, s - j, digits, exp10);
+            return p;
+        }
+    }
+    return 0;
 }
 
 static int digits_try(double d, struct fast_double *fd, int p, int pow2, char digits[24],
@@ -238,7 +305,10 @@ static int jsonw_format_double_impl(char out[32], double d, int fast)
     char best[24];
     int best_exp = 0;
     struct fast_double fdv, *fd = fast && fast_split(d, &fdv) == 0 ? &fdv : NULL;
-    if (!digits_try(d, fd, 15, pow2, best, &best_exp)) {
+    int top = fd != NULL ? digits_fast_15_17(fd, best, &best_exp) : -1;
+    if (top > 15) {
+        /* 16 or 17 digits: done */
+    } else if (top < 15 && !digits_try(d, fd, 15, pow2, best, &best_exp)) {
         if (!digits_try(d, fd, 16, pow2, best, &best_exp)) {
             digits_try(d, fd, 17, pow2, best, &best_exp);
         }
