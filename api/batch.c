@@ -333,6 +333,23 @@ static int mark_big_integers(const char *body, size_t len, struct buf *out)
     return rc;
 }
 
+/* Reads the optional millisecond field NAME of ROOT into *MS (left as it is when absent).
+ * Returns 0, or -BATCHD_E_BAD_REQUEST with E filled. */
+static int read_ms(const json_t *root, const char *name, long long *ms, struct batch_error *e)
+{
+    json_t *v = json_object_get(root, name);
+    if (v == NULL) {
+        return 0;
+    }
+    long long x = json_uint(v);
+    if (x < 1 || x > 86400000) {
+        return fail(e, -BATCHD_E_BAD_REQUEST, name, "%s must be an integer from 1 to 86400000",
+                    name);
+    }
+    *ms = x;
+    return 0;
+}
+
 int batch_spec_parse(const char *body, size_t len, const struct batch_limits *lim,
                      struct batch_spec *out, struct batch_error *e)
 {
@@ -454,26 +471,18 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
             goto out;
         }
     }
-    json_t *t = json_object_get(root, "timeout_ms");
-    if (t != NULL) {
-        long long ms = json_uint(t);
-        if (ms < 1 || ms > 86400000) {
-            rc = fail(e, -BATCHD_E_BAD_REQUEST, "timeout_ms",
-                      "timeout_ms must be an integer from 1 to 86400000");
-            goto out;
-        }
-        out->timeout_ms = ms;
+    long long ms = -1;
+    rc = read_ms(root, "timeout_ms", &ms, e);
+    if (rc != 0) {
+        goto out;
     }
-    json_t *dl = json_object_get(root, "deadline_ms");
-    if (dl != NULL) {
-        long long ms = json_uint(dl);
-        if (ms < 1 || ms > 86400000) {
-            rc = fail(e, -BATCHD_E_BAD_REQUEST, "deadline_ms",
-                      "deadline_ms must be an integer from 1 to 86400000");
-            goto out;
-        }
-        out->deadline_ms = (uint64_t)ms;
+    out->timeout_ms = ms;
+    ms = 0;
+    rc = read_ms(root, "deadline_ms", &ms, e);
+    if (rc != 0) {
+        goto out;
     }
+    out->deadline_ms = (uint64_t)ms;
     json_t *timing = json_object_get(root, "timing");
     if (timing != NULL) {
         if (!json_is_boolean(timing)) {
