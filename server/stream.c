@@ -150,12 +150,12 @@ static int stream_name_outputs(struct request *r, enum MHD_Result *mr)
             continue;
         }
         batch_spec_job(&r->spec, i, &opname, &input, &params);
-        if (set == NULL && (set = outname_set_create()) == NULL) {
-            rc = -1;
-            break;
+        if (set == NULL) {
+            set = outname_set_create();
         }
-        rc = outname_claim(set, r->spec.params, params, input, r->blobs[i].name, i,
-                           &r->blobs[i].out_name);
+        rc = set == NULL ? -1
+                         : outname_claim(set, r->spec.params, params, input, r->blobs[i].name, i,
+                                         &r->blobs[i].out_name);
     }
     outname_set_destroy(set);
     if (rc != 0) {
