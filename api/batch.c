@@ -350,12 +350,50 @@ static int read_ms(const json_t *root, const char *name, long long *ms, struct b
     return 0;
 }
 
+/* Refuses what jansson would misreport: an empty body (it says "wrong arguments" at line -1)
+ * and raw NUL bytes, which JSON never allows (outside strings only whitespace may stand
+ * between tokens, inside them control characters must be escaped) but jansson's reader
+ * takes for the end of its buffer and skips. Returns 0, or -BATCHD_E_INVALID_JSON with E
+ * filled and the position of the NUL in the message. */
+static int check_raw_bytes(const char *body, size_t len, struct batch_error *e)
+{
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r')) {
+        i++;
+    }
+    if (i == len) {
+        return fail(e, -BATCHD_E_INVALID_JSON, NULL,
+                    "empty request body: expected a JSON batch (an object with op and inputs, "
+                    "or jobs)");
+    }
+    const char *nul = memchr(body, '\0', len);
+    if (nul == NULL) {
+        return 0;
+    }
+    size_t at = (size_t)(nul - body);
+    unsigned long long line = 1, column = 1;
+    for (size_t k = 0; k < at; k++) {
+        if (body[k] == '\n') {
+            line++;
+            column = 1;
+        } else {
+            column++;
+        }
+    }
+    return fail(e, -BATCHD_E_INVALID_JSON, NULL,
+                "invalid JSON at line %llu column %llu (byte %zu): a raw NUL byte is not allowed",
+                line, column, at);
+}
+
 int batch_spec_parse(const char *body, size_t len, const struct batch_limits *lim,
                      struct batch_spec *out, struct batch_error *e)
 {
     memset(out, 0, sizeof *out);
     memset(e, 0, sizeof *e);
     out->timeout_ms = -1;
+    if (check_raw_bytes(body, len, e) != 0) {
+        return e->err;
+    }
     json_error_t jerr;
     int64_t *ints = NULL;
     uint64_t nints = 0;

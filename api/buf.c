@@ -25,6 +25,11 @@ void buf_cleanup(struct buf *b)
 void buf_reset(struct buf *b)
 {
     b->len = 0;
+    if (b->cap > BUF_KEEP_MAX) {
+        /* Big enough to be a mapping of its own (the server sets M_MMAP_THRESHOLD): the
+         * free gives it back to the system. */
+        buf_cleanup(b);
+    }
 }
 
 static int buf_grow(struct buf *b, size_t need)
@@ -126,7 +131,7 @@ void buf_truncate(struct buf *b, size_t len)
 void buf_consume(struct buf *b, size_t n)
 {
     if (n >= b->len) {
-        b->len = 0;
+        buf_reset(b);
         return;
     }
     memmove(b->data, b->data + n, b->len - n);

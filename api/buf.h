@@ -19,7 +19,12 @@ void buf_init(struct buf *b, size_t max);
 /* Frees the buffer's memory; the buffer is then empty and may be reused. */
 void buf_cleanup(struct buf *b);
 
-/* Empties the buffer, keeping its memory. */
+/* Memory an emptied buffer keeps for reuse; past it, emptying frees the memory. A buffer
+ * that once held one huge result (a 60 MB image) would otherwise hold that much for as long
+ * as it lives (a worker's frame buffer, the dispatcher's slot buffers: for ever). */
+#define BUF_KEEP_MAX (4u * 1024 * 1024)
+
+/* Empties the buffer, keeping its memory up to BUF_KEEP_MAX bytes (more is freed). */
 void buf_reset(struct buf *b);
 
 /* Appends LEN bytes. Returns 0, or -1 if the cap would be passed or memory ran out
@@ -42,7 +47,7 @@ void buf_commit(struct buf *b, size_t n);
 /* Shortens the buffer to LEN bytes (LEN <= length). */
 void buf_truncate(struct buf *b, size_t len);
 
-/* Drops the first N bytes (N <= length). */
+/* Drops the first N bytes (N <= length); all of them empties it as buf_reset does. */
 void buf_consume(struct buf *b, size_t n);
 
 /* Borrowed pointer to the bytes (may be NULL when empty) and their count. */

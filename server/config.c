@@ -179,6 +179,68 @@ int config_cpus_available(void)
     return cpus < 1 ? 1 : cpus;
 }
 
+/* PATH made absolute with every symlink resolved, into OUT (PATH_MAX bytes): realpath, or,
+ * for a folder not made yet, its nearest existing parent's realpath and the rest as
+ * written. Returns 0, or -1 when not even that can be told. */
+static int canonical_dir(const char *path, char *out)
+{
+    if (realpath(path, out) != NULL) {
+        return 0;
+    }
+    if (errno != ENOENT) {
+        return -1;
+    }
+    char parent[PATH_MAX], up[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", path);
+    size_t n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/') {
+        parent[--n] = '\0';
+    }
+    char *slash = strrchr(parent, '/');
+    const char *last = slash != NULL ? slash + 1 : parent;
+    if (strcmp(last, ".") == 0 || strcmp(last, "..") == 0 || *last == '\0') {
+        return -1;
+    }
+    char name[PATH_MAX];
+    snprintf(name, sizeof name, "%s", last);
+    if (slash == parent) {
+        snprintf(up, sizeof up, "/");
+    } else if (slash != NULL) {
+        *slash = '\0';
+        snprintf(up, sizeof up, "%s", parent);
+    } else {
+        snprintf(up, sizeof up, ".");
+    }
+    if (canonical_dir(up, parent) != 0) {
+        return -1;
+    }
+    int w = snprintf(out, PATH_MAX, "%s%s%s", parent, strcmp(parent, "/") == 0 ? "" : "/", name);
+    return w > 0 && w < PATH_MAX ? 0 : -1;
+}
+
+/* Outputs may replace files in the output dir (a rerun replaces its own outputs), so that
+ * folder must hold no input: it may be inside the data dir (the default DATA_DIR/out;
+ * workers then refuse inputs from it), never the data dir itself or a folder around it. */
+static int check_output_dir(const struct config *cfg, FILE *err)
+{
+    char data[PATH_MAX], out[PATH_MAX];
+    if (cfg->data_dir[0] == '\0' || cfg->output_dir[0] == '\0' ||
+        canonical_dir(cfg->data_dir, data) != 0 || canonical_dir(cfg->output_dir, out) != 0) {
+        return 0;
+    }
+    size_t n = strlen(out);
+    int holds = strcmp(out, "/") == 0 ||
+                (strncmp(data, out, n) == 0 && (data[n] == '\0' || data[n] == '/'));
+    if (holds) {
+        fprintf(err,
+                "batchd: --output-dir (%s) is --data-dir or holds it: outputs could replace "
+                "inputs; give it a folder of its own (the default is DATA_DIR/out)\n",
+                cfg->output_dir);
+        return -1;
+    }
+    return 0;
+}
+
 static void config_usage(FILE *out)
 {
     fprintf(out, "usage: batchd [--flag VALUE ...]\n\n");
@@ -268,6 +330,9 @@ int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
     }
     if (cfg->output_dir[0] == '\0' && cfg->data_dir[0] != '\0') {
         snprintf(cfg->output_dir, sizeof cfg->output_dir, "%.4000s/out", cfg->data_dir);
+    }
+    if (check_output_dir(cfg, err) != 0) {
+        return -1;
     }
     return 0;
 }

@@ -47,6 +47,7 @@ enum route { ROUTE_NONE, ROUTE_BATCHES, ROUTE_OPS, ROUTE_HEALTHZ, ROUTE_READYZ, 
 struct stream_blob {
     uint64_t off, len;
     const char *name; /* borrowed from the upload */
+    char *out_name;   /* owned: the stem of its output "path" files (api/outname.h), or NULL */
 };
 
 struct request {

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "loop.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,11 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     }
     log_set_format(strcmp(s.cfg.log_format, "json") == 0 ? LOG_JSON : LOG_LOGFMT);
+    /* Buffers of 1 MiB and more get mappings of their own, which free() gives back: left
+     * to itself, glibc raises the threshold to the size of each big block freed (up to
+     * 32 MiB) and then keeps such blocks in its heap, so that six clients not reading a
+     * 57 MB result left hundreds of MB held after they had gone (issue 8). */
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     int status = loop_run(&s);
     loop_cleanup(&s);
     return status;

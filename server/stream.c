@@ -6,6 +6,7 @@
 
 #include "../api/errors.h"
 #include "../api/jsonw.h"
+#include "../api/outname.h"
 #include "../workers/ipc.h"
 #include "../workers/ops.h"
 #include "log.h"
@@ -49,17 +50,18 @@ static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
     job->value = input;
     job->params = params;
     job->has_int = batch_spec_int_input(&r->spec, i, &job->ival);
+    if (r->blobs != NULL) {
+        job->name = r->blobs[i].out_name;
+    }
     if (r->blobs != NULL && r->blobs[i].len > 0) {
         /* The bytes travel in shared memory; the input (base64) need not. */
         job->value = NULL;
         job->blob_off = r->blobs[i].off;
         job->blob_len = r->blobs[i].len;
-        job->name = r->blobs[i].name;
     } else if (r->blobs != NULL && upload_is_multipart(r->upload)) {
         /* An empty file part has no bytes to hand over; without an input the worker would
          * blame the shape of the input instead of saying that the file is empty. */
         job->value = r->empty_upload;
-        job->name = r->blobs[i].name;
     }
 }
 
@@ -130,6 +132,36 @@ static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
         }
     }
     return 0;
+}
+
+/* The stems of the files that image jobs with output "path" write, unique in the batch
+ * (README: two inputs never get one output name). The workers only see their own jobs, so
+ * the batch names them here, in input order: the same batch gets the same names again.
+ * Returns 0, or -1 with the reply queued. */
+static int stream_name_outputs(struct request *r, enum MHD_Result *mr)
+{
+    struct outname_set *set = NULL;
+    int rc = 0;
+    for (uint64_t i = 0; r->blobs != NULL && i < r->spec.njobs && rc == 0; i++) {
+        const char *opname;
+        json_t *input, *params;
+        const struct op *op = r->op != NULL ? r->op : r->job_ops[i];
+        if (!(op->flags & OP_IMAGE)) {
+            continue;
+        }
+        batch_spec_job(&r->spec, i, &opname, &input, &params);
+        if (set == NULL) {
+            set = outname_set_create();
+        }
+        rc = set == NULL ? -1
+                         : outname_claim(set, r->spec.params, params, input, r->blobs[i].name, i,
+                                         &r->blobs[i].out_name);
+    }
+    outname_set_destroy(set);
+    if (rc != 0) {
+        *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+    }
+    return rc;
 }
 
 static void stream_on_result(void *ud, const struct dispatch_result *res)
@@ -352,7 +384,8 @@ enum MHD_Result stream_start(struct request *r)
     if (batch_spec_parse(buf_data(body), buf_len(body), &lim, &r->spec, &e) != 0) {
         return http_reply_error(r, e.err, e.message, e.path);
     }
-    if (stream_resolve_ops(r, &mr) != 0 || stream_place_blobs(r, &mr) != 0) {
+    if (stream_resolve_ops(r, &mr) != 0 || stream_place_blobs(r, &mr) != 0 ||
+        stream_name_outputs(r, &mr) != 0) {
         return mr;
     }
     if (fmt == WRITER_JSON) {
@@ -454,6 +487,9 @@ void stream_finish(struct request *r)
         r->stream_prev = r->stream_next = NULL;
     }
     writer_cleanup(&r->writer);
+    for (uint64_t i = 0; r->blobs != NULL && i < r->spec.njobs; i++) {
+        free(r->blobs[i].out_name);
+    }
     batch_spec_cleanup(&r->spec);
     free(r->job_ops);
     r->job_ops = NULL;

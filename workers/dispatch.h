@@ -42,7 +42,7 @@ struct dispatch_job {
     int has_int;          /* instead of value: the input is the integer ival */
     int64_t ival;
     const json_t *params; /* the job's own params, or NULL for the batch's */
-    const char *name;     /* uploaded file name, or NULL */
+    const char *name;     /* output "path" stem (api/outname.h), or NULL */
     uint64_t blob_off, blob_len; /* bytes in the batch's blob fd */
 };
 

@@ -38,7 +38,7 @@ struct job_input {
     size_t blob_len;
     const char *data_dir;   /* --data-dir, or NULL when none was given */
     const char *output_dir; /* where output:"path" results go (under data_dir), or NULL */
-    const char *name;       /* the uploaded file's name, or NULL */
+    const char *name;       /* the stem of its output "path" files, unique in the batch, or NULL */
     uint64_t index;         /* the job's index in its batch (for output file names) */
     int want_binary;        /* 1: the client reads a tar stream, so image bytes go in blobs */
 };

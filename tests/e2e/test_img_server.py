@@ -273,7 +273,8 @@ def test_datadir_inputs_inline_and_path_output():
     for i, n in enumerate(names + [SOME_PHOTOS[0]]):
         check("result" in res[i], res[i])
         v = res[i]["result"]["variants"]
-        stem = os.path.splitext(n)[0] if i < len(names) else "x"
+        # Outputs keep the input's folders under the output dir (README).
+        stem = "photos/" + os.path.splitext(n)[0] if i < len(names) else "photos/deep/x"
         check(v["t"]["path"] == "out/%s-t.png" % stem, v["t"])
         check(v["q"]["path"] == "out/%s-q.jpeg" % stem, v["q"])
         check("data" not in v["t"], v["t"])
@@ -283,8 +284,9 @@ def test_datadir_inputs_inline_and_path_output():
         q = open_image(read(os.path.join(DATA_DIR, v["q"]["path"])))
         check(q.format == "JPEG" and max(q.size) == 64, q.size)
     # No temporary file is left behind.
-    check(not [f for f in os.listdir(os.path.join(DATA_DIR, "out")) if f.startswith(".")],
-          os.listdir(os.path.join(DATA_DIR, "out")))
+    left = [f for _, _, fs in os.walk(os.path.join(DATA_DIR, "out")) for f in fs
+            if f.startswith(".")]
+    check(not left, left)
 
 
 def test_datadir_tar_output_path():

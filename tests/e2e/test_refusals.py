@@ -65,6 +65,23 @@ def test_bad_json():
         refused(body.encode("latin-1"), 400, "invalid_json")
 
 
+def test_raw_nul_and_empty_body():
+    """A raw NUL byte is never JSON (jansson's reader used to skip it: [4\\0] ran as [4]);
+    the refusal names where it is. An empty body says so, not "line -1: wrong arguments"."""
+    pad = " " * 70   # long enough for the integer fast path
+    for body, line, col in [(b'{"op": "sqrt", "inputs": [4\0]}' + pad.encode(), 1, 28),
+                            (b'{"op": "sqrt",' + pad.encode() + b'\n"inputs": [4, 9\0, 16]}', 2, 16),
+                            (b'{"op": "sqrt", "inputs": [4], "timeout_ms": 100\0}', 1, 48),
+                            (b'{"op": "sq\0rt", "inputs": [4]}', 1, 11),
+                            (b'{"op": "sqrt", "inputs": [4]}\0', 1, 30)]:
+        e = refused(body, 400, "invalid_json")
+        check("NUL" in e["message"] and "line %d column %d" % (line, col) in e["message"],
+              (body, e))
+    for body in (b"", b"  \r\n"):
+        e = refused(body, 400, "invalid_json")
+        check("empty request body" in e["message"] and "-1" not in e["message"], e)
+
+
 def test_not_an_object():
     for body in ([1, 2, 3], "square", 5, None):
         e = refused(json.dumps(body), 400)

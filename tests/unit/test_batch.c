@@ -93,9 +93,38 @@ static void test_int_inputs_refusals(void)
     free(big);
 }
 
+/* Raw NUL bytes (jansson's reader skips them) and empty bodies (jansson says "wrong
+ * arguments" at line -1) are refused with their own messages, on both parse paths. */
+static void test_nul_and_empty(void)
+{
+    struct batch_spec s;
+    struct batch_error e;
+    static const char fast[] =
+        "{\"op\": \"sqrt\", \"timing\": false, \"chunksize\": 1, \"inputs\": "
+        "[4\0]}      ";
+    CHECK_EQ_INT(batch_spec_parse(fast, sizeof fast - 1, &lim, &s, &e), -BATCHD_E_INVALID_JSON);
+    CHECK(strstr(e.message, "NUL") != NULL);
+    CHECK(strstr(e.message, "line 1 column 61 (byte 60)") != NULL);
+    static const char tree[] = "{\"op\": \"sqrt\",\n \"inputs\": [4, 9\0, 2]}";
+    CHECK_EQ_INT(batch_spec_parse(tree, sizeof tree - 1, &lim, &s, &e), -BATCHD_E_INVALID_JSON);
+    CHECK(strstr(e.message, "line 2 column 17") != NULL);
+    static const char str[] = "{\"op\": \"sq\0rt\", \"inputs\": [4]}";
+    CHECK_EQ_INT(batch_spec_parse(str, sizeof str - 1, &lim, &s, &e), -BATCHD_E_INVALID_JSON);
+    static const char tail[] = "{\"op\": \"sqrt\", \"inputs\": [4]}\0";
+    CHECK_EQ_INT(batch_spec_parse(tail, sizeof tail - 1, &lim, &s, &e), -BATCHD_E_INVALID_JSON);
+    CHECK_EQ_INT(batch_spec_parse(NULL, 0, &lim, &s, &e), -BATCHD_E_INVALID_JSON);
+    CHECK(strstr(e.message, "empty request body") != NULL);
+    CHECK(strstr(e.message, "-1") == NULL);
+    CHECK_EQ_INT(parse(" \r\n\t ", &s, &e), -BATCHD_E_INVALID_JSON);
+    CHECK(strstr(e.message, "empty request body") != NULL);
+    CHECK_EQ_INT(parse("{\"op\": \"sqrt\", \"inputs\": [4]}", &s, &e), 0);
+    batch_spec_cleanup(&s);
+}
+
 int main(void)
 {
     test_int_inputs();
     test_int_inputs_refusals();
+    test_nul_and_empty();
     return check_report("test_batch");
 }

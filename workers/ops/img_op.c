@@ -7,18 +7,21 @@
 #include "../../api/base64.h"
 #include "../../api/errors.h"
 #include "../../api/jsonw.h"
+#include "../../api/outname.h"
 #include "img_jpeg.h"
 #include "img_pipeline.h"
 #include "img_png.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define IMG_DEFAULT_MAX_PIXELS 100000000ull
@@ -186,6 +189,40 @@ static int open_beneath(int dirfd, const char *rel)
     }
 }
 
+/* 1 when the canonical path P is DIR (canonical too) or lies beneath it. */
+static int path_within(const char *p, const char *dir)
+{
+    size_t n = strlen(dir);
+    if (n == 1 && dir[0] == '/') {
+        return 1;
+    }
+    return strncmp(p, dir, n) == 0 && (p[n] == '\0' || p[n] == '/');
+}
+
+/* 1 when the input file FD (opened as REL under the data dir) lies in the output dir, the
+ * folder outputs are written to, symlinks and all: it is then refused, so that the inputs
+ * and what outputs may replace never meet (README). The file's name comes from the kernel
+ * (/proc/self/fd) where it can; else from the data dir and REL. */
+static int in_output_dir(const struct job_input *in, int fd, const char *rel)
+{
+    char out[PATH_MAX], file[PATH_MAX], link[64];
+    if (in->output_dir == NULL || realpath(in->output_dir, out) == NULL) {
+        return 0; /* no output dir yet: nothing is in it */
+    }
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, file, sizeof file - 1);
+    if (n > 0 && file[0] == '/') {
+        file[n] = '\0';
+        return path_within(file, out);
+    }
+    char joined[PATH_MAX];
+    int w = snprintf(joined, sizeof joined, "%s/%s", in->data_dir, rel);
+    if (w < 0 || (size_t)w >= sizeof joined || realpath(joined, file) == NULL) {
+        return 1; /* cannot tell: refuse rather than risk an input */
+    }
+    return path_within(file, out);
+}
+
 static int read_path(const struct job_input *in, const char *rel, struct buf *data, char *msg,
                      size_t msglen)
 {
@@ -224,6 +261,14 @@ static int read_path(const struct job_input *in, const char *rel, struct buf *da
         rc = -BATCHD_E_INVALID_INPUT;
         goto out;
     }
+    if (in_output_dir(in, fd, rel)) {
+        snprintf(msg, msglen,
+                 "\"%.150s\" is in the output folder: outputs are not read as inputs, so that "
+                 "no output can replace an input",
+                 rel);
+        rc = -BATCHD_E_FORBIDDEN_PATH;
+        goto out;
+    }
     if ((uint64_t)st.st_size > IMG_MAX_FILE_BYTES) {
         snprintf(msg, msglen, "the file is larger than %llu bytes",
                  (unsigned long long)IMG_MAX_FILE_BYTES);
@@ -253,11 +298,12 @@ out:
     return rc;
 }
 
-/* The input's bytes: borrowed from IN->blob, or read/decoded into DATA. */
+/* The input's bytes: borrowed from IN->blob, or read/decoded into DATA. *REL_PATH: a
+ * {"path"} input's relative path (borrowed from IN), else NULL. */
 static int load_input(const struct job_input *in, struct buf *data, const uint8_t **p, size_t *n,
-                      const char **stem_src, char *msg, size_t msglen)
+                      const char **rel_path, char *msg, size_t msglen)
 {
-    *stem_src = in->name;
+    *rel_path = NULL;
     if (in->blob != NULL) {
         *p = in->blob;
         *n = in->blob_len;
@@ -269,9 +315,7 @@ static int load_input(const struct job_input *in, struct buf *data, const uint8_
     int rc;
     if (json_is_string(path) && b64 == NULL) {
         const char *rel = json_string_value(path);
-        if (*stem_src == NULL) {
-            *stem_src = rel;
-        }
+        *rel_path = rel;
         rc = read_path(in, rel, data, msg, msglen);
     } else if (json_is_string(b64) && path == NULL) {
         rc = base64_decode(data, json_string_value(b64), json_string_length(b64));
@@ -322,37 +366,15 @@ static int encode_state(struct img_state *st, const struct img_output *o, enum s
     return img_png_encode(im, o->png_level, dst, msg, msglen);
 }
 
-/* A file name part from a user's name: the base name without extension, limited to safe
- * characters. */
-static void make_stem(const char *name, uint64_t index, char *out, size_t n)
-{
-    if (name != NULL) {
-        const char *base = strrchr(name, '/');
-        base = base ? base + 1 : name;
-        const char *dot = strrchr(base, '.');
-        size_t len = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-        size_t k = 0;
-        for (size_t i = 0; i < len && k + 1 < n && k < 100; i++) {
-            char c = base[i];
-            int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                     c == '-' || c == '_' || c == '.';
-            out[k++] = ok ? c : '_';
-        }
-        out[k] = '\0';
-        if (k > 0 && out[0] != '.') {
-            return;
-        }
-    }
-    snprintf(out, n, "%llu", (unsigned long long)index);
-}
-
-static int write_file(const struct job_input *in, const char *fname, const struct buf *bytes,
-                      char *msg, size_t msglen)
+/* The output dir, made when it is missing: the default DATA_DIR/out is made by the first
+ * job that writes into it, not at start-up, so a data dir that only feeds inputs is never
+ * written to. An output dir that is the data dir or holds it is refused: every input could
+ * be replaced (the server refuses it at start; this catches a folder swapped since).
+ * Returns an O_PATH fd, or a negative code with MSG set. */
+static int open_output_dir(const struct job_input *in, char *msg, size_t msglen)
 {
     int dirfd = open(in->output_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0 && errno == ENOENT) {
-        /* The default output dir (DATA_DIR/out) is made by the first job that writes into
-         * it, not at start-up: a data dir that only feeds inputs is never written to. */
         if (mkdir(in->output_dir, 0755) == 0 || errno == EEXIST) {
             dirfd = open(in->output_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
         }
@@ -361,12 +383,127 @@ static int write_file(const struct job_input *in, const char *fname, const struc
         snprintf(msg, msglen, "the output dir cannot be opened: %s", strerror(errno));
         return -BATCHD_E_INTERNAL;
     }
-    char tmp[320];
-    snprintf(tmp, sizeof tmp, ".%s.%ld.tmp", fname, (long)getpid());
-    int rc = 0;
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    char out[PATH_MAX], data[PATH_MAX];
+    if (in->data_dir != NULL && realpath(in->output_dir, out) != NULL &&
+        realpath(in->data_dir, data) != NULL && path_within(data, out)) {
+        close(dirfd);
+        snprintf(msg, msglen,
+                 "the output dir is the data dir or holds it: outputs could "
+                 "replace inputs");
+        return -BATCHD_E_FORBIDDEN_PATH;
+    }
+    return dirfd;
+}
+
+/* Opens, making what is missing, the folders DIR (LEN bytes of "a/b" from an output stem)
+ * beneath DIRFD, which it takes (closes). One part at a time with O_NOFOLLOW, as
+ * open_beneath's fallback: a symlink in the output tree is refused, never followed.
+ * Returns an O_PATH fd or -errno (-ENOTDIR for a symlink or a file in the way). */
+static int open_subdirs_take(int dirfd, const char *dir, size_t len)
+{
+    char part[OUTNAME_MAX_PART + 1];
+    const char *c = dir, *end = dir + len;
+    int cur = dirfd;
+    while (c < end) {
+        const char *slash = memchr(c, '/', (size_t)(end - c));
+        size_t n = slash != NULL ? (size_t)(slash - c) : (size_t)(end - c);
+        if (n == 0 || n >= sizeof part) {
+            close(cur);
+            return -EINVAL;
+        }
+        memcpy(part, c, n);
+        part[n] = '\0';
+        if (mkdirat(cur, part, 0755) != 0 && errno != EEXIST) {
+            int e = errno;
+            close(cur);
+            return -e;
+        }
+        int next = openat(cur, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int e = errno;
+        close(cur);
+        if (next < 0) {
+            return -e;
+        }
+        cur = next;
+        c = slash != NULL ? slash + 1 : end;
+    }
+    return cur;
+}
+
+/* The extended attribute that marks a file as an output of batchd: only such a file is
+ * ever replaced by an output (a rerun replacing its own earlier results). */
+#define IMG_OUTPUT_XATTR "user.batchd.output"
+
+/* 1 when BASE in DIRFD is a regular file that batchd wrote (it bears IMG_OUTPUT_XATTR). */
+static int is_our_output(int dirfd, const char *base)
+{
+    int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) {
-        snprintf(msg, msglen, "cannot write %s: %s", fname, strerror(errno));
+        return 0;
+    }
+    struct stat st;
+    char v[8];
+    int ours = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+               fgetxattr(fd, IMG_OUTPUT_XATTR, v, sizeof v) >= 0;
+    close(fd);
+    return ours;
+}
+
+/* Moves TMP to BASE in DIRFD without replacing anything: renameat2 RENAME_NOREPLACE, or
+ * link + unlink where the file system cannot (both fail with EEXIST when BASE is there).
+ * Returns 0 or -errno. */
+static int rename_noreplace(int dirfd, const char *tmp, const char *base)
+{
+    if (renameat2(dirfd, tmp, dirfd, base, RENAME_NOREPLACE) == 0) {
+        return 0;
+    }
+    if (errno != EINVAL && errno != ENOSYS) {
+        return -errno;
+    }
+    if (linkat(dirfd, tmp, dirfd, base, 0) != 0) {
+        return -errno;
+    }
+    unlinkat(dirfd, tmp, 0);
+    return 0;
+}
+
+/* Writes BYTES to REL ("sub/a-small.png": an output stem, a variant, an extension) under
+ * the output dir: into a new temporary file (O_EXCL) beside it, marked as an output, then
+ * moved to REL, so that a reader never sees half a file. An existing REL is replaced only
+ * when it is an earlier output of batchd (a rerun of a batch); any other file there, the
+ * user's own, stays and the job fails forbidden_path. Stems are unique within a batch and
+ * inputs are never read from the output dir, so what is replaced is never an input. */
+static int write_file(const struct job_input *in, const char *rel, const struct buf *bytes,
+                      char *msg, size_t msglen)
+{
+    static unsigned seq;
+    int dirfd = open_output_dir(in, msg, msglen);
+    if (dirfd < 0) {
+        return dirfd;
+    }
+    const char *slash = strrchr(rel, '/');
+    const char *base = slash != NULL ? slash + 1 : rel;
+    if (slash != NULL) {
+        dirfd = open_subdirs_take(dirfd, rel, (size_t)(slash - rel));
+        if (dirfd < 0) {
+            int e = -dirfd;
+            snprintf(msg, msglen, "cannot make the output folder of %.150s: %.60s", rel,
+                     e == ENOTDIR || e == ELOOP ? "a file or a symlink is in the way"
+                                                : strerror(e));
+            return e == ENOTDIR || e == ELOOP ? -BATCHD_E_FORBIDDEN_PATH : -BATCHD_E_INTERNAL;
+        }
+    }
+    char tmp[OUTNAME_MAX + 96];
+    int rc = 0, fd = -1;
+    for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
+        snprintf(tmp, sizeof tmp, ".%s.%ld.%u.tmp", base, (long)getpid(), seq++);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno == EEXIST) {
+            unlinkat(dirfd, tmp, 0); /* left by a crashed worker that had our pid */
+        }
+    }
+    if (fd < 0) {
+        snprintf(msg, msglen, "cannot write %.200s: %s", rel, strerror(errno));
         close(dirfd);
         return -BATCHD_E_INTERNAL;
     }
@@ -378,20 +515,32 @@ static int write_file(const struct job_input *in, const char *fname, const struc
             continue;
         }
         if (w <= 0) {
-            snprintf(msg, msglen, "cannot write %s: %s", fname, strerror(errno));
+            snprintf(msg, msglen, "cannot write %.200s: %s", rel, strerror(errno));
             rc = -BATCHD_E_INTERNAL;
             break;
         }
         p += w;
         left -= (size_t)w;
     }
+    /* Without the mark (a file system without user xattrs) the output is still written,
+     * but a rerun cannot tell it from a user's file and will not replace it. */
+    (void)fsetxattr(fd, IMG_OUTPUT_XATTR, "1", 1, 0);
     if (close(fd) != 0 && rc == 0) {
-        snprintf(msg, msglen, "cannot write %s: %s", fname, strerror(errno));
+        snprintf(msg, msglen, "cannot write %.200s: %s", rel, strerror(errno));
         rc = -BATCHD_E_INTERNAL;
     }
-    /* Write then rename: a reader never sees half a file. */
-    if (rc == 0 && renameat(dirfd, tmp, dirfd, fname) != 0) {
-        snprintf(msg, msglen, "cannot write %s: %s", fname, strerror(errno));
+    int mv = rc == 0 ? rename_noreplace(dirfd, tmp, base) : 0;
+    if (mv == -EEXIST && is_our_output(dirfd, base)) {
+        mv = renameat(dirfd, tmp, dirfd, base) == 0 ? 0 : -errno;
+    }
+    if (mv == -EEXIST) {
+        snprintf(msg, msglen,
+                 "the output folder already holds %.150s, which batchd did not write: outputs "
+                 "never replace other files",
+                 rel);
+        rc = -BATCHD_E_FORBIDDEN_PATH;
+    } else if (mv != 0) {
+        snprintf(msg, msglen, "cannot write %.200s: %s", rel, strerror(-mv));
         rc = -BATCHD_E_INTERNAL;
     }
     if (rc != 0) {
@@ -462,7 +611,7 @@ static int emit_output(const struct job_input *in, struct job_output *out, struc
             snprintf(b->name, sizeof b->name, "%s", e.format);
         }
     } else if (to_path) {
-        char fname[200], rel[4200];
+        char fname[OUTNAME_MAX + 64], rel[4400];
         if (variant != NULL) {
             snprintf(fname, sizeof fname, "%s-%s.%s", stem, variant, e.format);
         } else {
@@ -536,8 +685,8 @@ static int image_run(const struct job_input *in, struct job_output *out)
     }
     const uint8_t *bytes;
     size_t nbytes;
-    const char *stem_src;
-    rc = load_input(in, &data, &bytes, &nbytes, &stem_src, msg, msglen);
+    const char *rel_path;
+    rc = load_input(in, &data, &bytes, &nbytes, &rel_path, msg, msglen);
     if (rc != 0) {
         goto out;
     }
@@ -572,8 +721,19 @@ static int image_run(const struct job_input *in, struct job_output *out)
     if (rc != 0) {
         goto out;
     }
-    char stem[128];
-    make_stem(stem_src, in->index, stem, sizeof stem);
+    /* The stem of the output files: the batch's name for this job (unique in the batch),
+     * or, when the job comes without one, a name from its input. */
+    char stem[OUTNAME_MAX + 1] = "";
+    if (p->output_path && in->name != NULL) {
+        if (!outname_stem_ok(in->name)) {
+            snprintf(msg, msglen, "the output name \"%.100s\" is not one batchd makes", in->name);
+            rc = -BATCHD_E_INVALID_INPUT;
+            goto out;
+        }
+        snprintf(stem, sizeof stem, "%s", in->name);
+    } else if (p->output_path) {
+        outname_stem(rel_path, NULL, in->index, stem, sizeof stem);
+    }
     if (p->nvariants == 0) {
         if ((rc = img_state_unreduce(&st, msg, msglen)) == 0) {
             rc = emit_output(in, out, &st, &p->out, p->output_path, src, NULL, stem, msg, msglen);
