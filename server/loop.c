@@ -40,6 +40,14 @@ void loop_watch_request(struct server *s, struct request *r, int watch)
     }
 }
 
+/* Open client connections, as MHD counts them. */
+static unsigned loop_connections(struct server *s)
+{
+    const union MHD_DaemonInfo *i =
+        MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return i != NULL ? i->num_connections : 0;
+}
+
 static int loop_add(struct server *s, int fd, struct loop_tag *tag, enum loop_kind kind)
 {
     tag->kind = kind;
@@ -174,13 +182,22 @@ int loop_run(struct server *s)
             }
         }
         dispatch_run(s->dispatch);
+        unsigned before = loop_connections(s), after;
+        int rearm;
         do {
             s->resumed = 0;
             MHD_run(s->mhd);
             /* Batches submitted by MHD_run get their first chunks without waiting a round;
              * connections resumed meanwhile need one more MHD_run to be served. */
             dispatch_run(s->dispatch);
-        } while (s->resumed);
+            /* At --max-connections, or after accept() ran out of fds, MHD takes its listen
+             * socket out of its epoll set and puts it back only at the start of a run: a
+             * run that closed connections may have left it out, with nothing left to wake
+             * us but a client that cannot get in. One more run re-arms it. */
+            after = loop_connections(s);
+            rearm = after < before;
+            before = after;
+        } while (s->resumed || rearm);
         if (s->draining) {
             if (s->streams == 0 && dispatch_batches(s->dispatch) == 0) {
                 log_event("info", "shutdown", "message", "drained", NULL);
