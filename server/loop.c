@@ -1,6 +1,7 @@
 /* The server's one event loop: libmicrohttpd's epoll fd, the dispatcher's epoll fd, a
- * signalfd for SIGTERM/SIGINT, and the sockets of suspended streams (for hang-ups), all in
- * one epoll set. Drain on the first SIGTERM, stop at once on the second. */
+ * signalfd for SIGTERM/SIGINT, and client sockets that conn.c watches (hang-ups of suspended
+ * streams, keep-alive requests' first bytes), all in one epoll set, with the connections'
+ * deadlines as timers. Drain on the first SIGTERM, stop at once on the second. */
 #include "loop.h"
 
 #include "../workers/ipc.h"
@@ -19,26 +20,6 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-
-void loop_watch_request(struct server *s, struct request *r, int watch)
-{
-    if (watch) {
-        if (r->fd < 0) {
-            const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-            r->fd = ci != NULL ? ci->connect_fd : -1;
-        }
-        if (r->fd >= 0 && !r->fd_watched) {
-            struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = &r->tag};
-            if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0) {
-                r->fd_watched = 1;
-            }
-        }
-    } else if (r->fd_watched) {
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, r->fd, NULL);
-        r->fd_watched = 0;
-    }
-}
 
 /* Open client connections, as MHD counts them. */
 static unsigned loop_connections(struct server *s)
@@ -138,6 +119,7 @@ int loop_run(struct server *s)
         log_event("error", "startup", "message", "cannot start the workers", NULL);
         return 1;
     }
+    s->conn_next_check_ns = UINT64_MAX;
     if (http_start(s) != 0) {
         dispatch_destroy(s->dispatch);
         return 1;
@@ -162,6 +144,10 @@ int loop_run(struct server *s)
         if (MHD_get_timeout(s->mhd, &mto) == MHD_YES && (timeout < 0 || mto < (unsigned)timeout)) {
             timeout = (int)(mto > 1000 ? 1000 : mto);
         }
+        int cto = conn_timeout_ms(s);
+        if (cto >= 0 && (timeout < 0 || cto < timeout)) {
+            timeout = cto;
+        }
         if (s->draining && (timeout < 0 || timeout > 50)) {
             timeout = 50;
         }
@@ -175,12 +161,11 @@ int loop_run(struct server *s)
             struct loop_tag *tag = evs[i].data.ptr;
             if (tag->kind == LOOP_SIGNAL) {
                 loop_on_signal(s);
-            } else if (tag->kind == LOOP_REQUEST) {
-                struct request *r = (struct request *)tag;
-                loop_watch_request(s, r, 0);
-                stream_client_gone(r);
+            } else if (tag->kind == LOOP_CONN) {
+                conn_on_event((struct conn *)tag, evs[i].events);
             }
         }
+        conn_enforce(s);
         dispatch_run(s->dispatch);
         unsigned before = loop_connections(s), after;
         int rearm;
