@@ -31,6 +31,7 @@ struct conn {
     uint64_t body_bytes;
     uint64_t deadline_ns; /* 0: none */
     enum conn_watch watch;
+    int peer_shut_wr;         /* the client sent its FIN: it may still read */
     int cut;                  /* shut down for a missed deadline */
     struct request *stream;   /* whose suspended stream the watch is for */
     struct conn *prev, *next; /* in srv->conn_list */
@@ -185,7 +186,9 @@ void conn_watch_stream(struct conn *cn, struct request *r, int on)
         }
         return;
     }
-    conn_watch(cn, CONN_WATCH_STREAM, EPOLLRDHUP);
+    /* Until the client's FIN, watch for it; after it, only for a reset or an error (always
+     * reported): the FIN stays readable, and a half-closed client may still read. */
+    conn_watch(cn, CONN_WATCH_STREAM, cn->peer_shut_wr ? 0 : EPOLLRDHUP);
     cn->stream = r;
 }
 
@@ -200,9 +203,15 @@ void conn_on_event(struct conn *cn, uint32_t events)
         return;
     }
     struct request *r = cn->stream;
-    (void)events;
-    conn_unwatch(cn);
-    stream_client_gone(r);
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        conn_unwatch(cn);
+        stream_client_gone(r);
+    } else if (events & EPOLLRDHUP) {
+        /* A half-close (shutdown(SHUT_WR)) or a close: the same FIN. Keep streaming; a
+         * client that closed answers the next write with a reset, which ends the batch. */
+        cn->peer_shut_wr = 1;
+        conn_watch(cn, CONN_WATCH_STREAM, 0);
+    }
 }
 
 int conn_timeout_ms(const struct server *s)
