@@ -35,6 +35,8 @@ struct server {
     struct request *stream_list; /* those responses, so a stop can cut them (stream.c) */
     struct conn *conn_list;      /* every open client connection (conn.c) */
     uint64_t conn_next_check_ns; /* the earliest connection deadline (UINT64_MAX: none) */
+    int spare_fd;       /* held for accept() when fds run out with no connection (loop.c) */
+    int accept_starved; /* MHD said so (http.c's logger) */
     struct metrics *metrics;     /* observe.c */
     char *ops_json;
     size_t ops_json_len;

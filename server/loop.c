@@ -13,12 +13,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* Open client connections, as MHD counts them. */
@@ -27,6 +29,32 @@ static unsigned loop_connections(struct server *s)
     const union MHD_DaemonInfo *i =
         MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     return i != NULL ? i->num_connections : 0;
+}
+
+/* accept() ran out of fds while no connection was open, so no close will ever free one,
+ * and MHD would retry on every turn: a busy loop while the client waits forever. Give the
+ * spare fd back, take the waiting client and close it at once, then take the spare again
+ * (as nginx and libev advise). */
+static void loop_shed(struct server *s)
+{
+    s->accept_starved = 0;
+    const union MHD_DaemonInfo *li = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+    if (li == NULL) {
+        return;
+    }
+    struct pollfd p = {.fd = li->listen_fd, .events = POLLIN};
+    if (s->spare_fd >= 0) {
+        close(s->spare_fd);
+        s->spare_fd = -1;
+    }
+    if (poll(&p, 1, 0) == 1) {
+        int fd = accept4(li->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            close(fd);
+            log_event("warn", "accept", "message", "out of file descriptors: client refused", NULL);
+        }
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 static int loop_add(struct server *s, int fd, struct loop_tag *tag, enum loop_kind kind)
@@ -87,6 +115,7 @@ static void loop_on_signal(struct server *s)
 
 int loop_run(struct server *s)
 {
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (loop_prepare(s) != 0) {
         log_event("error", "startup", "message", "cannot set up signals", NULL);
         return 1;
@@ -183,6 +212,9 @@ int loop_run(struct server *s)
             rearm = after < before;
             before = after;
         } while (s->resumed || rearm);
+        if (s->accept_starved) {
+            loop_shed(s);
+        }
         if (s->draining) {
             if (s->streams == 0 && dispatch_batches(s->dispatch) == 0) {
                 log_event("info", "shutdown", "message", "drained", NULL);
@@ -228,6 +260,9 @@ void loop_cleanup(struct server *s)
     }
     if (s->sigfd >= 0) {
         close(s->sigfd);
+    }
+    if (s->spare_fd >= 0) {
+        close(s->spare_fd);
     }
     free(s->ops_json);
     observe_stop(s);

@@ -98,5 +98,44 @@ def test_fd_exhaustion():
         srv.__exit__(None, None, None)
 
 
+def cpu_seconds(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_fd_exhaustion_with_no_connection():
+    """No fd left for accept() and no connection whose close could free one: libmicrohttpd
+    would retry on every turn (a busy loop, two log lines each) while the client waits
+    forever. The server sheds the client instead (a spare fd), and serves once fds are
+    back."""
+    with Server(workers=1) as srv:
+        pid = srv.proc.pid
+        old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir("/proc/%d/fd" % pid)),
+                                                       old[1]))
+        try:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            c0 = cpu_seconds(pid)
+            t0 = time.monotonic()
+            try:
+                got = s.recv(4096)
+            except ConnectionResetError:
+                got = b""  # closed with the request unread: a reset
+            except socket.timeout:
+                got = None
+            took = time.monotonic() - t0
+            s.close()
+            time.sleep(0.5)
+            burnt = cpu_seconds(pid) - c0
+            check(got == b"" and took < 2, "the client was neither served nor let go: %r "
+                  "after %.1fs" % (got, took))
+            check(burnt < 0.5 * (took + 0.5), "the server spun: %.2fs of CPU in %.2fs" %
+                  (burnt, took + 0.5))
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+        check(healthz_within(srv, 3), "/healthz hangs after fd exhaustion")
+
+
 if __name__ == "__main__":
     sys.exit(Suite("listener").run(globals()))
