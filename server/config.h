@@ -25,6 +25,8 @@ struct config {
     uint64_t recycle_after;
     uint64_t grace_period_ms;
     uint64_t connection_timeout_s;
+    uint64_t header_timeout_ms; /* 0: none */
+    uint64_t min_body_rate;     /* bytes/s; 0: none */
     uint64_t max_connections;
     char log_format[16]; /* logfmt | json */
     char auth_token_file[4096];

@@ -206,9 +206,9 @@ static int auth_ok(struct server *s, struct MHD_Connection *c)
     return auth_check(s->auth, h) == 0;
 }
 
-static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size, void **con_cls)
+static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *url,
+                             const char *method, const char *version, const char *upload_data,
+                             size_t *upload_data_size, void **con_cls)
 {
     struct server *s = cls;
     struct request *r = *con_cls;
@@ -218,10 +218,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (r == NULL) {
             return MHD_NO;
         }
-        r->tag.kind = LOOP_REQUEST;
         r->srv = s;
         r->conn = c;
-        r->fd = -1;
+        r->cn = conn_of(c);
         r->started_ns = ipc_now_ns();
         snprintf(r->method, sizeof r->method, "%s", method);
         buf_init(&r->out, SIZE_MAX / 2);
@@ -305,6 +304,22 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     return stream_start(r);
 }
 
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    int first = *con_cls == NULL;
+    size_t piece = *upload_data_size;
+    enum MHD_Result rc =
+        serve(cls, c, url, method, version, upload_data, upload_data_size, con_cls);
+    struct request *r = *con_cls;
+    if (r != NULL) {
+        /* The request's deadlines: headers now in, a body piece read, or answered. */
+        conn_on_request(r->cn, first, piece, r->status != 0);
+    }
+    return rc;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -332,6 +347,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
     observe_request_done(r);
     stream_finish(r);
+    conn_on_request_end(r->cn, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     upload_destroy(r->upload);
     buf_cleanup(&r->out);
     free(r);
@@ -340,7 +356,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    struct server *s = cls;
+    if (strstr(fmt, "resource limit at FIRST connection") != NULL) {
+        /* accept() failed for lack of fds with no connection open: MHD retries on every
+         * turn; the loop sheds the client instead. */
+        s->accept_starved = 1;
+    }
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
@@ -390,8 +411,9 @@ int http_start(struct server *s)
      * uploads then come in ~32 KiB pieces and a stream goes out in up to ~32 KiB writes. */
     s->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        conn_on_notify, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)64 * 1024, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.connection_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_END);

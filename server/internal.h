@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* What an epoll event's data.ptr points at: every such struct starts with this. */
-enum loop_kind { LOOP_MHD, LOOP_DISPATCH, LOOP_SIGNAL, LOOP_REQUEST };
+enum loop_kind { LOOP_MHD, LOOP_DISPATCH, LOOP_SIGNAL, LOOP_CONN };
 struct loop_tag {
     enum loop_kind kind;
 };
@@ -33,6 +33,10 @@ struct server {
     int streams; /* batch responses not yet finished */
     int resumed; /* a connection was resumed since the last MHD_run */
     struct request *stream_list; /* those responses, so a stop can cut them (stream.c) */
+    struct conn *conn_list;      /* every open client connection (conn.c) */
+    uint64_t conn_next_check_ns; /* the earliest connection deadline (UINT64_MAX: none) */
+    int spare_fd;       /* held for accept() when fds run out with no connection (loop.c) */
+    int accept_starved; /* MHD said so (http.c's logger) */
     struct metrics *metrics;     /* observe.c */
     char *ops_json;
     size_t ops_json_len;
@@ -51,9 +55,9 @@ struct stream_blob {
 };
 
 struct request {
-    struct loop_tag tag; /* LOOP_REQUEST: the client socket, watched while suspended */
     struct server *srv;
     struct MHD_Connection *conn;
+    struct conn *cn; /* its connection's deadlines and socket watch (conn.c); may be NULL */
     enum route route;
     char id[80];
     char method[16];
@@ -73,8 +77,6 @@ struct request {
     struct buf out;
     size_t out_off;
     int suspended;
-    int fd_watched;
-    int fd;
     int done;        /* the summary is in out */
     int client_gone; /* the client hung up: end the stream with an error */
     uint64_t bytes_out;
@@ -102,8 +104,26 @@ void stream_finish(struct request *r);
  * and their responses end without a summary, so clients can tell. Returns how many. */
 int stream_cut_all(struct server *s);
 
-/* loop.c */
-/* Watches (WATCH = 1) or stops watching R's client socket for hang-ups. */
-void loop_watch_request(struct server *s, struct request *r, int watch);
+/* conn.c */
+struct conn;
+/* MHD_OPTION_NOTIFY_CONNECTION: a connection's bookkeeping, from accept to close. */
+void conn_on_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                    enum MHD_ConnectionNotificationCode code);
+/* The bookkeeping of C (borrowed, valid until C closes), or NULL. */
+struct conn *conn_of(struct MHD_Connection *c);
+/* The access handler ran: on the request's FIRST call (headers complete), or for a body
+ * PIECE of that many bytes; ANSWERED when a response is queued. CN may be NULL. */
+void conn_on_request(struct conn *cn, int first, size_t piece, int answered);
+/* The request is over; KEEP when the connection may carry another. CN may be NULL. */
+void conn_on_request_end(struct conn *cn, int keep);
+/* Watches (ON = 1) or stops watching the socket of CN for hang-ups while R's stream is
+ * suspended. CN may be NULL. */
+void conn_watch_stream(struct conn *cn, struct request *r, int on);
+/* An epoll event on the socket of CN. */
+void conn_on_event(struct conn *cn, uint32_t events);
+/* Milliseconds until the next connection deadline (-1: none; at most 1000). */
+int conn_timeout_ms(const struct server *s);
+/* Closes the connections past their deadline. */
+void conn_enforce(struct server *s);
 
 #endif

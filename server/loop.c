@@ -1,6 +1,7 @@
 /* The server's one event loop: libmicrohttpd's epoll fd, the dispatcher's epoll fd, a
- * signalfd for SIGTERM/SIGINT, and the sockets of suspended streams (for hang-ups), all in
- * one epoll set. Drain on the first SIGTERM, stop at once on the second. */
+ * signalfd for SIGTERM/SIGINT, and client sockets that conn.c watches (hang-ups of suspended
+ * streams, keep-alive requests' first bytes), all in one epoll set, with the connections'
+ * deadlines as timers. Drain on the first SIGTERM, stop at once on the second. */
 #include "loop.h"
 
 #include "../workers/ipc.h"
@@ -12,32 +13,48 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-void loop_watch_request(struct server *s, struct request *r, int watch)
+/* Open client connections, as MHD counts them. */
+static unsigned loop_connections(struct server *s)
 {
-    if (watch) {
-        if (r->fd < 0) {
-            const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-            r->fd = ci != NULL ? ci->connect_fd : -1;
-        }
-        if (r->fd >= 0 && !r->fd_watched) {
-            struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = &r->tag};
-            if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0) {
-                r->fd_watched = 1;
-            }
-        }
-    } else if (r->fd_watched) {
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, r->fd, NULL);
-        r->fd_watched = 0;
+    const union MHD_DaemonInfo *i =
+        MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return i != NULL ? i->num_connections : 0;
+}
+
+/* accept() ran out of fds while no connection was open, so no close will ever free one,
+ * and MHD would retry on every turn: a busy loop while the client waits forever. Give the
+ * spare fd back, take the waiting client and close it at once, then take the spare again
+ * (as nginx and libev advise). */
+static void loop_shed(struct server *s)
+{
+    s->accept_starved = 0;
+    const union MHD_DaemonInfo *li = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+    if (li == NULL) {
+        return;
     }
+    struct pollfd p = {.fd = li->listen_fd, .events = POLLIN};
+    if (s->spare_fd >= 0) {
+        close(s->spare_fd);
+        s->spare_fd = -1;
+    }
+    if (poll(&p, 1, 0) == 1) {
+        int fd = accept4(li->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            close(fd);
+            log_event("warn", "accept", "message", "out of file descriptors: client refused", NULL);
+        }
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 static int loop_add(struct server *s, int fd, struct loop_tag *tag, enum loop_kind kind)
@@ -98,6 +115,7 @@ static void loop_on_signal(struct server *s)
 
 int loop_run(struct server *s)
 {
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (loop_prepare(s) != 0) {
         log_event("error", "startup", "message", "cannot set up signals", NULL);
         return 1;
@@ -130,6 +148,7 @@ int loop_run(struct server *s)
         log_event("error", "startup", "message", "cannot start the workers", NULL);
         return 1;
     }
+    s->conn_next_check_ns = UINT64_MAX;
     if (http_start(s) != 0) {
         dispatch_destroy(s->dispatch);
         return 1;
@@ -154,6 +173,10 @@ int loop_run(struct server *s)
         if (MHD_get_timeout(s->mhd, &mto) == MHD_YES && (timeout < 0 || mto < (unsigned)timeout)) {
             timeout = (int)(mto > 1000 ? 1000 : mto);
         }
+        int cto = conn_timeout_ms(s);
+        if (cto >= 0 && (timeout < 0 || cto < timeout)) {
+            timeout = cto;
+        }
         if (s->draining && (timeout < 0 || timeout > 50)) {
             timeout = 50;
         }
@@ -167,20 +190,31 @@ int loop_run(struct server *s)
             struct loop_tag *tag = evs[i].data.ptr;
             if (tag->kind == LOOP_SIGNAL) {
                 loop_on_signal(s);
-            } else if (tag->kind == LOOP_REQUEST) {
-                struct request *r = (struct request *)tag;
-                loop_watch_request(s, r, 0);
-                stream_client_gone(r);
+            } else if (tag->kind == LOOP_CONN) {
+                conn_on_event((struct conn *)tag, evs[i].events);
             }
         }
+        conn_enforce(s);
         dispatch_run(s->dispatch);
+        unsigned before = loop_connections(s), after;
+        int rearm;
         do {
             s->resumed = 0;
             MHD_run(s->mhd);
             /* Batches submitted by MHD_run get their first chunks without waiting a round;
              * connections resumed meanwhile need one more MHD_run to be served. */
             dispatch_run(s->dispatch);
-        } while (s->resumed);
+            /* At --max-connections, or after accept() ran out of fds, MHD takes its listen
+             * socket out of its epoll set and puts it back only at the start of a run: a
+             * run that closed connections may have left it out, with nothing left to wake
+             * us but a client that cannot get in. One more run re-arms it. */
+            after = loop_connections(s);
+            rearm = after < before;
+            before = after;
+        } while (s->resumed || rearm);
+        if (s->accept_starved) {
+            loop_shed(s);
+        }
         if (s->draining) {
             if (s->streams == 0 && dispatch_batches(s->dispatch) == 0) {
                 log_event("info", "shutdown", "message", "drained", NULL);
@@ -226,6 +260,9 @@ void loop_cleanup(struct server *s)
     }
     if (s->sigfd >= 0) {
         close(s->sigfd);
+    }
+    if (s->spare_fd >= 0) {
+        close(s->spare_fd);
     }
     free(s->ops_json);
     observe_stop(s);

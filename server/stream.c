@@ -31,7 +31,7 @@ static void stream_wake(struct request *r)
 {
     if (r->suspended) {
         r->suspended = 0;
-        loop_watch_request(r->srv, r, 0);
+        conn_watch_stream(r->cn, r, 0);
         MHD_resume_connection(r->conn);
         /* In external-epoll mode a resume takes effect only in the next MHD_run. */
         r->srv->resumed = 1;
@@ -258,7 +258,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
      * would spin). Watch the socket meanwhile, so a client that leaves cancels the batch. */
     r->suspended = 1;
     MHD_suspend_connection(r->conn);
-    loop_watch_request(r->srv, r, 1);
+    conn_watch_stream(r->cn, r, 1);
     return 0;
 }
 
@@ -467,9 +467,7 @@ void stream_client_gone(struct request *r)
 
 void stream_finish(struct request *r)
 {
-    if (r->fd_watched) {
-        loop_watch_request(r->srv, r, 0);
-    }
+    conn_watch_stream(r->cn, r, 0);
     if (r->batch != NULL) {
         dispatch_batch_cancel(r->batch);
         r->batch = NULL;
