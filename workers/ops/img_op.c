@@ -493,12 +493,19 @@ static int emit_output(const struct job_input *in, struct job_output *out, struc
 
 struct pick_ctx {
     const struct img_params *p;
+    int src_jpeg;
     int denom;
 };
 
-static int pick_scale(void *ctx, const struct img_header *h)
+/* The plan, once the header is known: refuse outputs that cannot be made, before any pixel
+ * is, and pick the shrink-on-load factor. */
+static int pick_scale(void *ctx, const struct img_header *h, char *msg, size_t msglen)
 {
     struct pick_ctx *c = ctx;
+    int rc = img_params_check_outputs(c->p, h, c->src_jpeg, msg, msglen);
+    if (rc != 0) {
+        return rc;
+    }
     c->denom = img_params_shrink(c->p, h);
     return c->denom;
 }
@@ -546,7 +553,7 @@ static int image_run(const struct job_input *in, struct job_output *out)
     if (rc != 0) {
         goto out;
     }
-    struct pick_ctx pc = {p, 1};
+    struct pick_ctx pc = {p, src == SRC_JPEG, 1};
     struct img_decode_opts opts = {
         .max_pixels = lim.max_input_pixels,
         .max_memory = IMG_DECODER_MEMORY,

@@ -732,6 +732,91 @@ int img_params_shrink(const struct img_params *p, const struct img_header *h)
     return best;
 }
 
+/* The logical size W x H after STEPS, as the runner will compute it. Returns 0, or -1 when
+ * a step cannot run (a crop outside the image: the runner reports it). */
+static int steps_size(const struct img_step *steps, int n, int *w, int *h)
+{
+    for (int i = 0; i < n; i++) {
+        const struct img_step *s = &steps[i];
+        int ow = *w, oh = *h;
+        double box[4];
+        switch (s->kind) {
+        case IMG_STEP_RESIZE:
+            img_resize_plan(*w, *h, s->width, s->height, s->fit, &ow, &oh, box);
+            break;
+        case IMG_STEP_THUMBNAIL:
+            img_thumbnail_size(*w, *h, s->width, s->height, &ow, &oh);
+            break;
+        case IMG_STEP_CROP: {
+            long x0 = s->x, y0 = s->y;
+            long x1 = (long)s->x + s->width, y1 = (long)s->y + s->height;
+            x1 = x1 > *w ? *w : x1;
+            y1 = y1 > *h ? *h : y1;
+            if (x1 <= x0 || y1 <= y0) {
+                return -1;
+            }
+            ow = (int)(x1 - x0);
+            oh = (int)(y1 - y0);
+            break;
+        }
+        case IMG_STEP_ROTATE:
+            if (s->degrees != 180) {
+                ow = *h;
+                oh = *w;
+            }
+            break;
+        default:
+            break;
+        }
+        *w = ow;
+        *h = oh;
+    }
+    return 0;
+}
+
+static int check_jpeg_side(const struct img_output *o, int src_jpeg, int w, int h,
+                           const char *variant, char *msg, size_t msglen)
+{
+    int jpeg = o->format == IMG_FORMAT_JPEG || (o->format == IMG_FORMAT_SAME && src_jpeg);
+    if (!jpeg || (w <= IMG_JPEG_MAX_SIDE && h <= IMG_JPEG_MAX_SIDE)) {
+        return 0;
+    }
+    snprintf(msg, msglen,
+             "%s%.40s%sthe JPEG output would be %dx%d pixels; a JPEG is at most %d "
+             "pixels on a side",
+             variant ? "variant " : "", variant ? variant : "", variant ? ": " : "", w, h,
+             IMG_JPEG_MAX_SIDE);
+    return -BATCHD_E_TOO_LARGE;
+}
+
+int img_params_check_outputs(const struct img_params *p, const struct img_header *h, int src_jpeg,
+                             char *msg, size_t msglen)
+{
+    int w = h->width, hh = h->height;
+    if (p->auto_orient && h->orientation >= 5) {
+        w = h->height;
+        hh = h->width;
+    }
+    if (steps_size(p->steps, p->nsteps, &w, &hh) != 0) {
+        return 0;
+    }
+    if (p->nvariants == 0) {
+        return check_jpeg_side(&p->out, src_jpeg, w, hh, NULL, msg, msglen);
+    }
+    for (int v = 0; v < p->nvariants; v++) {
+        const struct img_variant *var = &p->variants[v];
+        int vw = w, vh = hh;
+        if (steps_size(var->steps, var->nsteps, &vw, &vh) != 0) {
+            continue;
+        }
+        int rc = check_jpeg_side(&var->out, src_jpeg, vw, vh, var->name, msg, msglen);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- running */
 
 void img_state_cleanup(struct img_state *st)

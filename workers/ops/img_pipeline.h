@@ -96,6 +96,16 @@ json_t *img_steps_describe(void);
  * any step before that downscale cannot run on a reduced image, or P->exact. */
 int img_params_shrink(const struct img_params *p, const struct img_header *h);
 
+/* The longest side a JPEG can have (libjpeg's JPEG_MAX_DIMENSION). */
+#define IMG_JPEG_MAX_SIDE 65500
+
+/* Checks, from the header H alone and before any pixel is decoded, that every output of P
+ * (the shared pipeline's, or each variant's) fits its format: a JPEG output is at most
+ * IMG_JPEG_MAX_SIDE pixels on a side. SRC_JPEG says what format "same" stands for. Returns 0
+ * or -BATCHD_E_TOO_LARGE with MSG set. */
+int img_params_check_outputs(const struct img_params *p, const struct img_header *h, int src_jpeg,
+                             char *msg, size_t msglen);
+
 /* A picture on its way through a pipeline. When the decoder shrank it on load, the image
  * stands for a larger "logical" one (the full-size decode): BOX is where the logical image
  * lies in IM's pixels, until the first resampling step consumes it. */
