@@ -663,73 +663,6 @@ static json_t *image_describe(void)
     return steps != NULL ? json_pack("{s:o}", "steps", steps) : NULL;
 }
 
-static const char *const image_formats[] = {"jpeg", "png", "same", NULL};
-static const char *const image_outputs[] = {"inline", "path", NULL};
-
-static const struct op_param image_params[] = {
-    {.name = "pipeline",
-     .type = OP_PARAM_ARRAY,
-     .min = 0,
-     .max = -1,
-     .def = "[]",
-     .help = "up to 32 steps {\"op\": name, ...params}, applied in order; \"steps\" in this "
-             "entry lists each step with its params, their ranges and defaults"},
-    {.name = "variants",
-     .type = OP_PARAM_ARRAY,
-     .min = 0,
-     .max = -1,
-     .help = "up to 16 outputs from one decode, each {\"name\":[A-Za-z0-9_-]{1,32},"
-             "\"pipeline\":[...],\"format\",\"quality\",\"progressive\",\"png_level\"} run "
-             "after the shared pipeline; the result is then {\"variants\":{name:{...}}}"},
-    {.name = "format",
-     .type = OP_PARAM_STRING,
-     .min = 0,
-     .max = -1,
-     .choices = image_formats,
-     .def = "\"same\"",
-     .help = "output format; same = the input's; JPEG output drops alpha over white"},
-    {.name = "quality",
-     .type = OP_PARAM_INT,
-     .min = 1,
-     .max = 100,
-     .def = "85",
-     .help = "JPEG quality"},
-    {.name = "progressive",
-     .type = OP_PARAM_BOOL,
-     .min = 0,
-     .max = -1,
-     .def = "false",
-     .help = "progressive JPEG"},
-    {.name = "png_level",
-     .type = OP_PARAM_INT,
-     .min = 0,
-     .max = 9,
-     .def = "3",
-     .help = "zlib level; 0-3 use the SUB filter only (fast), 4-9 pick a filter per row"},
-    {.name = "output",
-     .type = OP_PARAM_STRING,
-     .min = 0,
-     .max = -1,
-     .choices = image_outputs,
-     .def = "\"inline\"",
-     .help = "inline: {format,width,height,bytes,data:base64} (binary in a tar stream); path: the "
-             "file is written under the data dir's output folder and the result is "
-             "{format,width,height,bytes,path}"},
-    {.name = "auto_orient",
-     .type = OP_PARAM_BOOL,
-     .min = 0,
-     .max = -1,
-     .def = "true",
-     .help = "apply the JPEG EXIF orientation"},
-    {.name = "exact",
-     .type = OP_PARAM_BOOL,
-     .min = 0,
-     .max = -1,
-     .def = "false",
-     .help = "run the steps as written: no blur moved after a downscale, no JPEG shrink-on-load"},
-    {.name = NULL},
-};
-
 const struct op op_image = {
     .name = "image",
     .summary = "decode a JPEG or PNG, run a pipeline of steps, encode (SPEC §6)",
@@ -738,7 +671,7 @@ const struct op op_image = {
     .result = "{\"format\",\"width\",\"height\",\"bytes\",\"data\"|\"path\"}, or "
               "{\"variants\":{name:{...}}}",
     .example = "{\"path\": \"photos/a.jpg\"}",
-    .params = image_params,
+    .params = img_params_spec,
     .flags = OP_IMAGE | OP_SLOW,
     .cost_hint_ns = 200000000u,
     .validate_params = image_validate,
