@@ -5,30 +5,14 @@
 #define BATCHD_WORKERS_OPS_H
 
 #include "../api/buf.h"
+#include "ops/op_param.h"
 
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
-enum op_param_type {
-    OP_PARAM_BOOL,
-    OP_PARAM_INT,
-    OP_PARAM_NUMBER,
-    OP_PARAM_STRING, /* one of .choices (a "|"-separated list) when .choices is set */
-    OP_PARAM_ARRAY,  /* structured: the op's validate_params checks it */
-    OP_PARAM_OBJECT,
-};
-
-/* One parameter of an op, for /v1/ops and for the generic checks the server runs before a
- * batch is accepted. */
-struct op_param {
-    const char *name;
-    enum op_param_type type;
-    double min, max;     /* for INT and NUMBER; ignored when min > max */
-    const char *choices; /* for STRING: "a|b|c", or NULL for any string */
-    const char *def;     /* the default, as JSON text, or NULL when required/none */
-    const char *help;
-};
+/* An op's params are declared with struct op_param (ops/op_param.h): the engine that the
+ * server's generic checks, /v1/ops and the image op's steps share. */
 
 /* What a job is given. Borrowed for the duration of run(). */
 struct job_input {

@@ -150,12 +150,13 @@ static int check(const struct op *op, const char *params)
 }
 
 /* A test-only op with one param of every kind, to reach each generic check. */
+static const char *const formats[] = {"jpeg", "png", "same", NULL};
 static const struct op_param all_params[] = {
     {.name = "flag", .type = OP_PARAM_BOOL, .min = 1, .max = 0, .help = "b"},
     {.name = "quality", .type = OP_PARAM_INT, .min = 1, .max = 100, .def = "85", .help = "q"},
     {.name = "sigma", .type = OP_PARAM_NUMBER, .min = 0.5, .max = 250, .help = "s"},
     {.name = "any", .type = OP_PARAM_INT, .min = 1, .max = 0, .help = "no range"},
-    {.name = "format", .type = OP_PARAM_STRING, .choices = "jpeg|png|same", .help = "f"},
+    {.name = "format", .type = OP_PARAM_STRING, .choices = formats, .help = "f"},
     {.name = "label", .type = OP_PARAM_STRING, .help = "free text"},
     {.name = "pipeline", .type = OP_PARAM_ARRAY, .help = "p"},
     {.name = "opts", .type = OP_PARAM_OBJECT, .help = "o"},

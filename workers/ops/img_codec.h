@@ -13,9 +13,11 @@ struct img_header {
     int orientation;   /* EXIF orientation 1..8 (1 when absent) */
 };
 
-/* Called once the header is known and within limits: returns the JPEG DCT scale
- * denominator to decode at (1, 2, 4 or 8). Other decoders ignore it. */
-typedef int (*img_scale_fn)(void *ctx, const struct img_header *h);
+/* Called once the header is known and within limits, before any pixel is decoded: returns
+ * the JPEG DCT scale denominator to decode at (1, 2, 4 or 8; other decoders ignore it), or a
+ * negative per-job error code with MSG set, which the decoder returns at once (the caller's
+ * plan refuses the image, e.g. an output JPEG cannot hold). */
+typedef int (*img_scale_fn)(void *ctx, const struct img_header *h, char *msg, size_t msglen);
 
 struct img_decode_opts {
     uint64_t max_pixels;     /* width * height above this: -BATCHD_E_TOO_LARGE before decoding */

@@ -212,7 +212,10 @@ static int decode_body(struct jpeg_ctx *c)
         h->channels = 3;
         break;
     }
-    int denom = c->opts->pick_scale ? c->opts->pick_scale(c->opts->ctx, h) : 1;
+    int denom = c->opts->pick_scale ? c->opts->pick_scale(c->opts->ctx, h, c->msg, c->msglen) : 1;
+    if (denom < 0) {
+        return denom;
+    }
     if (denom != 2 && denom != 4 && denom != 8) {
         denom = 1;
     }
@@ -364,6 +367,13 @@ int img_jpeg_encode(const struct img *im, int quality, int progressive, struct b
     if (im->channels != 1 && im->channels != 3) {
         snprintf(msg, msglen, "jpeg: cannot encode %d channels", im->channels);
         return -BATCHD_E_INTERNAL;
+    }
+    /* The image op's plan refuses such outputs before decoding; this is the codec's own
+     * guard, so that no caller meets libjpeg's error as an internal one. */
+    if (im->width > JPEG_MAX_DIMENSION || im->height > JPEG_MAX_DIMENSION) {
+        snprintf(msg, msglen, "a JPEG is at most %ld pixels on a side; the output is %dx%d",
+                 (long)JPEG_MAX_DIMENSION, im->width, im->height);
+        return -BATCHD_E_TOO_LARGE;
     }
     struct jpeg_ctx *c = calloc(1, sizeof *c);
     msg[0] = '\0';

@@ -642,12 +642,19 @@ static int emit_output(const struct job_input *in, struct job_output *out, struc
 
 struct pick_ctx {
     const struct img_params *p;
+    int src_jpeg;
     int denom;
 };
 
-static int pick_scale(void *ctx, const struct img_header *h)
+/* The plan, once the header is known: refuse outputs that cannot be made, before any pixel
+ * is, and pick the shrink-on-load factor. */
+static int pick_scale(void *ctx, const struct img_header *h, char *msg, size_t msglen)
 {
     struct pick_ctx *c = ctx;
+    int rc = img_params_check_outputs(c->p, h, c->src_jpeg, msg, msglen);
+    if (rc != 0) {
+        return rc;
+    }
     c->denom = img_params_shrink(c->p, h);
     return c->denom;
 }
@@ -695,7 +702,7 @@ static int image_run(const struct job_input *in, struct job_output *out)
     if (rc != 0) {
         goto out;
     }
-    struct pick_ctx pc = {p, 1};
+    struct pick_ctx pc = {p, src == SRC_JPEG, 1};
     struct img_decode_opts opts = {
         .max_pixels = lim.max_input_pixels,
         .max_memory = IMG_DECODER_MEMORY,
@@ -816,30 +823,6 @@ static json_t *image_describe(void)
     return steps != NULL ? json_pack("{s:o}", "steps", steps) : NULL;
 }
 
-static const struct op_param image_params[] = {
-    {"pipeline", OP_PARAM_ARRAY, 0, -1, NULL, "[]",
-     "up to 32 steps {\"op\": name, ...params}, applied in order; \"steps\" in this entry "
-     "lists each step with its params, their ranges and defaults"},
-    {"variants", OP_PARAM_ARRAY, 0, -1, NULL, NULL,
-     "up to 16 outputs from one decode, each {\"name\":[A-Za-z0-9_-]{1,32},\"pipeline\":[...],"
-     "\"format\",\"quality\",\"progressive\",\"png_level\"} run after the shared pipeline; the "
-     "result is then {\"variants\":{name:{...}}}"},
-    {"format", OP_PARAM_STRING, 0, -1, "jpeg|png|same", "\"same\"",
-     "output format; same = the input's; JPEG output drops alpha over white"},
-    {"quality", OP_PARAM_INT, 1, 100, NULL, "85", "JPEG quality"},
-    {"progressive", OP_PARAM_BOOL, 0, -1, NULL, "false", "progressive JPEG"},
-    {"png_level", OP_PARAM_INT, 0, 9, NULL, "3",
-     "zlib level; 0-3 use the SUB filter only (fast), 4-9 pick a filter per row"},
-    {"output", OP_PARAM_STRING, 0, -1, "inline|path", "\"inline\"",
-     "inline: {format,width,height,bytes,data:base64} (binary in a tar stream); path: the file "
-     "is written under the data dir's output folder and the result is "
-     "{format,width,height,bytes,path}"},
-    {"auto_orient", OP_PARAM_BOOL, 0, -1, NULL, "true", "apply the JPEG EXIF orientation"},
-    {"exact", OP_PARAM_BOOL, 0, -1, NULL, "false",
-     "run the steps as written: no blur moved after a downscale, no JPEG shrink-on-load"},
-    {NULL, 0, 0, 0, NULL, NULL, NULL},
-};
-
 const struct op op_image = {
     .name = "image",
     .summary = "decode a JPEG or PNG, run a pipeline of steps, encode (SPEC §6)",
@@ -848,7 +831,7 @@ const struct op op_image = {
     .result = "{\"format\",\"width\",\"height\",\"bytes\",\"data\"|\"path\"}, or "
               "{\"variants\":{name:{...}}}",
     .example = "{\"path\": \"photos/a.jpg\"}",
-    .params = image_params,
+    .params = img_params_spec,
     .flags = OP_IMAGE | OP_SLOW,
     .cost_hint_ns = 200000000u,
     .validate_params = image_validate,

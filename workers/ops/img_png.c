@@ -128,6 +128,12 @@ static int decode_body(struct png_ctx *c)
     c->hdr->height = (int)h;
     c->hdr->channels = ch;
     c->hdr->orientation = 1;
+    if (c->opts->pick_scale != NULL) {
+        int rc = c->opts->pick_scale(c->opts->ctx, c->hdr, c->msg, c->msglen);
+        if (rc < 0) {
+            return rc; /* PNG has no reduced decode: only a refusal matters */
+        }
+    }
     c->im = img_create((int)w, (int)h, ch);
     c->rows = malloc(sizeof *c->rows * h);
     if (c->im == NULL || c->rows == NULL) {
