@@ -6,7 +6,7 @@
 #include "../api/errors.h"
 #include "../api/jsonw.h"
 #include "../workers/ipc.h"
-#include "../workers/ops.h"
+#include "../workers/ops/ops.h"
 #include "auth.h"
 #include "log.h"
 #include "metrics.h"

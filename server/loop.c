@@ -5,7 +5,7 @@
 #include "loop.h"
 
 #include "../workers/ipc.h"
-#include "../workers/ops.h"
+#include "../workers/ops/ops.h"
 #include "auth.h"
 #include "internal.h"
 #include "log.h"

@@ -5,7 +5,7 @@
 #include "observe.h"
 
 #include "../api/errors.h"
-#include "../workers/ops.h"
+#include "../workers/ops/ops.h"
 #include "internal.h"
 #include "log.h"
 #include "metrics.h"
@@ -53,7 +53,7 @@ static const char *batch_op_label(const struct request *r)
     return r->job_ops != NULL ? "mixed" : "none";
 }
 
-void observe_job(struct request *r, const struct dispatch_result *res)
+void observe_job(struct request *r, const struct job_result *res)
 {
     struct metrics *m = r->srv->metrics;
     const struct op *op = r->op;

@@ -16,7 +16,7 @@ int observe_start(struct server *s);
 void observe_stop(struct server *s);
 
 /* One job of R's batch ended with RES (called once per job, as results arrive). */
-void observe_job(struct request *r, const struct dispatch_result *res);
+void observe_job(struct request *r, const struct job_result *res);
 
 /* R is over (completed callback): counts the request, its bytes, and for a batch its
  * outcome (completed, refused, cancelled, cut). */

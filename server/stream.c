@@ -6,9 +6,10 @@
 
 #include "../api/errors.h"
 #include "../api/jsonw.h"
+#include "../api/job.h"
 #include "../api/outname.h"
 #include "../workers/ipc.h"
-#include "../workers/ops.h"
+#include "../workers/ops/ops.h"
 #include "log.h"
 #include "observe.h"
 
@@ -164,7 +165,7 @@ static int stream_name_outputs(struct request *r, enum MHD_Result *mr)
     return rc;
 }
 
-static void stream_on_result(void *ud, const struct dispatch_result *res)
+static void stream_on_result(void *ud, const struct job_result *res)
 {
     struct request *r = ud;
     observe_job(r, res);
@@ -337,14 +338,13 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
             *mr = http_reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, path);
             return -1;
         }
-        /* The job's params are the batch's, overridden key by key by its own. */
-        json_t *merged = NULL;
-        if (params != NULL && sp->params != NULL) {
-            merged = json_copy(sp->params);
-            json_object_update(merged, params);
+        int oom;
+        json_t *merged = job_params_merge(sp->params, params, &oom);
+        if (oom) {
+            *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+            return -1;
         }
-        const json_t *check = merged ? merged : (params ? params : sp->params);
-        int bad = ops_check_params(op, check, msg, sizeof msg, ppath, sizeof ppath);
+        int bad = ops_check_params(op, merged, msg, sizeof msg, ppath, sizeof ppath);
         json_decref(merged);
         if (bad != 0) {
             snprintf(path, sizeof path, "jobs[%llu].params%s%s", (unsigned long long)i,

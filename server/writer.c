@@ -56,7 +56,7 @@ static double ms_since(uint64_t base, uint64_t t)
 
 /* The body of one result object after its opening brace: "result":... or "error":{...},
  * then timing. */
-static int put_result_fields(struct writer *w, struct buf *out, const struct dispatch_result *r)
+static int put_result_fields(struct writer *w, struct buf *out, const struct job_result *r)
 {
     int rc = 0;
     if (r->err == 0) {
@@ -193,7 +193,7 @@ static int names_add(struct writer *w, const char *name)
 }
 
 /* The name of member I of result R (its JSON when it has no blobs) from STEM. */
-static void tar_member_name(char *name, size_t n, const char *stem, const struct dispatch_result *r,
+static void tar_member_name(char *name, size_t n, const char *stem, const struct job_result *r,
                             size_t i)
 {
     if (r->nblobs == 0) {
@@ -206,7 +206,7 @@ static void tar_member_name(char *name, size_t n, const char *stem, const struct
 }
 
 /* 1 when a member of R named from STEM is already in the stream. */
-static int tar_stem_taken(struct writer *w, const char *stem, const struct dispatch_result *r)
+static int tar_stem_taken(struct writer *w, const char *stem, const struct job_result *r)
 {
     char name[100];
     for (size_t i = 0; i < (r->nblobs ? r->nblobs : 1); i++) {
@@ -218,7 +218,7 @@ static int tar_stem_taken(struct writer *w, const char *stem, const struct dispa
     return 0;
 }
 
-static int tar_result(struct writer *w, struct buf *out, const struct dispatch_result *r)
+static int tar_result(struct writer *w, struct buf *out, const struct job_result *r)
 {
     if (r->err != 0) {
         int rc = buf_adds(&w->errors, "{\"index\":");
@@ -268,7 +268,7 @@ static int tar_result(struct writer *w, struct buf *out, const struct dispatch_r
 
 /* ---------------------------------------------------------------- public */
 
-int writer_result(struct writer *w, struct buf *out, const struct dispatch_result *r)
+int writer_result(struct writer *w, struct buf *out, const struct job_result *r)
 {
     int rc = 0;
     if (w->fmt == WRITER_NDJSON && r->err == 0 && !w->timing) {

@@ -4,7 +4,7 @@
 #define BATCHD_SERVER_WRITER_H
 
 #include "../api/buf.h"
-#include "../workers/dispatch.h"
+#include "../api/job.h"
 
 #include <stdint.h>
 
@@ -34,7 +34,7 @@ void writer_cleanup(struct writer *w);
 int writer_begin(struct writer *w, struct buf *out);
 
 /* One result. Returns 0 or -1 (output cap reached). */
-int writer_result(struct writer *w, struct buf *out, const struct dispatch_result *r);
+int writer_result(struct writer *w, struct buf *out, const struct job_result *r);
 
 /* The summary and whatever closes the stream. SUMMARY_JSON is the summary object's text. */
 /* Appends COUNT results already written as NDJSON lines (NDJSON writers only). */

@@ -38,7 +38,7 @@ struct held {
     int worker;
     char *text;
     size_t text_len;
-    struct dispatch_blob *blobs;
+    struct result_blob *blobs;
     size_t nblobs;
     size_t bytes; /* text and blob bytes, counted in the batch's held_bytes */
     uint64_t start_ns, end_ns;
@@ -177,7 +177,7 @@ static void held_clear(struct dispatch_batch *b, struct held *h)
     memset(h, 0, sizeof *h);
 }
 
-static void batch_count(struct dispatch_batch *b, const struct dispatch_result *r)
+static void batch_count(struct dispatch_batch *b, const struct job_result *r)
 {
     if (r->err == 0) {
         b->ok++;
@@ -193,7 +193,7 @@ static void batch_count(struct dispatch_batch *b, const struct dispatch_result *
     }
 }
 
-static void batch_deliver(struct dispatch_batch *b, const struct dispatch_result *r)
+static void batch_deliver(struct dispatch_batch *b, const struct job_result *r)
 {
     batch_count(b, r);
     b->desc.on_result(b->desc.ud, r);
@@ -228,7 +228,7 @@ static void batch_finish(struct dispatch_batch *b)
 
 /* Takes a result for job INDEX of batch B: delivers it now (completed order) or holds it
  * until its turn (input order). TEXT and blobs are copied when held. */
-static void batch_take_result(struct dispatch_batch *b, const struct dispatch_result *r)
+static void batch_take_result(struct dispatch_batch *b, const struct job_result *r)
 {
     if (b->cancelled) {
         return;
@@ -306,7 +306,7 @@ static void batch_take_block(struct dispatch_batch *b, uint64_t index, uint64_t 
 static void batch_fail_job(struct dispatch_batch *b, uint64_t index, int err, const char *msg,
                            int worker)
 {
-    struct dispatch_result r = {
+    struct job_result r = {
         .index = index,
         .err = err,
         .text = msg,
@@ -337,7 +337,7 @@ static void batch_deliver_held(struct dispatch_batch *b)
             b->base += count;
             continue;
         }
-        struct dispatch_result r = {
+        struct job_result r = {
             .index = b->base,
             .err = h->err,
             .text = h->text != NULL ? h->text : "",
@@ -809,7 +809,7 @@ static void slot_fail(struct dispatch *d, int i, int cause_err, const char *caus
                 } else {
                     snprintf(msg, sizeof msg, "%s", cause);
                 }
-                struct dispatch_result r = {
+                struct job_result r = {
                     .index = idx,
                     .err = cause_err,
                     .text = msg,
@@ -836,7 +836,7 @@ static void slot_fail(struct dispatch *d, int i, int cause_err, const char *caus
 }
 
 /* A block record (IPC_ERR_BLOCK) of slot I: end_ns holds the count, start_ns the busy time. */
-static int slot_take_block(struct dispatch *d, int i, const struct dispatch_result *res,
+static int slot_take_block(struct dispatch *d, int i, const struct job_result *res,
                            const struct ipc_reader *r)
 {
     struct slot *s = &d->slots[i];
@@ -871,9 +871,9 @@ static int slot_take_results(struct dispatch *d, int i, const uint8_t *body, siz
     struct ipc_reader r;
     ipc_reader_init(&r, body, len);
     uint32_t count = ipc_get_u32(&r);
-    struct dispatch_blob blobs[JOB_MAX_BLOBS];
+    struct result_blob blobs[JOB_MAX_BLOBS];
     for (uint32_t k = 0; k < count; k++) {
-        struct dispatch_result res = {.worker = i};
+        struct job_result res = {.worker = i};
         res.index = ipc_get_u64(&r);
         res.err = (int)ipc_get_u32(&r);
         res.start_ns = ipc_get_u64(&r);

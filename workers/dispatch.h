@@ -6,7 +6,8 @@
 #ifndef BATCHD_WORKERS_DISPATCH_H
 #define BATCHD_WORKERS_DISPATCH_H
 
-#include "ops.h"
+#include "../api/job.h"
+#include "ops/ops.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -46,24 +47,6 @@ struct dispatch_job {
     uint64_t blob_off, blob_len; /* bytes in the batch's blob fd */
 };
 
-struct dispatch_blob {
-    const char *name;
-    const uint8_t *data;
-    size_t len;
-};
-
-/* One job's outcome. Borrowed for the duration of the on_result call. */
-struct dispatch_result {
-    uint64_t index;
-    int err;              /* 0, or a negative per-job error code */
-    const char *text;     /* the result JSON (err == 0) or the error message */
-    size_t text_len;
-    const struct dispatch_blob *blobs;
-    size_t nblobs;
-    int worker;           /* slot that ran it, -1 when it never ran */
-    uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC; 0 when it never ran */
-};
-
 struct dispatch_summary {
     uint64_t jobs, ok, failed;
     size_t chunksize;
@@ -90,7 +73,7 @@ struct dispatch_batch_desc {
     const int64_t *ints;
     const struct op *ints_op;
     /* One result, in the batch's order. Exactly once per job. */
-    void (*on_result)(void *ud, const struct dispatch_result *r);
+    void (*on_result)(void *ud, const struct job_result *r);
     /* Optional: COUNT consecutive successful results from INDEX at once, as NDJSON lines
      * ({"index":I,"result":R}\n each, TEXT/LEN), BUSY_NS their summed run time. When set,
      * workers may answer tiny jobs this way (the server writes NDJSON without timing). */

@@ -5,8 +5,9 @@
 
 #include "../api/batch.h"
 #include "../api/errors.h"
+#include "../api/job.h"
 #include "ipc.h"
-#include "ops.h"
+#include "ops/ops.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -292,19 +293,13 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         if (nlen > 0) {
             snprintf(name, sizeof name, "%.*s", (int)nlen, ntext);
         }
-        /* A job's own params override the batch's key by key. */
-        if (job_params != NULL && json_is_object(chunk_params) && json_is_object(job_params)) {
-            json_t *merged = json_copy(chunk_params);
-            if (merged != NULL && json_object_update(merged, job_params) == 0) {
-                json_decref(job_params);
-                job_params = merged;
-            } else {
-                json_decref(merged);
-            }
-        }
+        int oom;
+        json_t *merged = job_params_merge(chunk_params, job_params, &oom);
+        json_decref(job_params);
+        job_params = merged;
         struct job_input in = {
             .value = value,
-            .params = job_params != NULL ? job_params : chunk_params,
+            .params = job_params,
             .data_dir = w->data_dir,
             .output_dir = w->output_dir,
             .name = nlen > 0 ? name : NULL,
@@ -324,6 +319,9 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
             err = -BATCHD_E_OVERFLOW;
             snprintf(o.message, sizeof o.message,
                      "the input holds an integer that does not fit in 64 bits");
+        } else if (oom) {
+            err = -BATCHD_E_INTERNAL;
+            snprintf(o.message, sizeof o.message, "out of memory merging the job's params");
         } else if (vlen > 0 && value == NULL) {
             err = -BATCHD_E_INVALID_INPUT;
             snprintf(o.message, sizeof o.message, "the input could not be read");

@@ -3,7 +3,7 @@
  * leak. Built as a libFuzzer target with clang (-DBATCHD_FUZZ=ON) and as a corpus replayer
  * with any compiler (tests/fuzz/replay.c). */
 #include "api/batch.h"
-#include "workers/ops.h"
+#include "workers/ops/ops.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -2,7 +2,7 @@
  * decoding with limits, EXIF parsing, a thumbnail, PNG encoding), exactly as a worker runs
  * it on an uploaded file. Any input must give a result or a per-job error. */
 #include "api/buf.h"
-#include "workers/ops.h"
+#include "workers/ops/ops.h"
 
 #include <stddef.h>
 #include <stdint.h>

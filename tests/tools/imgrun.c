@@ -12,7 +12,7 @@
  * with a per-job error, 2 on usage errors. */
 #include "../../api/base64.h"
 #include "../../api/errors.h"
-#include "../../workers/ops.h"
+#include "../../workers/ops/ops.h"
 
 #include <jansson.h>
 #include <stdio.h>

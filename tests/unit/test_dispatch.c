@@ -6,7 +6,7 @@
 #include "../../api/errors.h"
 #include "../../workers/dispatch.h"
 #include "../../workers/ipc.h"
-#include "../../workers/ops.h"
+#include "../../workers/ops/ops.h"
 #include "../../workers/worker.h"
 #include "../check.h"
 
@@ -45,7 +45,7 @@ static void tb_job_at(void *ud, uint64_t i, struct dispatch_job *job)
     job->value = json_array_get(t->inputs, (size_t)i);
 }
 
-static void tb_on_result(void *ud, const struct dispatch_result *r)
+static void tb_on_result(void *ud, const struct job_result *r)
 {
     struct tb *t = ud;
     if (t->done) {

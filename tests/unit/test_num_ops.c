@@ -2,7 +2,7 @@
  * (Python's math, statistics and fractions; values pasted in), with the edge cases of each:
  * 0, 1, negatives, type errors, overflow, pseudoprimes, float formatting. */
 #include "../../api/errors.h"
-#include "../../workers/ops.h"
+#include "../../workers/ops/ops.h"
 #include "../check.h"
 
 #include <jansson.h>

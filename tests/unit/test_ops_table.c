@@ -2,7 +2,7 @@
  * parses, lookups agree, /v1/ops is well-formed, and ops_check_params refuses what it must.
  * Adding an op needs no change here: the test walks the table. */
 #include "../../api/errors.h"
-#include "../../workers/ops.h"
+#include "../../workers/ops/ops.h"
 #include "../check.h"
 
 #include <jansson.h>

@@ -20,7 +20,8 @@ int img_pipeline_run(struct img_state *st, const struct img_step *steps, int n, 
                 break;
             }
         }
-        rc = img_step_class_of(s->kind)->run(&r, s);
+        const struct img_step_class *c = img_step_class_of(s->kind);
+        rc = c->run != NULL ? c->run(&r, s) : img_step_run_scale(&r, s);
     }
     return rc;
 }

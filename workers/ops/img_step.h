@@ -96,7 +96,9 @@ struct img_step_class {
     /* Any other step that changes the logical size: W x H after it. Returns 0, or -1 when the
      * step cannot run on such an image (the run then says why). NULL: the size is kept. */
     int (*size)(const struct img_step *s, int *w, int *h);
-    /* Runs the step. Returns 0 or a negative per-job code with R->msg set. */
+    /* Runs the step. Returns 0 or a negative per-job code with R->msg set. NULL for a
+     * resampling step: the runner gives those to img_step_run_scale, so that a step's file
+     * never calls back into the table that lists it. */
     int (*run)(struct img_run *r, const struct img_step *s);
 };
 

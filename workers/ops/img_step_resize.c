@@ -60,5 +60,4 @@ const struct img_step_class img_step_resize = {
     .one_of = one_of,
     .store = store,
     .scale = scale,
-    .run = img_step_run_scale,
 };

@@ -43,5 +43,4 @@ const struct img_step_class img_step_thumbnail = {
     .params = params,
     .store = store,
     .scale = scale,
-    .run = img_step_run_scale,
 };

@@ -5,7 +5,7 @@
 #define BATCHD_WORKERS_OPS_INTERNAL_H
 
 #include "../../api/errors.h"
-#include "../ops.h"
+#include "ops.h"
 
 #include <jansson.h>
 #include <stdint.h>

@@ -1,11 +1,12 @@
 /* The table of ops: every job kind batchd runs, one const descriptor each. The server reads
  * it to validate batches and to answer /v1/ops; workers read it to run jobs. Adding an op =
- * one file under workers/ops/, one line in ops.c, one test. */
-#ifndef BATCHD_WORKERS_OPS_H
-#define BATCHD_WORKERS_OPS_H
+ * one file in this folder, one line in ops.c, one test. The types of a job's input and output
+ * are the contract's (api/job.h). */
+#ifndef BATCHD_WORKERS_OPS_OPS_H
+#define BATCHD_WORKERS_OPS_OPS_H
 
-#include "../api/buf.h"
-#include "ops/op_param.h"
+#include "../../api/job.h"
+#include "op_param.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -13,36 +14,6 @@
 
 /* An op's params are declared with struct op_param (ops/op_param.h): the engine that the
  * server's generic checks, /v1/ops and the image op's steps share. */
-
-/* What a job is given. Borrowed for the duration of run(). */
-struct job_input {
-    const json_t *value;  /* the job's input from the batch */
-    const json_t *params; /* the job's params (batch params merged with its own), or NULL */
-    const uint8_t *blob;  /* image bytes handed over in shared memory, or NULL */
-    size_t blob_len;
-    const char *data_dir;   /* --data-dir, or NULL when none was given */
-    const char *output_dir; /* where output:"path" results go (under data_dir), or NULL */
-    const char *name;       /* the stem of its output "path" files, unique in the batch, or NULL */
-    uint64_t index;         /* the job's index in its batch (for output file names) */
-    int want_binary;        /* 1: the client reads a tar stream, so image bytes go in blobs */
-};
-
-#define JOB_MAX_BLOBS 16
-
-/* One binary result (an encoded image) returned beside the JSON result. */
-struct job_blob {
-    char name[64]; /* tar member name suffix, e.g. "png" or "small.jpeg" */
-    struct buf bytes;
-};
-
-/* What a job gives back. The worker loop initialises it before run() and frees it after. */
-struct job_output {
-    struct buf *json;  /* on success: the result value as JSON text */
-    int err;           /* on failure: the negative error code run() returned */
-    char message[256]; /* on failure: for a human; empty = the code's default message */
-    struct job_blob blobs[JOB_MAX_BLOBS];
-    int nblobs;
-};
 
 enum op_flags {
     OP_SLOW = 1 << 0,  /* jobs may take long: results are flushed before each one starts */

@@ -1,10 +1,10 @@
 /* The table of ops and what the server needs from it: lookup by name and index, the generic
  * checks of a batch's params against each op's declared params, and the /v1/ops catalogue.
- * The ops themselves live in workers/ops/ (one family per file); this file only lists them. */
+ * The ops themselves live beside it (one family per file); this file only lists them. */
 #include "ops.h"
 
-#include "../api/errors.h"
-#include "ops/internal.h"
+#include "../../api/errors.h"
+#include "internal.h"
 
 #include <stdint.h>
 #include <stdio.h>
