@@ -38,6 +38,7 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     }
     log_set_format(strcmp(s.cfg.log_format, "json") == 0 ? LOG_JSON : LOG_LOGFMT);
+    log_set_level((enum log_level)log_level_parse(s.cfg.log_level));
     int status = loop_run(&s);
     loop_cleanup(&s);
     return status;

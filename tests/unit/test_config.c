@@ -68,6 +68,7 @@ static void test_defaults(void)
     CHECK_EQ_INT(cfg.grace_period_ms, 30000);
     CHECK_EQ_INT(cfg.worker_memory_bytes, 4ull * 1024 * 1024 * 1024);
     CHECK_EQ_STR(cfg.log_format, "logfmt");
+    CHECK_EQ_STR(cfg.log_level, "info");
     CHECK_EQ_STR(cfg.data_dir, "");
     CHECK_EQ_STR(cfg.output_dir, "");
     CHECK_EQ_STR(err, "");
@@ -169,6 +170,10 @@ static void test_refusals(void)
     CHECK(strstr(err, "--workers") != NULL);
     CHECK_EQ_INT(load(&cfg, err, sizeof err, ARGS("--log-format", "xml")), -1);
     CHECK(strstr(err, "--log-format") != NULL);
+    CHECK_EQ_INT(load(&cfg, err, sizeof err, ARGS("--log-level", "loud")), -1);
+    CHECK(strstr(err, "--log-level") != NULL);
+    CHECK_EQ_INT(load(&cfg, err, sizeof err, ARGS("--log-level", "debug")), 0);
+    CHECK_EQ_STR(cfg.log_level, "debug");
     CHECK_EQ_INT(load(&cfg, err, sizeof err, ARGS("--no-such-flag", "1")), -1);
     CHECK(strstr(err, "--no-such-flag") != NULL);
     CHECK_EQ_INT(load(&cfg, err, sizeof err, ARGS("--max-jobs")), -1);
