@@ -76,12 +76,13 @@ static void test_int_inputs_refusals(void)
         -BATCHD_E_BAD_REQUEST);
     CHECK_EQ_STR(e.path, "bogus");
     /* Past the job limit: the same refusal as without the fast path. */
-    char *big = malloc(16 + 2 * 1001 + 64);
-    strcpy(big, "{\"op\": \"sqrt\", \"inputs\": [0");
+    size_t cap = 16 + 2 * 1001 + 64, len = 0;
+    char *big = malloc(cap);
+    len += (size_t)snprintf(big + len, cap - len, "{\"op\": \"sqrt\", \"inputs\": [0");
     for (int i = 1; i < 1001; i++) {
-        strcat(big, ",1");
+        len += (size_t)snprintf(big + len, cap - len, ",1");
     }
-    strcat(big, "]}");
+    snprintf(big + len, cap - len, "]}");
     CHECK_EQ_INT(parse(big, &s, &e), -BATCHD_E_TOO_MANY_JOBS);
     big[strlen(big) - 4] = ']';
     big[strlen(big) - 3] = '}';
