@@ -94,9 +94,11 @@ static void test_int_inputs_refusals(void)
     free(big);
 }
 
-int main(void)
-{
-    test_int_inputs();
-    test_int_inputs_refusals();
-    return check_report("test_batch");
-}
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"int_inputs", test_int_inputs},
+    {"int_inputs_refusals", test_int_inputs_refusals},
+};
+/* clang-format on */
+
+CHECK_MAIN("test_batch", cases)
