@@ -462,8 +462,11 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
             goto out;
         }
         out->njobs = json_array_size(jobs);
-        if (out->njobs <= lim->max_jobs && (rc = check_jobs(jobs, e)) != 0) {
-            goto out;
+        if (out->njobs <= lim->max_jobs) {
+            rc = check_jobs(jobs, e);
+            if (rc != 0) {
+                goto out;
+            }
         }
     } else {
         if (inputs == NULL) {

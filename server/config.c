@@ -62,6 +62,8 @@ static const struct cfg_opt cfg_opts[] = {
     OPT_N("max-connections", "BATCHD_MAX_CONNECTIONS", CFG_U64, max_connections, "4096",
           "open client connections"),
     OPT_S("log-format", "BATCHD_LOG_FORMAT", log_format, "logfmt", "logfmt or json"),
+    OPT_S("log-level", "BATCHD_LOG_LEVEL", log_level, "info",
+          "least severe lines logged: error, warn, info or debug"),
     OPT_S("auth-token-file", "BATCHD_AUTH_TOKEN_FILE", auth_token_file, "",
           "file of bearer tokens, one per line, every request but health checks must carry"),
     OPT_S("cors-origin", "BATCHD_CORS_ORIGIN", cors_origin, "",
@@ -326,6 +328,11 @@ int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
     }
     if (strcmp(cfg->log_format, "logfmt") != 0 && strcmp(cfg->log_format, "json") != 0) {
         fprintf(err, "batchd: --log-format must be logfmt or json\n");
+        return -1;
+    }
+    if (strcmp(cfg->log_level, "error") != 0 && strcmp(cfg->log_level, "warn") != 0 &&
+        strcmp(cfg->log_level, "info") != 0 && strcmp(cfg->log_level, "debug") != 0) {
+        fprintf(err, "batchd: --log-level must be error, warn, info or debug\n");
         return -1;
     }
     if (cfg->max_batches < 1 || cfg->max_batches > INT_MAX || cfg->max_jobs < 1) {

@@ -29,6 +29,7 @@ struct config {
     uint64_t min_body_rate;     /* bytes/s; 0: none */
     uint64_t max_connections;
     char log_format[16]; /* logfmt | json */
+    char log_level[16];  /* error | warn | info | debug */
     char auth_token_file[4096];
     char cors_origin[1024];
 };

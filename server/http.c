@@ -114,6 +114,13 @@ static enum MHD_Result reply_error_allow(struct request *r, int err, const char 
         status = 500;
     }
     int retry = (err == -BATCHD_E_OVERLOADED || err == -BATCHD_E_DRAINING) ? 1 : 0;
+    if (log_enabled(LOG_DEBUG)) {
+        char st[16];
+        snprintf(st, sizeof st, "%d", status);
+        log_event("debug", "refused", "request_id", r->id, "status", st, "code",
+                  batchd_err_name(err), "message", message ? message : batchd_err_message(err),
+                  "path", path, NULL);
+    }
     enum MHD_Result rc =
         reply(r, status, "application/json", buf_data(&b), buf_len(&b), allow, retry);
     buf_cleanup(&b);
@@ -204,6 +211,19 @@ static int auth_ok(struct server *s, struct MHD_Connection *c)
 {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     return auth_check(s->auth, h) == 0;
+}
+
+/* The debug line of a batch that starts: its size and the chunk size it runs with. */
+static void log_batch_accepted(const struct request *r)
+{
+    char jobs[24], bytes[24], chunk[24];
+    snprintf(jobs, sizeof jobs, "%llu", (unsigned long long)r->spec.njobs);
+    snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)upload_bytes(r->upload));
+    snprintf(chunk, sizeof chunk, "%zu", dispatch_batch_chunksize(r->batch));
+    log_event("debug", "batch_accepted", "request_id", r->id, "op",
+              r->spec.op ? r->spec.op : "(per job)", "jobs", jobs, "bytes_in", bytes, "chunksize",
+              chunk, "order", r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input",
+              "format", writer_content_type(r->writer.fmt), NULL);
 }
 
 static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *url,
@@ -301,7 +321,11 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
     if (err != 0) {
         return http_reply_error(r, err, msg, NULL);
     }
-    return stream_start(r);
+    enum MHD_Result mr = stream_start(r);
+    if (r->batch != NULL && log_enabled(LOG_DEBUG)) {
+        log_batch_accepted(r);
+    }
+    return mr;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,

@@ -13,10 +13,34 @@
 #include <unistd.h>
 
 static enum log_format log_fmt = LOG_LOGFMT;
+static enum log_level log_min = LOG_INFO;
+
+/* Indexed by enum log_level. */
+static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
 
 void log_set_format(enum log_format f)
 {
     log_fmt = f;
+}
+
+void log_set_level(enum log_level l)
+{
+    log_min = l;
+}
+
+int log_level_parse(const char *name)
+{
+    for (int i = 0; i < (int)(sizeof log_level_names / sizeof log_level_names[0]); i++) {
+        if (strcmp(name, log_level_names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int log_enabled(enum log_level l)
+{
+    return l <= log_min;
 }
 
 static void logfmt_value(struct buf *b, const char *v)
@@ -48,6 +72,10 @@ static void log_pair(struct buf *b, const char *k, const char *v, int first)
 
 void log_event(const char *level, const char *event, ...)
 {
+    int l = log_level_parse(level);
+    if (l >= 0 && !log_enabled((enum log_level)l)) {
+        return;
+    }
     struct buf b;
     buf_init(&b, 16384);
     struct timeval tv;

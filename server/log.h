@@ -4,10 +4,24 @@
 
 enum log_format { LOG_LOGFMT, LOG_JSON };
 
+/* Most severe first: a line is written when its level is at or above the one set. */
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
 void log_set_format(enum log_format f);
 
+/* Sets the least severe level written (--log-level; the default is LOG_INFO). */
+void log_set_level(enum log_level l);
+
+/* The level named NAME ("error", "warn", "info", "debug"), or -1 for any other name. */
+int log_level_parse(const char *name);
+
+/* 1 when lines of level L are written: check it before formatting the values of a debug
+ * line, so that a line nobody reads costs one comparison. */
+int log_enabled(enum log_level l);
+
 /* Writes one line: time, level, event, then the KEY, VALUE string pairs that follow,
- * terminated by a NULL key. A NULL value is skipped. */
+ * terminated by a NULL key. A NULL value is skipped. LEVEL is one of the names of
+ * log_level_parse; a line below the level set is not written. */
 void log_event(const char *level, const char *event, ...) __attribute__((sentinel));
 
 #endif

@@ -39,6 +39,7 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     }
     log_set_format(strcmp(s.cfg.log_format, "json") == 0 ? LOG_JSON : LOG_LOGFMT);
+    log_set_level((enum log_level)log_level_parse(s.cfg.log_level));
     /* Buffers of 1 MiB and more get mappings of their own, which free() gives back: left
      * to itself, glibc raises the threshold to the size of each big block freed (up to
      * 32 MiB) and then keeps such blocks in its heap, so that six clients not reading a

@@ -137,9 +137,21 @@ void observe_worker_event(void *ud, const struct dispatch_worker_event *ev)
     (void)ud;
     char slot[16], pid[24];
     int crash = ev->cause != NULL && strcmp(ev->cause, "crash") == 0;
+    int chunk = strcmp(ev->event, "chunk") == 0;
 
+    if (chunk && !log_enabled(LOG_DEBUG)) {
+        return; /* one per chunk: cheap to skip, not to format */
+    }
     snprintf(slot, sizeof slot, "%d", ev->slot);
     snprintf(pid, sizeof pid, "%ld", ev->pid);
+    if (chunk) {
+        char first[24], njobs[24];
+        snprintf(first, sizeof first, "%llu", (unsigned long long)ev->first_job);
+        snprintf(njobs, sizeof njobs, "%llu", (unsigned long long)ev->njobs);
+        log_event("debug", "chunk_sent", "worker", slot, "pid", pid, "first_job", first, "jobs",
+                  njobs, NULL);
+        return;
+    }
     log_event(crash ? "warn" : "info", ev->event[0] == 's' ? "worker_start" : "worker_exit",
               "worker", slot, "pid", pid, "cause", ev->cause, "status", ev->status, NULL);
 }

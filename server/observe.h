@@ -27,7 +27,8 @@ void observe_request_done(struct request *r);
 /* Appends the GET /metrics exposition to OUT. Returns 0, or -1 (answer 500). */
 int observe_render(struct server *s, struct buf *out);
 
-/* dispatch_config.on_worker: one log line per worker start and exit, with the cause. */
+/* dispatch_config.on_worker: one log line per worker start and exit, with the cause, and at
+ * debug one per chunk sent. */
 void observe_worker_event(void *ud, const struct dispatch_worker_event *ev);
 
 #endif

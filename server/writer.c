@@ -192,6 +192,10 @@ static int names_add(struct writer *w, const char *name)
     return 0;
 }
 
+/* The longest part of a member name taken from its stem when the result has blobs (the
+ * blob's name follows, in a 100-byte ustar name field). */
+#define TAR_STEM_MAX 60
+
 /* The name of member I of result R (its JSON when it has no blobs) from STEM. */
 static void tar_member_name(char *name, size_t n, const char *stem, const struct job_result *r,
                             size_t i)
@@ -202,7 +206,7 @@ static void tar_member_name(char *name, size_t n, const char *stem, const struct
     }
     /* "jpeg" -> 3.jpeg; a variant "small.jpeg" -> 3-small.jpeg */
     const char *bn = r->blobs[i].name;
-    snprintf(name, n, "%.60s%s%.30s", stem, strchr(bn, '.') ? "-" : ".", bn);
+    snprintf(name, n, "%.*s%s%.30s", TAR_STEM_MAX, stem, strchr(bn, '.') ? "-" : ".", bn);
 }
 
 /* 1 when a member of R named from STEM is already in the stream. */
@@ -243,15 +247,19 @@ static int tar_result(struct writer *w, struct buf *out, const struct job_result
         rc |= names_add(w, "summary.json");
     }
     if (w->name_of != NULL) {
-        /* A name already in the stream gets the job's index: "p.png", then "p-1.png". */
-        char base[96];
+        /* A name already in the stream gets the job's index: "p.png", then "p-1.png". The
+         * base is cut so that the suffix survives tar_member_name's TAR_STEM_MAX: a cut
+         * suffix would give the same taken name on every turn, and never end. */
+        char base[96], suffix[40];
         snprintf(base, sizeof base, "%s", stem);
         for (unsigned k = 0; tar_stem_taken(w, stem, r); k++) {
             if (k == 0) {
-                snprintf(stem, sizeof stem, "%.60s-%llu", base, (unsigned long long)r->index);
+                snprintf(suffix, sizeof suffix, "-%llu", (unsigned long long)r->index);
             } else {
-                snprintf(stem, sizeof stem, "%.60s-%llu-%u", base, (unsigned long long)r->index, k);
+                snprintf(suffix, sizeof suffix, "-%llu-%u", (unsigned long long)r->index, k);
             }
+            snprintf(stem, sizeof stem, "%.*s%s", (int)(TAR_STEM_MAX - strlen(suffix)), base,
+                     suffix);
         }
     }
     char name[100];

@@ -681,6 +681,14 @@ static void dispatch_feed(struct dispatch *d)
         s->out_fd = pick->desc.blob_fd;
         pick->inflight_jobs += n;
         pick->inflight_chunks++;
+        if (d->cfg.on_worker != NULL) {
+            struct dispatch_worker_event ev = {.slot = i,
+                                               .pid = (long)pool_pid(d->pool, i),
+                                               .event = "chunk",
+                                               .first_job = s->jobs[0],
+                                               .njobs = n};
+            d->cfg.on_worker(d->cfg.ud, &ev);
+        }
         slot_flush(d, i);
     }
 }

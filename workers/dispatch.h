@@ -20,9 +20,10 @@ struct dispatch_batch;
 struct dispatch_worker_event {
     int slot;
     long pid;
-    const char *event;  /* "start" or "exit" */
-    const char *cause;  /* exit: "crash", "timeout", "recycle" or "drain"; start: NULL */
-    const char *status; /* exit: how it ended ("exit status 0", "SIGKILL"); start: NULL */
+    const char *event;         /* "start", "exit" or "chunk" (a chunk of jobs sent to it) */
+    const char *cause;         /* exit: "crash", "timeout", "recycle" or "drain"; else NULL */
+    const char *status;        /* exit: how it ended ("exit status 0", "SIGKILL"); else NULL */
+    uint64_t first_job, njobs; /* chunk: the index of its first job, and its job count */
 };
 
 struct dispatch_config {

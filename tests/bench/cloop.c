@@ -28,7 +28,7 @@ int main(int argc, char **argv)
         return 2;
     }
     uint64_t n = strtoull(argv[1], NULL, 10);
-    int jobs = atoi(argv[2]), procs = atoi(argv[3]);
+    int jobs = (int)strtol(argv[2], NULL, 10), procs = (int)strtol(argv[3], NULL, 10);
     for (int p = 0; p < procs; p++) {
         pid_t pid = fork();
         if (pid == 0) {

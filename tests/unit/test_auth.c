@@ -85,9 +85,11 @@ static void test_cors(void)
     auth_destroy(a);
 }
 
-int main(void)
-{
-    test_tokens();
-    test_cors();
-    return check_report("test_auth");
-}
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"tokens", test_tokens},
+    {"cors", test_cors},
+};
+/* clang-format on */
+
+CHECK_MAIN("test_auth", cases)

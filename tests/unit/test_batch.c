@@ -76,12 +76,13 @@ static void test_int_inputs_refusals(void)
         -BATCHD_E_BAD_REQUEST);
     CHECK_EQ_STR(e.path, "bogus");
     /* Past the job limit: the same refusal as without the fast path. */
-    char *big = malloc(16 + 2 * 1001 + 64);
-    strcpy(big, "{\"op\": \"sqrt\", \"inputs\": [0");
+    size_t cap = 16 + 2 * 1001 + 64, len = 0;
+    char *big = malloc(cap);
+    len += (size_t)snprintf(big + len, cap - len, "{\"op\": \"sqrt\", \"inputs\": [0");
     for (int i = 1; i < 1001; i++) {
-        strcat(big, ",1");
+        len += (size_t)snprintf(big + len, cap - len, ",1");
     }
-    strcat(big, "]}");
+    snprintf(big + len, cap - len, "]}");
     CHECK_EQ_INT(parse(big, &s, &e), -BATCHD_E_TOO_MANY_JOBS);
     big[strlen(big) - 4] = ']';
     big[strlen(big) - 3] = '}';
@@ -121,10 +122,12 @@ static void test_nul_and_empty(void)
     batch_spec_cleanup(&s);
 }
 
-int main(void)
-{
-    test_int_inputs();
-    test_int_inputs_refusals();
-    test_nul_and_empty();
-    return check_report("test_batch");
-}
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"int_inputs", test_int_inputs},
+    {"int_inputs_refusals", test_int_inputs_refusals},
+    {"nul_and_empty", test_nul_and_empty},
+};
+/* clang-format on */
+
+CHECK_MAIN("test_batch", cases)

@@ -247,10 +247,38 @@ static struct dispatch *make_dispatch(int workers, uint64_t max_queued, int max_
     return d;
 }
 
+/* The fixture of the cases that share one dispatcher (two workers, generous limits): made
+ * on first use, checked empty and destroyed after the last case. */
+static struct dispatch *shared;
+
+static struct dispatch *shared_dispatch(void)
+{
+    if (shared == NULL) {
+        shared = make_dispatch(2, 100000000, 64);
+        if (shared == NULL) {
+            exit(check_report("test_dispatch"));
+        }
+        CHECK_EQ_INT(dispatch_workers(shared), 2);
+        CHECK(run_until(shared, workers_all_up, shared, 5000));
+    }
+    return shared;
+}
+
+static void shared_teardown(void)
+{
+    if (shared != NULL) {
+        CHECK_EQ_INT(dispatch_batches(shared), 0);
+        CHECK_EQ_INT(dispatch_queued_jobs(shared), 0);
+        dispatch_destroy(shared);
+        shared = NULL;
+    }
+}
+
 /* ---------------------------------------------------------------- ordering */
 
-static void test_input_order_despite_out_of_order_completion(struct dispatch *d)
+static void test_input_order_despite_out_of_order_completion(void)
 {
+    struct dispatch *d = shared_dispatch();
     struct tb *t = tb_new("decreasing", "sleep", 8, in_sleep_decreasing);
     CHECK(tb_submit(d, t, 1, DISPATCH_ORDER_INPUT, 0, 0, NULL) != NULL);
     CHECK(run_until(d, is_done, t, 10000));
@@ -273,8 +301,9 @@ static void test_input_order_despite_out_of_order_completion(struct dispatch *d)
     tb_free(t);
 }
 
-static void test_square_results_in_order(struct dispatch *d)
+static void test_square_results_in_order(void)
 {
+    struct dispatch *d = shared_dispatch();
     const size_t sizes[] = {1, 7, 0};
     for (size_t k = 0; k < 3; k++) {
         for (int o = 0; o < 2; o++) {
@@ -299,8 +328,9 @@ static void test_square_results_in_order(struct dispatch *d)
 
 /* ---------------------------------------------------------------- chunking */
 
-static void test_chunking(struct dispatch *d)
+static void test_chunking(void)
 {
+    struct dispatch *d = shared_dispatch();
     /* Explicit: the batch runs with it, and a chunk's jobs run on one worker. */
     struct tb *t = tb_new("chunks-of-7", "sleep", 28, in_sleep_20);
     CHECK(tb_submit(d, t, 7, DISPATCH_ORDER_INPUT, 0, 0, NULL) != NULL);
@@ -345,8 +375,9 @@ static void test_chunking(struct dispatch *d)
 
 /* ---------------------------------------------------------------- fairness */
 
-static void test_fairness(struct dispatch *d)
+static void test_fairness(void)
 {
+    struct dispatch *d = shared_dispatch();
     /* 40 x 50 ms on 2 workers is a second of work; a 1-job batch submitted after it waits
      * at most for one chunk per worker. */
     struct tb *big = tb_new("big-slow", "sleep", 40, in_sleep_50);
@@ -385,8 +416,9 @@ static void test_fairness(struct dispatch *d)
 
 /* ---------------------------------------------------------------- cancellation */
 
-static void test_cancel(struct dispatch *d)
+static void test_cancel(void)
 {
+    struct dispatch *d = shared_dispatch();
     /* Mid-batch: after the first result, cancel; nothing more arrives, the queue empties. */
     struct tb *t = tb_new("cancel-mid", "sleep", 20, in_sleep_100);
     CHECK(tb_submit(d, t, 1, DISPATCH_ORDER_COMPLETED, 0, 0, NULL) != NULL);
@@ -439,8 +471,9 @@ static void test_cancel(struct dispatch *d)
 
 /* ---------------------------------------------------------------- pause */
 
-static void test_pause(struct dispatch *d)
+static void test_pause(void)
 {
+    struct dispatch *d = shared_dispatch();
     struct tb *t = tb_new("paused", "sleep", 10, in_sleep_50);
     CHECK(tb_submit(d, t, 1, DISPATCH_ORDER_COMPLETED, 0, 0, NULL) != NULL);
     dispatch_batch_set_paused(t->b, 1);
@@ -519,8 +552,9 @@ static void test_overload(void)
 
 /* ---------------------------------------------------------------- timeouts, deadlines */
 
-static void test_timeout_and_deadline(struct dispatch *d)
+static void test_timeout_and_deadline(void)
 {
+    struct dispatch *d = shared_dispatch();
     struct tb *t = tb_new("timeout", "sleep", 4, in_sleep_50);
     json_array_set_new(t->inputs, 1, json_integer(5000));
     CHECK(tb_submit(d, t, 4, DISPATCH_ORDER_INPUT, 300, 0, NULL) != NULL);
@@ -602,28 +636,25 @@ static void test_destroy_with_live_batches(void)
     dispatch_destroy(NULL);
 }
 
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"input_order_despite_out_of_order_completion", test_input_order_despite_out_of_order_completion},
+    {"square_results_in_order", test_square_results_in_order},
+    {"chunking", test_chunking},
+    {"fairness", test_fairness},
+    {"cancel", test_cancel},
+    {"pause", test_pause},
+    {"timeout_and_deadline", test_timeout_and_deadline},
+    {"overload", test_overload},
+    {"destroy_with_live_batches", test_destroy_with_live_batches},
+};
+/* clang-format on */
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "--worker") == 0) {
         return worker_main(3, 4, argc >= 3 ? strtol(argv[2], NULL, 10) : 0);
     }
-    struct dispatch *d = make_dispatch(2, 100000000, 64);
-    if (d == NULL) {
-        return check_report("test_dispatch");
-    }
-    CHECK_EQ_INT(dispatch_workers(d), 2);
-    CHECK(run_until(d, workers_all_up, d, 5000));
-    test_input_order_despite_out_of_order_completion(d);
-    test_square_results_in_order(d);
-    test_chunking(d);
-    test_fairness(d);
-    test_cancel(d);
-    test_pause(d);
-    test_timeout_and_deadline(d);
-    CHECK_EQ_INT(dispatch_batches(d), 0);
-    CHECK_EQ_INT(dispatch_queued_jobs(d), 0);
-    dispatch_destroy(d);
-    test_overload();
-    test_destroy_with_live_batches();
-    return check_report("test_dispatch");
+    static const struct check_fixture fx = {NULL, shared_teardown};
+    return check_main_fixture("test_dispatch", cases, CHECK_NCASES(cases), &fx, argc, argv);
 }

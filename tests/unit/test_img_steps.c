@@ -416,16 +416,18 @@ static void test_codecs(void)
     img_destroy(g);
 }
 
-int main(void)
-{
-    test_blur_impulse();
-    test_blur_constant();
-    test_resize_constant();
-    test_reduce_mean();
-    test_geometry();
-    test_grayscale_alpha();
-    test_sizes();
-    test_params();
-    test_codecs();
-    return check_report("test_img_steps");
-}
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"blur_impulse", test_blur_impulse},
+    {"blur_constant", test_blur_constant},
+    {"resize_constant", test_resize_constant},
+    {"reduce_mean", test_reduce_mean},
+    {"geometry", test_geometry},
+    {"grayscale_alpha", test_grayscale_alpha},
+    {"sizes", test_sizes},
+    {"params", test_params},
+    {"codecs", test_codecs},
+};
+/* clang-format on */
+
+CHECK_MAIN("test_img_steps", cases)

@@ -433,10 +433,12 @@ static void test_fast_matches_reference(void)
     CHECK(n > 1000000);
 }
 
-int main(void)
-{
-    test_repr();
-    test_round_trip();
-    test_fast_matches_reference();
-    return check_report("test_jsonw");
-}
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"repr", test_repr},
+    {"round_trip", test_round_trip},
+    {"fast_matches_reference", test_fast_matches_reference},
+};
+/* clang-format on */
+
+CHECK_MAIN("test_jsonw", cases)

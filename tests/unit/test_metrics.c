@@ -113,10 +113,12 @@ static void test_caps(void)
     metrics_destroy(NULL);
 }
 
-int main(void)
-{
-    test_counters();
-    test_histogram();
-    test_caps();
-    return check_report("test_metrics");
-}
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"counters", test_counters},
+    {"histogram", test_histogram},
+    {"caps", test_caps},
+};
+/* clang-format on */
+
+CHECK_MAIN("test_metrics", cases)

@@ -422,15 +422,17 @@ static void test_cpu(void)
     CHECK_RUN("monte_carlo_pi", "{\"samples\": 10, \"sed\": 1}", "error:invalid_input");
 }
 
-int main(void)
-{
-    test_arith();
-    test_is_prime();
-    test_prime_factors();
-    test_collatz();
-    test_sum_mean();
-    test_stats();
-    test_sort();
-    test_cpu();
-    return check_report("test_num_ops");
-}
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"arith", test_arith},
+    {"is_prime", test_is_prime},
+    {"prime_factors", test_prime_factors},
+    {"collatz", test_collatz},
+    {"sum_mean", test_sum_mean},
+    {"stats", test_stats},
+    {"sort", test_sort},
+    {"cpu", test_cpu},
+};
+/* clang-format on */
+
+CHECK_MAIN("test_num_ops", cases)

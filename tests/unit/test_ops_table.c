@@ -254,11 +254,13 @@ static void test_check_params(void)
     json_decref(p);
 }
 
-int main(void)
-{
-    test_walk();
-    test_examples_run();
-    test_describe();
-    test_check_params();
-    return check_report("test_ops_table");
-}
+/* clang-format off */
+static const struct check_case cases[] = {
+    {"walk", test_walk},
+    {"examples_run", test_examples_run},
+    {"describe", test_describe},
+    {"check_params", test_check_params},
+};
+/* clang-format on */
+
+CHECK_MAIN("test_ops_table", cases)

@@ -742,7 +742,8 @@ static int image_run(const struct job_input *in, struct job_output *out)
         outname_stem(rel_path, NULL, in->index, stem, sizeof stem);
     }
     if (p->nvariants == 0) {
-        if ((rc = img_state_unreduce(&st, msg, msglen)) == 0) {
+        rc = img_state_unreduce(&st, msg, msglen);
+        if (rc == 0) {
             rc = emit_output(in, out, &st, &p->out, p->output_path, src, NULL, stem, msg, msglen);
         }
         goto out;
