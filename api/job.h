@@ -49,12 +49,12 @@ struct result_blob {
 /* One job's outcome. Borrowed for the duration of the owner's on_result call. */
 struct job_result {
     uint64_t index;
-    int err;              /* 0, or a negative per-job error code */
-    const char *text;     /* the result JSON (err == 0) or the error message */
+    int err;          /* 0, or a negative per-job error code */
+    const char *text; /* the result JSON (err == 0) or the error message */
     size_t text_len;
     const struct result_blob *blobs;
     size_t nblobs;
-    int worker;           /* slot that ran it, -1 when it never ran */
+    int worker;                /* slot that ran it, -1 when it never ran */
     uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC; 0 when it never ran */
 };
 

@@ -5,8 +5,8 @@
 #include "internal.h"
 
 #include "../api/errors.h"
-#include "../api/jsonw.h"
 #include "../api/job.h"
+#include "../api/jsonw.h"
 #include "../api/outname.h"
 #include "../workers/ipc.h"
 #include "../workers/ops/ops.h"

@@ -3,9 +3,9 @@
  * JPEG_MAX_DIMENSION), so a plan that would make a larger one fails as too_large at once,
  * shared pipeline or variant, while the same size as PNG is made. */
 #include "../../api/errors.h"
-#include "../../workers/ops/ops.h"
 #include "../../workers/ops/img_jpeg.h"
 #include "../../workers/ops/img_png.h"
+#include "../../workers/ops/ops.h"
 #include "../check.h"
 
 #include <jansson.h>

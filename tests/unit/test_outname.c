@@ -28,15 +28,16 @@ static void test_stems(void)
     stem_is(NULL, NULL, 42, "42");
     stem_is("", NULL, 7, "7");
     /* Too deep to keep the folders: the base name alone; a long name is cut. */
-    char deep[2000] = "";
+    char deep[2000];
+    size_t len = 0;
     for (int i = 0; i < 30; i++) {
-        strcat(deep, "folder-name/");
+        len += (size_t)snprintf(deep + len, sizeof deep - len, "folder-name/");
     }
-    strcat(deep, "a.png");
+    snprintf(deep + len, sizeof deep - len, "a.png");
     stem_is(deep, NULL, 0, "a");
     char longname[300];
     memset(longname, 'x', 250);
-    strcpy(longname + 250, ".png");
+    snprintf(longname + 250, sizeof longname - 250, ".png");
     char out[OUTNAME_MAX + 1];
     outname_stem(longname, NULL, 0, out, sizeof out);
     CHECK_EQ_INT(strlen(out), OUTNAME_MAX_PART);
@@ -48,8 +49,8 @@ static void test_stems(void)
     }
 }
 
-static char *claim(struct outname_set *s, const char *params, const char *input,
-                   const char *upload, uint64_t index)
+static char *claim(struct outname_set *s, const char *params, const char *input, const char *upload,
+                   uint64_t index)
 {
     json_t *p = json_loads(params, 0, NULL);
     json_t *in = input != NULL ? json_loads(input, 0, NULL) : NULL;
@@ -75,7 +76,8 @@ static void claim_is(struct outname_set *s, const char *params, const char *inpu
 static void test_claims(void)
 {
     const char *path = "{\"output\": \"path\"}";
-    const char *vars = "{\"output\": \"path\", \"variants\": [{\"name\": \"t\"}, {\"name\": \"q\"}]}";
+    const char *vars =
+        "{\"output\": \"path\", \"variants\": [{\"name\": \"t\"}, {\"name\": \"q\"}]}";
     struct outname_set *s = outname_set_create();
     CHECK(s != NULL);
     claim_is(s, "{}", "{\"path\": \"a.png\"}", NULL, 0, NULL); /* inline: no files */
