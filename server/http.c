@@ -5,6 +5,7 @@
 
 #include "../api/errors.h"
 #include "../api/jsonw.h"
+#include "../api/torture.h"
 #include "../workers/ipc.h"
 #include "../workers/ops.h"
 #include "auth.h"
@@ -214,6 +215,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     struct request *r = *con_cls;
     (void)version;
     if (r == NULL) {
+        /* Torture builds: this request's Nth allocation fails (a no-op otherwise). */
+        torture_arm_text(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Batchd-Fail-Alloc"));
         r = calloc(1, sizeof *r);
         if (r == NULL) {
             return MHD_NO;

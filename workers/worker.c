@@ -5,6 +5,7 @@
 
 #include "../api/batch.h"
 #include "../api/errors.h"
+#include "../api/torture.h"
 #include "ipc.h"
 #include "ops.h"
 
@@ -214,6 +215,8 @@ static json_t *worker_parse_value(struct worker *w, const char *t, uint32_t len)
 /* Runs the jobs of one RUN frame. Returns 0, or -1 when the server is gone. */
 static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, int blob_fd)
 {
+    /* Torture builds: the Nth allocation of every chunk fails (a no-op otherwise). */
+    torture_arm_env("BATCHD_WORKER_FAIL_ALLOC_AT");
     struct ipc_reader r;
     ipc_reader_init(&r, body, len);
     uint32_t njobs = ipc_get_u32(&r);

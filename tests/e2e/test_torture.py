@@ -1,0 +1,287 @@
+"""Allocation-failure torture (curl's torture mode; issue 8). Needs a build with
+BATCHD_TORTURE (on by default in Debug builds, so in the ASan build); elsewhere it exits 77.
+
+Server side: one server, and for N = 1, 2, ... each request carries X-Batchd-Fail-Alloc: N,
+which makes the server's Nth allocation from the start of that request fail (api/torture.h);
+the loop ends at the first N that the request does not reach. Worker side: for each N a
+server with BATCHD_WORKER_FAIL_ALLOC_AT=N, whose workers fail the Nth allocation of every
+chunk. Three requests each: a numeric batch, an image batch (base64 PNG) and a multipart
+upload. Every answer must be the right result, a 5xx JSON error or a 200 stream whose
+failed jobs carry a 5xx-class error code; never a 4xx (out of memory is not the client's
+fault), a dropped connection, a cut stream, a hang or a crash. The server must answer
+/healthz after each, serve the request correctly at the end, and exit 0 on SIGTERM with no
+LeakSanitizer report (the harness checks the log and the exit code).
+
+CI steps N with a stride (TORTURE_STRIDE, default 3 server side, 2 worker side) and stops
+the worker loop at TORTURE_WORKER_MAX; TORTURE=1 runs every N."""
+import base64
+import http.client
+import json
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import SHARED, Server, Suite, check  # noqa: E402
+
+if os.environ.get("BATCHD_TORTURE", "0") not in ("1", "ON", "TRUE", "true"):
+    print("torture: not a BATCHD_TORTURE build, skipped")
+    sys.exit(77)
+
+ALL = os.environ.get("TORTURE") == "1"
+STRIDE = 1 if ALL else int(os.environ.get("TORTURE_STRIDE", "3"))
+WORKER_STRIDE = 1 if ALL else int(os.environ.get("TORTURE_WORKER_STRIDE", "2"))
+WORKER_MAX = 100000 if ALL else int(os.environ.get("TORTURE_WORKER_MAX", "60"))
+SERVER_MAX = 100000  # a safety net only: the loop ends when a request stops reaching N
+TIMEOUT = 30         # seconds for one request: far above any answer, so a hang is a hang
+
+opts = os.environ.get("ASAN_OPTIONS", "")
+if "detect_leaks" not in opts:
+    os.environ["ASAN_OPTIONS"] = (opts + ":" if opts else "") + "detect_leaks=1"
+
+FAIL_RE = re.compile(r"batchd-torture: pid (\d+) fails allocation (\d+) \((\w+), (\d+) bytes\)")
+PNG = os.path.join(SHARED, "data", "pngsuite", "basn2c08.png")
+with open(PNG, "rb") as f:
+    PNG_BYTES = f.read()
+THUMB = {"pipeline": [{"op": "thumbnail", "width": 16, "height": 16}], "format": "png",
+         "auto_orient": False}
+BOUNDARY = "batchd-torture-boundary"
+
+
+def numeric_request():
+    body = json.dumps({"op": "sqrt", "inputs": [4, 9, 16, 25]}).encode()
+    return body, "application/json"
+
+
+def image_request():
+    b = {"op": "image", "params": THUMB,
+         "inputs": [{"data": base64.b64encode(PNG_BYTES).decode()}] * 2}
+    return json.dumps(b).encode(), "application/json"
+
+
+def upload_request():
+    batch = json.dumps({"op": "image", "params": THUMB}).encode()
+    parts = [b"--" + BOUNDARY.encode() + b"\r\nContent-Disposition: form-data; name=\"batch\"\r\n"
+             b"Content-Type: application/json\r\n\r\n" + batch + b"\r\n"]
+    for name in ("a.png", "b.png"):
+        parts.append(b"--" + BOUNDARY.encode() + b"\r\nContent-Disposition: form-data; "
+                     b"name=\"file\"; filename=\"" + name.encode() + b"\"\r\n"
+                     b"Content-Type: image/png\r\n\r\n" + PNG_BYTES + b"\r\n")
+    parts.append(b"--" + BOUNDARY.encode() + b"--\r\n")
+    return b"".join(parts), "multipart/form-data; boundary=" + BOUNDARY
+
+
+SCENARIOS = [("numeric", numeric_request), ("image", image_request),
+             ("upload", upload_request)]
+
+
+def send(s, body, ctype, n=None):
+    """POSTs a batch, N as X-Batchd-Fail-Alloc (None: no header). Returns (kind, detail,
+    lines): kind "answer" with (status, headers, bytes), or "dropped"/"cut"/"timeout"."""
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=TIMEOUT)
+    h = {"Content-Type": ctype}
+    if n is not None:
+        h["X-Batchd-Fail-Alloc"] = str(n)
+    try:
+        c.request("POST", "/v1/batches", body=body, headers=h)
+        r = c.getresponse()
+        try:
+            data = r.read()
+        except http.client.IncompleteRead as e:
+            return "cut", (r.status, e.partial[-300:])
+        return "answer", (r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    except TimeoutError:
+        return "timeout", None
+    except (http.client.RemoteDisconnected, ConnectionError) as e:
+        return "dropped", repr(e)
+    finally:
+        c.close()
+
+
+def results_of(data):
+    """{index: result or ("error", code)} and the summary of an NDJSON stream, or None when
+    the stream is not whole (no summary last)."""
+    try:
+        lines = [json.loads(l) for l in data.decode().splitlines() if l.strip()]
+    except ValueError:
+        return None
+    if not lines or "summary" not in lines[-1]:
+        return None
+    out = {}
+    for l in lines[:-1]:
+        if "error" in l:
+            out[l["index"]] = ("error", l["error"].get("code"))
+        else:
+            out[l["index"]] = l.get("result")
+    return out, lines[-1]["summary"]
+
+
+# Per-job codes that an allocation failure may honestly give (the server's or the worker's
+# fault, never the input's).
+OOM_JOB_CODES = {"internal_error", "out_of_memory", "worker_crashed", "resource_exhausted"}
+
+
+def judge(kind, detail, want, n=None, what=None):
+    """'ok' (the right results), 'error' (an honest error answer), 'tolerated' (a known
+    misreport, see below) or a string saying what is wrong. N and WHAT: the allocation that
+    failed (WHAT None: none did)."""
+    if kind == "cut":
+        # The 200 went out before the failure: a stream that ends with an error and no
+        # summary is the honest signal left (SPEC §3: "a stream that ends without it was
+        # cut off").
+        return "error"
+    if kind == "dropped" and n == 1 and what == "calloc":
+        # The request's own struct: without it there is nothing to answer with, and
+        # libmicrohttpd closes the connection (MHD_NO). The one place this is accepted.
+        return "error"
+    if kind != "answer":
+        return "%s %r" % (kind, detail)
+    status, hdrs, data = detail
+    if (status == 400 and what == "jansson" and b'"invalid_json"' in data and
+            b"line -1 column -1" not in data):
+        # jansson's lexer drops a failed allocation (lex_save ignores strbuffer_append's
+        # result; a string's malloc failing gives TOKEN_INVALID) and reports a syntax error
+        # instead of json_error_out_of_memory: not ours to tell apart.
+        return "tolerated"
+    if status >= 500:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return "%d without a JSON body: %r" % (status, data[:200])
+        if set(doc) != {"error"} or "code" not in doc["error"]:
+            return "%d, body %r" % (status, data[:200])
+        return "error"
+    if status != 200:
+        return "%d %r" % (status, data[:300])
+    got = results_of(data)
+    if got is None:
+        return "200 stream without a summary: %r" % data[-300:]
+    res, summary = got
+    if set(res) != set(want) or summary.get("jobs") != len(want):
+        return "200 with indices %r, summary %r" % (sorted(res), summary)
+    failed = 0
+    for i, v in res.items():
+        if isinstance(v, tuple):
+            failed += 1
+            if v[1] not in OOM_JOB_CODES:
+                return "job %d failed with %r" % (i, v[1])
+        elif v != want[i]:
+            return "job %d: %r, want %r" % (i, v, want[i])
+    return "error" if failed else "ok"
+
+
+def healthy(s, what):
+    """The server is alive and serves (the probe disarms the counter)."""
+    check(s.proc.poll() is None, "%s: the server died (exit %r):\n%s" %
+          (what, s.proc.returncode, "\n".join(s.log_lines[-60:])))
+    status, _, _ = s.request("GET", "/healthz", headers={"X-Batchd-Fail-Alloc": "0"},
+                             timeout=TIMEOUT)
+    check(status == 200, "%s: /healthz answered %d" % (what, status))
+
+
+def fired(s, mark, n, pids=None):
+    """What allocation N was ("malloc", "jansson", ...) if the log since line MARK says it
+    failed (in one of PIDS if given), else None."""
+    for line in s.log_lines[mark:]:
+        m = FAIL_RE.search(line)
+        if m and int(m.group(2)) == n and (pids is None or int(m.group(1)) in pids):
+            return m.group(3)
+    return None
+
+
+def baseline(s):
+    want = {}
+    for name, make in SCENARIOS:
+        kind, detail = send(s, *make())
+        check(kind == "answer" and detail[0] == 200, (name, kind, detail))
+        got = results_of(detail[2])
+        check(got is not None and got[1]["failed"] == 0, (name, detail[2][-300:]))
+        want[name] = got[0]
+    return want
+
+
+def report(side, counts, bad):
+    for name, c in counts.items():
+        print("torture %s %s: %s" % (side, name, c), flush=True)
+    check(not bad, "%d bad answers, e.g.:\n%s" % (len(bad), "\n".join(bad[:12])))
+
+
+def test_server_side():
+    """One server; N over each request's server-side allocations."""
+    bad = []
+    counts = {}
+    with Server(workers=1) as s:
+        want = baseline(s)
+        for name, make in SCENARIOS:
+            body, ctype = make()
+            c = counts[name] = {"ok": 0, "error": 0, "tolerated": 0, "bad": 0,
+                                "allocations": 0}
+            n = 1
+            while n < SERVER_MAX:
+                mark = len(s.log_lines)
+                kind, detail = send(s, body, ctype, n)
+                time.sleep(0.005)
+                reached = fired(s, mark, n, {s.proc.pid})
+                healthy(s, "%s N=%d" % (name, n))
+                if not reached:
+                    time.sleep(0.2)
+                    reached = fired(s, mark, n, {s.proc.pid})
+                verdict = judge(kind, detail, want[name], n, reached)
+                if verdict in c:
+                    c[verdict] += 1
+                else:
+                    c["bad"] += 1
+                    bad.append("server %s N=%d (%s): %s" % (name, n, reached, verdict[:300]))
+                if not reached:
+                    if verdict != "ok":
+                        bad.append("server %s N=%d: no allocation failed, yet %s" %
+                                   (name, n, verdict))
+                    c["allocations"] = n - 1
+                    break
+                n += STRIDE
+        # Still serving, and right, after all that.
+        check(baseline(s) == want, "the answers changed after the torture")
+    report("server", counts, bad)
+
+
+def test_worker_side():
+    """For each N a server whose workers fail the Nth allocation of every chunk."""
+    bad = []
+    counts = {name: {"ok": 0, "error": 0, "tolerated": 0, "bad": 0, "allocations": None}
+              for name, _ in SCENARIOS}
+    with Server(workers=1) as s:
+        want = baseline(s)
+    live = [name for name, _ in SCENARIOS]
+    n = 1
+    while live and n <= WORKER_MAX:
+        with Server(workers=1, env={"BATCHD_WORKER_FAIL_ALLOC_AT": str(n)}) as s:
+            for name, make in SCENARIOS:
+                if name not in live:
+                    continue
+                mark = len(s.log_lines)
+                kind, detail = send(s, *make())
+                time.sleep(0.005)
+                reached = fired(s, mark, n)
+                healthy(s, "worker %s N=%d" % (name, n))
+                if not reached:
+                    time.sleep(0.2)
+                    reached = fired(s, mark, n)
+                # jansson misreports are a server-side matter: the worker parses only what
+                # the server wrote, and says so with internal_error.
+                verdict = judge(kind, detail, want[name])
+                c = counts[name]
+                if verdict in c:
+                    c[verdict] += 1
+                else:
+                    c["bad"] += 1
+                    bad.append("worker %s N=%d (%s): %s" % (name, n, reached, verdict[:300]))
+                if not reached:
+                    c["allocations"] = n - 1
+                    live.remove(name)
+        n += WORKER_STRIDE
+    report("worker", counts, bad)
+
+
+if __name__ == "__main__":
+    sys.exit(Suite("torture").run(globals()))
