@@ -357,6 +357,7 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
     memset(e, 0, sizeof *e);
     out->timeout_ms = -1;
     json_error_t jerr;
+    memset(&jerr, 0, sizeof jerr);
     int64_t *ints = NULL;
     uint64_t nints = 0;
     json_t *root = load_body(body, len, lim, &jerr, &ints, &nints);
@@ -370,6 +371,12 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
             root = json_loadb(buf_data(&marked), buf_len(&marked), JSON_REJECT_DUPLICATES, &jerr);
         }
         buf_cleanup(&marked);
+    }
+    /* jansson says out of memory with its code, or (its lexer failed to start) with no
+     * text at all; both are ours to answer, not the client's. */
+    if (root == NULL &&
+        (json_error_code(&jerr) == json_error_out_of_memory || jerr.text[0] == '\0')) {
+        return fail(e, -BATCHD_E_INTERNAL, NULL, "out of memory reading the batch");
     }
     if (root == NULL) {
         return fail(e, -BATCHD_E_INVALID_JSON, NULL, "invalid JSON at line %d column %d: %s",
