@@ -132,12 +132,23 @@ static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
     return 0;
 }
 
+/* Output of R was lost (its buffer could not grow): the stream can no longer be whole, so it
+ * ends with an error at once and the client sees a cut stream (no summary line, SPEC §3),
+ * never one with a line missing or half written. The batch is cancelled when the request
+ * finishes (stream_finish), not here inside the dispatcher's callback. */
+static void stream_break(struct request *r, const char *what)
+{
+    log_event("error", "stream", "request_id", r->id, "message", what, NULL);
+    r->client_gone = 1;
+    stream_wake(r);
+}
+
 static void stream_on_result(void *ud, const struct dispatch_result *res)
 {
     struct request *r = ud;
     observe_job(r, res);
     if (writer_result(&r->writer, &r->out, res) != 0) {
-        log_event("error", "stream", "request_id", r->id, "message", "output buffer full", NULL);
+        stream_break(r, "output buffer full");
     }
     if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
         dispatch_batch_set_paused(r->batch, 1);
@@ -151,7 +162,7 @@ static void stream_on_block(void *ud, uint64_t index, uint64_t count, const char
     struct request *r = ud;
     observe_block(r, index, count, busy_ns);
     if (writer_lines(&r->writer, &r->out, text, len, count) != 0) {
-        log_event("error", "stream", "request_id", r->id, "message", "output buffer full", NULL);
+        stream_break(r, "output buffer full");
     }
     if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
         dispatch_batch_set_paused(r->batch, 1);
@@ -163,25 +174,33 @@ static void stream_on_done(void *ud, const struct dispatch_summary *sum)
 {
     struct request *r = ud;
     struct buf b;
+    int rc = 0;
     buf_init(&b, 4096);
-    buf_printf(&b, "{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,\"order\":\"%s\",\"chunksize\":%zu,"
-                   "\"workers\":%d,\"elapsed_ms\":",
-               (unsigned long long)sum->jobs, (unsigned long long)sum->ok,
-               (unsigned long long)sum->failed,
-               r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input", sum->chunksize,
-               sum->workers);
-    jsonw_double(&b, (double)((ipc_now_ns() - r->started_ns) / 1000) / 1000.0);
-    buf_adds(&b, ",\"busy_ms\":");
-    jsonw_double(&b, (double)(sum->busy_ns / 1000) / 1000.0);
+    rc |= buf_printf(
+        &b,
+        "{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,\"order\":\"%s\",\"chunksize\":%zu,"
+        "\"workers\":%d,\"elapsed_ms\":",
+        (unsigned long long)sum->jobs, (unsigned long long)sum->ok, (unsigned long long)sum->failed,
+        r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input", sum->chunksize,
+        sum->workers);
+    rc |= jsonw_double(&b, (double)((ipc_now_ns() - r->started_ns) / 1000) / 1000.0);
+    rc |= buf_adds(&b, ",\"busy_ms\":");
+    rc |= jsonw_double(&b, (double)(sum->busy_ns / 1000) / 1000.0);
     if (sum->deadline_hit) {
-        buf_adds(&b, ",\"deadline_exceeded\":true");
+        rc |= buf_adds(&b, ",\"deadline_exceeded\":true");
     }
-    buf_adds(&b, ",\"request_id\":");
-    jsonw_cstr(&b, r->id);
-    buf_adds(&b, "}");
-    writer_end(&r->writer, &r->out, buf_data(&b));
+    rc |= buf_adds(&b, ",\"request_id\":");
+    rc |= jsonw_cstr(&b, r->id);
+    rc |= buf_adds(&b, "}");
+    if (rc == 0) {
+        rc = writer_end(&r->writer, &r->out, buf_data(&b));
+    }
     buf_cleanup(&b);
     r->batch = NULL; /* the dispatcher frees it on return */
+    if (rc != 0) {
+        stream_break(r, "out of memory writing the summary");
+        return;
+    }
     r->done = 1;
     stream_wake(r);
 }
