@@ -295,6 +295,11 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         if (nlen > 0) {
             snprintf(name, sizeof name, "%.*s", (int)nlen, ntext);
         }
+        /* The server wrote every text here from JSON it had parsed: a text that does not
+         * come back is an allocation that failed, never a bad input, and a job must then
+         * fail rather than run without its params. */
+        int lost = (ints && value == NULL) || (vlen > 0 && value == NULL) ||
+                   (jplen > 0 && job_params == NULL) || (plen > 0 && chunk_params == NULL);
         /* A job's own params override the batch's key by key. */
         if (job_params != NULL && json_is_object(chunk_params) && json_is_object(job_params)) {
             json_t *merged = json_copy(chunk_params);
@@ -303,6 +308,7 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
                 job_params = merged;
             } else {
                 json_decref(merged);
+                lost = 1;
             }
         }
         struct job_input in = {
@@ -327,9 +333,9 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
             err = -BATCHD_E_OVERFLOW;
             snprintf(o.message, sizeof o.message,
                      "the input holds an integer that does not fit in 64 bits");
-        } else if (vlen > 0 && value == NULL) {
-            err = -BATCHD_E_INVALID_INPUT;
-            snprintf(o.message, sizeof o.message, "the input could not be read");
+        } else if (lost) {
+            err = -BATCHD_E_INTERNAL;
+            snprintf(o.message, sizeof o.message, "out of memory reading the job");
         } else {
             err = op->run(&in, &o);
         }
