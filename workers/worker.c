@@ -51,12 +51,34 @@ static void worker_frame_begin(struct worker *w)
     w->nout = 0;
 }
 
+/* Appends an error record (ERR, MSG) for job INDEX to the frame; on failure the frame is
+ * left as it was, never with half a record. */
+static void worker_put_failure(struct worker *w, uint64_t index, int err, uint64_t t0, uint64_t t1,
+                               const char *msg)
+{
+    size_t mark = buf_len(&w->out);
+    int rc = 0;
+    rc |= ipc_put_u64(&w->out, index);
+    rc |= ipc_put_u32(&w->out, (uint32_t)err);
+    rc |= ipc_put_u64(&w->out, t0);
+    rc |= ipc_put_u64(&w->out, t1);
+    rc |= ipc_put_bytes(&w->out, msg, (uint32_t)strlen(msg));
+    rc |= ipc_put_u32(&w->out, 0);
+    if (rc != 0) {
+        buf_truncate(&w->out, mark);
+        return;
+    }
+    w->nout++;
+}
+
 /* Closes the open block into a record of the frame. */
 static void worker_block_close(struct worker *w)
 {
     if (w->block_count == 0) {
         return;
     }
+    const uint64_t first = w->block_first, count = w->block_count, now = ipc_now_ns();
+    size_t mark = buf_len(&w->out);
     int rc = 0;
     rc |= ipc_put_u64(&w->out, w->block_first);
     rc |= ipc_put_u32(&w->out, (uint32_t)IPC_ERR_BLOCK);
@@ -64,11 +86,21 @@ static void worker_block_close(struct worker *w)
     rc |= ipc_put_u64(&w->out, w->block_count);
     rc |= ipc_put_bytes(&w->out, buf_data(&w->block), (uint32_t)buf_len(&w->block));
     rc |= ipc_put_u32(&w->out, 0);
-    (void)rc; /* bounded by WORKER_FLUSH_BYTES, far below the frame cap */
-    w->nout++;
     buf_reset(&w->block);
     w->block_count = 0;
     w->block_busy_ns = 0;
+    if (rc == 0) {
+        w->nout++;
+        return;
+    }
+    /* The block is bounded far below the frame cap, so this is memory running out. Half a
+     * record would break the frame (the server then kills us and re-runs the chunk, which
+     * fails the same way, forever): each job of the block gets an error record instead. */
+    buf_truncate(&w->out, mark);
+    for (uint64_t k = 0; k < count; k++) {
+        worker_put_failure(w, first + k, -BATCHD_E_INTERNAL, now, now,
+                           "out of memory for the result");
+    }
 }
 
 /* Adds a successful result of job INDEX to the open block (opening one if needed). Returns 0,
@@ -135,6 +167,7 @@ static void worker_put_result(struct worker *w, uint64_t index, int err, uint64_
     worker_block_close(w); /* records stay in job order */
     size_t mark = buf_len(&w->out);
     int rc = 0;
+    errno = 0; /* a put fails past the frame cap (errno untouched) or with realloc (ENOMEM) */
     rc |= ipc_put_u64(&w->out, index);
     rc |= ipc_put_u32(&w->out, (uint32_t)err);
     rc |= ipc_put_u64(&w->out, t0);
@@ -152,15 +185,13 @@ static void worker_put_result(struct worker *w, uint64_t index, int err, uint64_
         rc |= ipc_put_u32(&w->out, 0);
     }
     if (rc != 0) {
-        /* The result does not fit in a frame: report that instead of the result. */
+        /* The result does not fit in a frame, or memory ran out: report that instead. */
+        const int oom = errno == ENOMEM;
         buf_truncate(&w->out, mark);
-        static const char msg[] = "the result is larger than a worker frame may carry";
-        ipc_put_u64(&w->out, index);
-        ipc_put_u32(&w->out, (uint32_t)-BATCHD_E_TOO_LARGE);
-        ipc_put_u64(&w->out, t0);
-        ipc_put_u64(&w->out, t1);
-        ipc_put_bytes(&w->out, msg, sizeof msg - 1);
-        ipc_put_u32(&w->out, 0);
+        worker_put_failure(w, index, oom ? -BATCHD_E_INTERNAL : -BATCHD_E_TOO_LARGE, t0, t1,
+                           oom ? "out of memory for the result"
+                               : "the result is larger than a worker frame may carry");
+        return;
     }
     w->nout++;
 }
