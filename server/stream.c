@@ -301,9 +301,11 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
             *mr = http_reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, "op");
             return -1;
         }
-        if (ops_check_params(r->op, sp->params, msg, sizeof msg, ppath, sizeof ppath) != 0) {
+        int bad = ops_check_params(r->op, sp->params, msg, sizeof msg, ppath, sizeof ppath);
+        if (bad != 0) {
+            /* INVALID_PARAM, or INTERNAL when the check itself ran out of memory. */
             snprintf(path, sizeof path, "params%s%s", ppath[0] ? "." : "", ppath);
-            *mr = http_reply_error(r, -BATCHD_E_INVALID_PARAM, msg, path);
+            *mr = http_reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
             return -1;
         }
         return 0;
@@ -336,7 +338,7 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
         if (bad != 0) {
             snprintf(path, sizeof path, "jobs[%llu].params%s%s", (unsigned long long)i,
                      ppath[0] ? "." : "", ppath);
-            *mr = http_reply_error(r, -BATCHD_E_INVALID_PARAM, msg, path);
+            *mr = http_reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
             return -1;
         }
         r->job_ops[i] = op;

@@ -642,7 +642,7 @@ static int image_validate(const json_t *params, char *msg, size_t msglen, char *
     if (p == NULL) {
         snprintf(msg, msglen, "out of memory");
         path[0] = '\0';
-        return -BATCHD_E_INVALID_PARAM;
+        return -BATCHD_E_INTERNAL;
     }
     int rc = img_params_parse(params, p, msg, msglen, path, pathlen);
     free(p);
