@@ -483,7 +483,10 @@ static int emit_output(const struct job_input *in, struct job_output *out, struc
     }
     w |= buf_adds(j, "}");
     if (rc == 0 && w != 0) {
-        snprintf(msg, msglen, "the result is larger than allowed");
+        /* Like a pixel buffer, memory for the result counts as too large, but say which. */
+        snprintf(msg, msglen, "%s",
+                 errno == ENOMEM ? "out of memory for the result"
+                                 : "the result is larger than allowed");
         rc = -BATCHD_E_TOO_LARGE;
     }
     return rc;
