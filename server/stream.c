@@ -406,6 +406,10 @@ enum MHD_Result stream_start(struct request *r)
         .on_done = stream_on_done,
         .ud = r,
     };
+    /* Before the batch exists: a document that lost its opening would go out broken. */
+    if (writer_begin(&r->writer, &r->out) != 0) {
+        return http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+    }
     int err = 0;
     r->batch = dispatch_submit(s->dispatch, &desc, &err);
     if (r->batch == NULL) {
@@ -416,7 +420,6 @@ enum MHD_Result stream_start(struct request *r)
                  (unsigned long long)s->cfg.max_batches);
         return http_reply_error(r, err, err == -BATCHD_E_OVERLOADED ? msg : NULL, NULL);
     }
-    writer_begin(&r->writer, &r->out);
     /* MHD allocates (and zeroes) the block for every response: small batches get a small
      * one, big ones 64 KiB so that their stream goes out in few writes. */
     size_t block = r->spec.njobs <= 256 && !upload_is_multipart(r->upload) ? 4096 : 64 * 1024;
