@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import SHARED, Server, Suite, check  # noqa: E402
+from imglib import untar  # noqa: E402
 
 if os.environ.get("BATCHD_TORTURE", "0") not in ("1", "ON", "TRUE", "true"):
     print("torture: not a BATCHD_TORTURE build, skipped")
@@ -32,7 +33,7 @@ if os.environ.get("BATCHD_TORTURE", "0") not in ("1", "ON", "TRUE", "true"):
 ALL = os.environ.get("TORTURE") == "1"
 STRIDE = 1 if ALL else int(os.environ.get("TORTURE_STRIDE", "1"))
 WORKER_STRIDE = 1 if ALL else int(os.environ.get("TORTURE_WORKER_STRIDE", "1"))
-WORKER_MAX = 100000 if ALL else int(os.environ.get("TORTURE_WORKER_MAX", "60"))
+WORKER_MAX = 100000 if ALL else int(os.environ.get("TORTURE_WORKER_MAX", "400"))
 SERVER_MAX = 100000  # a safety net only: the loop ends when a request stops reaching N
 TIMEOUT = 30         # seconds for one request: far above any answer, so a hang is a hang
 
@@ -49,15 +50,38 @@ THUMB = {"pipeline": [{"op": "thumbnail", "width": 16, "height": 16}], "format":
 BOUNDARY = "batchd-torture-boundary"
 
 
+NDJSON, JSON, TAR = None, "application/json", "application/x-tar"
+
+
 def numeric_request():
     body = json.dumps({"op": "sqrt", "inputs": [4, 9, 16, 25]}).encode()
-    return body, "application/json"
+    return body, "application/json", NDJSON
+
+
+def numeric_json_request():
+    body = json.dumps({"op": "sqrt", "inputs": [4, 2.25, 16]}).encode()
+    return body, "application/json", JSON
 
 
 def image_request():
     b = {"op": "image", "params": THUMB,
          "inputs": [{"data": base64.b64encode(PNG_BYTES).decode()}] * 2}
-    return json.dumps(b).encode(), "application/json"
+    return json.dumps(b).encode(), "application/json", NDJSON
+
+
+def jobs_request():
+    """The jobs form, one job's params over the batch's."""
+    small = {"pipeline": [{"op": "thumbnail", "width": 8, "height": 8}]}
+    b = {"params": THUMB, "jobs": [
+        {"op": "image", "input": {"data": base64.b64encode(PNG_BYTES).decode()}},
+        {"op": "image", "input": {"data": base64.b64encode(PNG_BYTES).decode()},
+         "params": small}]}
+    return json.dumps(b).encode(), "application/json", NDJSON
+
+
+def upload_tar_request():
+    body, ctype, _ = upload_request()
+    return body, ctype, TAR
 
 
 def upload_request():
@@ -69,18 +93,21 @@ def upload_request():
                      b"name=\"file\"; filename=\"" + name.encode() + b"\"\r\n"
                      b"Content-Type: image/png\r\n\r\n" + PNG_BYTES + b"\r\n")
     parts.append(b"--" + BOUNDARY.encode() + b"--\r\n")
-    return b"".join(parts), "multipart/form-data; boundary=" + BOUNDARY
+    return b"".join(parts), "multipart/form-data; boundary=" + BOUNDARY, NDJSON
 
 
-SCENARIOS = [("numeric", numeric_request), ("image", image_request),
-             ("upload", upload_request)]
+SCENARIOS = [("numeric", numeric_request), ("numeric_json", numeric_json_request),
+             ("image", image_request), ("jobs", jobs_request), ("upload", upload_request),
+             ("upload_tar", upload_tar_request)]
 
 
-def send(s, body, ctype, n=None):
+def send(s, body, ctype, accept, n=None):
     """POSTs a batch, N as X-Batchd-Fail-Alloc (None: no header). Returns (kind, detail,
     lines): kind "answer" with (status, headers, bytes), or "dropped"/"cut"/"timeout"."""
     c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=TIMEOUT)
     h = {"Content-Type": ctype}
+    if accept:
+        h["Accept"] = accept
     if n is not None:
         h["X-Batchd-Fail-Alloc"] = str(n)
     try:
@@ -99,9 +126,35 @@ def send(s, body, ctype, n=None):
         c.close()
 
 
-def results_of(data):
-    """{index: result or ("error", code)} and the summary of an NDJSON stream, or None when
-    the stream is not whole (no summary last)."""
+def results_of(data, accept=NDJSON):
+    """{index: result or ("error", code, message)} and the summary of an answer in the
+    ACCEPTed format, or None when it is not whole (no summary last)."""
+    if accept == JSON:
+        try:
+            doc = json.loads(data)
+            out = {}
+            for i, l in enumerate(doc["results"]):
+                out[i] = (("error", l["error"].get("code"), l["error"].get("message", ""))
+                          if "error" in l else l["result"])
+            return out, doc["summary"]
+        except (ValueError, KeyError, TypeError):
+            return None
+    if accept == TAR:
+        try:
+            members = untar(data)
+        except Exception:  # noqa: BLE001 - a broken tar is a bad answer
+            return None
+        names = [m for m, _ in members]
+        if names[-2:] != ["errors.ndjson", "summary.json"]:
+            return None
+        out = {}
+        index = {"a.png": 0, "b.png": 1}
+        for m, content in members[:-2]:
+            out[index.get(m, m)] = content
+        for l in members[-2][1].decode().splitlines():
+            e = json.loads(l)
+            out[e["index"]] = ("error", e["error"].get("code"), e["error"].get("message", ""))
+        return out, json.loads(members[-1][1])
     try:
         lines = [json.loads(l) for l in data.decode().splitlines() if l.strip()]
     except ValueError:
@@ -122,7 +175,7 @@ def results_of(data):
 OOM_JOB_CODES = {"internal_error", "out_of_memory", "worker_crashed", "resource_exhausted"}
 
 
-def judge(kind, detail, want, n=None, what=None):
+def judge(kind, detail, want, accept, n=None, what=None):
     """'ok' (the right results), 'error' (an honest error answer), 'tolerated' (a known
     misreport, see below) or a string saying what is wrong. N and WHAT: the allocation that
     failed (WHAT None: none did)."""
@@ -158,12 +211,17 @@ def judge(kind, detail, want, n=None, what=None):
         return "tolerated"
     if status != 200:
         return "%d %r" % (status, data[:300])
-    got = results_of(data)
+    got = results_of(data, accept)
     if got is None:
-        return "200 stream without a summary: %r" % data[-300:]
+        return "200 answer not whole (no summary): %r" % data[-300:]
     res, summary = got
+    if (accept == TAR and what == "strdup" and summary.get("jobs") == len(want) and
+            len(res) == len(want) and any(isinstance(k, str) for k in res)):
+        # KNOWN (server/upload.c, being rewritten as server/multipart.c): a file name whose
+        # strdup failed is dropped, and the member is named by its index ("0.png").
+        return "tolerated"
     if set(res) != set(want) or summary.get("jobs") != len(want):
-        return "200 with indices %r, summary %r" % (sorted(res), summary)
+        return "200 with indices %r, summary %r" % (sorted(map(str, res)), summary)
     failed = 0
     for i, v in res.items():
         if isinstance(v, tuple) and what == "jansson" and v[1] == "invalid_input":
@@ -202,9 +260,10 @@ def fired(s, mark, n, pids=None):
 def baseline(s):
     want = {}
     for name, make in SCENARIOS:
-        kind, detail = send(s, *make())
-        check(kind == "answer" and detail[0] == 200, (name, kind, detail))
-        got = results_of(detail[2])
+        body, ctype, accept = make()
+        kind, detail = send(s, body, ctype, accept)
+        check(kind == "answer" and detail[0] == 200, (name, kind, str(detail)[:300]))
+        got = results_of(detail[2], accept)
         check(got is not None and got[1]["failed"] == 0, (name, detail[2][-300:]))
         want[name] = got[0]
     return want
@@ -223,20 +282,20 @@ def test_server_side():
     with Server(workers=1) as s:
         want = baseline(s)
         for name, make in SCENARIOS:
-            body, ctype = make()
+            body, ctype, accept = make()
             c = counts[name] = {"ok": 0, "error": 0, "tolerated": 0, "bad": 0,
                                 "allocations": 0}
             n = 1
             while n < SERVER_MAX:
                 mark = len(s.log_lines)
-                kind, detail = send(s, body, ctype, n)
+                kind, detail = send(s, body, ctype, accept, n)
                 time.sleep(0.005)
                 reached = fired(s, mark, n, {s.proc.pid})
                 healthy(s, "%s N=%d" % (name, n))
                 if not reached:
                     time.sleep(0.2)
                     reached = fired(s, mark, n, {s.proc.pid})
-                verdict = judge(kind, detail, want[name], n, reached)
+                verdict = judge(kind, detail, want[name], accept, n, reached)
                 if verdict in c:
                     c[verdict] += 1
                 else:
@@ -269,7 +328,8 @@ def test_worker_side():
                 if name not in live:
                     continue
                 mark = len(s.log_lines)
-                kind, detail = send(s, *make())
+                body, ctype, accept = make()
+                kind, detail = send(s, body, ctype, accept)
                 time.sleep(0.005)
                 reached = fired(s, mark, n)
                 healthy(s, "worker %s N=%d" % (name, n))
@@ -278,7 +338,7 @@ def test_worker_side():
                     reached = fired(s, mark, n)
                 # jansson misreports are a server-side matter: the worker parses only what
                 # the server wrote, and says so with internal_error.
-                verdict = judge(kind, detail, want[name])
+                verdict = judge(kind, detail, want[name], accept)
                 c = counts[name]
                 if verdict in c:
                     c[verdict] += 1
