@@ -5,15 +5,21 @@ Server side: one server, and for N = 1, 2, ... each request carries X-Batchd-Fai
 which makes the server's Nth allocation from the start of that request fail (api/torture.h);
 the loop ends at the first N that the request does not reach. Worker side: for each N a
 server with BATCHD_WORKER_FAIL_ALLOC_AT=N, whose workers fail the Nth allocation of every
-chunk. Three requests each: a numeric batch, an image batch (base64 PNG) and a multipart
-upload. Every answer must be the right result, a 5xx JSON error or a 200 stream whose
-failed jobs carry a 5xx-class error code; never a 4xx (out of memory is not the client's
-fault), a dropped connection, a cut stream, a hang or a crash. The server must answer
-/healthz after each, serve the request correctly at the end, and exit 0 on SIGTERM with no
-LeakSanitizer report (the harness checks the log and the exit code).
+chunk. Six requests each: a numeric batch (NDJSON and the JSON document), an image batch
+(base64 PNG), the jobs form with per-job params, and a multipart upload (NDJSON and tar).
 
-CI steps N with a stride (TORTURE_STRIDE, default 3 server side, 2 worker side) and stops
-the worker loop at TORTURE_WORKER_MAX; TORTURE=1 runs every N."""
+Every answer must be the right result, a 5xx JSON error, a 200 whose failed jobs carry an
+error that says memory (internal_error, or the image code's too_large "out of memory"), or
+a stream cut after its 200 (no summary: SPEC's signal for it). Never a wrong result, a 4xx
+(out of memory is not the client's fault; the known exceptions are listed in judge()), a
+dropped connection (except for the request's own first allocation), a hang or a crash.
+The server must answer /healthz after each, serve every request correctly at the end, and
+exit 0 on SIGTERM with no LeakSanitizer report (the harness checks the log and exit code).
+
+Every N is run by default: the six requests make 23 to 110 allocations each on the server
+side and 2 to 71 per chunk on the worker side, about 15 s in all under ASan.
+TORTURE_STRIDE / TORTURE_WORKER_STRIDE step N for a quicker sample, TORTURE_WORKER_MAX caps
+the worker loop (400); TORTURE=1 forces stride 1 and no cap."""
 import base64
 import http.client
 import json
