@@ -7,7 +7,6 @@
 #ifdef BATCHD_TORTURE
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,17 +123,6 @@ char *__wrap_strndup(const char *s, size_t n)
         d[len] = '\0';
     }
     return d;
-}
-
-/* jansson's allocations go through the same counter, from before main on. */
-static void *torture_json_malloc(size_t n)
-{
-    return torture_fails("jansson", n) ? NULL : __real_malloc(n);
-}
-
-__attribute__((constructor)) static void torture_init(void)
-{
-    json_set_alloc_funcs(torture_json_malloc, free);
 }
 
 #endif

@@ -1,9 +1,9 @@
 /* Allocation-failure torture (curl's torture mode), for debug builds made with
  * -DBATCHD_TORTURE=ON: every malloc, calloc, realloc, strdup and strndup of our own code
- * (the link wraps them, -Wl,--wrap) and every allocation of jansson (json_set_alloc_funcs)
- * is counted, and once armed the Nth one fails, once. Not in release builds: there these
- * hooks compile to nothing. Allocations inside other libraries (libmicrohttpd, libpng,
- * libjpeg) are not counted. */
+ * (the link wraps them, -Wl,--wrap) and every allocation of jansson (which api/jsonmem.c
+ * routes through our malloc) is counted, and once armed the Nth one fails, once. Not in release
+ * builds: there these hooks compile to nothing. Allocations inside other libraries (libmicrohttpd,
+ * libpng, libjpeg) are not counted. */
 #ifndef BATCHD_API_TORTURE_H
 #define BATCHD_API_TORTURE_H
 

@@ -5,6 +5,7 @@
 
 #include "../api/batch.h"
 #include "../api/errors.h"
+#include "../api/jsonmem.h"
 #include "../api/torture.h"
 #include "ipc.h"
 #include "ops.h"
@@ -258,9 +259,12 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
     const char *ptext = ipc_get_bytes(&r, &plen);
     const uint32_t ints_op = ints ? ipc_get_u32(&r) : 0;
     json_t *chunk_params = NULL;
+    const unsigned long failed = jsonmem_failures();
     if (plen > 0) {
         chunk_params = json_loadb(ptext, plen, JSON_DECODE_ANY, NULL);
     }
+    /* A parse that lost an allocation may have dropped a byte (jsonmem.h). */
+    const int params_lost = jsonmem_failures() != failed;
     const uint8_t *blob_map = NULL;
     size_t blob_map_len = 0;
     if (blob_fd >= 0) {
@@ -318,6 +322,7 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         atomic_store_explicit(&w->ctl->running, 1, memory_order_release);
         struct job_output o;
         job_output_init(&o, &json);
+        const unsigned long job_failed = jsonmem_failures();
         json_t *value = ints       ? worker_int_value(w, ival)
                         : vlen > 0 ? worker_parse_value(w, vtext, vlen)
                                    : NULL;
@@ -330,7 +335,8 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
          * come back is an allocation that failed, never a bad input, and a job must then
          * fail rather than run without its params. */
         int lost = (ints && value == NULL) || (vlen > 0 && value == NULL) ||
-                   (jplen > 0 && job_params == NULL) || (plen > 0 && chunk_params == NULL);
+                   (jplen > 0 && job_params == NULL) || (plen > 0 && chunk_params == NULL) ||
+                   params_lost || jsonmem_failures() != job_failed;
         /* A job's own params override the batch's key by key. */
         if (job_params != NULL && json_is_object(chunk_params) && json_is_object(job_params)) {
             json_t *merged = json_copy(chunk_params);
