@@ -209,12 +209,6 @@ def judge(kind, detail, want, accept, n=None, what=None):
         if set(doc) != {"error"} or "code" not in doc["error"]:
             return "%d, body %r" % (status, data[:200])
         return "error"
-    if 400 <= status < 500 and what == "jansson" and b"line -1 column -1" not in data:
-        # jansson's lexer loses a failed allocation: lex_save ignores strbuffer_append's
-        # result (the token then lacks a byte: "sqrt" reads "sqt", base64 loses a char)
-        # and a string's failed malloc gives TOKEN_INVALID, a syntax error. Not ours to
-        # tell from a bad request; an error is the best that can come of it.
-        return "tolerated"
     if status != 200:
         return "%d %r" % (status, data[:300])
     got = results_of(data, accept)
@@ -230,9 +224,7 @@ def judge(kind, detail, want, accept, n=None, what=None):
         return "200 with indices %r, summary %r" % (sorted(map(str, res)), summary)
     failed = 0
     for i, v in res.items():
-        if isinstance(v, tuple) and what == "jansson" and v[1] == "invalid_input":
-            failed += 1  # jansson lost a byte of the input (above)
-        elif isinstance(v, tuple):
+        if isinstance(v, tuple):
             failed += 1
             # The image code reports a pixel buffer it could not get as too_large (under
             # the worker's RLIMIT_AS that is what it usually is), saying "out of memory".
@@ -254,7 +246,7 @@ def healthy(s, what):
 
 
 def fired(s, mark, n, pids=None):
-    """What allocation N was ("malloc", "jansson", ...) if the log since line MARK says it
+    """What allocation N was ("malloc", "strdup", ...) if the log since line MARK says it
     failed (in one of PIDS if given), else None."""
     for line in s.log_lines[mark:]:
         m = FAIL_RE.search(line)
@@ -350,8 +342,6 @@ def test_worker_side():
                 healthy(s, "worker %s N=%d" % (name, n))
                 if not reached:
                     reached = fired_wait(s, mark, n)
-                # jansson misreports are a server-side matter: the worker parses only what
-                # the server wrote, and says so with internal_error.
                 verdict = judge(kind, detail, want[name], accept)
                 c = counts[name]
                 if verdict in c:
