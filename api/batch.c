@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "errors.h"
+#include "jsonmem.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -395,8 +396,10 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
         return e->err;
     }
     json_error_t jerr;
+    memset(&jerr, 0, sizeof jerr);
     int64_t *ints = NULL;
     uint64_t nints = 0;
+    const unsigned long failed = jsonmem_failures();
     json_t *root = load_body(body, len, lim, &jerr, &ints, &nints);
     int rc = 0;
     if (root == NULL && json_error_code(&jerr) == json_error_numeric_overflow) {
@@ -408,6 +411,16 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
             root = json_loadb(buf_data(&marked), buf_len(&marked), JSON_REJECT_DUPLICATES, &jerr);
         }
         buf_cleanup(&marked);
+    }
+    /* jansson says out of memory with its code, or (its lexer failed to start) with no
+     * text at all, or not at all (jsonmem.h): a document or an error from a parse that
+     * lost an allocation is not the client's, and may not even be what was sent. */
+    if (jsonmem_failures() != failed ||
+        (root == NULL &&
+         (json_error_code(&jerr) == json_error_out_of_memory || jerr.text[0] == '\0'))) {
+        json_decref(root);
+        free(ints);
+        return fail(e, -BATCHD_E_INTERNAL, NULL, "out of memory reading the batch");
     }
     if (root == NULL) {
         return fail(e, -BATCHD_E_INVALID_JSON, NULL, "invalid JSON at line %d column %d: %s",

@@ -1,6 +1,7 @@
 /* struct buf: growable bytes with a hard cap. */
 #include "buf.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@ void buf_reset(struct buf *b)
 static int buf_grow(struct buf *b, size_t need)
 {
     if (need > b->max || need < b->len) {
+        errno = EMSGSIZE; /* the cap, not memory: callers tell the two apart */
         return -1;
     }
     if (need + 1 <= b->cap) {
@@ -49,6 +51,7 @@ static int buf_grow(struct buf *b, size_t need)
     }
     char *p = realloc(b->data, cap);
     if (p == NULL) {
+        errno = ENOMEM;
         return -1;
     }
     b->data = p;
@@ -58,7 +61,11 @@ static int buf_grow(struct buf *b, size_t need)
 
 char *buf_reserve(struct buf *b, size_t n)
 {
-    if (n > b->max - b->len || buf_grow(b, b->len + n) != 0) {
+    if (n > b->max - b->len) {
+        errno = EMSGSIZE;
+        return NULL;
+    }
+    if (buf_grow(b, b->len + n) != 0) {
         return NULL;
     }
     return b->data + b->len;

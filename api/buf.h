@@ -27,8 +27,9 @@ void buf_cleanup(struct buf *b);
 /* Empties the buffer, keeping its memory up to BUF_KEEP_MAX bytes (more is freed). */
 void buf_reset(struct buf *b);
 
-/* Appends LEN bytes. Returns 0, or -1 if the cap would be passed or memory ran out
- * (the buffer is then unchanged). */
+/* Appends LEN bytes. Returns 0, or -1 if the cap would be passed (errno EMSGSIZE) or memory
+ * ran out (errno ENOMEM); the buffer is then unchanged. Every call that grows the buffer
+ * fails the same way. */
 int buf_add(struct buf *b, const void *p, size_t len);
 
 /* Appends a NUL-terminated string (without the NUL). Returns as buf_add. */
@@ -38,7 +39,8 @@ int buf_adds(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Makes room for N more bytes and returns a pointer to them (borrowed, valid until the next
- * call that changes the buffer), or NULL past the cap; commit with buf_commit. */
+ * call that changes the buffer), or NULL past the cap or out of memory (errno as buf_add);
+ * commit with buf_commit. */
 char *buf_reserve(struct buf *b, size_t n);
 
 /* Adds N bytes written into the space buf_reserve returned. */

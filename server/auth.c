@@ -43,17 +43,39 @@ static int is_space(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
-/* Splits TEXT (LEN bytes) into lines, trims each and stores the non-empty ones as tokens. */
+/* The end of the line that starts at TEXT (LEN bytes left): the offset of its first line
+ * break, or LEN. *NEXT gets the offset of the next line. A line ends with LF, CRLF or a
+ * lone CR, so files written on any system read the same. */
+static size_t line_end(const char *text, size_t len, size_t *next)
+{
+    size_t i = 0;
+
+    while (i < len && text[i] != '\n' && text[i] != '\r') {
+        i++;
+    }
+    *next = i;
+    if (i < len) {
+        *next = i + (text[i] == '\r' && i + 1 < len && text[i + 1] == '\n' ? 2 : 1);
+    }
+    return i;
+}
+
+/* Splits TEXT (LEN bytes, not NUL-terminated, may hold any byte) into lines, trims each
+ * and stores the non-empty ones as tokens with their explicit length. A token holding a
+ * control byte (a NUL, say) is refused: an HTTP header value cannot carry one, so such a
+ * token could never match, and a C-string copy of it would be shorter than its length. */
 static int load_tokens(struct auth *a, const char *text, size_t len, char *err, size_t errlen)
 {
     size_t pos = 0;
+    int lineno = 0;
 
     while (pos < len) {
         const char *line = text + pos;
-        const char *nl = memchr(line, '\n', len - pos);
-        size_t n = nl ? (size_t)(nl - line) : len - pos;
+        size_t next = 0;
+        size_t n = line_end(line, len - pos, &next);
         size_t start = 0, end = n;
-        pos += n + 1;
+        pos += next;
+        lineno++;
         while (start < end && is_space(line[start])) {
             start++;
         }
@@ -63,15 +85,31 @@ static int load_tokens(struct auth *a, const char *text, size_t len, char *err, 
         if (start == end) {
             continue;
         }
+        for (size_t i = start; i < end; i++) {
+            uint8_t c = (uint8_t)line[i];
+            if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                snprintf(err, errlen,
+                         "auth token file: line %d holds a control byte (0x%02x), which a "
+                         "bearer token cannot carry",
+                         lineno, c);
+                return -1;
+            }
+        }
+        if (end - start > AUTH_MAX_TOKEN) {
+            snprintf(err, errlen, "auth token longer than %d bytes", AUTH_MAX_TOKEN);
+            return -1;
+        }
         if (a->ntokens == AUTH_MAX_TOKENS) {
             snprintf(err, errlen, "auth token file: more than %d tokens", AUTH_MAX_TOKENS);
             return -1;
         }
-        a->tokens[a->ntokens] = strndup(line + start, end - start);
+        a->tokens[a->ntokens] = malloc(end - start + 1);
         if (a->tokens[a->ntokens] == NULL) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
+        memcpy(a->tokens[a->ntokens], line + start, end - start);
+        a->tokens[a->ntokens][end - start] = '\0';
         a->token_len[a->ntokens] = end - start;
         a->ntokens++;
     }
@@ -109,12 +147,6 @@ static int read_token_file(struct auth *a, const char *path, char *err, size_t e
         goto out;
     }
     rc = load_tokens(a, text, len, err, errlen);
-    for (int i = 0; rc == 0 && i < a->ntokens; i++) {
-        if (a->token_len[i] > AUTH_MAX_TOKEN) {
-            snprintf(err, errlen, "auth token longer than %d bytes", AUTH_MAX_TOKEN);
-            rc = -1;
-        }
-    }
 out:
     if (text != NULL) {
         explicit_bzero(text, len);

@@ -13,10 +13,12 @@
 struct auth;
 
 /* A new policy (free with auth_destroy), or NULL with ERR set. TOKEN_FILE (may be NULL or
- * "": no token required) holds one or more tokens, one per line; blank lines and
- * surrounding whitespace are ignored, and a file with no token is an error (a typo must
- * not open the service). CORS_ORIGINS (may be NULL or "": no CORS headers) is "*" or a
- * comma-separated list of exact origins ("https://a.example,https://b.example"). */
+ * "": no token required) holds one or more tokens, one per line (LF, CRLF or CR line
+ * ends); blank lines and surrounding whitespace are ignored. A file with no token is an
+ * error (a typo must not open the service), and so is a token holding a control byte such
+ * as a NUL (no HTTP header can carry it). CORS_ORIGINS (may be NULL or "": no CORS
+ * headers) is "*" or a comma-separated list of exact origins
+ * ("https://a.example,https://b.example"). */
 struct auth *auth_create(const char *token_file, const char *cors_origins, char *err,
                          size_t errlen);
 

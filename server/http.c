@@ -5,6 +5,7 @@
 
 #include "../api/errors.h"
 #include "../api/jsonw.h"
+#include "../api/torture.h"
 #include "../workers/ipc.h"
 #include "../workers/ops/ops.h"
 #include "auth.h"
@@ -234,6 +235,8 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
     struct request *r = *con_cls;
     (void)version;
     if (r == NULL) {
+        /* Torture builds: this request's Nth allocation fails (a no-op otherwise). */
+        torture_arm_text(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Batchd-Fail-Alloc"));
         r = calloc(1, sizeof *r);
         if (r == NULL) {
             return MHD_NO;

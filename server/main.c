@@ -1,5 +1,6 @@
 /* batchd: the entry point. The same binary is the server and, run with --worker, a worker
  * process (the pool posix_spawns /proc/self/exe). */
+#include "../api/jsonmem.h"
 #include "../workers/worker.h"
 #include "config.h"
 #include "healthcheck.h"
@@ -14,6 +15,7 @@
 
 int main(int argc, char **argv)
 {
+    jsonmem_install(); /* before any JSON value: a parse can then tell a lost allocation */
     if (argc >= 2 && strcmp(argv[1], "--worker") == 0) {
         return worker_main(3, 4, argc >= 3 ? strtol(argv[2], NULL, 10) : 0);
     }

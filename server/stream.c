@@ -165,12 +165,23 @@ static int stream_name_outputs(struct request *r, enum MHD_Result *mr)
     return rc;
 }
 
+/* Output of R was lost (its buffer could not grow): the stream can no longer be whole, so it
+ * ends with an error at once and the client sees a cut stream (no summary line, SPEC §3),
+ * never one with a line missing or half written. The batch is cancelled when the request
+ * finishes (stream_finish), not here inside the dispatcher's callback. */
+static void stream_break(struct request *r, const char *what)
+{
+    log_event("error", "stream", "request_id", r->id, "message", what, NULL);
+    r->client_gone = 1;
+    stream_wake(r);
+}
+
 static void stream_on_result(void *ud, const struct job_result *res)
 {
     struct request *r = ud;
     observe_job(r, res);
     if (writer_result(&r->writer, &r->out, res) != 0) {
-        log_event("error", "stream", "request_id", r->id, "message", "output buffer full", NULL);
+        stream_break(r, "output buffer full");
     }
     if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
         dispatch_batch_set_paused(r->batch, 1);
@@ -184,7 +195,7 @@ static void stream_on_block(void *ud, uint64_t index, uint64_t count, const char
     struct request *r = ud;
     observe_block(r, index, count, busy_ns);
     if (writer_lines(&r->writer, &r->out, text, len, count) != 0) {
-        log_event("error", "stream", "request_id", r->id, "message", "output buffer full", NULL);
+        stream_break(r, "output buffer full");
     }
     if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
         dispatch_batch_set_paused(r->batch, 1);
@@ -196,25 +207,33 @@ static void stream_on_done(void *ud, const struct dispatch_summary *sum)
 {
     struct request *r = ud;
     struct buf b;
+    int rc = 0;
     buf_init(&b, 4096);
-    buf_printf(&b, "{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,\"order\":\"%s\",\"chunksize\":%zu,"
-                   "\"workers\":%d,\"elapsed_ms\":",
-               (unsigned long long)sum->jobs, (unsigned long long)sum->ok,
-               (unsigned long long)sum->failed,
-               r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input", sum->chunksize,
-               sum->workers);
-    jsonw_double(&b, (double)((ipc_now_ns() - r->started_ns) / 1000) / 1000.0);
-    buf_adds(&b, ",\"busy_ms\":");
-    jsonw_double(&b, (double)(sum->busy_ns / 1000) / 1000.0);
+    rc |= buf_printf(
+        &b,
+        "{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,\"order\":\"%s\",\"chunksize\":%zu,"
+        "\"workers\":%d,\"elapsed_ms\":",
+        (unsigned long long)sum->jobs, (unsigned long long)sum->ok, (unsigned long long)sum->failed,
+        r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input", sum->chunksize,
+        sum->workers);
+    rc |= jsonw_double(&b, (double)((ipc_now_ns() - r->started_ns) / 1000) / 1000.0);
+    rc |= buf_adds(&b, ",\"busy_ms\":");
+    rc |= jsonw_double(&b, (double)(sum->busy_ns / 1000) / 1000.0);
     if (sum->deadline_hit) {
-        buf_adds(&b, ",\"deadline_exceeded\":true");
+        rc |= buf_adds(&b, ",\"deadline_exceeded\":true");
     }
-    buf_adds(&b, ",\"request_id\":");
-    jsonw_cstr(&b, r->id);
-    buf_adds(&b, "}");
-    writer_end(&r->writer, &r->out, buf_data(&b));
+    rc |= buf_adds(&b, ",\"request_id\":");
+    rc |= jsonw_cstr(&b, r->id);
+    rc |= buf_adds(&b, "}");
+    if (rc == 0) {
+        rc = writer_end(&r->writer, &r->out, buf_data(&b));
+    }
     buf_cleanup(&b);
     r->batch = NULL; /* the dispatcher frees it on return */
+    if (rc != 0) {
+        stream_break(r, "out of memory writing the summary");
+        return;
+    }
     r->done = 1;
     stream_wake(r);
 }
@@ -315,9 +334,11 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
             *mr = http_reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, "op");
             return -1;
         }
-        if (ops_check_params(r->op, sp->params, msg, sizeof msg, ppath, sizeof ppath) != 0) {
+        int bad = ops_check_params(r->op, sp->params, msg, sizeof msg, ppath, sizeof ppath);
+        if (bad != 0) {
+            /* INVALID_PARAM, or INTERNAL when the check itself ran out of memory. */
             snprintf(path, sizeof path, "params%s%s", ppath[0] ? "." : "", ppath);
-            *mr = http_reply_error(r, -BATCHD_E_INVALID_PARAM, msg, path);
+            *mr = http_reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
             return -1;
         }
         return 0;
@@ -349,7 +370,7 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
         if (bad != 0) {
             snprintf(path, sizeof path, "jobs[%llu].params%s%s", (unsigned long long)i,
                      ppath[0] ? "." : "", ppath);
-            *mr = http_reply_error(r, -BATCHD_E_INVALID_PARAM, msg, path);
+            *mr = http_reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
             return -1;
         }
         r->job_ops[i] = op;
@@ -418,6 +439,10 @@ enum MHD_Result stream_start(struct request *r)
         .on_done = stream_on_done,
         .ud = r,
     };
+    /* Before the batch exists: a document that lost its opening would go out broken. */
+    if (writer_begin(&r->writer, &r->out) != 0) {
+        return http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+    }
     int err = 0;
     r->batch = dispatch_submit(s->dispatch, &desc, &err);
     if (r->batch == NULL) {
@@ -428,7 +453,6 @@ enum MHD_Result stream_start(struct request *r)
                  (unsigned long long)s->cfg.max_batches);
         return http_reply_error(r, err, err == -BATCHD_E_OVERLOADED ? msg : NULL, NULL);
     }
-    writer_begin(&r->writer, &r->out);
     /* MHD allocates (and zeroes) the block for every response: small batches get a small
      * one, big ones 64 KiB so that their stream goes out in few writes. */
     size_t block = r->spec.njobs <= 256 && !upload_is_multipart(r->upload) ? 4096 : 64 * 1024;

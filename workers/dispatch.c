@@ -494,13 +494,22 @@ static int put_json(struct buf *out, const json_t *v)
     if (dst == NULL) {
         return -1;
     }
+    /* No JSON text is empty: 0 is jansson's failure (it allocates while dumping), and an
+     * empty text would reach the worker as "no value" or "no params". */
     size_t need = json_dumpb(v, dst, room, JSON_COMPACT | JSON_ENCODE_ANY);
     if (need > room) {
         dst = buf_reserve(out, need);
         if (dst == NULL) {
+            buf_truncate(out, at);
             return -1;
         }
-        json_dumpb(v, dst, need, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (json_dumpb(v, dst, need, JSON_COMPACT | JSON_ENCODE_ANY) != need) {
+            need = 0;
+        }
+    }
+    if (need == 0) {
+        buf_truncate(out, at);
+        return -1;
     }
     buf_commit(out, need);
     uint32_t len = (uint32_t)need;
@@ -546,7 +555,11 @@ static size_t batch_cut_chunk(struct dispatch *d, struct dispatch_batch *b, int 
     ipc_put_u32(&s->out, (b->desc.want_binary ? IPC_RUN_WANT_BINARY : 0) |
                              (b->desc.on_block != NULL ? IPC_RUN_BLOCK : 0) |
                              (ints ? IPC_RUN_INTS : 0));
-    put_json(&s->out, b->desc.params);
+    if (put_json(&s->out, b->desc.params) != 0) {
+        /* Without its params the chunk would run with the defaults: take no job now. */
+        buf_reset(&s->out);
+        return 0;
+    }
     uint64_t limit = (b->desc.order == DISPATCH_ORDER_INPUT ? b->base : b->delivered) + b->window;
     size_t n = 0;
     if (ints) {

@@ -6,6 +6,8 @@
 #include "../api/batch.h"
 #include "../api/errors.h"
 #include "../api/job.h"
+#include "../api/jsonmem.h"
+#include "../api/torture.h"
 #include "ipc.h"
 #include "ops/ops.h"
 
@@ -51,12 +53,34 @@ static void worker_frame_begin(struct worker *w)
     w->nout = 0;
 }
 
+/* Appends an error record (ERR, MSG) for job INDEX to the frame; on failure the frame is
+ * left as it was, never with half a record. */
+static void worker_put_failure(struct worker *w, uint64_t index, int err, uint64_t t0, uint64_t t1,
+                               const char *msg)
+{
+    size_t mark = buf_len(&w->out);
+    int rc = 0;
+    rc |= ipc_put_u64(&w->out, index);
+    rc |= ipc_put_u32(&w->out, (uint32_t)err);
+    rc |= ipc_put_u64(&w->out, t0);
+    rc |= ipc_put_u64(&w->out, t1);
+    rc |= ipc_put_bytes(&w->out, msg, (uint32_t)strlen(msg));
+    rc |= ipc_put_u32(&w->out, 0);
+    if (rc != 0) {
+        buf_truncate(&w->out, mark);
+        return;
+    }
+    w->nout++;
+}
+
 /* Closes the open block into a record of the frame. */
 static void worker_block_close(struct worker *w)
 {
     if (w->block_count == 0) {
         return;
     }
+    const uint64_t first = w->block_first, count = w->block_count, now = ipc_now_ns();
+    size_t mark = buf_len(&w->out);
     int rc = 0;
     rc |= ipc_put_u64(&w->out, w->block_first);
     rc |= ipc_put_u32(&w->out, (uint32_t)IPC_ERR_BLOCK);
@@ -64,11 +88,21 @@ static void worker_block_close(struct worker *w)
     rc |= ipc_put_u64(&w->out, w->block_count);
     rc |= ipc_put_bytes(&w->out, buf_data(&w->block), (uint32_t)buf_len(&w->block));
     rc |= ipc_put_u32(&w->out, 0);
-    (void)rc; /* bounded by WORKER_FLUSH_BYTES, far below the frame cap */
-    w->nout++;
     buf_reset(&w->block);
     w->block_count = 0;
     w->block_busy_ns = 0;
+    if (rc == 0) {
+        w->nout++;
+        return;
+    }
+    /* The block is bounded far below the frame cap, so this is memory running out. Half a
+     * record would break the frame (the server then kills us and re-runs the chunk, which
+     * fails the same way, forever): each job of the block gets an error record instead. */
+    buf_truncate(&w->out, mark);
+    for (uint64_t k = 0; k < count; k++) {
+        worker_put_failure(w, first + k, -BATCHD_E_INTERNAL, now, now,
+                           "out of memory for the result");
+    }
 }
 
 /* Adds a successful result of job INDEX to the open block (opening one if needed). Returns 0,
@@ -135,6 +169,7 @@ static void worker_put_result(struct worker *w, uint64_t index, int err, uint64_
     worker_block_close(w); /* records stay in job order */
     size_t mark = buf_len(&w->out);
     int rc = 0;
+    errno = 0; /* a put fails past the frame cap (errno untouched) or with realloc (ENOMEM) */
     rc |= ipc_put_u64(&w->out, index);
     rc |= ipc_put_u32(&w->out, (uint32_t)err);
     rc |= ipc_put_u64(&w->out, t0);
@@ -152,15 +187,13 @@ static void worker_put_result(struct worker *w, uint64_t index, int err, uint64_
         rc |= ipc_put_u32(&w->out, 0);
     }
     if (rc != 0) {
-        /* The result does not fit in a frame: report that instead of the result. */
+        /* The result does not fit in a frame, or memory ran out: report that instead. */
+        const int oom = errno == ENOMEM;
         buf_truncate(&w->out, mark);
-        static const char msg[] = "the result is larger than a worker frame may carry";
-        ipc_put_u64(&w->out, index);
-        ipc_put_u32(&w->out, (uint32_t)-BATCHD_E_TOO_LARGE);
-        ipc_put_u64(&w->out, t0);
-        ipc_put_u64(&w->out, t1);
-        ipc_put_bytes(&w->out, msg, sizeof msg - 1);
-        ipc_put_u32(&w->out, 0);
+        worker_put_failure(w, index, oom ? -BATCHD_E_INTERNAL : -BATCHD_E_TOO_LARGE, t0, t1,
+                           oom ? "out of memory for the result"
+                               : "the result is larger than a worker frame may carry");
+        return;
     }
     w->nout++;
 }
@@ -215,6 +248,8 @@ static json_t *worker_parse_value(struct worker *w, const char *t, uint32_t len)
 /* Runs the jobs of one RUN frame. Returns 0, or -1 when the server is gone. */
 static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, int blob_fd)
 {
+    /* Torture builds: the Nth allocation of every chunk fails (a no-op otherwise). */
+    torture_arm_env("BATCHD_WORKER_FAIL_ALLOC_AT");
     struct ipc_reader r;
     ipc_reader_init(&r, body, len);
     uint32_t njobs = ipc_get_u32(&r);
@@ -225,9 +260,12 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
     const char *ptext = ipc_get_bytes(&r, &plen);
     const uint32_t ints_op = ints ? ipc_get_u32(&r) : 0;
     json_t *chunk_params = NULL;
+    const unsigned long failed = jsonmem_failures();
     if (plen > 0) {
         chunk_params = json_loadb(ptext, plen, JSON_DECODE_ANY, NULL);
     }
+    /* A parse that lost an allocation may have dropped a byte (jsonmem.h). */
+    const int params_lost = jsonmem_failures() != failed;
     const uint8_t *blob_map = NULL;
     size_t blob_map_len = 0;
     if (blob_fd >= 0) {
@@ -285,6 +323,7 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         atomic_store_explicit(&w->ctl->running, 1, memory_order_release);
         struct job_output o;
         job_output_init(&o, &json);
+        const unsigned long job_failed = jsonmem_failures();
         json_t *value = ints       ? worker_int_value(w, ival)
                         : vlen > 0 ? worker_parse_value(w, vtext, vlen)
                                    : NULL;
@@ -293,10 +332,17 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
         if (nlen > 0) {
             snprintf(name, sizeof name, "%.*s", (int)nlen, ntext);
         }
+        /* The server wrote every text here from JSON it had parsed: a text that does not
+         * come back is an allocation that failed, never a bad input, and a job must then
+         * fail rather than run without its params. */
+        int lost = (ints && value == NULL) || (vlen > 0 && value == NULL) ||
+                   (jplen > 0 && job_params == NULL) || (plen > 0 && chunk_params == NULL) ||
+                   params_lost || jsonmem_failures() != job_failed;
         int oom;
         json_t *merged = job_params_merge(chunk_params, job_params, &oom);
         json_decref(job_params);
         job_params = merged;
+        lost = lost || oom;
         struct job_input in = {
             .value = value,
             .params = job_params,
@@ -319,12 +365,9 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
             err = -BATCHD_E_OVERFLOW;
             snprintf(o.message, sizeof o.message,
                      "the input holds an integer that does not fit in 64 bits");
-        } else if (oom) {
+        } else if (lost) {
             err = -BATCHD_E_INTERNAL;
-            snprintf(o.message, sizeof o.message, "out of memory merging the job's params");
-        } else if (vlen > 0 && value == NULL) {
-            err = -BATCHD_E_INVALID_INPUT;
-            snprintf(o.message, sizeof o.message, "the input could not be read");
+            snprintf(o.message, sizeof o.message, "out of memory reading the job");
         } else {
             err = op->run(&in, &o);
         }

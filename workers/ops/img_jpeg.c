@@ -6,6 +6,7 @@
 
 #include "../../api/errors.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,7 +271,9 @@ static void dest_init(j_compress_ptr cinfo)
     char *p = buf_reserve(c->out, JPEG_OUT_CHUNK);
     if (p == NULL) {
         c->err = -BATCHD_E_TOO_LARGE;
-        snprintf(c->msg, c->msglen, "the encoded image is larger than allowed");
+        snprintf(c->msg, c->msglen, "%s",
+                 errno == ENOMEM ? "out of memory for the encoded image"
+                                 : "the encoded image is larger than allowed");
         ERREXIT(cinfo, JERR_OUT_OF_MEMORY);
     }
     c->dest.next_output_byte = (JOCTET *)p;

@@ -632,7 +632,10 @@ static int emit_output(const struct job_input *in, struct job_output *out, struc
     }
     w |= buf_adds(j, "}");
     if (rc == 0 && w != 0) {
-        snprintf(msg, msglen, "the result is larger than allowed");
+        /* Like a pixel buffer, memory for the result counts as too large, but say which. */
+        snprintf(msg, msglen, "%s",
+                 errno == ENOMEM ? "out of memory for the result"
+                                 : "the result is larger than allowed");
         rc = -BATCHD_E_TOO_LARGE;
     }
     return rc;
@@ -810,7 +813,7 @@ static int image_validate(const json_t *params, char *msg, size_t msglen, char *
     if (p == NULL) {
         snprintf(msg, msglen, "out of memory");
         path[0] = '\0';
-        return -BATCHD_E_INVALID_PARAM;
+        return -BATCHD_E_INTERNAL;
     }
     int rc = img_params_parse(params, p, msg, msglen, path, pathlen);
     free(p);

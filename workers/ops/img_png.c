@@ -5,6 +5,7 @@
 
 #include "../../api/errors.h"
 
+#include <errno.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -72,7 +73,9 @@ static void on_write(png_structp png, png_bytep src, size_t n)
     struct png_ctx *c = png_get_io_ptr(png);
     if (buf_add(c->out, src, n) != 0) {
         c->err = -BATCHD_E_TOO_LARGE;
-        snprintf(c->msg, c->msglen, "the encoded image is larger than allowed");
+        snprintf(c->msg, c->msglen, "%s",
+                 errno == ENOMEM ? "out of memory for the encoded image"
+                                 : "the encoded image is larger than allowed");
         png_error(png, "output too large");
     }
 }

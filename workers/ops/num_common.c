@@ -5,6 +5,7 @@
 
 #include "../../api/jsonw.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -167,6 +168,11 @@ int num_want_object(const json_t *v, const char *allowed, struct job_output *out
 
 int num_too_large(struct job_output *out)
 {
+    /* A result buffer that could not grow: past its cap, or out of memory (struct buf
+     * leaves ENOMEM then), which is ours and not the input's. */
+    if (errno == ENOMEM) {
+        return num_fail(out, -BATCHD_E_INTERNAL, "out of memory for the result");
+    }
     return num_fail(out, -BATCHD_E_TOO_LARGE, "the result is larger than the result buffer");
 }
 

@@ -57,8 +57,9 @@ size_t ops_index(const struct op *op);
 /* Number of ops in the table. */
 size_t ops_count(void);
 
-/* Checks PARAMS (may be NULL) against OP's .params and validate_params. Returns 0 or
- * -BATCHD_E_INVALID_PARAM with MSG and PATH (relative to params) set. */
+/* Checks PARAMS (may be NULL) against OP's .params and validate_params. Returns 0,
+ * -BATCHD_E_INVALID_PARAM with MSG and PATH (relative to params) set, or -BATCHD_E_INTERNAL
+ * with MSG when the check ran out of memory. */
 int ops_check_params(const struct op *op, const json_t *params, char *msg, size_t msglen,
                      char *path, size_t pathlen);
 
