@@ -4,7 +4,10 @@
  * per job; in input order they wait in a ring of WINDOW slots, and no job past
  * (next to deliver + WINDOW) is sent out, which bounds the memory of a batch whose client
  * reads slowly. A worker that dies or overruns its job's timeout is killed and replaced;
- * the job it was running fails, the rest of its chunk is queued again. */
+ * the job it was running fails, the rest of its chunk is queued again. A busy worker that
+ * shows no sign of life while no job runs (it took none of the chunk's bytes, started no
+ * job, sent no result) for DISPATCH_STALL_NS is stopped or wedged: it is killed the same
+ * way, and as no job of its chunk is running, none fails; they all run elsewhere. */
 #include "dispatch.h"
 
 #include "../api/errors.h"
@@ -30,6 +33,15 @@
 /* Bytes of results a batch may hold out of order (input order) before it stops sending
  * jobs: the count window alone would let 256 large images pile up behind a slow first one. */
 #define DISPATCH_MAX_HELD_BYTES (64u * 1024 * 1024)
+/* A busy worker between jobs answers within microseconds: it reads its chunk, starts the
+ * next job or sends results, each of which the server sees (bytes taken, the control page's
+ * job start, a RESULTS frame). One second without any of them is a stopped (SIGSTOP) or
+ * wedged process, whose chunk would otherwise never start and never time out. A worker that
+ * has not yet reached its loop (its pid not on the control page) gets longer: exec and a
+ * sanitizer's start-up on a loaded machine may take seconds. Fixed, not the batch's
+ * timeout_ms: they bound different things, and a batch without a timeout must not hang. */
+#define DISPATCH_STALL_NS 1000000000u
+#define DISPATCH_STARTUP_STALL_NS 10000000000u
 
 struct held {
     int ready;
@@ -78,6 +90,10 @@ struct slot {
     size_t njobs, ndone, jobs_cap;
     uint64_t jobs_done;  /* over this worker's life, for recycling */
     uint64_t spawn_retry_ns;
+    /* While busy: the last sign of life (DISPATCH_STALL_NS), the control page's job start
+     * seen then, and whether the worker had announced its pid. */
+    uint64_t alive_ns, seen_started_ns;
+    int announced;
 };
 
 struct dispatch {
@@ -647,6 +663,16 @@ static size_t batch_cut_chunk(struct dispatch *d, struct dispatch_batch *b, int 
     return n;
 }
 
+/* A chunk was just given to slot I: its stall clock starts now. */
+static void slot_mark_assigned(struct dispatch *d, int i)
+{
+    struct slot *s = &d->slots[i];
+    const struct ipc_control *ctl = pool_control(d->pool, i);
+    s->alive_ns = ipc_now_ns();
+    s->seen_started_ns = atomic_load(&ctl->job_started_ns);
+    s->announced = atomic_load(&ctl->pid) != 0;
+}
+
 static void dispatch_feed(struct dispatch *d)
 {
     if (d->ring == NULL) {
@@ -679,6 +705,7 @@ static void dispatch_feed(struct dispatch *d)
         s->ndone = 0;
         s->state = SLOT_BUSY;
         s->out_fd = pick->desc.blob_fd;
+        slot_mark_assigned(d, i);
         pick->inflight_jobs += n;
         pick->inflight_chunks++;
         slot_flush(d, i);
@@ -712,6 +739,7 @@ static void slot_flush(struct dispatch *d, int i)
             return;
         }
         s->out_off += (size_t)w;
+        s->alive_ns = ipc_now_ns(); /* the worker takes its chunk */
     }
     buf_reset(&s->out);
     s->out_off = 0;
@@ -971,6 +999,7 @@ static void slot_read(struct dispatch *d, int i)
             slot_fail(d, i, -BATCHD_E_WORKER_CRASHED, NULL);
             return;
         }
+        s->alive_ns = ipc_now_ns(); /* results: the worker is alive */
         /* Every whole frame in the buffer, then one move of what is left (moving the rest
          * down after each frame cost a copy of the buffer per frame). */
         size_t off = 0;
@@ -997,25 +1026,46 @@ static void slot_read(struct dispatch *d, int i)
 
 /* ---------------------------------------------------------------- timers */
 
+/* Slot I is busy: fails its worker when the job it runs overran the batch's timeout, or
+ * when no job runs and the worker has shown no sign of life for the stall bound. */
+static void slot_check_time(struct dispatch *d, int i, uint64_t now)
+{
+    struct slot *s = &d->slots[i];
+    const struct ipc_control *ctl = pool_control(d->pool, i);
+    uint64_t started = atomic_load(&ctl->job_started_ns);
+    if (atomic_load(&ctl->running)) {
+        s->alive_ns = now;
+        uint64_t timeout_ms = s->batch != NULL ? s->batch->desc.timeout_ms : 0;
+        if (timeout_ms > 0 && now > started && now - started > timeout_ms * 1000000u) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the job ran past its timeout of %llu ms",
+                     (unsigned long long)timeout_ms);
+            slot_fail(d, i, -BATCHD_E_TIMEOUT, msg);
+        }
+        return;
+    }
+    if (started != s->seen_started_ns || (!s->announced && atomic_load(&ctl->pid) != 0)) {
+        s->seen_started_ns = started; /* a job ran since the last look */
+        s->announced = atomic_load(&ctl->pid) != 0;
+        s->alive_ns = now;
+        return;
+    }
+    uint64_t bound = s->announced ? DISPATCH_STALL_NS : DISPATCH_STARTUP_STALL_NS;
+    if (now > s->alive_ns && now - s->alive_ns > bound) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the worker did not take up its chunk within %llu ms",
+                 (unsigned long long)(bound / 1000000u));
+        slot_fail(d, i, -BATCHD_E_TIMEOUT, msg);
+    }
+}
+
 static void dispatch_check_time(struct dispatch *d)
 {
     uint64_t now = ipc_now_ns();
-    /* Per-job timeouts: the control page says which job runs and since when. */
+    /* Per-job timeouts and stalls: the control page says which job runs and since when. */
     for (int i = 0; i < d->cfg.workers; i++) {
-        struct slot *s = &d->slots[i];
-        if (s->state != SLOT_BUSY || s->batch == NULL || s->batch->desc.timeout_ms == 0) {
-            continue;
-        }
-        const struct ipc_control *ctl = pool_control(d->pool, i);
-        if (!atomic_load(&ctl->running)) {
-            continue;
-        }
-        uint64_t started = atomic_load(&ctl->job_started_ns);
-        if (now > started && now - started > s->batch->desc.timeout_ms * 1000000u) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "the job ran past its timeout of %llu ms",
-                     (unsigned long long)s->batch->desc.timeout_ms);
-            slot_fail(d, i, -BATCHD_E_TIMEOUT, msg);
+        if (d->slots[i].state == SLOT_BUSY) {
+            slot_check_time(d, i, now);
         }
     }
     /* Batch deadlines: running jobs fail with timeout, the others are cancelled. */
