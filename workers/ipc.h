@@ -1,7 +1,8 @@
 /* The frames between the server and its workers over a SOCK_STREAM socketpair: a 16-byte
  * header {magic+version, type, length, reserved} then LENGTH bytes of body, little-endian
- * host order (both ends are the same binary). Also the fixed-size control page each worker
- * shares with the server, which says which job it is running and since when. */
+ * host order (both ends are the same binary), and the primitives frames.c builds bodies
+ * with. Also the fixed-size control page each worker shares with the server, which says
+ * which job it is running and since when. */
 #ifndef BATCHD_WORKERS_IPC_H
 #define BATCHD_WORKERS_IPC_H
 
@@ -37,26 +38,7 @@ struct ipc_control {
     _Atomic uint32_t pid;
 };
 
-/* Chunk flags. */
-#define IPC_RUN_WANT_BINARY 1u
-/* The server writes NDJSON without timing: successful results of consecutive jobs may come
- * as one block record of ready-made lines (see IPC_ERR_BLOCK). */
-#define IPC_RUN_BLOCK 2u
-/* Every job of the chunk is an integer input of one op, no params of its own, no blob: after
- * the chunk params come u32 op, then per job u64 index, i64 value (16 bytes, no JSON). */
-#define IPC_RUN_INTS 4u
-
-/* The err of a RESULTS record that is a block: COUNT (in end_ns) consecutive jobs from
- * INDEX all succeeded; start_ns is their summed run time, text their NDJSON lines,
- * {"index":I,"result":R}\n each. Never a real error code (those are negative and small). */
-#define IPC_ERR_BLOCK 0x424c4b00
-
-/* A RUN body: u32 njobs, u32 flags, u32 params_len, params JSON; then per job:
- * u64 index, u32 op, u32 value_len, value JSON, u32 params_len (0 = the chunk's), params,
- * u32 name_len, name, u64 blob_off, u64 blob_len (into the fd passed with the frame).
- * A RESULTS body: u32 count; then per result: u64 index, i32 err, u64 start_ns, u64 end_ns,
- * u32 text_len, text (the result JSON, or the error message), u32 nblobs, then per blob
- * u32 name_len, name, u32 len, bytes. */
+/* The bodies of RUN and RESULTS, their layout, flags and codec: frames.h. */
 
 /* Appends a frame header for a body of LEN bytes; returns 0 or -1 (buffer cap). */
 int ipc_put_header(struct buf *b, enum ipc_type type, uint32_t len);

@@ -8,6 +8,7 @@
 #include "../api/job.h"
 #include "../api/jsonmem.h"
 #include "../api/torture.h"
+#include "frames.h"
 #include "ipc.h"
 #include "ops/ops.h"
 
@@ -31,10 +32,10 @@
 struct worker {
     int sock;
     struct ipc_control *ctl;
-    struct buf out;  /* the RESULTS frame being filled */
-    uint32_t nout;   /* results in it */
-    size_t count_at; /* offset of the count field */
-    struct buf block;     /* NDJSON lines of the open block record (IPC_RUN_BLOCK) */
+    /* The RESULTS frame being filled, and its writer. */
+    struct buf out;
+    struct frames_results_writer res;
+    struct buf block;     /* NDJSON lines of the open block record (FRAMES_RUN_BLOCK) */
     uint64_t block_first; /* index of its first job */
     uint64_t block_count;
     uint64_t block_busy_ns;
@@ -46,31 +47,24 @@ struct worker {
 
 static void worker_frame_begin(struct worker *w)
 {
-    buf_reset(&w->out);
-    ipc_put_header(&w->out, IPC_RESULTS, 0);
-    w->count_at = buf_len(&w->out);
-    ipc_put_u32(&w->out, 0);
-    w->nout = 0;
+    frames_results_begin(&w->res, &w->out);
 }
 
-/* Appends an error record (ERR, MSG) for job INDEX to the frame; on failure the frame is
- * left as it was, never with half a record. */
+/* Adds an error record (ERR, MSG) for job INDEX; on failure the frame is left as it was,
+ * never with half a record (frames_results_add). */
 static void worker_put_failure(struct worker *w, uint64_t index, int err, uint64_t t0, uint64_t t1,
                                const char *msg)
 {
-    size_t mark = buf_len(&w->out);
-    int rc = 0;
-    rc |= ipc_put_u64(&w->out, index);
-    rc |= ipc_put_u32(&w->out, (uint32_t)err);
-    rc |= ipc_put_u64(&w->out, t0);
-    rc |= ipc_put_u64(&w->out, t1);
-    rc |= ipc_put_bytes(&w->out, msg, (uint32_t)strlen(msg));
-    rc |= ipc_put_u32(&w->out, 0);
-    if (rc != 0) {
-        buf_truncate(&w->out, mark);
-        return;
-    }
-    w->nout++;
+    struct frames_result r;
+    r.index = index;
+    r.err = err;
+    r.start_ns = t0;
+    r.end_ns = t1;
+    r.block_count = 0;
+    r.nblobs = 0;
+    r.text = msg;
+    r.text_len = (uint32_t)strlen(msg);
+    (void)frames_results_add(&w->res, &r);
 }
 
 /* Closes the open block into a record of the frame. */
@@ -79,26 +73,24 @@ static void worker_block_close(struct worker *w)
     if (w->block_count == 0) {
         return;
     }
-    const uint64_t first = w->block_first, count = w->block_count, now = ipc_now_ns();
-    size_t mark = buf_len(&w->out);
-    int rc = 0;
-    rc |= ipc_put_u64(&w->out, w->block_first);
-    rc |= ipc_put_u32(&w->out, (uint32_t)IPC_ERR_BLOCK);
-    rc |= ipc_put_u64(&w->out, w->block_busy_ns);
-    rc |= ipc_put_u64(&w->out, w->block_count);
-    rc |= ipc_put_bytes(&w->out, buf_data(&w->block), (uint32_t)buf_len(&w->block));
-    rc |= ipc_put_u32(&w->out, 0);
+    const uint64_t first = w->block_first, count = w->block_count;
+    struct frames_result r;
+    r.index = w->block_first;
+    r.block_count = w->block_count;
+    r.busy_ns = w->block_busy_ns;
+    r.text = buf_data(&w->block);
+    r.text_len = (uint32_t)buf_len(&w->block);
+    int rc = frames_results_add(&w->res, &r);
     buf_reset(&w->block);
     w->block_count = 0;
     w->block_busy_ns = 0;
     if (rc == 0) {
-        w->nout++;
         return;
     }
-    /* The block is bounded far below the frame cap, so this is memory running out. Half a
-     * record would break the frame (the server then kills us and re-runs the chunk, which
-     * fails the same way, forever): each job of the block gets an error record instead. */
-    buf_truncate(&w->out, mark);
+    /* The block is bounded by WORKER_FLUSH_BYTES, far below the frame cap, so this is memory
+     * running out. Without a record the server would wait for these jobs; each gets an
+     * error record instead. */
+    const uint64_t now = ipc_now_ns();
     for (uint64_t k = 0; k < count; k++) {
         worker_put_failure(w, first + k, -BATCHD_E_INTERNAL, now, now,
                            "out of memory for the result");
@@ -153,11 +145,10 @@ static int worker_block_add(struct worker *w, uint64_t index, uint32_t opi, uint
 static int worker_flush(struct worker *w)
 {
     worker_block_close(w);
-    if (w->nout == 0) {
+    if (frames_results_count(&w->res) == 0) {
         return 0;
     }
-    memcpy((char *)buf_data(&w->out) + w->count_at, &w->nout, sizeof w->nout);
-    ipc_patch_length(&w->out, 0);
+    frames_results_end(&w->res);
     int rc = ipc_send_all(w->sock, buf_data(&w->out), buf_len(&w->out), -1);
     worker_frame_begin(w);
     return rc;
@@ -167,35 +158,35 @@ static void worker_put_result(struct worker *w, uint64_t index, int err, uint64_
                               uint64_t t1, struct job_output *o)
 {
     worker_block_close(w); /* records stay in job order */
-    size_t mark = buf_len(&w->out);
-    int rc = 0;
-    errno = 0; /* a put fails past the frame cap (errno untouched) or with realloc (ENOMEM) */
-    rc |= ipc_put_u64(&w->out, index);
-    rc |= ipc_put_u32(&w->out, (uint32_t)err);
-    rc |= ipc_put_u64(&w->out, t0);
-    rc |= ipc_put_u64(&w->out, t1);
+    /* Field by field, as job_output_init does: the blob slots are set only when used. */
+    struct frames_result r;
+    r.index = index;
+    r.err = err;
+    r.start_ns = t0;
+    r.end_ns = t1;
+    r.block_count = 0;
+    r.nblobs = 0;
     if (err == 0) {
-        rc |= ipc_put_bytes(&w->out, buf_data(o->json), (uint32_t)buf_len(o->json));
-        rc |= ipc_put_u32(&w->out, (uint32_t)o->nblobs);
+        r.text = buf_data(o->json);
+        r.text_len = (uint32_t)buf_len(o->json);
+        r.nblobs = (uint32_t)o->nblobs;
         for (int i = 0; i < o->nblobs; i++) {
-            rc |= ipc_put_bytes(&w->out, o->blobs[i].name, (uint32_t)strlen(o->blobs[i].name));
-            rc |= ipc_put_bytes(&w->out, buf_data(&o->blobs[i].bytes),
-                                (uint32_t)buf_len(&o->blobs[i].bytes));
+            r.blobs[i].name = o->blobs[i].name;
+            r.blobs[i].data = (const uint8_t *)buf_data(&o->blobs[i].bytes);
+            r.blobs[i].len = (uint32_t)buf_len(&o->blobs[i].bytes);
         }
     } else {
-        rc |= ipc_put_bytes(&w->out, o->message, (uint32_t)strlen(o->message));
-        rc |= ipc_put_u32(&w->out, 0);
+        r.text = o->message;
+        r.text_len = (uint32_t)strlen(o->message);
     }
-    if (rc != 0) {
+    errno = 0; /* a put fails past the frame cap (errno untouched) or with realloc (ENOMEM) */
+    if (frames_results_add(&w->res, &r) != 0) {
         /* The result does not fit in a frame, or memory ran out: report that instead. */
         const int oom = errno == ENOMEM;
-        buf_truncate(&w->out, mark);
         worker_put_failure(w, index, oom ? -BATCHD_E_INTERNAL : -BATCHD_E_TOO_LARGE, t0, t1,
                            oom ? "out of memory for the result"
                                : "the result is larger than a worker frame may carry");
-        return;
     }
-    w->nout++;
 }
 
 static void job_output_init(struct job_output *o, struct buf *json)
@@ -245,161 +236,178 @@ static json_t *worker_parse_value(struct worker *w, const char *t, uint32_t len)
     return json_loadb(t, len, JSON_DECODE_ANY, NULL);
 }
 
-/* Runs the jobs of one RUN frame. Returns 0, or -1 when the server is gone. */
+/* The state of one chunk while its RUN frame is decoded and its jobs run. */
+struct worker_chunk {
+    struct worker *w;
+    uint32_t flags;
+    json_t *params;  /* the chunk's, or NULL */
+    int params_lost; /* its text did not come back whole: an allocation failed (jsonmem.h) */
+    int blob_fd;
+    const uint8_t *blob_map;
+    size_t blob_map_len;
+    struct buf json; /* a job's result JSON, reused */
+    uint64_t now;    /* when the previous job ended (the next one starts then) */
+};
+
+static int worker_chunk_head(void *ud, const struct frames_run_head *h)
+{
+    struct worker_chunk *c = ud;
+    c->flags = h->flags;
+    const unsigned long failed = jsonmem_failures();
+    if (h->params != NULL) {
+        c->params = json_loadb(h->params, h->params_len, JSON_DECODE_ANY, NULL);
+        c->params_lost = c->params == NULL;
+    }
+    /* A parse that lost an allocation may have dropped a byte (jsonmem.h). */
+    c->params_lost = c->params_lost || jsonmem_failures() != failed;
+    if (c->blob_fd >= 0) {
+        struct stat st;
+        if (fstat(c->blob_fd, &st) == 0 && st.st_size > 0) {
+            void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, c->blob_fd, 0);
+            if (m != MAP_FAILED) {
+                c->blob_map = m;
+                c->blob_map_len = (size_t)st.st_size;
+            }
+        }
+    }
+    c->now = ipc_now_ns();
+    return 0;
+}
+
+/* The job's params: its own merged over the chunk's (job_params_merge). New, or NULL when
+ * there are none; *LOST is set when its text did not come back or memory ran out. */
+static json_t *worker_job_params(const struct worker_chunk *c, const struct frames_run_job *j,
+                                 int *lost)
+{
+    json_t *own =
+        j->params_len > 0 ? json_loadb(j->params, j->params_len, JSON_DECODE_ANY, NULL) : NULL;
+    int oom;
+    json_t *merged = job_params_merge(c->params, own, &oom);
+    *lost = (j->params_len > 0 && own == NULL) || oom;
+    json_decref(own);
+    return merged;
+}
+
+/* Runs op OP on IN (VALUE its parsed input) into O; returns the job's error code. LOST: the
+ * job's texts did not all come back (an allocation failed), so it must not run. */
+static int worker_job_exec(const struct op *op, const struct frames_run_job *j, const json_t *value,
+                           int lost, const struct job_input *in, struct job_output *o)
+{
+    if (op == NULL) {
+        snprintf(o->message, sizeof o->message, "no op with index %u", j->op);
+        return -BATCHD_E_INTERNAL;
+    }
+    if (j->value_len > 0 &&
+        memmem(j->value, j->value_len, BATCH_BIGINT_MARK, sizeof BATCH_BIGINT_MARK - 1) != NULL) {
+        snprintf(o->message, sizeof o->message,
+                 "the input holds an integer that does not fit in 64 bits");
+        return -BATCHD_E_OVERFLOW;
+    }
+    /* The server wrote every text here from JSON it had parsed: a text that does not come
+     * back is an allocation that failed, never a bad input. */
+    if (lost || (j->value_len > 0 && value == NULL)) {
+        snprintf(o->message, sizeof o->message, "out of memory reading the job");
+        return -BATCHD_E_INTERNAL;
+    }
+    return op->run(in, o);
+}
+
+/* Runs one job of the chunk: says on the control page that it runs, parses its input, runs
+ * the op, frames the result and flushes when due. Returns 0, or -1 when the server is gone. */
+static int worker_run_job(void *ud, const struct frames_run_head *h, const struct frames_run_job *j)
+{
+    struct worker_chunk *c = ud;
+    struct worker *w = c->w;
+    (void)h;
+    const struct op *op = ops_at(j->op);
+    if (op != NULL && (op->flags & OP_SLOW)) {
+        /* A slow job's result must not wait behind the results of the quick ones. */
+        if ((frames_results_count(&w->res) > 0 || w->block_count > 0) && worker_flush(w) != 0) {
+            return -1;
+        }
+        c->now = ipc_now_ns(); /* the flush may have waited */
+    }
+    /* Say which job runs before touching its input: if parsing it kills us, the server
+     * must blame this job and not re-run it elsewhere. */
+    /* One clock read per job: a job starts when the previous one ended (framing its
+     * result is noise), or now after a send that may have waited. Release stores: the
+     * server reads running, then the rest; x86 keeps them in order without a fence,
+     * where seq_cst stores cost a locked instruction each, per tiny job. */
+    uint64_t t0 = c->now;
+    atomic_store_explicit(&w->ctl->job_index, j->index, memory_order_release);
+    atomic_store_explicit(&w->ctl->job_started_ns, t0, memory_order_release);
+    atomic_store_explicit(&w->ctl->running, 1, memory_order_release);
+    struct job_output o;
+    job_output_init(&o, &c->json);
+    const unsigned long job_failed = jsonmem_failures();
+    json_t *value = j->is_int          ? worker_int_value(w, j->ival)
+                    : j->value_len > 0 ? worker_parse_value(w, j->value, j->value_len)
+                                       : NULL;
+    int lost;
+    json_t *job_params = worker_job_params(c, j, &lost);
+    lost =
+        lost || (j->is_int && value == NULL) || c->params_lost || jsonmem_failures() != job_failed;
+    char name[256] = "";
+    if (j->name_len > 0) {
+        snprintf(name, sizeof name, "%.*s", (int)j->name_len, j->name);
+    }
+    struct job_input in = {
+        .value = value,
+        .params = job_params,
+        .data_dir = w->data_dir,
+        .output_dir = w->output_dir,
+        .name = j->name_len > 0 ? name : NULL,
+        .index = j->index,
+        .want_binary = (c->flags & FRAMES_RUN_WANT_BINARY) != 0,
+    };
+    if (j->blob_len > 0 && c->blob_map != NULL && j->blob_off <= c->blob_map_len &&
+        j->blob_len <= c->blob_map_len - j->blob_off) {
+        in.blob = c->blob_map + j->blob_off;
+        in.blob_len = (size_t)j->blob_len;
+    }
+    int err = worker_job_exec(op, j, value, lost, &in, &o);
+    uint64_t t1 = ipc_now_ns();
+    c->now = t1;
+    if (err != 0 && o.message[0] == '\0') {
+        snprintf(o.message, sizeof o.message, "%s", batchd_err_message(err));
+    }
+    const int block = (c->flags & FRAMES_RUN_BLOCK) != 0;
+    if (!(err == 0 && block && worker_block_add(w, j->index, j->op, t0, t1, &o) == 0)) {
+        worker_put_result(w, j->index, err, t0, t1, &o);
+    }
+    atomic_store_explicit(&w->ctl->running, 0, memory_order_release);
+    job_output_cleanup(&o);
+    json_decref(value);
+    json_decref(job_params);
+    if (frames_results_count(&w->res) + w->block_count >= WORKER_FLUSH_COUNT ||
+        buf_len(&w->out) + buf_len(&w->block) >= WORKER_FLUSH_BYTES ||
+        t1 - t0 >= WORKER_FLUSH_SLOW_NS) {
+        if (worker_flush(w) != 0) {
+            return -1;
+        }
+        c->now = ipc_now_ns();
+    }
+    return 0;
+}
+
+/* Runs the jobs of one RUN frame. Returns 0, or -1 when the server is gone. A malformed
+ * frame (a server bug) ends the chunk at the fault, as if it ended there. */
 static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, int blob_fd)
 {
     /* Torture builds: the Nth allocation of every chunk fails (a no-op otherwise). */
     torture_arm_env("BATCHD_WORKER_FAIL_ALLOC_AT");
-    struct ipc_reader r;
-    ipc_reader_init(&r, body, len);
-    uint32_t njobs = ipc_get_u32(&r);
-    uint32_t flags = ipc_get_u32(&r);
-    const int block = (flags & IPC_RUN_BLOCK) != 0;
-    const int ints = (flags & IPC_RUN_INTS) != 0;
-    uint32_t plen;
-    const char *ptext = ipc_get_bytes(&r, &plen);
-    const uint32_t ints_op = ints ? ipc_get_u32(&r) : 0;
-    json_t *chunk_params = NULL;
-    const unsigned long failed = jsonmem_failures();
-    if (plen > 0) {
-        chunk_params = json_loadb(ptext, plen, JSON_DECODE_ANY, NULL);
-    }
-    /* A parse that lost an allocation may have dropped a byte (jsonmem.h). */
-    const int params_lost = jsonmem_failures() != failed;
-    const uint8_t *blob_map = NULL;
-    size_t blob_map_len = 0;
-    if (blob_fd >= 0) {
-        struct stat st;
-        if (fstat(blob_fd, &st) == 0 && st.st_size > 0) {
-            void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, blob_fd, 0);
-            if (m != MAP_FAILED) {
-                blob_map = m;
-                blob_map_len = (size_t)st.st_size;
-            }
-        }
-    }
-    struct buf json;
-    buf_init(&json, IPC_MAX_FRAME / 2);
-    int rc = 0;
-    uint64_t now = ipc_now_ns();
-    for (uint32_t i = 0; i < njobs && !r.bad; i++) {
-        uint64_t index = ipc_get_u64(&r);
-        uint32_t opi = ints_op;
-        uint32_t vlen = 0, jplen = 0, nlen = 0;
-        const char *vtext = NULL, *jptext = NULL, *ntext = NULL;
-        uint64_t boff = 0, blen = 0;
-        int64_t ival = 0;
-        if (ints) {
-            ival = (int64_t)ipc_get_u64(&r);
-        } else {
-            opi = ipc_get_u32(&r);
-            vtext = ipc_get_bytes(&r, &vlen);
-            jptext = ipc_get_bytes(&r, &jplen);
-            ntext = ipc_get_bytes(&r, &nlen);
-            boff = ipc_get_u64(&r);
-            blen = ipc_get_u64(&r);
-        }
-        if (r.bad) {
-            break;
-        }
-        const struct op *op = ops_at(opi);
-        if (op != NULL && (op->flags & OP_SLOW) && (w->nout > 0 || w->block_count > 0) &&
-            worker_flush(w) != 0) {
-            rc = -1;
-            break;
-        }
-        if (op != NULL && (op->flags & OP_SLOW)) {
-            now = ipc_now_ns(); /* the flush may have waited */
-        }
-        /* Say which job runs before touching its input: if parsing it kills us, the server
-         * must blame this job and not re-run it elsewhere. */
-        /* One clock read per job: a job starts when the previous one ended (framing its
-         * result is noise), or now after a send that may have waited. Release stores: the
-         * server reads running, then the rest; x86 keeps them in order without a fence,
-         * where seq_cst stores cost a locked instruction each, per tiny job. */
-        uint64_t t0 = now;
-        atomic_store_explicit(&w->ctl->job_index, index, memory_order_release);
-        atomic_store_explicit(&w->ctl->job_started_ns, t0, memory_order_release);
-        atomic_store_explicit(&w->ctl->running, 1, memory_order_release);
-        struct job_output o;
-        job_output_init(&o, &json);
-        const unsigned long job_failed = jsonmem_failures();
-        json_t *value = ints       ? worker_int_value(w, ival)
-                        : vlen > 0 ? worker_parse_value(w, vtext, vlen)
-                                   : NULL;
-        json_t *job_params = jplen > 0 ? json_loadb(jptext, jplen, JSON_DECODE_ANY, NULL) : NULL;
-        char name[256] = "";
-        if (nlen > 0) {
-            snprintf(name, sizeof name, "%.*s", (int)nlen, ntext);
-        }
-        /* The server wrote every text here from JSON it had parsed: a text that does not
-         * come back is an allocation that failed, never a bad input, and a job must then
-         * fail rather than run without its params. */
-        int lost = (ints && value == NULL) || (vlen > 0 && value == NULL) ||
-                   (jplen > 0 && job_params == NULL) || (plen > 0 && chunk_params == NULL) ||
-                   params_lost || jsonmem_failures() != job_failed;
-        int oom;
-        json_t *merged = job_params_merge(chunk_params, job_params, &oom);
-        json_decref(job_params);
-        job_params = merged;
-        lost = lost || oom;
-        struct job_input in = {
-            .value = value,
-            .params = job_params,
-            .data_dir = w->data_dir,
-            .output_dir = w->output_dir,
-            .name = nlen > 0 ? name : NULL,
-            .index = index,
-            .want_binary = (flags & IPC_RUN_WANT_BINARY) != 0,
-        };
-        if (blen > 0 && blob_map != NULL && boff <= blob_map_len && blen <= blob_map_len - boff) {
-            in.blob = blob_map + boff;
-            in.blob_len = (size_t)blen;
-        }
-        int err;
-        if (op == NULL) {
-            err = -BATCHD_E_INTERNAL;
-            snprintf(o.message, sizeof o.message, "no op with index %u", opi);
-        } else if (vlen > 0 && memmem(vtext, vlen, BATCH_BIGINT_MARK,
-                                      sizeof BATCH_BIGINT_MARK - 1) != NULL) {
-            err = -BATCHD_E_OVERFLOW;
-            snprintf(o.message, sizeof o.message,
-                     "the input holds an integer that does not fit in 64 bits");
-        } else if (lost) {
-            err = -BATCHD_E_INTERNAL;
-            snprintf(o.message, sizeof o.message, "out of memory reading the job");
-        } else {
-            err = op->run(&in, &o);
-        }
-        uint64_t t1 = ipc_now_ns();
-        now = t1;
-        if (err != 0 && o.message[0] == '\0') {
-            snprintf(o.message, sizeof o.message, "%s", batchd_err_message(err));
-        }
-        if (!(err == 0 && block && worker_block_add(w, index, opi, t0, t1, &o) == 0)) {
-            worker_put_result(w, index, err, t0, t1, &o);
-        }
-        atomic_store_explicit(&w->ctl->running, 0, memory_order_release);
-        job_output_cleanup(&o);
-        json_decref(value);
-        json_decref(job_params);
-        if (w->nout + w->block_count >= WORKER_FLUSH_COUNT ||
-            buf_len(&w->out) + buf_len(&w->block) >= WORKER_FLUSH_BYTES ||
-            t1 - t0 >= WORKER_FLUSH_SLOW_NS) {
-            if (worker_flush(w) != 0) {
-                rc = -1;
-                break;
-            }
-            now = ipc_now_ns();
-        }
-    }
+    struct worker_chunk c = {.w = w, .blob_fd = blob_fd};
+    buf_init(&c.json, IPC_MAX_FRAME / 2);
+    const struct frames_run_sink sink = {
+        .head = worker_chunk_head, .job = worker_run_job, .ud = &c};
+    int rc = frames_run_decode(body, len, &sink) == -1 ? -1 : 0;
     if (rc == 0 && worker_flush(w) != 0) {
         rc = -1;
     }
-    buf_cleanup(&json);
-    json_decref(chunk_params);
-    if (blob_map != NULL) {
-        munmap((void *)blob_map, blob_map_len);
+    buf_cleanup(&c.json);
+    json_decref(c.params);
+    if (c.blob_map != NULL) {
+        munmap((void *)c.blob_map, c.blob_map_len);
     }
     return rc;
 }
