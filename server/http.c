@@ -279,7 +279,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (!json && !multipart) {
             return http_reply_error(r, -BATCHD_E_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
         }
-        r->upload = upload_create(c, multipart, s->cfg.max_body_bytes);
+        r->upload = upload_create(ct, multipart, s->cfg.max_body_bytes);
         if (r->upload == NULL) {
             return http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
         }
@@ -298,6 +298,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         return MHD_YES; /* already answered */
     }
     const char *msg;
+    upload_finish(r->upload);
     int err = upload_error(r->upload, &msg);
     if (err != 0) {
         return http_reply_error(r, err, msg, NULL);
