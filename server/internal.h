@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* What an epoll event's data.ptr points at: every such struct starts with this. */
-enum loop_kind { LOOP_MHD, LOOP_DISPATCH, LOOP_SIGNAL, LOOP_REQUEST };
+enum loop_kind { LOOP_MHD, LOOP_DISPATCH, LOOP_SIGNAL, LOOP_REQUEST, LOOP_BODY };
 struct loop_tag {
     enum loop_kind kind;
 };
@@ -37,6 +37,7 @@ struct server {
     char *ops_json;
     size_t ops_json_len;
     struct auth *auth; /* --auth-token-file and --cors-origin (auth.c) */
+    uint64_t upload_held; /* request body bytes reserved, all connections (http.c) */
     uint64_t request_seq;
     uint64_t id_salt;
 };
@@ -59,7 +60,11 @@ struct request {
     uint64_t started_ns;
     int status;
     /* the upload */
-    struct upload *upload; /* batch requests only */
+    struct upload *upload;    /* batch requests only */
+    uint64_t upload_reserved; /* this body's share of srv->upload_held */
+    struct loop_tag body_tag; /* LOOP_BODY: the client socket, watched while the body comes */
+    int body_watched;
+    int peer_closed; /* the client closed while its body was still being read */
     /* the batch */
     struct batch_spec spec;
     const struct op *op;       /* the batch's op, or NULL when jobs name their own */
@@ -88,6 +93,9 @@ enum MHD_Result http_reply_error(struct request *r, int err, const char *message
                                  const char *path);
 /* Adds X-Request-Id and, for an allowed Origin, the CORS headers to RESP. */
 void http_add_common_headers(struct request *r, struct MHD_Response *resp);
+
+/* The client of R closed its side while R's body was being read (LOOP_BODY event). */
+void http_body_hangup(struct request *r);
 
 /* stream.c */
 /* Starts the batch of R from its finished upload and queues the streaming response (or an

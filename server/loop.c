@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,9 @@ int loop_run(struct server *s)
             struct loop_tag *tag = evs[i].data.ptr;
             if (tag->kind == LOOP_SIGNAL) {
                 loop_on_signal(s);
+            } else if (tag->kind == LOOP_BODY) {
+                http_body_hangup(
+                    (struct request *)((char *)tag - offsetof(struct request, body_tag)));
             } else if (tag->kind == LOOP_REQUEST) {
                 struct request *r = (struct request *)tag;
                 loop_watch_request(s, r, 0);
