@@ -176,6 +176,15 @@ def test_chunked_body_over_budget():
     # --max-body 7 MiB is under the 8 MiB budget: the body limit answers first.
     check(status in (0, 413) and sent < 32 * MIB, (status, sent, data[:200]))
     check(wait_held(S, 0, 5) == 0, "nothing held after the chunked flood")
+    # With 6 MiB reserved by another upload, a chunked body gets 503 once it passes 2 MiB.
+    a = open_upload(S, BIG)
+    check(wait_held(S, BIG, 5) == BIG, "the first upload reserved its Content-Length")
+    status, sent, took, data = chunked_flood(S, 64 * MIB, 20)
+    check(status in (0, 503) and sent < 32 * MIB, (status, sent, data[:200]))
+    if status == 503:
+        check(json.loads(data)["error"]["code"] == "overloaded", data[:200])
+    a.close()
+    check(wait_held(S, 0, 5) == 0, "nothing held after both")
 
 
 if __name__ == "__main__":
