@@ -116,6 +116,16 @@ def test_forty_pngs_in_200_byte_segments():
     check_sizes(status, lines, files, "40 PNGs in 200-byte segments")
 
 
+def test_all_pngsuite_in_200_byte_segments():
+    """The issue's case: 161 PngSuite files in 200-byte segments gave 164 jobs."""
+    files = good_pngs(1000)
+    check(len(files) >= 150, len(files))
+    body, ctype = multipart(BATCH, [(n, d) for n, d, _ in files])
+    cuts = range(200, len(body), 200)
+    status, lines = send_in_pieces(S.port, body, ctype, cuts, 0.0005)
+    check_sizes(status, lines, files, "%d PNGs in 200-byte segments" % len(files))
+
+
 if __name__ == "__main__":
     with Server(workers=2) as S:
         code = Suite("upload_segments").run(globals())
