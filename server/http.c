@@ -232,6 +232,8 @@ static enum MHD_Result framing_count(void *cls, enum MHD_ValueKind kind, const c
         f->content_length++;
     } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
         f->transfer_encoding++;
+        /* Exactly as MHD compares it: "chunked " (a trailing blank) is not chunked to
+         * MHD 0.9.75, which would then read the body until the peer closes. */
         f->te_chunked = value != NULL && strcasecmp(value, "chunked") == 0;
     }
     return MHD_YES;

@@ -95,6 +95,12 @@ def test_other_coding():
     refused(CT + b"Transfer-Encoding: gzip\r\n", chunked(BATCH), "Transfer-Encoding: gzip")
 
 
+def test_chunked_with_a_trailing_blank():
+    # MHD compares the value exactly: "chunked " would be read until the client closes.
+    refused(CT + b"Transfer-Encoding: chunked \r\n", chunked(BATCH),
+            "Transfer-Encoding: chunked with a trailing blank")
+
+
 def test_two_transfer_encodings():
     refused(CT + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
             chunked(BATCH), "two Transfer-Encodings")
