@@ -137,6 +137,20 @@ def test_cut_upload_is_released_at_once():
         check(read_response(c)[0] == 200, "a fresh upload is taken after the cut one")
 
 
+def test_cut_chunked_upload_is_released_at_once():
+    s = socket.create_connection(("127.0.0.1", S.port), timeout=30)
+    s.sendall(b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (64 * 1024, b" " * (64 * 1024))
+    for _ in range(48):  # 3 MiB, then gone without the last chunk
+        s.sendall(chunk)
+    s.close()
+    t0 = time.time()
+    h = wait_held(S, 0, 10)
+    took = time.time() - t0
+    check(h == 0 and took < 2.5, "%d bytes still held after %.1fs" % (h, took))
+
+
 def chunked_flood(S, limit_bytes, within_s):
     """Sends an endless chunked body; returns (status or 0, bytes sent, seconds)."""
     s = socket.create_connection(("127.0.0.1", S.port), timeout=10)
