@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum cfg_kind { CFG_STRING, CFG_U64, CFG_BYTES, CFG_MS };
 
@@ -36,6 +37,9 @@ static const struct cfg_opt cfg_opts[] = {
           "folder for output \"path\" results (default: DATA_DIR/out)"),
     OPT_N("max-body", "BATCHD_MAX_BODY", CFG_BYTES, max_body_bytes, "1GiB",
           "largest request body"),
+    OPT_S("max-upload-memory", "BATCHD_MAX_UPLOAD_MEMORY", max_upload_memory_arg, "auto",
+          "bytes of request bodies held at once over all connections; past it, 503; auto = "
+          "1/4 of RAM or of the cgroup memory.max"),
     OPT_N("max-jobs", "BATCHD_MAX_JOBS", CFG_U64, max_jobs, "10000000", "jobs per batch"),
     OPT_N("max-queued-jobs", "BATCHD_MAX_QUEUED_JOBS", CFG_U64, max_queued_jobs, "20000000",
           "jobs queued or running over all batches; past it, 503"),
@@ -247,6 +251,28 @@ static int check_output_dir(const struct config *cfg, FILE *err)
     return 0;
 }
 
+uint64_t config_upload_memory_auto(void)
+{
+    uint64_t mem = 0;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) {
+        mem = (uint64_t)pages * (uint64_t)page;
+    }
+    char buf[64];
+    /* cgroup v2 "max" or a byte count; v1 says "unlimited" with a huge number. */
+    if (read_int_file("/sys/fs/cgroup/memory.max", buf, sizeof buf) == 0 ||
+        read_int_file("/sys/fs/cgroup/memory/memory.limit_in_bytes", buf, sizeof buf) == 0) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long lim = strtoull(buf, &end, 10);
+        if (end != buf && errno == 0 && lim > 0 && (mem == 0 || lim < mem)) {
+            mem = lim;
+        }
+    }
+    uint64_t q = mem / 4;
+    return q < (64u << 20) ? (64u << 20) : q;
+}
+
 static void config_usage(FILE *out)
 {
     fprintf(out, "usage: batchd [--flag VALUE ...]\n\n");
@@ -325,6 +351,13 @@ int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
             return -1;
         }
         cfg->workers = (int)n;
+    }
+    if (strcmp(cfg->max_upload_memory_arg, "auto") == 0) {
+        cfg->max_upload_memory = config_upload_memory_auto();
+    } else if (parse_number(CFG_BYTES, cfg->max_upload_memory_arg, &cfg->max_upload_memory) != 0 ||
+               cfg->max_upload_memory == 0) {
+        fprintf(err, "batchd: --max-upload-memory must be auto or a size of at least 1 byte\n");
+        return -1;
     }
     if (strcmp(cfg->log_format, "logfmt") != 0 && strcmp(cfg->log_format, "json") != 0) {
         fprintf(err, "batchd: --log-format must be logfmt or json\n");

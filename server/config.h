@@ -15,6 +15,8 @@ struct config {
     char data_dir[4096];
     char output_dir[4096];
     uint64_t max_body_bytes;
+    char max_upload_memory_arg[32]; /* "auto" or a size, as given */
+    uint64_t max_upload_memory;     /* resolved: bytes of request bodies held at once */
     uint64_t max_jobs;
     uint64_t max_queued_jobs;
     uint64_t max_batches;
@@ -41,6 +43,10 @@ int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
 /* The CPUs this process may use: its affinity mask, capped by the cgroup v2 (or v1) CPU
  * quota, at least 1. */
 int config_cpus_available(void);
+
+/* The default of --max-upload-memory: a quarter of the physical memory, or of the cgroup v2
+ * (or v1) memory limit when that is lower; at least 64 MiB. */
+uint64_t config_upload_memory_auto(void);
 
 /* Prints the flag table (flag, env, default, help) as Markdown to OUT (the README's table). */
 void config_print_table(FILE *out);

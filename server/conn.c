@@ -20,7 +20,7 @@ enum conn_phase {
     CONN_IDLE,    /* keep-alive, between requests: --connection-timeout (libmicrohttpd's) */
 };
 
-enum conn_watch { CONN_WATCH_NONE, CONN_WATCH_IDLE, CONN_WATCH_STREAM };
+enum conn_watch { CONN_WATCH_NONE, CONN_WATCH_IDLE, CONN_WATCH_BODY, CONN_WATCH_STREAM };
 
 struct conn {
     struct loop_tag tag; /* LOOP_CONN */
@@ -33,7 +33,7 @@ struct conn {
     enum conn_watch watch;
     int peer_shut_wr;         /* the client sent its FIN: it may still read */
     int cut;                  /* shut down for a missed deadline */
-    struct request *stream;   /* whose suspended stream the watch is for */
+    struct request *stream;   /* whose suspended stream or body the watch is for */
     struct conn *prev, *next; /* in srv->conn_list */
 };
 
@@ -192,8 +192,41 @@ void conn_watch_stream(struct conn *cn, struct request *r, int on)
     cn->stream = r;
 }
 
+int conn_watch_body(struct conn *cn, struct request *r, int on)
+{
+    if (cn == NULL) {
+        return -1;
+    }
+    if (!on) {
+        if (cn->watch == CONN_WATCH_BODY) {
+            conn_unwatch(cn);
+        }
+        return 0;
+    }
+    if (cn->watch != CONN_WATCH_NONE && cn->watch != CONN_WATCH_BODY) {
+        return -1;
+    }
+    /* Edge-triggered, re-armed (a MOD) after each piece once the client is gone: see
+     * http_body_hangup. */
+    conn_watch(cn, CONN_WATCH_BODY, EPOLLRDHUP | EPOLLET);
+    if (cn->watch != CONN_WATCH_BODY) {
+        return -1;
+    }
+    cn->stream = r;
+    return 0;
+}
+
+int conn_fd(const struct conn *cn)
+{
+    return cn != NULL ? cn->fd : -1;
+}
+
 void conn_on_event(struct conn *cn, uint32_t events)
 {
+    if (cn->watch == CONN_WATCH_BODY) {
+        http_body_hangup(cn->stream);
+        return;
+    }
     if (cn->watch == CONN_WATCH_IDLE) {
         /* The first byte of the next request (or the client's close, which MHD reads). */
         conn_enter(cn, CONN_HEADERS);

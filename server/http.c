@@ -19,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 struct route_row {
     const char *path;
@@ -214,6 +217,205 @@ static int auth_ok(struct server *s, struct MHD_Connection *c)
     return auth_check(s->auth, h) == 0;
 }
 
+/* ---------------------------------------------------------------- framing */
+
+struct framing {
+    int content_length; /* Content-Length headers */
+    int transfer_encoding;
+    int te_chunked; /* the one Transfer-Encoding is exactly "chunked" */
+    int bad_name;   /* a header name with blanks (e.g. "Transfer-Encoding : chunked") */
+};
+
+static enum MHD_Result framing_count(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    struct framing *f = cls;
+    (void)kind;
+    if (key == NULL) {
+        return MHD_YES;
+    }
+    if (strpbrk(key, " \t") != NULL) {
+        f->bad_name = 1;
+    } else if (strcasecmp(key, "Content-Length") == 0) {
+        f->content_length++;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->transfer_encoding++;
+        /* Exactly as MHD compares it: "chunked " (a trailing blank) is not chunked to
+         * MHD 0.9.75, which would then read the body until the peer closes. */
+        f->te_chunked = value != NULL && strcasecmp(value, "chunked") == 0;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112 §6: a message whose body length is ambiguous is refused, not guessed at, since a
+ * proxy in front may guess otherwise (request smuggling). libmicrohttpd 0.9.75 takes the
+ * first of two Content-Lengths, lets Transfer-Encoding win over Content-Length and keeps
+ * the connection, stores "Transfer-Encoding : chunked" as another header (so the body is
+ * read as the next request), and reads an unknown coding until the peer closes. Returns
+ * the reason to refuse (400 and close), or NULL. Two equal Content-Lengths are refused too:
+ * no honest client sends them. */
+static const char *framing_problem(struct MHD_Connection *c)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_count, &f);
+    if (f.bad_name) {
+        return "a header name contains blanks (\"Name : value\")";
+    }
+    if (f.content_length > 1) {
+        return "more than one Content-Length header";
+    }
+    if (f.transfer_encoding > 0 && f.content_length > 0) {
+        return "both Content-Length and Transfer-Encoding";
+    }
+    if (f.transfer_encoding > 1 || (f.transfer_encoding == 1 && !f.te_chunked)) {
+        return "Transfer-Encoding must be exactly \"chunked\"";
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- body budget */
+
+/* Reserves N more bytes of --max-upload-memory for R's body. Returns 0, or -1 when they do
+ * not fit (nothing is reserved then). */
+static int budget_take(struct request *r, uint64_t n)
+{
+    struct server *s = r->srv;
+    if (n > s->cfg.max_upload_memory || s->upload_held > s->cfg.max_upload_memory - n) {
+        return -1;
+    }
+    s->upload_held += n;
+    r->upload_reserved += n;
+    return 0;
+}
+
+static void budget_release(struct request *r)
+{
+    r->srv->upload_held -= r->upload_reserved;
+    r->upload_reserved = 0;
+}
+
+static void budget_message(struct request *r, uint64_t want, char *msg, size_t len)
+{
+    struct server *s = r->srv;
+    snprintf(msg, len,
+             "request bodies in progress hold %llu bytes; this one needs %llu more and the "
+             "limit (--max-upload-memory) is %llu; retry later",
+             (unsigned long long)s->upload_held, (unsigned long long)want,
+             (unsigned long long)s->cfg.max_upload_memory);
+}
+
+/* Answers ERR now, in the middle of the body, and closes the connection: libmicrohttpd
+ * 0.9.75 queues no response while a body is being read (MHD_queue_response refuses it), and
+ * reading the rest only to answer at its end is what a client sending without end wants.
+ * The response is written straight to the socket (it is small, and nothing else is being
+ * sent on this connection while its request body is read); MHD_NO then makes MHD close. */
+static enum MHD_Result refuse_now(struct request *r, int err, const char *message)
+{
+    struct buf b;
+    buf_init(&b, 16384);
+    int status = batchd_err_http_status(err);
+    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
+    struct buf body;
+    buf_init(&body, 8192);
+    buf_adds(&body, "{\"error\":");
+    jsonw_error_object(&body, err, message, NULL);
+    buf_adds(&body, "}\n");
+    buf_printf(&b,
+               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+               "X-Request-Id: %s\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+               status, reason != NULL ? reason : "Error", r->id,
+               status == 503 ? "Retry-After: 1\r\n" : "", buf_len(&body));
+    buf_add(&b, buf_data(&body), buf_len(&body));
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci != NULL && buf_len(&b) > 0) {
+        ssize_t w = send(ci->connect_fd, buf_data(&b), buf_len(&b), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            r->bytes_out += (uint64_t)w;
+        }
+    }
+    r->status = status;
+    buf_cleanup(&body);
+    buf_cleanup(&b);
+    return MHD_NO;
+}
+
+/* ---------------------------------------------------------------- abandoned bodies */
+
+/* libmicrohttpd 0.9.75 takes a short read for "no more data" and waits for the next
+ * edge-triggered event; when the client's FIN came with the last bytes there is no next
+ * event, so an upload cut by its client was noticed only at --connection-timeout, holding its
+ * memory. While a body is read we watch the socket for EPOLLRDHUP ourselves (edge-triggered,
+ * re-armed after each piece once the client is gone); see http_body_hangup. */
+/* Bodies up to this size mostly come with their headers, and at most this is held per
+ * connection: they are not worth two epoll_ctl calls each (small batches run at ~20k/s). */
+#define HTTP_BODY_WATCH_MIN (64u * 1024)
+
+static void body_watch(struct request *r, int op)
+{
+    if (op == EPOLL_CTL_DEL) {
+        if (r->body_watched) {
+            conn_watch_body(r->cn, r, 0);
+            r->body_watched = 0;
+        }
+        return;
+    }
+    if ((op == EPOLL_CTL_MOD && !r->body_watched) || (op == EPOLL_CTL_ADD && r->body_watched)) {
+        return;
+    }
+    r->body_watched = conn_watch_body(r->cn, r, 1) == 0;
+}
+
+void http_body_hangup(struct request *r)
+{
+    if (!r->body_watched) {
+        return;
+    }
+    int fd = conn_fd(r->cn);
+    int pending = 0;
+    if (fd < 0 || ioctl(fd, FIONREAD, &pending) != 0 || pending > 0) {
+        /* MHD has bytes to read still (they may complete the body): look again after the
+         * next piece. */
+        r->peer_closed = 1;
+        return;
+    }
+    /* Everything the client sent has been read and handed to us, and the body is not
+     * complete (its last piece would have ended the watch): it never will be. Shutting our
+     * read side wakes MHD's epoll set, so MHD reads the end of the stream and closes the
+     * connection; the completed callback then frees the upload and its budget. */
+    body_watch(r, EPOLL_CTL_DEL);
+    shutdown(fd, SHUT_RD);
+}
+
+/* A piece of R's body: past --max-body (a chunked body has no Content-Length to refuse it
+ * by) or past the memory budget the request is answered at once and the connection closed. */
+static enum MHD_Result body_piece(struct request *r, const char *data, size_t n)
+{
+    struct server *s = r->srv;
+    uint64_t after = upload_bytes(r->upload) + n;
+    if (after > s->cfg.max_body_bytes) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the body is over the limit of %llu bytes",
+                 (unsigned long long)s->cfg.max_body_bytes);
+        return refuse_now(r, -BATCHD_E_BODY_TOO_LARGE, msg);
+    }
+    if (after > r->upload_reserved) {
+        /* Only chunked bodies grow past their reservation; take a little ahead. */
+        uint64_t want = after - r->upload_reserved;
+        uint64_t ahead = want < 65536 ? 65536 : want;
+        if (budget_take(r, ahead) != 0 && budget_take(r, want) != 0) {
+            char msg[256];
+            budget_message(r, want, msg, sizeof msg);
+            return refuse_now(r, -BATCHD_E_OVERLOADED, msg);
+        }
+    }
+    upload_feed(r->upload, data, n);
+    if (r->peer_closed) {
+        body_watch(r, EPOLL_CTL_MOD); /* re-arm: reports the hang-up after this MHD_run */
+    }
+    return MHD_YES;
+}
+
 /* The debug line of a batch that starts: its size and the chunk size it runs with. */
 static void log_batch_accepted(const struct request *r)
 {
@@ -249,6 +451,11 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
         buf_init(&r->out, SIZE_MAX / 2);
         request_make_id(r, c);
         *con_cls = r;
+        const char *bad_framing = framing_problem(c);
+        if (bad_framing != NULL) {
+            /* Answered before the body is read: MHD then closes the connection. */
+            return http_reply_error(r, -BATCHD_E_BAD_REQUEST, bad_framing, NULL);
+        }
         const struct route_row *rr = route_find(url);
         if (rr == NULL) {
             return http_reply_error(r, -BATCHD_E_NOT_FOUND_ROUTE, NULL, NULL);
@@ -285,13 +492,20 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
             return http_reply_error(r, -BATCHD_E_DRAINING, NULL, NULL);
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        unsigned long long clen = 0;
         if (cl != NULL) {
             char *end = NULL;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if (end != cl && n > s->cfg.max_body_bytes) {
-                char msg[128];
-                snprintf(msg, sizeof msg, "the body is %llu bytes; the limit is %llu", n,
-                         (unsigned long long)s->cfg.max_body_bytes);
+            clen = strtoull(cl, &end, 10);
+            /* A body that could never fit the memory budget is as refused as one over
+             * --max-body: waiting would not help. */
+            uint64_t limit = s->cfg.max_body_bytes < s->cfg.max_upload_memory
+                                 ? s->cfg.max_body_bytes
+                                 : s->cfg.max_upload_memory;
+            if (end != cl && clen > limit) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "the body is %llu bytes; the limit is %llu%s", clen,
+                         (unsigned long long)limit,
+                         limit < s->cfg.max_body_bytes ? " (--max-upload-memory)" : "");
                 return http_reply_error(r, -BATCHD_E_BODY_TOO_LARGE, msg, NULL);
             }
         }
@@ -301,25 +515,35 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
         if (!json && !multipart) {
             return http_reply_error(r, -BATCHD_E_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
         }
-        r->upload = upload_create(c, multipart, s->cfg.max_body_bytes);
+        /* The whole body is reserved before any of it is read, so that a 503 reaches the
+         * client before it sends the body; chunked bodies reserve as they come. */
+        if (clen > 0 && budget_take(r, clen) != 0) {
+            char msg[256];
+            budget_message(r, clen, msg, sizeof msg);
+            return http_reply_error(r, -BATCHD_E_OVERLOADED, msg, NULL);
+        }
+        r->upload = upload_create(ct, multipart, s->cfg.max_body_bytes);
         if (r->upload == NULL) {
             return http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        }
+        if (cl == NULL || clen > HTTP_BODY_WATCH_MIN) {
+            body_watch(r, EPOLL_CTL_ADD);
         }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        /* Past the cap (chunked uploads have no Content-Length) or after a malformed part,
-         * the rest is read and dropped; the refusal goes out at the end. */
-        if (r->upload != NULL) {
-            upload_feed(r->upload, upload_data, *upload_data_size);
-        }
+        /* After a malformed part the rest (bounded by its Content-Length or --max-body) is
+         * read and dropped; that refusal goes out at the end. */
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
-        return MHD_YES;
+        return r->upload != NULL ? body_piece(r, upload_data, n) : MHD_YES;
     }
+    body_watch(r, EPOLL_CTL_DEL); /* the body is complete */
     if (r->status != 0 || r->upload == NULL) {
         return MHD_YES; /* already answered */
     }
     const char *msg;
+    upload_finish(r->upload);
     int err = upload_error(r->upload, &msg);
     if (err != 0) {
         return http_reply_error(r, err, msg, NULL);
@@ -373,9 +597,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               bytes_in, "bytes_out", bytes_out, "outcome",
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
     observe_request_done(r);
+    body_watch(r, EPOLL_CTL_DEL);
     stream_finish(r);
     conn_on_request_end(r->cn, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     upload_destroy(r->upload);
+    budget_release(r);
     buf_cleanup(&r->out);
     free(r);
     *con_cls = NULL;

@@ -41,6 +41,7 @@ struct server {
     char *ops_json;
     size_t ops_json_len;
     struct auth *auth; /* --auth-token-file and --cors-origin (auth.c) */
+    uint64_t upload_held; /* request body bytes reserved, all connections (http.c) */
     uint64_t request_seq;
     uint64_t id_salt;
 };
@@ -64,7 +65,10 @@ struct request {
     uint64_t started_ns;
     int status;
     /* the upload */
-    struct upload *upload; /* batch requests only */
+    struct upload *upload;    /* batch requests only */
+    uint64_t upload_reserved; /* this body's share of srv->upload_held */
+    int body_watched; /* its connection watches the socket for the client's close (conn.c) */
+    int peer_closed;  /* the client closed while its body was still being read */
     /* the batch */
     struct batch_spec spec;
     const struct op *op;       /* the batch's op, or NULL when jobs name their own */
@@ -91,6 +95,9 @@ enum MHD_Result http_reply_error(struct request *r, int err, const char *message
                                  const char *path);
 /* Adds X-Request-Id and, for an allowed Origin, the CORS headers to RESP. */
 void http_add_common_headers(struct request *r, struct MHD_Response *resp);
+
+/* The client of R closed its side while R's body was being read (conn.c's body watch). */
+void http_body_hangup(struct request *r);
 
 /* stream.c */
 /* Starts the batch of R from its finished upload and queues the streaming response (or an
@@ -119,6 +126,12 @@ void conn_on_request_end(struct conn *cn, int keep);
 /* Watches (ON = 1) or stops watching the socket of CN for hang-ups while R's stream is
  * suspended. CN may be NULL. */
 void conn_watch_stream(struct conn *cn, struct request *r, int on);
+/* Watches (ON = 1; again to re-arm) or stops watching the socket of CN for the client's
+ * close while R's body is read. Returns 0, or -1 when it cannot (CN NULL, or watched for
+ * something else). */
+int conn_watch_body(struct conn *cn, struct request *r, int on);
+/* The socket of CN, or -1 (CN NULL). */
+int conn_fd(const struct conn *cn);
 /* An epoll event on the socket of CN. */
 void conn_on_event(struct conn *cn, uint32_t events);
 /* Milliseconds until the next connection deadline (-1: none; at most 1000). */

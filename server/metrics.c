@@ -358,6 +358,10 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, stru
                    "batchd_workers{state=\"busy\"} %llu\n"
                    "batchd_workers{state=\"idle\"} %llu\n",
                    (unsigned long long)g->workers_busy, (unsigned long long)g->workers_idle) != 0 ||
+        render_gauge(out, "batchd_upload_bytes_held",
+                     "Request body bytes held at once over all connections (JSON buffers and "
+                     "uploaded files), as counted against --max-upload-memory",
+                     "gauge", (double)g->upload_bytes_held) != 0 ||
         render_gauge(out, "batchd_draining", "1 while the server drains after SIGTERM", "gauge",
                      g->draining ? 1 : 0) != 0 ||
         render_gauge(out, "process_start_time_seconds",

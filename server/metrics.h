@@ -44,6 +44,7 @@ struct metrics_gauges {
     uint64_t workers_idle;      /* workers up and waiting */
     uint64_t batches_in_flight; /* batches accepted and not yet ended */
     int draining;               /* 1 once SIGTERM started the drain */
+    uint64_t upload_bytes_held; /* request body bytes reserved (--max-upload-memory) */
 };
 
 struct metrics;

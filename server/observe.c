@@ -128,6 +128,7 @@ int observe_render(struct server *s, struct buf *out)
     g.workers_busy = (uint64_t)st.busy_workers;
     g.workers_idle = up > st.busy_workers ? (uint64_t)(up - st.busy_workers) : 0;
     g.batches_in_flight = (uint64_t)dispatch_batches(s->dispatch);
+    g.upload_bytes_held = s->upload_held;
     g.draining = s->draining;
     return metrics_render(s->metrics, &g, out);
 }

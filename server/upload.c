@@ -1,8 +1,10 @@
-/* Request bodies: JSON buffered, multipart files streamed into a memfd. */
+/* Request bodies: JSON buffered, multipart files streamed into a memfd (the parsing itself is
+ * server/multipart.c). */
 #include "upload.h"
 
 #include "../api/base64.h"
 #include "../api/errors.h"
+#include "multipart.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -14,8 +16,10 @@
 /* The batch JSON of a multipart upload holds no inputs, so it is small. */
 #define UPLOAD_MAX_BATCH_PART (16u * 1024 * 1024)
 
+enum upload_part_kind { UPLOAD_PART_NONE, UPLOAD_PART_BATCH, UPLOAD_PART_FILE };
+
 struct upload {
-    struct MHD_PostProcessor *pp;
+    struct multipart *mp;
     int multipart;
     uint64_t max_bytes;
     uint64_t received;
@@ -24,7 +28,7 @@ struct upload {
     uint64_t fd_len;
     struct upload_file *files;
     size_t nfiles, files_cap;
-    int in_file; /* the part being read is a file */
+    enum upload_part_kind part; /* what the part being read is */
     int err;
     char message[200];
 };
@@ -65,55 +69,67 @@ static int upload_store(struct upload *u, const void *p, size_t n)
     return 0;
 }
 
-static enum MHD_Result upload_part(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *filename, const char *content_type,
-                                   const char *transfer_encoding, const char *data, uint64_t off,
-                                   size_t size)
+/* The multipart parser's events: the "batch" part goes to the JSON buffer, each "file" part
+ * becomes one file of the memfd. A part is a file from its begin event to its end event, so
+ * where the reads of the body end cannot make one part two, nor two parts one. */
+static int upload_part(void *ud, enum multipart_event ev, const struct multipart_part *part,
+                       const char *data, size_t size)
 {
-    struct upload *u = cls;
-    (void)kind;
-    (void)content_type;
-    (void)transfer_encoding;
-    if (key != NULL && strcmp(key, "batch") == 0) {
-        if (buf_add(&u->json, data, size) != 0) {
-            upload_fail(u, -BATCHD_E_BODY_TOO_LARGE, "the batch part is too large");
-            return MHD_NO;
+    struct upload *u = ud;
+    if (ev == MULTIPART_PART_BEGIN) {
+        u->part = UPLOAD_PART_NONE;
+        if (part->name != NULL && strcmp(part->name, "batch") == 0) {
+            u->part = UPLOAD_PART_BATCH;
+            return 0;
         }
-        return MHD_YES;
-    }
-    if (key != NULL && strcmp(key, "file") == 0) {
-        if (off == 0) {
-            /* A new file part begins. */
-            if (u->nfiles == u->files_cap) {
-                size_t cap = u->files_cap ? u->files_cap * 2 : 16;
-                struct upload_file *f = realloc(u->files, cap * sizeof *f);
-                if (f == NULL) {
-                    upload_fail(u, -BATCHD_E_INTERNAL, "out of memory");
-                    return MHD_NO;
-                }
-                u->files = f;
-                u->files_cap = cap;
+        if (part->name == NULL || strcmp(part->name, "file") != 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "unexpected form part \"%.64s\": send a \"batch\" part and \"file\" parts",
+                     part->name ? part->name : "");
+            return upload_fail(u, -BATCHD_E_BAD_REQUEST, msg);
+        }
+        if (u->nfiles == u->files_cap) {
+            size_t cap = u->files_cap ? u->files_cap * 2 : 16;
+            struct upload_file *f = realloc(u->files, cap * sizeof *f);
+            if (f == NULL) {
+                return upload_fail(u, -BATCHD_E_INTERNAL, "out of memory");
             }
-            struct upload_file *f = &u->files[u->nfiles++];
-            f->off = u->fd_len;
-            f->len = 0;
-            f->name = filename != NULL ? strdup(filename) : NULL;
+            u->files = f;
+            u->files_cap = cap;
         }
-        if (u->nfiles == 0 || upload_store(u, data, size) != 0) {
-            upload_fail(u, -BATCHD_E_BODY_TOO_LARGE, "the uploaded files are too large");
-            return MHD_NO;
+        struct upload_file *f = &u->files[u->nfiles];
+        f->off = u->fd_len;
+        f->len = 0;
+        f->name = NULL;
+        if (part->filename != NULL) {
+            f->name = strdup(part->filename);
+            if (f->name == NULL) {
+                return upload_fail(u, -BATCHD_E_INTERNAL, "out of memory");
+            }
         }
-        u->files[u->nfiles - 1].len += size;
-        return MHD_YES;
+        u->nfiles++;
+        u->part = UPLOAD_PART_FILE;
+        return 0;
     }
-    char msg[160];
-    snprintf(msg, sizeof msg, "unexpected form part \"%.64s\": send a \"batch\" part and "
-             "\"file\" parts", key ? key : "");
-    upload_fail(u, -BATCHD_E_BAD_REQUEST, msg);
-    return MHD_NO;
+    if (ev == MULTIPART_PART_END) {
+        u->part = UPLOAD_PART_NONE;
+        return 0;
+    }
+    if (u->part == UPLOAD_PART_BATCH) {
+        if (buf_add(&u->json, data, size) != 0) {
+            return upload_fail(u, -BATCHD_E_BODY_TOO_LARGE, "the batch part is too large");
+        }
+        return 0;
+    }
+    if (upload_store(u, data, size) != 0) {
+        return upload_fail(u, -BATCHD_E_BODY_TOO_LARGE, "the uploaded files are too large");
+    }
+    u->files[u->nfiles - 1].len += size;
+    return 0;
 }
 
-struct upload *upload_create(struct MHD_Connection *c, int multipart, uint64_t max_bytes)
+struct upload *upload_create(const char *content_type, int multipart, uint64_t max_bytes)
 {
     struct upload *u = calloc(1, sizeof *u);
     if (u == NULL) {
@@ -124,11 +140,10 @@ struct upload *upload_create(struct MHD_Connection *c, int multipart, uint64_t m
     u->max_bytes = max_bytes;
     buf_init(&u->json, multipart ? UPLOAD_MAX_BATCH_PART : max_bytes);
     if (multipart) {
-        u->pp = MHD_create_post_processor(c, 64 * 1024, upload_part, u);
-        if (u->pp == NULL) {
-            /* MHD could not read the boundary from the Content-Type. */
-            upload_fail(u, -BATCHD_E_BAD_REQUEST,
-                        "multipart/form-data needs a boundary (and nothing after it)");
+        u->mp = multipart_create(content_type, upload_part, u);
+        if (u->mp == NULL) {
+            free(u);
+            return NULL;
         }
     }
     return u;
@@ -139,9 +154,7 @@ void upload_destroy(struct upload *u)
     if (u == NULL) {
         return;
     }
-    if (u->pp != NULL) {
-        MHD_destroy_post_processor(u->pp);
-    }
+    multipart_destroy(u->mp);
     buf_cleanup(&u->json);
     for (size_t i = 0; i < u->nfiles; i++) {
         free(u->files[i].name);
@@ -151,6 +164,15 @@ void upload_destroy(struct upload *u)
         close(u->fd);
     }
     free(u);
+}
+
+/* A parser error that no callback reported is the body's fault. */
+static int upload_parsed(struct upload *u, int rc)
+{
+    if (rc == 0 || u->err != 0) {
+        return u->err;
+    }
+    return upload_fail(u, -BATCHD_E_BAD_REQUEST, multipart_error(u->mp));
 }
 
 int upload_feed(struct upload *u, const char *data, size_t n)
@@ -169,13 +191,15 @@ int upload_feed(struct upload *u, const char *data, size_t n)
         }
         return 0;
     }
-    if (u->pp == NULL) {
+    return upload_parsed(u, multipart_feed(u->mp, data, n));
+}
+
+int upload_finish(struct upload *u)
+{
+    if (u->err != 0 || !u->multipart) {
         return u->err;
     }
-    if (MHD_post_process(u->pp, data, n) != MHD_YES) {
-        return upload_fail(u, -BATCHD_E_BAD_REQUEST, "the multipart body is malformed");
-    }
-    return 0;
+    return upload_parsed(u, multipart_finish(u->mp));
 }
 
 int upload_error(const struct upload *u, const char **message)

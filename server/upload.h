@@ -7,7 +7,6 @@
 
 #include "../api/buf.h"
 
-#include <microhttpd.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,9 +17,10 @@ struct upload_file {
     char *name;        /* the part's filename, or NULL */
 };
 
-/* Starts an upload for connection C. MULTIPART: parse a multipart/form-data body. MAX_BYTES
- * caps the whole body (and so the memfd). Returns new (free with upload_destroy) or NULL. */
-struct upload *upload_create(struct MHD_Connection *c, int multipart, uint64_t max_bytes);
+/* Starts an upload. MULTIPART: parse a multipart/form-data body whose Content-Type (with its
+ * boundary) is CONTENT_TYPE (borrowed, used only here). MAX_BYTES caps the whole body (and so
+ * the memfd). Returns new (free with upload_destroy) or NULL when out of memory. */
+struct upload *upload_create(const char *content_type, int multipart, uint64_t max_bytes);
 
 /* Frees the upload, its buffers and its memfd. NULL is a no-op. */
 void upload_destroy(struct upload *u);
@@ -28,6 +28,10 @@ void upload_destroy(struct upload *u);
 /* Takes one piece of the body. Returns 0, -BATCHD_E_BODY_TOO_LARGE past the cap (the rest is
  * then discarded), or -BATCHD_E_BAD_REQUEST for a malformed form (with upload_error()). */
 int upload_feed(struct upload *u, const char *data, size_t n);
+
+/* The body is complete: returns 0, or the first error (a multipart body must end with its
+ * closing boundary). */
+int upload_finish(struct upload *u);
 
 /* The first error upload_feed met (0 if none) and its message (borrowed). */
 int upload_error(const struct upload *u, const char **message);
