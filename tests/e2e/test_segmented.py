@@ -81,7 +81,7 @@ def request(method, path, body=b"", headers=None, chunked=False):
             out += b"%x\r\n%s\r\n" % (len(body[i:i + n]), body[i:i + n])
             i += n
         body = out + b"0\r\n\r\n"
-    elif body or method == "POST":
+    elif (body or method == "POST") and "Content-Length" not in h:
         h["Content-Length"] = str(len(body))
     head = "%s %s HTTP/1.1\r\n" % (method, path) + "".join(
         "%s: %s\r\n" % kv for kv in h.items()) + "\r\n"
@@ -136,7 +136,7 @@ def normal(status, hdrs, body):
     return status, ctype, body
 
 
-def same_everywhere(name, raw, want_status=200, njobs=None):
+def same_everywhere(name, raw, want_status=200, njobs=None, rounds=None):
     """RAW's answer directly, then ROUNDS times through each proxy: all equal."""
     direct = normal(*exchange(S.port, raw))
     check(direct[0] == want_status, "%s: direct status %r: %r" % (name, direct[0],
@@ -144,7 +144,7 @@ def same_everywhere(name, raw, want_status=200, njobs=None):
     if njobs is not None and direct[1] == "application/x-ndjson":
         check(len(direct[2][0]) == njobs, "%s: %d answers direct" % (name, len(direct[2][0])))
     for proxy, how in ((UP, "client->server pieces"), (BOTH, "pieces both ways")):
-        for r in range(ROUNDS):
+        for r in range(rounds or ROUNDS):
             got = normal(*exchange(proxy.port, raw))
             if got != direct:
                 raise AssertionError("%s, %s, round %d: differs from the direct answer:\n"
@@ -214,8 +214,9 @@ def multipart_request(accept=None, order="input"):
 
 @known_bug("defect 1: multipart parts counted twice, fixed on branch uploads")
 def test_multipart_upload_defect1():
+    # More rounds: a random cut lands just after a part's headers often, not always.
     raw, n = multipart_request()
-    same_everywhere("multipart", raw, njobs=n)
+    same_everywhere("multipart", raw, njobs=n, rounds=3 * ROUNDS)
     raw, n = multipart_request(accept="application/x-tar", order="completed")
     same_everywhere("multipart tar", raw)
     raw, n = multipart_request(accept="application/json")
@@ -248,14 +249,17 @@ def test_refusals():
                     400)
     same_everywhere("bad param", post_json({"op": "image", "params": {"pipeline": [
         {"op": "blur", "sigma": -1}]}, "inputs": [{"path": "x.png"}]}), 400)
-    same_everywhere("wrong content type", request("POST", "/v1/batches", b"op=sqrt",
+    # Refusals that may come before the body is read carry none (see "body too large").
+    same_everywhere("wrong content type", request("POST", "/v1/batches", b"",
                                                   {"Content-Type": "text/plain"}), 415)
     same_everywhere("unknown path", request("GET", "/v2/nothing"), 404)
-    same_everywhere("wrong method", request("PUT", "/v1/batches", b"{}",
-                                            {"Content-Type": "application/json"}), 405)
-    big = json.dumps({"op": "square", "inputs": [1] * (MAX_BODY // 2)}).encode()
-    same_everywhere("body too large", request("POST", "/v1/batches", big,
-                                              {"Content-Type": "application/json"}), 413)
+    same_everywhere("wrong method", request("PUT", "/v1/batches", b"",
+                                            {"Content-Type": "application/json",
+                                             "Content-Length": "0"}), 405)
+    # Refused from the headers alone: no body is sent, so the close that follows the answer
+    # cannot turn into a reset that loses it.
+    same_everywhere("body too large", request("POST", "/v1/batches", b"", {
+        "Content-Type": "application/json", "Content-Length": str(MAX_BODY + 1)}), 413)
 
 
 def test_zz_proxy_did_cut():
