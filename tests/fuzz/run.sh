@@ -57,6 +57,11 @@ if [ "$rc" -ne 0 ]; then
     found=1
     echo "crash file: $f"
     echo "replay it:  $bin $f"
+    for r in "$corpus"/crash-*; do
+      if [ -e "$r" ] && cmp -s "$f" "$r"; then
+        echo "it is the checked-in reproducer $r: the bug it pins is not fixed (or is back)"
+      fi
+    done
   done
   [ "$found" = 1 ] || echo "no crash file (timeout $((secs + 300))s reached, or the target failed to start)"
   exit 1
