@@ -1,13 +1,31 @@
 /* Runs a fuzz target over files and folders of inputs (its corpus), so that any compiler and
  * the sanitizer builds exercise it in ctest without libFuzzer. Prints a closing line. */
 #include <dirent.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The input being run, named on stderr if the target aborts or crashes on it. */
+static const char *replay_current;
+
+static void replay_on_fatal(int sig)
+{
+    static const char head[] = "replay: the target died on ";
+    if (replay_current != NULL) {
+        ssize_t w = write(STDERR_FILENO, head, sizeof head - 1);
+        w = write(STDERR_FILENO, replay_current, strlen(replay_current));
+        w = write(STDERR_FILENO, "\n", 1);
+        (void)w;
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 static int replay_file(const char *path, long *count)
 {
@@ -36,7 +54,9 @@ static int replay_file(const char *path, long *count)
         len += n;
     }
     fclose(f);
+    replay_current = path;
     LLVMFuzzerTestOneInput(data, len);
+    replay_current = NULL;
     free(data);
     (*count)++;
     return 0;
@@ -74,6 +94,10 @@ int main(int argc, char **argv)
 {
     long count = 0;
     int rc = 0;
+    signal(SIGABRT, replay_on_fatal);
+    signal(SIGSEGV, replay_on_fatal);
+    signal(SIGBUS, replay_on_fatal);
+    signal(SIGFPE, replay_on_fatal);
     for (int i = 1; i < argc; i++) {
         rc |= replay_path(argv[i], &count);
     }
