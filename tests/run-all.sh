@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the build and the tests need (the tests use Pillow as the reference).
 pkgs=(gcc cmake ninja-build pkg-config libmicrohttpd-dev libjansson-dev libjpeg62-turbo-dev
       libturbojpeg0-dev libpng-dev python3 python3-pil python3-numpy python3-yaml curl nginx-light
-      clang-format-14 git clang libclang-rt-14-dev wrk)
+      clang-format-14 git clang libclang-rt-14-dev wrk libsqlite3-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
