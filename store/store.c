@@ -4,6 +4,7 @@
 
 #include "internal.h"
 
+#include <math.h>
 #include <stddef.h>
 
 struct store_err_row {
@@ -202,8 +203,8 @@ double store_stats_quantile_ms(const struct store_stats *s, double p)
     for (size_t k = 0; k < n; k++) {
         seen += s->flush_hist[k];
         if (seen >= want) {
-            /* The upper edge of bucket k: under 2^k microseconds. */
-            return (double)(1ull << k) / 1000.0;
+            /* The upper edge of bucket k: under 2^(k/4) microseconds. */
+            return exp2((double)k / 4.0) / 1000.0;
         }
     }
     return s->flush_max_ms;

@@ -244,15 +244,17 @@ int store_batch_forget(struct store *st, const uint8_t *owner, size_t owner_len,
 int store_expire(struct store *st, int64_t now_ms);
 
 /* Figures for metrics and benchmarks. */
+#define STORE_HIST_BUCKETS 97
 struct store_stats {
-    uint64_t bytes;          /* stored bytes (specs, inputs, results, summaries) */
-    uint64_t pending_rows;   /* results queued, not yet committed */
-    uint64_t rows;           /* results committed since open */
-    uint64_t flushes;        /* write transactions committed since open */
-    uint64_t dup_ignored;    /* results the database refused as a second of their job */
-    uint64_t checkpoints;    /* WAL checkpoints run */
-    double flush_max_ms;     /* the slowest commit */
-    uint64_t flush_hist[24]; /* commits by duration: [k] counts those < 2^k microseconds */
+    uint64_t bytes;        /* stored bytes (specs, inputs, results, summaries) */
+    uint64_t pending_rows; /* results queued, not yet committed */
+    uint64_t rows;         /* results committed since open */
+    uint64_t flushes;      /* write transactions committed since open */
+    uint64_t dup_ignored;  /* results the database refused as a second of their job */
+    uint64_t checkpoints;  /* WAL checkpoints run */
+    double flush_max_ms;   /* the slowest commit */
+    /* commits by duration: [k] counts those under 2^(k/4) microseconds (16 s at most) */
+    uint64_t flush_hist[STORE_HIST_BUCKETS];
 };
 void store_stats_get(struct store *st, struct store_stats *out);
 

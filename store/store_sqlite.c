@@ -36,6 +36,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -859,8 +860,10 @@ static uint64_t requeue(struct sq_store *sq, struct wop *seg, int rc, int give_u
     return finished;
 }
 
-/* After a commit: outcomes to the done list, progress to the loop, results freed. mu held. */
-static uint64_t committed(struct sq_store *sq, struct wop *seg, struct sq_batch *touched)
+/* After a commit: outcomes to the done list, progress to the loop, the other writes onto
+ * *GARBAGE, to be freed once mu is released (the loop waits on mu). mu held. */
+static uint64_t committed(struct sq_store *sq, struct wop *seg, struct sq_batch *touched,
+                          struct wop **garbage)
 {
     uint64_t finished = 0;
     for (struct sq_batch *sb = touched; sb != NULL; sb = sb->w_tnext) {
@@ -888,7 +891,8 @@ static uint64_t committed(struct sq_store *sq, struct wop *seg, struct sq_batch 
         if (op->sb != NULL) {
             op->sb->w_ops--;
         }
-        free(op);
+        op->next = *garbage;
+        *garbage = op;
     }
     return finished;
 }
@@ -923,6 +927,7 @@ static void *writer_main(void *p)
         pthread_mutex_unlock(&sq->mu);
 
         struct txn tx = {0};
+        struct wop *garbage = NULL;
         int64_t t0 = mono_ns();
         int rc = w_apply(sq, seg, &tx);
         int64_t took = mono_ns() - t0;
@@ -940,12 +945,11 @@ static void *writer_main(void *p)
                 sq->stats.flush_max_ms = ms;
             }
             size_t k = 0;
-            while (k + 1 < sizeof sq->stats.flush_hist / sizeof sq->stats.flush_hist[0] &&
-                   (1ll << k) * 1000 <= took) {
+            while (k + 1 < STORE_HIST_BUCKETS && exp2((double)k / 4.0) * 1000.0 <= (double)took) {
                 k++;
             }
             sq->stats.flush_hist[k]++;
-            sq->fin_count += committed(sq, seg, tx.touched);
+            sq->fin_count += committed(sq, seg, tx.touched, &garbage);
         } else {
             failures++;
             sq->last_rc = sq_rc(rc);
@@ -961,6 +965,11 @@ static void *writer_main(void *p)
         pthread_cond_broadcast(&sq->cv_done);
         pthread_mutex_unlock(&sq->mu);
         notify(sq);
+        while (garbage != NULL) {
+            struct wop *op = garbage;
+            garbage = op->next;
+            free(op);
+        }
         if (rc != SQLITE_OK && sq->cfg.on_error != NULL) {
             /* Called on the writer thread: the callback must be thread-safe (a log line). */
             sq->cfg.on_error(sq->cfg.arg, err_rc, err_msg);
