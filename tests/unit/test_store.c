@@ -764,6 +764,90 @@ static void test_refuse_full(void)
     free(dir);
 }
 
+static atomic_int errors_seen;
+static atomic_int last_error_rc;
+
+static void on_error(void *arg, int rc, const char *message)
+{
+    (void)arg;
+    (void)message;
+    errors_seen++; /* the writer thread: the test reads it after store_sync */
+    last_error_rc = rc;
+}
+
+/* The disk fills up while the store runs: a creation fails (507), results wait in memory
+ * and are retried, and once there is room again they all commit, each once. */
+static void test_full_at_runtime(void)
+{
+    char *dir = tmpdir();
+    char path[600], filler[700];
+    snprintf(path, sizeof path, "%s/fs", dir);
+    mkdir(path, 0700);
+    if (mount("tmpfs", path, "tmpfs", 0, "size=12m") != 0) {
+        printf("  skipped: cannot mount a tmpfs (%s)\n", strerror(errno));
+        rmrf(dir);
+        free(dir);
+        return;
+    }
+    struct store_config cfg = {.state_dir = path, .now_ms = fake_now, .on_error = on_error};
+    struct store *st = NULL;
+    char err[512];
+    CHECK_EQ_INT(store_open(&cfg, &st, err, sizeof err), 0);
+    struct made a = create(st, NULL, NULL, 0, "{}", 2000);
+    CHECK_EQ_INT(a.rc, STORE_OK);
+    /* Fill what is left of the file system. */
+    snprintf(filler, sizeof filler, "%s/filler", path);
+    int fd = open(filler, O_WRONLY | O_CREAT, 0600);
+    static char chunk[65536];
+    while (write(fd, chunk, sizeof chunk) > 0) {
+    }
+    while (write(fd, chunk, 512) > 0) {
+    }
+    close(fd);
+    for (uint32_t i = 0; i < 2000; i++) {
+        add(a.sb, i);
+    }
+    CHECK(store_sync(st) != 0);
+    /* on_error runs on the writer thread, just after store_sync has seen the failure. */
+    for (int i = 0; i < 500 && atomic_load(&errors_seen) == 0; i++) {
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    CHECK(errors_seen > 0);
+    CHECK_EQ_INT(last_error_rc, STORE_E_FULL);
+    struct store_stats stats;
+    store_stats_get(st, &stats);
+    CHECK(stats.pending_rows > 0); /* kept, not dropped */
+    static unsigned char big[256 * 1024];
+    struct store_blob in = {big, sizeof big};
+    struct made b = {0};
+    struct store_new_batch nb = {
+        .spec = "{}", .spec_len = 2, .inputs = &in, .ninputs = 1, .njobs = 1};
+    CHECK_EQ_INT(store_batch_create(st, &nb, on_made, &b), 0);
+    while (b.calls == 0) {
+        store_sync(st);
+    }
+    CHECK_EQ_INT(b.rc, STORE_E_FULL);
+    CHECK(b.sb == NULL);
+    /* Room again: the waiting results commit, once each. */
+    unlink(filler);
+    int tries = 0;
+    while (store_sync(st) != 0 && tries++ < 50) {
+    }
+    store_stats_get(st, &stats);
+    CHECK_EQ_INT(stats.pending_rows, 0);
+    int rc = 0;
+    struct rows r = read_rows(st, NULL, a.id, 0, 10000, &rc);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(r.n, 2000);
+    CHECK(r.in_order && r.lines_ok && r.first == 1 && r.last == 2000);
+    store_batch_release(a.sb);
+    store_close(st);
+    umount(path);
+    rmrf(dir);
+    free(dir);
+}
+
 /* ------------------------------------------------------------------------------------- */
 
 static int64_t now_ns(void)
@@ -890,6 +974,7 @@ static const struct check_case cases[] = {
     {"refuse_corrupt", test_refuse_corrupt},
     {"refuse_unwritable", test_refuse_unwritable},
     {"refuse_full", test_refuse_full},
+    {"full_at_runtime", test_full_at_runtime},
     {"bench", test_bench},
 };
 /* clang-format on */
