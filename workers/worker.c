@@ -7,6 +7,7 @@
 #include "../api/errors.h"
 #include "../api/job.h"
 #include "../api/jsonmem.h"
+#include "../api/jsonw.h"
 #include "../api/torture.h"
 #include "frames.h"
 #include "ipc.h"
@@ -108,31 +109,9 @@ static int worker_block_add(struct worker *w, uint64_t index, uint32_t opi, uint
     if (w->block_count > 0 && (index != w->block_first + w->block_count || opi != w->block_op)) {
         worker_block_close(w);
     }
-    size_t need = 32 + 12 + buf_len(o->json);
-    char *dst = buf_reserve(&w->block, need);
-    if (dst == NULL) {
+    if (jsonw_result_line(&w->block, index, buf_data(o->json), buf_len(o->json)) != 0) {
         return -1;
     }
-    char *p = dst;
-    memcpy(p, "{\"index\":", 9);
-    p += 9;
-    char digits[20];
-    int nd = 0;
-    uint64_t i = index;
-    do {
-        digits[nd++] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i > 0);
-    while (nd > 0) {
-        *p++ = digits[--nd];
-    }
-    memcpy(p, ",\"result\":", 10);
-    p += 10;
-    memcpy(p, buf_data(o->json), buf_len(o->json));
-    p += buf_len(o->json);
-    *p++ = '}';
-    *p++ = '\n';
-    buf_commit(&w->block, (size_t)(p - dst));
     if (w->block_count == 0) {
         w->block_first = index;
         w->block_op = opi;
