@@ -44,6 +44,7 @@ struct worker {
     json_t *scratch_int; /* reused as the input of integer jobs (no allocation per job) */
     const char *data_dir;
     const char *output_dir;
+    struct job_limits limits; /* handed to every job */
 };
 
 static void worker_frame_begin(struct worker *w)
@@ -338,6 +339,7 @@ static int worker_run_job(void *ud, const struct frames_run_head *h, const struc
         .name = j->name_len > 0 ? name : NULL,
         .index = j->index,
         .want_binary = (c->flags & FRAMES_RUN_WANT_BINARY) != 0,
+        .limits = &w->limits,
     };
     if (j->blob_len > 0 && c->blob_map != NULL && j->blob_off <= c->blob_map_len &&
         j->blob_len <= c->blob_map_len - j->blob_off) {
@@ -440,6 +442,10 @@ int worker_main(int sock, int ctl_fd, long parent)
     if (w.output_dir != NULL && w.output_dir[0] == '\0') {
         w.output_dir = NULL;
     }
+    const char *mi = getenv("BATCHD_MAX_INPUT_PIXELS"), *mo = getenv("BATCHD_MAX_OUTPUT_PIXELS");
+    w.limits.max_input_pixels = mi != NULL ? strtoull(mi, NULL, 10) : 0;
+    w.limits.max_output_pixels = mo != NULL ? strtoull(mo, NULL, 10) : 0;
+    w.limits.no_openat2 = getenv("BATCHD_TEST_NO_OPENAT2") != NULL;
     buf_init(&w.out, IPC_MAX_FRAME);
     buf_init(&w.block, IPC_MAX_FRAME / 2);
     w.scratch_int = json_integer(0);
