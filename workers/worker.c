@@ -393,26 +393,38 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
     return rc;
 }
 
-static void worker_limit_memory(void)
+static void worker_limit_memory(uint64_t bytes)
 {
     /* RLIMIT_AS bounds what a hostile input can make a worker allocate. AddressSanitizer
      * reserves terabytes of shadow memory, so sanitized builds skip the limit. */
 #if defined(__SANITIZE_ADDRESS__)
+    (void)bytes;
     return;
 #else
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
+    (void)bytes;
     return;
 #endif
 #endif
-    const char *s = getenv("BATCHD_WORKER_MEMORY");
-    char *end = NULL;
-    unsigned long long bytes = s != NULL ? strtoull(s, &end, 10) : 0;
-    if (bytes > 0 && end != NULL && *end == '\0') {
+    if (bytes > 0) {
         struct rlimit rl = {(rlim_t)bytes, (rlim_t)bytes};
         setrlimit(RLIMIT_AS, &rl);
     }
 #endif
+}
+
+/* Reads the CONFIG frame, the first the pool writes (pool.c), into *CFG. Returns 0, or -1
+ * when the socket closed first or the frame is not one. */
+static int worker_read_config(int sock, struct worker_config *cfg)
+{
+    struct ipc_header h;
+    uint8_t body[3 * 8 + 2 * (4 + PATH_MAX)];
+    if (ipc_recv_all(sock, &h, sizeof h, NULL) != 0 || h.magic != IPC_MAGIC ||
+        h.type != IPC_CONFIG || h.len > sizeof body || ipc_recv_all(sock, body, h.len, NULL) != 0) {
+        return -1;
+    }
+    return frames_config_decode(body, h.len, cfg) == 0 ? 0 : -1;
 }
 
 int worker_main(int sock, int ctl_fd, long parent)
@@ -425,8 +437,15 @@ int worker_main(int sock, int ctl_fd, long parent)
     }
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(1);
-    worker_limit_memory();
-    struct worker w = {.sock = sock};
+    /* Static: two folders of PATH_MAX are more than a stack frame should carry. */
+    static struct worker_config cfg;
+    if (worker_read_config(sock, &cfg) != 0) {
+        return 2;
+    }
+    /* A test hook, read once: the fallback path of open_beneath (img_op.c). */
+    cfg.limits.no_openat2 = getenv("BATCHD_TEST_NO_OPENAT2") != NULL;
+    worker_limit_memory(cfg.memory_bytes);
+    struct worker w = {.sock = sock, .limits = cfg.limits};
     void *m = mmap(NULL, sizeof(struct ipc_control), PROT_READ | PROT_WRITE, MAP_SHARED, ctl_fd,
                    0);
     if (m == MAP_FAILED) {
@@ -434,18 +453,8 @@ int worker_main(int sock, int ctl_fd, long parent)
     }
     w.ctl = m;
     atomic_store(&w.ctl->pid, (uint32_t)getpid());
-    w.data_dir = getenv("BATCHD_DATA_DIR");
-    w.output_dir = getenv("BATCHD_OUTPUT_DIR");
-    if (w.data_dir != NULL && w.data_dir[0] == '\0') {
-        w.data_dir = NULL;
-    }
-    if (w.output_dir != NULL && w.output_dir[0] == '\0') {
-        w.output_dir = NULL;
-    }
-    const char *mi = getenv("BATCHD_MAX_INPUT_PIXELS"), *mo = getenv("BATCHD_MAX_OUTPUT_PIXELS");
-    w.limits.max_input_pixels = mi != NULL ? strtoull(mi, NULL, 10) : 0;
-    w.limits.max_output_pixels = mo != NULL ? strtoull(mo, NULL, 10) : 0;
-    w.limits.no_openat2 = getenv("BATCHD_TEST_NO_OPENAT2") != NULL;
+    w.data_dir = cfg.data_dir[0] != '\0' ? cfg.data_dir : NULL;
+    w.output_dir = cfg.output_dir[0] != '\0' ? cfg.output_dir : NULL;
     buf_init(&w.out, IPC_MAX_FRAME);
     buf_init(&w.block, IPC_MAX_FRAME / 2);
     w.scratch_int = json_integer(0);
