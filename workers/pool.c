@@ -102,6 +102,25 @@ void pool_destroy(struct pool *p)
     free(p);
 }
 
+/* The server blocks SIGTERM/SIGINT for its signalfd, and a blocked mask survives exec:
+ * give workers a clean one. Their own process group keeps a terminal's Ctrl-C (sent to the
+ * foreground group) for the server, which then drains them in order. */
+static void pool_spawn_attr(posix_spawnattr_t *attr)
+{
+    posix_spawnattr_init(attr);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGTERM);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigmask(attr, &none);
+    posix_spawnattr_setsigdefault(attr, &defaults);
+    posix_spawnattr_setpgroup(attr, 0);
+    posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                       POSIX_SPAWN_SETPGROUP);
+}
+
 int pool_spawn(struct pool *p, int slot)
 {
     struct pool_slot *s = &p->slots[slot];
@@ -147,22 +166,8 @@ int pool_spawn(struct pool *p, int slot)
     posix_spawn_file_actions_adddup2(&fa, child, 3);
     posix_spawn_file_actions_adddup2(&fa, ctl, 4);
     posix_spawn_file_actions_addclosefrom_np(&fa, 5);
-    /* The server blocks SIGTERM/SIGINT for its signalfd, and a blocked mask survives exec:
-     * give workers a clean one. Their own process group keeps a terminal's Ctrl-C (sent to
-     * the foreground group) for the server, which then drains them in order. */
     posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGTERM);
-    sigaddset(&defaults, SIGINT);
-    sigaddset(&defaults, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                        POSIX_SPAWN_SETPGROUP);
+    pool_spawn_attr(&attr);
     pid_t pid;
     /* BATCHD_WORKER_EXE names the binary for profilers that run the server under their own
      * loader (valgrind: /proc/self/exe is the tool there, not batchd). */
