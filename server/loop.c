@@ -65,7 +65,7 @@ static int loop_add(struct server *s, int fd, struct loop_tag *tag, enum loop_ki
     return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
-/* Everything before the first thread could exist: signals and the worker environment. */
+/* Everything before the first thread could exist: signals. */
 static int loop_prepare(struct server *s)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -81,17 +81,20 @@ static int loop_prepare(struct server *s)
     if (s->sigfd < 0) {
         return -1;
     }
-    /* Workers read their limits from the environment they are spawned with. */
-    char v[32];
-    snprintf(v, sizeof v, "%llu", (unsigned long long)s->cfg.worker_memory_bytes);
-    setenv("BATCHD_WORKER_MEMORY", v, 1);
-    snprintf(v, sizeof v, "%llu", (unsigned long long)s->cfg.max_input_pixels);
-    setenv("BATCHD_MAX_INPUT_PIXELS", v, 1);
-    snprintf(v, sizeof v, "%llu", (unsigned long long)s->cfg.max_output_pixels);
-    setenv("BATCHD_MAX_OUTPUT_PIXELS", v, 1);
-    setenv("BATCHD_DATA_DIR", s->cfg.data_dir, 1);
-    setenv("BATCHD_OUTPUT_DIR", s->cfg.output_dir, 1);
     return 0;
+}
+
+/* What every worker is given at spawn (the pool's CONFIG frame): the server's limits and
+ * folders. */
+static void loop_worker_config(const struct config *cfg, struct worker_config *wc)
+{
+    _Static_assert(sizeof cfg->data_dir <= sizeof wc->data_dir, "data_dir fits");
+    _Static_assert(sizeof cfg->output_dir <= sizeof wc->output_dir, "output_dir fits");
+    wc->memory_bytes = cfg->worker_memory_bytes;
+    wc->limits.max_input_pixels = cfg->max_input_pixels;
+    wc->limits.max_output_pixels = cfg->max_output_pixels;
+    snprintf(wc->data_dir, sizeof wc->data_dir, "%s", cfg->data_dir);
+    snprintf(wc->output_dir, sizeof wc->output_dir, "%s", cfg->output_dir);
 }
 
 static void loop_on_signal(struct server *s)
@@ -140,6 +143,7 @@ int loop_run(struct server *s)
         .on_worker = observe_worker_event,
         .ud = s,
     };
+    loop_worker_config(&s->cfg, &dc.worker);
     if (observe_start(s) != 0) {
         log_event("error", "startup", "message", "out of memory", NULL);
         return 1;
