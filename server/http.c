@@ -27,28 +27,33 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* One route: its path, methods and handlers. Adding a route is one row here, one enum route
- * value (internal.h, for the metrics label) and one handler function. */
-struct route_row {
+/* What a request is matched on: its path, the route's name and the methods allowed. */
+struct route_match {
     const char *path;
     enum route route;
     const char *allow; /* methods, as the Allow header lists them */
-    route_fn handler;  /* on the request's headers: answers, or starts reading its body */
-    route_fn on_body;  /* the body is complete (NULL: the route reads none) */
+};
+
+/* One route: its handlers and its match. Adding a route is one row here (its ROUTE_ value
+ * added to enum route in internal.h) and one handler function. */
+struct route_row {
+    route_fn handler; /* on the request's headers: answers, or starts reading its body */
+    route_fn on_body; /* the body is complete (NULL: the route reads none) */
+    struct route_match m;
 };
 
 static const struct route_row routes[] = {
-    {"/v1/batches", ROUTE_BATCHES, "POST, OPTIONS", body_start, stream_start},
-    {"/v1/ops", ROUTE_OPS, "GET, HEAD, OPTIONS", routes_ops, NULL},
-    {"/healthz", ROUTE_HEALTHZ, "GET, HEAD", routes_healthz, NULL},
-    {"/readyz", ROUTE_READYZ, "GET, HEAD", routes_readyz, NULL},
-    {"/metrics", ROUTE_METRICS, "GET, HEAD", routes_metrics, NULL},
+    {body_start, stream_start, {"/v1/batches", ROUTE_BATCHES, "POST, OPTIONS"}},
+    {routes_ops, NULL, {"/v1/ops", ROUTE_OPS, "GET, HEAD, OPTIONS"}},
+    {routes_healthz, NULL, {"/healthz", ROUTE_HEALTHZ, "GET, HEAD"}},
+    {routes_readyz, NULL, {"/readyz", ROUTE_READYZ, "GET, HEAD"}},
+    {routes_metrics, NULL, {"/metrics", ROUTE_METRICS, "GET, HEAD"}},
 };
 
 static const struct route_row *route_find(const char *url)
 {
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(routes[i].path, url) == 0) {
+        if (strcmp(routes[i].m.path, url) == 0) {
             return &routes[i];
         }
     }
@@ -59,7 +64,7 @@ static const struct route_row *route_of(enum route route)
 {
     const struct route_row *rr = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (routes[i].route == route) {
+        if (routes[i].m.route == route) {
             rr = &routes[i];
         }
     }
@@ -69,7 +74,7 @@ static const struct route_row *route_of(enum route route)
 static int method_allowed(const struct route_row *rr, const char *method)
 {
     size_t n = strlen(method);
-    const char *p = rr->allow;
+    const char *p = rr->m.allow;
     while (*p != '\0') {
         if (strncmp(p, method, n) == 0 && (p[n] == ',' || p[n] == '\0')) {
             return 1;
@@ -149,14 +154,15 @@ static enum MHD_Result serve_headers(struct request *r, const char *url, const c
     if (rr == NULL) {
         return reply_error(r, -BATCHD_E_NOT_FOUND_ROUTE, NULL, NULL);
     }
-    r->route = rr->route;
+    r->route = rr->m.route;
+    r->path = rr->m.path;
     if (!method_allowed(rr, method)) {
-        return reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL, rr->allow);
+        return reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL, rr->m.allow);
     }
     if (strcmp(method, "OPTIONS") == 0) {
-        return reply_options(r, rr->allow);
+        return reply_options(r, rr->m.allow);
     }
-    if (auth_required(r->srv->auth, method, rr->path) && !auth_ok(r->srv, r->conn)) {
+    if (auth_required(r->srv->auth, method, rr->m.path) && !auth_ok(r->srv, r->conn)) {
         return reply_error(r, -BATCHD_E_UNAUTHORIZED, NULL, NULL);
     }
     return rr->handler(r);
@@ -221,10 +227,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     snprintf(bytes_in, sizeof bytes_in, "%llu",
              (unsigned long long)(r->upload ? upload_bytes(r->upload) : 0));
     snprintf(bytes_out, sizeof bytes_out, "%llu", (unsigned long long)r->bytes_out);
-    const struct route_row *rr = route_of(r->route);
     log_event("info", "request", "request_id", r->id, "method", r->method, "path",
-              rr ? rr->path : "other", "status", status, "duration_ms", ms, "bytes_in", bytes_in,
-              "bytes_out", bytes_out, "outcome",
+              r->path != NULL ? r->path : "other", "status", status, "duration_ms", ms, "bytes_in",
+              bytes_in, "bytes_out", bytes_out, "outcome",
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
     observe_request_done(r);
     body_done(r);

@@ -42,7 +42,7 @@ struct server {
     uint64_t id_salt;
 };
 
-/* The routes (http.c's table has a row for each; observe.c labels metrics by them). */
+/* The routes: http.c's table has a row for each. */
 enum route { ROUTE_NONE, ROUTE_BATCHES, ROUTE_OPS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS };
 
 struct request;
@@ -61,6 +61,7 @@ struct request {
     struct MHD_Connection *conn;
     struct conn *cn; /* its connection's deadlines and socket watch (conn.c); may be NULL */
     enum route route;
+    const char *path; /* its route's path (static, http.c's table), or NULL: no route */
     char id[80];
     char method[16];
     uint64_t started_ns;
