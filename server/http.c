@@ -50,10 +50,15 @@ static const struct route_row routes[] = {
     {routes_metrics, NULL, {"/metrics", ROUTE_METRICS, "GET, HEAD"}},
 };
 
+/* The row whose path is URL, or whose path ends in "*" and is, without it, a prefix of URL
+ * (a row for "/web/" plus "*" takes "/web/app.js"), or NULL. The first match wins. */
 static const struct route_row *route_find(const char *url)
 {
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(routes[i].m.path, url) == 0) {
+        const char *path = routes[i].m.path;
+        size_t n = strlen(path);
+        int prefix = n > 0 && path[n - 1] == '*';
+        if (prefix ? strncmp(path, url, n - 1) == 0 : strcmp(path, url) == 0) {
             return &routes[i];
         }
     }
