@@ -1,4 +1,5 @@
-/* Flags and their environment twins, from one table. */
+/* Flags and their environment twins, from one table (cfg_opts): defaults, the environment,
+ * argv, the checks across flags, --help and --config-table. What a flag does is its users'. */
 #include "config.h"
 
 #include <errno.h>

@@ -37,7 +37,7 @@ struct server {
     char *ops_json;
     size_t ops_json_len;
     struct auth *auth; /* --auth-token-file and --cors-origin (auth.c) */
-    uint64_t upload_held; /* request body bytes reserved, all connections (http.c) */
+    uint64_t upload_held; /* request body bytes reserved, all connections (body.c) */
     uint64_t request_seq;
     uint64_t id_salt;
 };
@@ -69,7 +69,7 @@ struct request {
     /* the upload */
     struct upload *upload;    /* batch requests only */
     uint64_t upload_reserved; /* this body's share of srv->upload_held */
-    int body_watched; /* its connection watches the socket for the client's close (conn.c) */
+    int body_watched; /* its connection watches the socket for the client's close (body.c) */
     int peer_closed;  /* the client closed while its body was still being read */
     /* the batch */
     struct batch_spec spec;
