@@ -65,17 +65,6 @@ static const struct route_row *route_find(const char *url)
     return NULL;
 }
 
-static const struct route_row *route_of(enum route route)
-{
-    const struct route_row *rr = NULL;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (routes[i].m.route == route) {
-            rr = &routes[i];
-        }
-    }
-    return rr;
-}
-
 static int method_allowed(const struct route_row *rr, const char *method)
 {
     size_t n = strlen(method);
@@ -197,7 +186,7 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
     if (r->status != 0 || r->upload == NULL) {
         return MHD_YES; /* already answered */
     }
-    const struct route_row *rr = route_of(r->route);
+    const struct route_row *rr = route_find(url); /* found: the headers' call answered if not */
     return rr != NULL && rr->on_body != NULL ? rr->on_body(r) : MHD_YES;
 }
 
