@@ -1,4 +1,5 @@
-/* Result writers: NDJSON, a JSON document, tar. */
+/* Result writers: NDJSON, a JSON document, tar; each turns a batch's job results into the
+ * bytes of its response. Sending those bytes is stream.c's. */
 #include "writer.h"
 
 #include "../api/errors.h"
