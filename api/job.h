@@ -10,6 +10,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The limits the server sets for every job, handed to the worker once at spawn (the CONFIG
+ * frame, workers/frames.h) and to each op through job_input. */
+struct job_limits {
+    uint64_t max_input_pixels;  /* largest input image, width x height; 0 = the op's default */
+    uint64_t max_output_pixels; /* largest output image; 0 = the op's default */
+    int no_openat2; /* test hook: open paths without openat2, as on kernels that lack it */
+};
+
 /* What a job is given. Borrowed for the duration of run(). */
 struct job_input {
     const json_t *value;  /* the job's input from the batch */
@@ -21,6 +29,7 @@ struct job_input {
     const char *name;       /* the stem of its output "path" files, unique in the batch, or NULL */
     uint64_t index;         /* the job's index in its batch (for output file names) */
     int want_binary;        /* 1: the client reads a tar stream, so image bytes go in blobs */
+    const struct job_limits *limits; /* NULL: every limit at its default */
 };
 
 #define JOB_MAX_BLOBS 16

@@ -31,6 +31,11 @@ int jsonw_string(struct buf *b, const char *s, size_t len);
 /* Writes a NUL-terminated string as jsonw_string. */
 int jsonw_cstr(struct buf *b, const char *s);
 
+/* Writes the NDJSON line of a successful result, {"index":INDEX,"result":RESULT}\n, RESULT
+ * being LEN bytes of JSON text. The one writer of that line: the worker (block records of
+ * tiny results) and the server (a single result) both call it. Returns as buf_add. */
+int jsonw_result_line(struct buf *b, uint64_t index, const char *result, size_t len);
+
 /* Writes {"code":...,"message":...} for an error (message may be NULL: the code's default). */
 int jsonw_error_object(struct buf *b, int err, const char *message, const char *path);
 

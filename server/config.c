@@ -1,4 +1,5 @@
-/* Flags and their environment twins, from one table. */
+/* Flags and their environment twins, from one table (cfg_opts): defaults, the environment,
+ * argv, the checks across flags, --help and --config-table. What a flag does is its users'. */
 #include "config.h"
 
 #include <errno.h>
@@ -291,20 +292,10 @@ void config_print_table(FILE *out)
     }
 }
 
-int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
+/* The flags of ARGV over the defaults and the environment. Returns 0, 1 (--help or
+ * --config-table printed: exit 0) or -1 (said on ERR). */
+static int config_parse_args(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
 {
-    memset(cfg, 0, sizeof *cfg);
-    for (size_t i = 0; i < CFG_NOPTS; i++) {
-        if (cfg_set(cfg, &cfg_opts[i], cfg_opts[i].def, err) != 0) {
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < CFG_NOPTS; i++) {
-        const char *v = getenv(cfg_opts[i].env);
-        if (v != NULL && cfg_set(cfg, &cfg_opts[i], v, err) != 0) {
-            return -1;
-        }
-    }
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
@@ -340,6 +331,27 @@ int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
         if (cfg_set(cfg, o, val, err) != 0) {
             return -1;
         }
+    }
+    return 0;
+}
+
+int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < CFG_NOPTS; i++) {
+        if (cfg_set(cfg, &cfg_opts[i], cfg_opts[i].def, err) != 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < CFG_NOPTS; i++) {
+        const char *v = getenv(cfg_opts[i].env);
+        if (v != NULL && cfg_set(cfg, &cfg_opts[i], v, err) != 0) {
+            return -1;
+        }
+    }
+    int rc = config_parse_args(cfg, argc, argv, out, err);
+    if (rc != 0) {
+        return rc;
     }
     if (strcmp(cfg->workers_arg, "auto") == 0) {
         cfg->workers = config_cpus_available();

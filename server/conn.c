@@ -1,9 +1,12 @@
 /* One client connection from accept to close (MHD_OPTION_NOTIFY_CONNECTION): the deadlines
  * its requests must meet while they are read (--header-timeout, --min-body-rate), and the
- * watch on its socket in the loop's epoll set (the first byte of a keep-alive request; a
- * hang-up while a stream is suspended). libmicrohttpd's own timeout is idleness only.
- * Answers (streams) have no deadline here: slow readers pause their own batch. */
+ * watch on its socket in the event loop (the first byte of a keep-alive request; a hang-up
+ * while a stream is suspended or a body read, reported to the caller's callback).
+ * libmicrohttpd's own timeout is idleness only. Answers (streams) have no deadline here. */
+#include "conn.h"
+
 #include "internal.h"
+#include "loop.h"
 
 #include "../workers/ipc.h"
 #include "log.h"
@@ -23,7 +26,7 @@ enum conn_phase {
 enum conn_watch { CONN_WATCH_NONE, CONN_WATCH_IDLE, CONN_WATCH_BODY, CONN_WATCH_STREAM };
 
 struct conn {
-    struct loop_tag tag; /* LOOP_CONN */
+    struct loop_watch lw; /* its socket in the loop, while watched */
     struct server *srv;
     int fd;
     enum conn_phase phase;
@@ -33,7 +36,8 @@ struct conn {
     enum conn_watch watch;
     int peer_shut_wr;         /* the client sent its FIN: it may still read */
     int cut;                  /* shut down for a missed deadline */
-    struct request *stream;   /* whose suspended stream or body the watch is for */
+    conn_hangup_fn on_hangup; /* the stream's or the body's watcher, and its pointer */
+    void *hangup_ud;
     struct conn *prev, *next; /* in srv->conn_list */
 };
 
@@ -44,21 +48,22 @@ static const char *const conn_phase_names[] = {
     [CONN_IDLE] = "idle",
 };
 
+static void conn_on_event(struct loop_watch *w, uint32_t events);
+
 static void conn_unwatch(struct conn *cn)
 {
     if (cn->watch != CONN_WATCH_NONE) {
-        epoll_ctl(cn->srv->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
+        loop_remove(cn->srv->loop, &cn->lw);
         cn->watch = CONN_WATCH_NONE;
-        cn->stream = NULL;
+        cn->on_hangup = NULL;
+        cn->hangup_ud = NULL;
     }
 }
 
 /* Watches the socket for EVENTS (EPOLLERR and EPOLLHUP are always reported). */
 static void conn_watch(struct conn *cn, enum conn_watch w, uint32_t events)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = &cn->tag};
-    int op = cn->watch == CONN_WATCH_NONE ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-    if (cn->fd >= 0 && cn->srv->epfd >= 0 && epoll_ctl(cn->srv->epfd, op, cn->fd, &ev) == 0) {
+    if (cn->fd >= 0 && loop_add(cn->srv->loop, &cn->lw, events) == 0) {
         cn->watch = w;
     }
 }
@@ -125,9 +130,9 @@ void conn_on_notify(void *cls, struct MHD_Connection *c, void **socket_context,
         }
         return;
     }
-    cn->tag.kind = LOOP_CONN;
     cn->srv = s;
     cn->fd = ci != NULL ? ci->connect_fd : -1;
+    loop_watch_init(&cn->lw, cn->fd, conn_on_event, cn);
     cn->next = s->conn_list;
     if (s->conn_list != NULL) {
         s->conn_list->prev = cn;
@@ -175,7 +180,7 @@ void conn_on_request_end(struct conn *cn, int keep)
     }
 }
 
-void conn_watch_stream(struct conn *cn, struct request *r, int on)
+void conn_watch_stream(struct conn *cn, int on, conn_hangup_fn fn, void *ud)
 {
     if (cn == NULL) {
         return;
@@ -189,10 +194,11 @@ void conn_watch_stream(struct conn *cn, struct request *r, int on)
     /* Until the client's FIN, watch for it; after it, only for a reset or an error (always
      * reported): the FIN stays readable, and a half-closed client may still read. */
     conn_watch(cn, CONN_WATCH_STREAM, cn->peer_shut_wr ? 0 : EPOLLRDHUP);
-    cn->stream = r;
+    cn->on_hangup = fn;
+    cn->hangup_ud = ud;
 }
 
-int conn_watch_body(struct conn *cn, struct request *r, int on)
+int conn_watch_body(struct conn *cn, int on, conn_hangup_fn fn, void *ud)
 {
     if (cn == NULL) {
         return -1;
@@ -207,12 +213,13 @@ int conn_watch_body(struct conn *cn, struct request *r, int on)
         return -1;
     }
     /* Edge-triggered, re-armed (a MOD) after each piece once the client is gone: see
-     * http_body_hangup. */
+     * body.c. */
     conn_watch(cn, CONN_WATCH_BODY, EPOLLRDHUP | EPOLLET);
     if (cn->watch != CONN_WATCH_BODY) {
         return -1;
     }
-    cn->stream = r;
+    cn->on_hangup = fn;
+    cn->hangup_ud = ud;
     return 0;
 }
 
@@ -221,10 +228,11 @@ int conn_fd(const struct conn *cn)
     return cn != NULL ? cn->fd : -1;
 }
 
-void conn_on_event(struct conn *cn, uint32_t events)
+static void conn_on_event(struct loop_watch *w, uint32_t events)
 {
+    struct conn *cn = w->ud;
     if (cn->watch == CONN_WATCH_BODY) {
-        http_body_hangup(cn->stream);
+        cn->on_hangup(cn->hangup_ud);
         return;
     }
     if (cn->watch == CONN_WATCH_IDLE) {
@@ -235,10 +243,11 @@ void conn_on_event(struct conn *cn, uint32_t events)
     if (cn->watch != CONN_WATCH_STREAM) {
         return;
     }
-    struct request *r = cn->stream;
+    conn_hangup_fn fn = cn->on_hangup;
+    void *ud = cn->hangup_ud;
     if (events & (EPOLLERR | EPOLLHUP)) {
         conn_unwatch(cn);
-        stream_client_gone(r);
+        fn(ud);
     } else if (events & EPOLLRDHUP) {
         /* A half-close (shutdown(SHUT_WR)) or a close: the same FIN. Keep streaming; a
          * client that closed answers the next write with a reset, which ends the batch. */

@@ -1,4 +1,5 @@
-/* Structured logs on stderr: one line per event, logfmt (key=value) or JSON lines. */
+/* Structured logs on stderr: one line per event, logfmt (key=value) or JSON lines, with a
+ * level filter (--log-level). Counters and gauges are metrics.c's. */
 #ifndef BATCHD_SERVER_LOG_H
 #define BATCHD_SERVER_LOG_H
 

@@ -6,7 +6,7 @@
 #include "healthcheck.h"
 #include "internal.h"
 #include "log.h"
-#include "loop.h"
+#include "server.h"
 
 #include <malloc.h>
 #include <stdio.h>
@@ -20,7 +20,6 @@ int main(int argc, char **argv)
         return worker_main(3, 4, argc >= 3 ? strtol(argv[2], NULL, 10) : 0);
     }
     static struct server s;
-    s.epfd = -1;
     s.sigfd = -1;
     if (argc >= 2 && strcmp(argv[1], "--healthcheck") == 0) {
         /* The image's HEALTHCHECK: the same flags and environment as the server, so it
@@ -47,7 +46,7 @@ int main(int argc, char **argv)
      * 32 MiB) and then keeps such blocks in its heap, so that six clients not reading a
      * 57 MB result left hundreds of MB held after they had gone (issue 8). */
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
-    int status = loop_run(&s);
-    loop_cleanup(&s);
+    int status = server_run(&s);
+    server_cleanup(&s);
     return status;
 }

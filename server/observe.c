@@ -25,25 +25,6 @@ void observe_stop(struct server *s)
     s->metrics = NULL;
 }
 
-/* The route label: the known path, or "other" (so that scanners cannot mint series). */
-static const char *route_label(enum route route)
-{
-    switch (route) {
-    case ROUTE_BATCHES:
-        return "/v1/batches";
-    case ROUTE_OPS:
-        return "/v1/ops";
-    case ROUTE_HEALTHZ:
-        return "/healthz";
-    case ROUTE_READYZ:
-        return "/readyz";
-    case ROUTE_METRICS:
-        return "/metrics";
-    default:
-        return "other";
-    }
-}
-
 /* The batch's op label: its op, "mixed" for a jobs list, "none" before it was parsed. */
 static const char *batch_op_label(const struct request *r)
 {
@@ -90,7 +71,8 @@ void observe_block(struct request *r, uint64_t index, uint64_t count, uint64_t b
 void observe_request_done(struct request *r)
 {
     struct metrics *m = r->srv->metrics;
-    const char *route = route_label(r->route);
+    /* The route label: the known path, or "other" (so that scanners cannot mint series). */
+    const char *route = r->path != NULL ? r->path : "other";
     char status[16];
 
     if (m == NULL) {

@@ -2,7 +2,11 @@
  * result writer from Accept, and stream results as they come: the response's reader copies
  * what is buffered, suspends the connection when there is nothing, and the dispatcher's
  * result callback resumes it. A stream whose client reads slowly pauses its own batch. */
+#include "stream.h"
+
+#include "conn.h"
 #include "internal.h"
+#include "reply.h"
 
 #include "../api/errors.h"
 #include "../api/job.h"
@@ -32,7 +36,7 @@ static void stream_wake(struct request *r)
 {
     if (r->suspended) {
         r->suspended = 0;
-        conn_watch_stream(r->cn, r, 0);
+        conn_watch_stream(r->cn, 0, NULL, NULL);
         MHD_resume_connection(r->conn);
         /* In external-epoll mode a resume takes effect only in the next MHD_run. */
         r->srv->resumed = 1;
@@ -87,12 +91,12 @@ static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
         return 0;
     }
     if (!any_image) {
-        *mr = http_reply_error(r, -BATCHD_E_BAD_REQUEST, "only image ops take file uploads", "op");
+        *mr = reply_error(r, -BATCHD_E_BAD_REQUEST, "only image ops take file uploads", "op");
         return -1;
     }
     r->blobs = calloc(sp->njobs ? sp->njobs : 1, sizeof *r->blobs);
     if (r->blobs == NULL) {
-        *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
         return -1;
     }
     if (upload_is_multipart(r->upload)) {
@@ -123,8 +127,8 @@ static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
         int rc = upload_add_base64(r->upload, json_string_value(data), json_string_length(data),
                                    &off, &len);
         if (rc == -2) {
-            *mr = http_reply_error(r, -BATCHD_E_BODY_TOO_LARGE, "the decoded images are too large",
-                                   NULL);
+            *mr =
+                reply_error(r, -BATCHD_E_BODY_TOO_LARGE, "the decoded images are too large", NULL);
             return -1;
         }
         if (rc == 0 && len > 0) {
@@ -160,7 +164,7 @@ static int stream_name_outputs(struct request *r, enum MHD_Result *mr)
     }
     outname_set_destroy(set);
     if (rc != 0) {
-        *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
     }
     return rc;
 }
@@ -240,6 +244,18 @@ static void stream_on_done(void *ud, const struct dispatch_summary *sum)
 
 /* ---------------------------------------------------------------- the response body */
 
+/* The client socket of R (UD) hung up while its stream was suspended (conn.c's watch). */
+static void stream_client_gone(void *ud)
+{
+    struct request *r = ud;
+    r->client_gone = 1;
+    if (r->batch != NULL) {
+        dispatch_batch_cancel(r->batch);
+        r->batch = NULL;
+    }
+    stream_wake(r);
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct request *r = cls;
@@ -278,7 +294,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
      * would spin). Watch the socket meanwhile, so a client that leaves cancels the batch. */
     r->suspended = 1;
     MHD_suspend_connection(r->conn);
-    conn_watch_stream(r->cn, r, 1);
+    conn_watch_stream(r->cn, 1, stream_client_gone, r);
     return 0;
 }
 
@@ -331,21 +347,21 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
         r->op = ops_find(sp->op);
         if (r->op == NULL) {
             snprintf(msg, sizeof msg, "no op named \"%.64s\" (GET /v1/ops lists them)", sp->op);
-            *mr = http_reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, "op");
+            *mr = reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, "op");
             return -1;
         }
         int bad = ops_check_params(r->op, sp->params, msg, sizeof msg, ppath, sizeof ppath);
         if (bad != 0) {
             /* INVALID_PARAM, or INTERNAL when the check itself ran out of memory. */
             snprintf(path, sizeof path, "params%s%s", ppath[0] ? "." : "", ppath);
-            *mr = http_reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
+            *mr = reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
             return -1;
         }
         return 0;
     }
     r->job_ops = calloc(sp->njobs ? sp->njobs : 1, sizeof *r->job_ops);
     if (r->job_ops == NULL) {
-        *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
         return -1;
     }
     for (uint64_t i = 0; i < sp->njobs; i++) {
@@ -356,13 +372,13 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
         if (op == NULL) {
             snprintf(msg, sizeof msg, "no op named \"%.64s\" (GET /v1/ops lists them)", opname);
             snprintf(path, sizeof path, "jobs[%llu].op", (unsigned long long)i);
-            *mr = http_reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, path);
+            *mr = reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, path);
             return -1;
         }
         int oom;
         json_t *merged = job_params_merge(sp->params, params, &oom);
         if (oom) {
-            *mr = http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+            *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
             return -1;
         }
         int bad = ops_check_params(op, merged, msg, sizeof msg, ppath, sizeof ppath);
@@ -370,7 +386,7 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
         if (bad != 0) {
             snprintf(path, sizeof path, "jobs[%llu].params%s%s", (unsigned long long)i,
                      ppath[0] ? "." : "", ppath);
-            *mr = http_reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
+            *mr = reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
             return -1;
         }
         r->job_ops[i] = op;
@@ -378,40 +394,69 @@ static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
     return 0;
 }
 
-enum MHD_Result stream_start(struct request *r)
+/* The debug line of a batch that starts: its size and the chunk size it runs with. */
+static void stream_log_accepted(const struct request *r)
 {
-    struct server *s = r->srv;
-    enum MHD_Result mr = MHD_NO;
-    enum writer_format fmt;
+    char jobs[24], bytes[24], chunk[24];
+    snprintf(jobs, sizeof jobs, "%llu", (unsigned long long)r->spec.njobs);
+    snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)upload_bytes(r->upload));
+    snprintf(chunk, sizeof chunk, "%zu", dispatch_batch_chunksize(r->batch));
+    log_event("debug", "batch_accepted", "request_id", r->id, "op",
+              r->spec.op ? r->spec.op : "(per job)", "jobs", jobs, "bytes_in", bytes, "chunksize",
+              chunk, "order", r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input",
+              "format", writer_content_type(r->writer.fmt), NULL);
+}
+
+/* The finished upload of R becomes its batch spec, with ops resolved, image bytes placed and
+ * output names claimed, and FMT is picked from Accept. Returns 0, or -1 with the refusal
+ * queued (its result in *MR). */
+static int stream_prepare(struct request *r, enum writer_format *fmt, enum MHD_Result *mr)
+{
+    const char *msg;
+    upload_finish(r->upload);
+    int err = upload_error(r->upload, &msg);
+    if (err != 0) {
+        *mr = reply_error(r, err, msg, NULL);
+        return -1;
+    }
     const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
-    if (stream_negotiate(accept, &fmt) != 0) {
-        return http_reply_error(r, -BATCHD_E_NOT_ACCEPTABLE,
-                                "Accept must allow application/x-ndjson, application/json or "
-                                "application/x-tar",
-                                NULL);
+    if (stream_negotiate(accept, fmt) != 0) {
+        *mr = reply_error(r, -BATCHD_E_NOT_ACCEPTABLE,
+                          "Accept must allow application/x-ndjson, application/json or "
+                          "application/x-tar",
+                          NULL);
+        return -1;
     }
     struct batch_limits lim = {
-        .max_jobs = s->cfg.max_jobs,
+        .max_jobs = r->srv->cfg.max_jobs,
         .multipart = upload_is_multipart(r->upload),
         .nfiles = upload_nfiles(r->upload),
     };
     struct batch_error e;
     const struct buf *body = upload_json(r->upload);
     if (lim.multipart && buf_len(body) == 0) {
-        return http_reply_error(r, -BATCHD_E_BAD_REQUEST,
-                                "a multipart batch needs a part named \"batch\" (the JSON)",
-                                "batch");
+        *mr = reply_error(r, -BATCHD_E_BAD_REQUEST,
+                          "a multipart batch needs a part named \"batch\" (the JSON)", "batch");
+        return -1;
     }
     if (batch_spec_parse(buf_data(body), buf_len(body), &lim, &r->spec, &e) != 0) {
-        return http_reply_error(r, e.err, e.message, e.path);
+        *mr = reply_error(r, e.err, e.message, e.path);
+        return -1;
     }
-    if (stream_resolve_ops(r, &mr) != 0 || stream_place_blobs(r, &mr) != 0 ||
-        stream_name_outputs(r, &mr) != 0) {
-        return mr;
+    if (stream_resolve_ops(r, mr) != 0 || stream_place_blobs(r, mr) != 0 ||
+        stream_name_outputs(r, mr) != 0) {
+        return -1;
     }
-    if (fmt == WRITER_JSON) {
+    if (*fmt == WRITER_JSON) {
         r->spec.order = BATCH_ORDER_INPUT; /* one document, results in input order */
     }
+    return 0;
+}
+
+/* Submits R's batch to the dispatcher. Returns 0, or -1 with the refusal queued in *MR. */
+static int stream_submit(struct request *r, enum writer_format fmt, enum MHD_Result *mr)
+{
+    struct server *s = r->srv;
     r->started_ns = ipc_now_ns();
     writer_init(&r->writer, fmt, r->spec.timing, r->started_ns);
     if (upload_is_multipart(r->upload)) {
@@ -441,7 +486,8 @@ enum MHD_Result stream_start(struct request *r)
     };
     /* Before the batch exists: a document that lost its opening would go out broken. */
     if (writer_begin(&r->writer, &r->out) != 0) {
-        return http_reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        return -1;
     }
     int err = 0;
     r->batch = dispatch_submit(s->dispatch, &desc, &err);
@@ -451,8 +497,16 @@ enum MHD_Result stream_start(struct request *r)
                  (unsigned long long)dispatch_queued_jobs(s->dispatch),
                  (unsigned long long)s->cfg.max_queued_jobs, dispatch_batches(s->dispatch),
                  (unsigned long long)s->cfg.max_batches);
-        return http_reply_error(r, err, err == -BATCHD_E_OVERLOADED ? msg : NULL, NULL);
+        *mr = reply_error(r, err, err == -BATCHD_E_OVERLOADED ? msg : NULL, NULL);
+        return -1;
     }
+    return 0;
+}
+
+/* Queues R's streaming response for its submitted batch. */
+static enum MHD_Result stream_respond(struct request *r, enum writer_format fmt)
+{
+    struct server *s = r->srv;
     /* MHD allocates (and zeroes) the block for every response: small batches get a small
      * one, big ones 64 KiB so that their stream goes out in few writes. */
     size_t block = r->spec.njobs <= 256 && !upload_is_multipart(r->upload) ? 4096 : 64 * 1024;
@@ -466,7 +520,7 @@ enum MHD_Result stream_start(struct request *r)
     MHD_add_response_header(resp, "Content-Type", writer_content_type(fmt));
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    http_add_common_headers(r, resp);
+    reply_add_common_headers(r, resp);
     r->status = 200;
     s->streams++;
     r->stream_next = s->stream_list;
@@ -474,24 +528,28 @@ enum MHD_Result stream_start(struct request *r)
         s->stream_list->stream_prev = r;
     }
     s->stream_list = r;
-    mr = MHD_queue_response(r->conn, 200, resp);
+    enum MHD_Result mr = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     return mr;
 }
 
-void stream_client_gone(struct request *r)
+enum MHD_Result stream_start(struct request *r)
 {
-    r->client_gone = 1;
-    if (r->batch != NULL) {
-        dispatch_batch_cancel(r->batch);
-        r->batch = NULL;
+    enum MHD_Result mr = MHD_NO;
+    enum writer_format fmt = WRITER_NDJSON;
+    if (stream_prepare(r, &fmt, &mr) != 0 || stream_submit(r, fmt, &mr) != 0) {
+        return mr;
     }
-    stream_wake(r);
+    mr = stream_respond(r, fmt);
+    if (r->batch != NULL && log_enabled(LOG_DEBUG)) {
+        stream_log_accepted(r);
+    }
+    return mr;
 }
 
 void stream_finish(struct request *r)
 {
-    conn_watch_stream(r->cn, r, 0);
+    conn_watch_stream(r->cn, 0, NULL, NULL);
     if (r->batch != NULL) {
         dispatch_batch_cancel(r->batch);
         r->batch = NULL;

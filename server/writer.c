@@ -1,4 +1,5 @@
-/* Result writers: NDJSON, a JSON document, tar. */
+/* Result writers: NDJSON, a JSON document, tar; each turns a batch's job results into the
+ * bytes of its response. Sending those bytes is stream.c's. */
 #include "writer.h"
 
 #include "../api/errors.h"
@@ -280,32 +281,10 @@ int writer_result(struct writer *w, struct buf *out, const struct job_result *r)
 {
     int rc = 0;
     if (w->fmt == WRITER_NDJSON && r->err == 0 && !w->timing) {
-        /* The common line, {"index":N,"result":TEXT}, in one reservation. */
-        static const char head[] = "{\"index\":", mid[] = ",\"result\":";
-        char *dst = buf_reserve(out, sizeof head + 20 + sizeof mid + r->text_len + 2);
-        if (dst == NULL) {
+        /* The common line: written by the worker too, in blocks (jsonw_result_line). */
+        if (jsonw_result_line(out, r->index, r->text, r->text_len) != 0) {
             return -1;
         }
-        char *p = dst;
-        memcpy(p, head, sizeof head - 1);
-        p += sizeof head - 1;
-        char digits[20];
-        int nd = 0;
-        uint64_t i = r->index;
-        do {
-            digits[nd++] = (char)('0' + i % 10);
-            i /= 10;
-        } while (i > 0);
-        while (nd > 0) {
-            *p++ = digits[--nd];
-        }
-        memcpy(p, mid, sizeof mid - 1);
-        p += sizeof mid - 1;
-        memcpy(p, r->text, r->text_len);
-        p += r->text_len;
-        *p++ = '}';
-        *p++ = '\n';
-        buf_commit(out, (size_t)(p - dst));
         w->count++;
         return 0;
     }

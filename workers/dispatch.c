@@ -146,7 +146,7 @@ struct dispatch *dispatch_create(const struct dispatch_config *cfg)
     }
     d->cfg = *cfg;
     d->epfd = epoll_create1(EPOLL_CLOEXEC);
-    d->pool = pool_create(cfg->workers);
+    d->pool = pool_create(cfg->workers, &cfg->worker);
     d->slots = calloc((size_t)cfg->workers, sizeof *d->slots);
     d->cost = cost_create();
     if (d->epfd < 0 || d->pool == NULL || d->slots == NULL || d->cost == NULL) {

@@ -8,6 +8,7 @@
 
 #include "../api/job.h"
 #include "ops/ops.h"
+#include "worker.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -32,6 +33,7 @@ struct dispatch_config {
     uint64_t max_queued_jobs;    /* over all batches, not yet finished */
     int max_batches;             /* batches at once */
     uint64_t chunk_target_ns;    /* auto chunks aim at this much work (0 = 2 ms) */
+    struct worker_config worker; /* every worker's limits and folders (all 0: none) */
     /* Called when a worker starts or exits (may be NULL), with UD. */
     void (*on_worker)(void *ud, const struct dispatch_worker_event *ev);
     void *ud;

@@ -1,4 +1,4 @@
-/* The RUN and RESULTS frames: one encoder and one decoder each (layout in frames.h). The
+/* The RUN, RESULTS and CONFIG frames: one encoder and one decoder each (layout in frames.h). The
  * encoders keep the fast paths numeric batches live on: integers written as digits without
  * jansson, the 16-byte form of an all-integer chunk, a tiny job's record in one append. */
 #include "frames.h"
@@ -361,4 +361,53 @@ int frames_results_decode(const void *body, size_t len, frames_result_fn *fn, vo
         }
     }
     return rd.left == 0 ? 0 : FRAMES_BAD;
+}
+
+/* ---------------------------------------------------------------- CONFIG */
+
+int frames_config_encode(struct buf *out, const struct worker_config *cfg)
+{
+    buf_reset(out);
+    int rc = ipc_put_header(out, IPC_CONFIG, 0);
+    rc |= ipc_put_u64(out, cfg->memory_bytes);
+    rc |= ipc_put_u64(out, cfg->limits.max_input_pixels);
+    rc |= ipc_put_u64(out, cfg->limits.max_output_pixels);
+    rc |= ipc_put_bytes(out, cfg->data_dir, (uint32_t)strnlen(cfg->data_dir, PATH_MAX - 1));
+    rc |= ipc_put_bytes(out, cfg->output_dir, (uint32_t)strnlen(cfg->output_dir, PATH_MAX - 1));
+    if (rc != 0) {
+        buf_reset(out);
+        return -1;
+    }
+    ipc_patch_length(out, 0);
+    return 0;
+}
+
+/* Copies a folder of the CONFIG body into DST (PATH_MAX bytes). Returns 0 or -1. */
+static int frames_config_dir(struct ipc_reader *r, char *dst)
+{
+    uint32_t len;
+    const char *p = ipc_get_bytes(r, &len);
+    if (r->bad || len >= PATH_MAX || (len > 0 && memchr(p, '\0', len) != NULL)) {
+        return -1;
+    }
+    if (len > 0) {
+        memcpy(dst, p, len);
+    }
+    dst[len] = '\0';
+    return 0;
+}
+
+int frames_config_decode(const void *body, size_t len, struct worker_config *cfg)
+{
+    struct ipc_reader r;
+    ipc_reader_init(&r, body, len);
+    cfg->memory_bytes = ipc_get_u64(&r);
+    cfg->limits.max_input_pixels = ipc_get_u64(&r);
+    cfg->limits.max_output_pixels = ipc_get_u64(&r);
+    cfg->limits.no_openat2 = 0;
+    if (r.bad || frames_config_dir(&r, cfg->data_dir) != 0 ||
+        frames_config_dir(&r, cfg->output_dir) != 0) {
+        return FRAMES_BAD;
+    }
+    return r.left == 0 ? 0 : FRAMES_BAD;
 }

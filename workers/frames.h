@@ -1,6 +1,7 @@
-/* The two frames with a body between the server and its workers, in one place: RUN (a chunk
- * of jobs, server -> worker) and RESULTS (outcomes of jobs of that chunk, worker -> server),
- * each with one encoder and one decoder used by both ends (the dispatcher and the worker
+/* The frames with a body between the server and its workers, in one place: RUN (a chunk
+ * of jobs, server -> worker), RESULTS (outcomes of jobs of that chunk, worker -> server)
+ * and CONFIG (the worker's limits and folders, server -> worker once at spawn), each with
+ * one encoder and one decoder used by both ends (the dispatcher, the pool and the worker
  * loop) and by the tests. Not the socket I/O, the frame header or the control page: those
  * are ipc.h. Both ends are the same binary: integers are in host order.
  *
@@ -11,12 +12,15 @@
  * A RESULTS body: u32 count; then per record: u64 index, i32 err, u64 start_ns, u64 end_ns,
  * u32 text_len, text (the result JSON, or the error message), u32 nblobs, then per blob
  * u32 name_len, name, u32 len, bytes. A block record (err FRAMES_ERR_BLOCK) carries in
- * start_ns the summed run time and in end_ns the count of its jobs. */
+ * start_ns the summed run time and in end_ns the count of its jobs.
+ * A CONFIG body: u64 memory_bytes, u64 max_input_pixels, u64 max_output_pixels, u32 len +
+ * data_dir, u32 len + output_dir (each shorter than PATH_MAX, without NUL). */
 #ifndef BATCHD_WORKERS_FRAMES_H
 #define BATCHD_WORKERS_FRAMES_H
 
 #include "../api/buf.h"
 #include "ops/ops.h"
+#include "worker.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -159,5 +163,16 @@ void frames_results_end(struct frames_results_writer *w);
  * FN's nonzero return, which stops the decoding. */
 typedef int frames_result_fn(void *ud, const struct frames_result *r);
 int frames_results_decode(const void *body, size_t len, frames_result_fn *fn, void *ud);
+
+/* ---------------------------------------------------------------- CONFIG */
+
+/* Writes into OUT (reset first) the CONFIG frame of CFG, header included. Returns 0, or -1
+ * past OUT's cap or out of memory. */
+int frames_config_encode(struct buf *out, const struct worker_config *cfg);
+
+/* Decodes the CONFIG body BODY (LEN bytes, without its header) into *CFG (limits.no_openat2
+ * set to 0). Returns 0, or FRAMES_BAD when it is malformed (truncated, trailing bytes, a
+ * folder too long or holding a NUL); *CFG is then unspecified. */
+int frames_config_decode(const void *body, size_t len, struct worker_config *cfg);
 
 #endif

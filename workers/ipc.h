@@ -19,6 +19,7 @@ enum ipc_type {
     IPC_RUN = 1,     /* server -> worker: a chunk of jobs */
     IPC_RESULTS = 2, /* worker -> server: results of some jobs of the current chunk */
     IPC_QUIT = 3,    /* server -> worker: exit after the current chunk (recycling, drain) */
+    IPC_CONFIG = 4,  /* server -> worker: its limits and folders, once, before any RUN */
 };
 
 struct ipc_header {
@@ -38,7 +39,7 @@ struct ipc_control {
     _Atomic uint32_t pid;
 };
 
-/* The bodies of RUN and RESULTS, their layout, flags and codec: frames.h. */
+/* The bodies of RUN, RESULTS and CONFIG, their layout, flags and codec: frames.h. */
 
 /* Appends a frame header for a body of LEN bytes; returns 0 or -1 (buffer cap). */
 int ipc_put_header(struct buf *b, enum ipc_type type, uint32_t len);

@@ -4,8 +4,17 @@
  * until exec — a lock held by another thread at fork time stays held forever in the child,
  * and the child would inherit every client socket. posix_spawn execs at once, with only the
  * worker's socket (fd 3) and control page (fd 4) kept open, and it needs no fork-server
- * process that could itself die. */
+ * process that could itself die.
+ *
+ * A worker's limits and folders reach it as the CONFIG frame (frames.h), written on its
+ * socket before it is even spawned, so it is the first frame it reads. Not argv: the frame
+ * has one encoder and one bounds-checked decoder (unit-tested and fuzzed with the others),
+ * no numbers to reparse from text, no folder names in every `ps` line, and the command line
+ * stays the same for profilers (BATCHD_WORKER_EXE below). Not the environment: the server
+ * sets nothing process-wide, and a worker reads its limits once, not per job. */
 #include "pool.h"
+
+#include "frames.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,16 +41,20 @@ struct pool_slot {
 struct pool {
     int n;
     struct pool_slot *slots;
+    struct buf config; /* the CONFIG frame every worker is given, encoded once */
 };
 
-struct pool *pool_create(int n)
+struct pool *pool_create(int n, const struct worker_config *cfg)
 {
     struct pool *p = calloc(1, sizeof *p);
     if (p == NULL) {
         return NULL;
     }
+    buf_init(&p->config, IPC_MAX_FRAME);
     p->slots = calloc((size_t)n, sizeof *p->slots);
-    if (p->slots == NULL) {
+    if (p->slots == NULL || frames_config_encode(&p->config, cfg) != 0) {
+        buf_cleanup(&p->config);
+        free(p->slots);
         free(p);
         return NULL;
     }
@@ -85,7 +98,27 @@ void pool_destroy(struct pool *p)
         }
     }
     free(p->slots);
+    buf_cleanup(&p->config);
     free(p);
+}
+
+/* The server blocks SIGTERM/SIGINT for its signalfd, and a blocked mask survives exec:
+ * give workers a clean one. Their own process group keeps a terminal's Ctrl-C (sent to the
+ * foreground group) for the server, which then drains them in order. */
+static void pool_spawn_attr(posix_spawnattr_t *attr)
+{
+    posix_spawnattr_init(attr);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGTERM);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigmask(attr, &none);
+    posix_spawnattr_setsigdefault(attr, &defaults);
+    posix_spawnattr_setpgroup(attr, 0);
+    posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                       POSIX_SPAWN_SETPGROUP);
 }
 
 int pool_spawn(struct pool *p, int slot)
@@ -101,6 +134,12 @@ int pool_spawn(struct pool *p, int slot)
     }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         return -errno;
+    }
+    /* The CONFIG frame first, while the socket still blocks: a few KiB in a fresh socket's
+     * buffer, so this never waits, and no RUN can come before it. */
+    if (ipc_send_all(sv[0], buf_data(&p->config), buf_len(&p->config), -1) != 0) {
+        rc = -errno;
+        goto out;
     }
     /* Move the child's end above the fds it is dup'ed onto, so that the dup2 actions
      * below cannot clobber one another. */
@@ -127,22 +166,8 @@ int pool_spawn(struct pool *p, int slot)
     posix_spawn_file_actions_adddup2(&fa, child, 3);
     posix_spawn_file_actions_adddup2(&fa, ctl, 4);
     posix_spawn_file_actions_addclosefrom_np(&fa, 5);
-    /* The server blocks SIGTERM/SIGINT for its signalfd, and a blocked mask survives exec:
-     * give workers a clean one. Their own process group keeps a terminal's Ctrl-C (sent to
-     * the foreground group) for the server, which then drains them in order. */
     posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGTERM);
-    sigaddset(&defaults, SIGINT);
-    sigaddset(&defaults, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                        POSIX_SPAWN_SETPGROUP);
+    pool_spawn_attr(&attr);
     pid_t pid;
     /* BATCHD_WORKER_EXE names the binary for profilers that run the server under their own
      * loader (valgrind: /proc/self/exe is the tool there, not batchd). */

@@ -4,13 +4,15 @@
 #define BATCHD_WORKERS_POOL_H
 
 #include "ipc.h"
+#include "worker.h"
 
 #include <sys/types.h>
 
 struct pool;
 
-/* Makes a pool of N slots (none started). Returns new (free with pool_destroy) or NULL. */
-struct pool *pool_create(int n);
+/* Makes a pool of N slots (none started) whose workers are each given CFG (borrowed for the
+ * call) at spawn. Returns new (free with pool_destroy) or NULL. */
+struct pool *pool_create(int n, const struct worker_config *cfg);
 
 /* Kills every worker, waits for them and frees the pool. NULL is a no-op. */
 void pool_destroy(struct pool *p);

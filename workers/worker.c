@@ -7,6 +7,7 @@
 #include "../api/errors.h"
 #include "../api/job.h"
 #include "../api/jsonmem.h"
+#include "../api/jsonw.h"
 #include "../api/torture.h"
 #include "frames.h"
 #include "ipc.h"
@@ -43,6 +44,7 @@ struct worker {
     json_t *scratch_int; /* reused as the input of integer jobs (no allocation per job) */
     const char *data_dir;
     const char *output_dir;
+    struct job_limits limits; /* handed to every job */
 };
 
 static void worker_frame_begin(struct worker *w)
@@ -108,31 +110,9 @@ static int worker_block_add(struct worker *w, uint64_t index, uint32_t opi, uint
     if (w->block_count > 0 && (index != w->block_first + w->block_count || opi != w->block_op)) {
         worker_block_close(w);
     }
-    size_t need = 32 + 12 + buf_len(o->json);
-    char *dst = buf_reserve(&w->block, need);
-    if (dst == NULL) {
+    if (jsonw_result_line(&w->block, index, buf_data(o->json), buf_len(o->json)) != 0) {
         return -1;
     }
-    char *p = dst;
-    memcpy(p, "{\"index\":", 9);
-    p += 9;
-    char digits[20];
-    int nd = 0;
-    uint64_t i = index;
-    do {
-        digits[nd++] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i > 0);
-    while (nd > 0) {
-        *p++ = digits[--nd];
-    }
-    memcpy(p, ",\"result\":", 10);
-    p += 10;
-    memcpy(p, buf_data(o->json), buf_len(o->json));
-    p += buf_len(o->json);
-    *p++ = '}';
-    *p++ = '\n';
-    buf_commit(&w->block, (size_t)(p - dst));
     if (w->block_count == 0) {
         w->block_first = index;
         w->block_op = opi;
@@ -359,6 +339,7 @@ static int worker_run_job(void *ud, const struct frames_run_head *h, const struc
         .name = j->name_len > 0 ? name : NULL,
         .index = j->index,
         .want_binary = (c->flags & FRAMES_RUN_WANT_BINARY) != 0,
+        .limits = &w->limits,
     };
     if (j->blob_len > 0 && c->blob_map != NULL && j->blob_off <= c->blob_map_len &&
         j->blob_len <= c->blob_map_len - j->blob_off) {
@@ -412,26 +393,38 @@ static int worker_run_chunk(struct worker *w, const uint8_t *body, size_t len, i
     return rc;
 }
 
-static void worker_limit_memory(void)
+static void worker_limit_memory(uint64_t bytes)
 {
     /* RLIMIT_AS bounds what a hostile input can make a worker allocate. AddressSanitizer
      * reserves terabytes of shadow memory, so sanitized builds skip the limit. */
 #if defined(__SANITIZE_ADDRESS__)
+    (void)bytes;
     return;
 #else
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
+    (void)bytes;
     return;
 #endif
 #endif
-    const char *s = getenv("BATCHD_WORKER_MEMORY");
-    char *end = NULL;
-    unsigned long long bytes = s != NULL ? strtoull(s, &end, 10) : 0;
-    if (bytes > 0 && end != NULL && *end == '\0') {
+    if (bytes > 0) {
         struct rlimit rl = {(rlim_t)bytes, (rlim_t)bytes};
         setrlimit(RLIMIT_AS, &rl);
     }
 #endif
+}
+
+/* Reads the CONFIG frame, the first the pool writes (pool.c), into *CFG. Returns 0, or -1
+ * when the socket closed first or the frame is not one. */
+static int worker_read_config(int sock, struct worker_config *cfg)
+{
+    struct ipc_header h;
+    uint8_t body[3 * 8 + 2 * (4 + PATH_MAX)];
+    if (ipc_recv_all(sock, &h, sizeof h, NULL) != 0 || h.magic != IPC_MAGIC ||
+        h.type != IPC_CONFIG || h.len > sizeof body || ipc_recv_all(sock, body, h.len, NULL) != 0) {
+        return -1;
+    }
+    return frames_config_decode(body, h.len, cfg) == 0 ? 0 : -1;
 }
 
 int worker_main(int sock, int ctl_fd, long parent)
@@ -444,8 +437,15 @@ int worker_main(int sock, int ctl_fd, long parent)
     }
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(1);
-    worker_limit_memory();
-    struct worker w = {.sock = sock};
+    /* Static: two folders of PATH_MAX are more than a stack frame should carry. */
+    static struct worker_config cfg;
+    if (worker_read_config(sock, &cfg) != 0) {
+        return 2;
+    }
+    /* A test hook, read once: the fallback path of open_beneath (img_op.c). */
+    cfg.limits.no_openat2 = getenv("BATCHD_TEST_NO_OPENAT2") != NULL;
+    worker_limit_memory(cfg.memory_bytes);
+    struct worker w = {.sock = sock, .limits = cfg.limits};
     void *m = mmap(NULL, sizeof(struct ipc_control), PROT_READ | PROT_WRITE, MAP_SHARED, ctl_fd,
                    0);
     if (m == MAP_FAILED) {
@@ -453,14 +453,8 @@ int worker_main(int sock, int ctl_fd, long parent)
     }
     w.ctl = m;
     atomic_store(&w.ctl->pid, (uint32_t)getpid());
-    w.data_dir = getenv("BATCHD_DATA_DIR");
-    w.output_dir = getenv("BATCHD_OUTPUT_DIR");
-    if (w.data_dir != NULL && w.data_dir[0] == '\0') {
-        w.data_dir = NULL;
-    }
-    if (w.output_dir != NULL && w.output_dir[0] == '\0') {
-        w.output_dir = NULL;
-    }
+    w.data_dir = cfg.data_dir[0] != '\0' ? cfg.data_dir : NULL;
+    w.output_dir = cfg.output_dir[0] != '\0' ? cfg.output_dir : NULL;
     buf_init(&w.out, IPC_MAX_FRAME);
     buf_init(&w.block, IPC_MAX_FRAME / 2);
     w.scratch_int = json_integer(0);

@@ -392,8 +392,9 @@ def test_io():
     line = imgrun(d + ['-p', json.dumps({'output': 'path', 'format': 'png',
                                          'pipeline': [{'op': 'thumbnail', 'width': 50, 'height': 50}]}),
                        'in/a.jpg'])[0]
-    expect('output path: result path', line.get('result', {}).get('path'), 'out/a.png')
-    out = os.path.join(root, 'out', 'a.png')
+    # The output keeps the input's folders (README: output "path" never collides).
+    expect('output path: result path', line.get('result', {}).get('path'), 'out/in/a.png')
+    out = os.path.join(root, 'out', 'in', 'a.png')
     expect('output path: file written', os.path.exists(out) and Image.open(out).size, (50, 50))
     line = imgrun(['-p', json.dumps({'output': 'path'}), hopper])[0]
     expect('output path without a data dir', code(line), 'invalid_input')
@@ -418,7 +419,7 @@ def test_io():
     expect('variants: blob names', line.get('blobs'), ['small.png', 'big.jpeg'])
     line = imgrun(d + ['-p', json.dumps(dict(params, output='path')), 'in/a.jpg'])[0]
     expect('variants to files', sorted(x['path'] for x in line['result']['variants'].values()),
-           ['out/a-big.jpeg', 'out/a-small.png'])
+           ['out/in/a-big.jpeg', 'out/in/a-small.png'])
     # alpha: kept in PNG, flattened over white in JPEG
     im, err, _ = ours(rgba, {'pipeline': [{'op': 'blur', 'sigma': 1}]})
     expect('png keeps alpha', im.mode if im else err, 'RGBA')

@@ -128,7 +128,10 @@ def test_fd_exhaustion_with_no_connection():
             s.close()
             time.sleep(0.5)
             burnt = cpu_seconds(pid) - c0
-            check(got == b"" and took < 2, "the client was neither served nor let go: %r "
+            # Let go (closed unread), or served when an fd came free meanwhile (the count
+            # of open fds read above can drop by one before the connection arrives).
+            served = got is not None and got.startswith(b"HTTP/1.1 200")
+            check((got == b"" or served) and took < 2, "the client was neither served nor let go: %r "
                   "after %.1fs" % (got, took))
             check(burnt < 0.5 * (took + 0.5), "the server spun: %.2fs of CPU in %.2fs" %
                   (burnt, took + 0.5))

@@ -1,8 +1,9 @@
-/* Fuzz target: the decoders of the RUN and RESULTS frames (workers/frames.c), which read
+/* Fuzz target: the decoders of the RUN, RESULTS and CONFIG frames (workers/frames.c), which read
  * what the other end of a worker socket sent. Every input is read as a frame (header
  * checked by ipc_frame_complete, as both ends do) and as a bare body of each type: any bytes
  * must give 0 or FRAMES_BAD, never a read past the end. A RESULTS body that decodes is
- * written again record by record, and that must decode to the same records. Built as a
+ * written again record by record, and that must decode to the same records; a CONFIG body
+ * that decodes is encoded again and must decode to the same config. Built as a
  * libFuzzer target with clang (-DBATCHD_FUZZ=ON) and as a corpus replayer with any compiler
  * (tests/fuzz/replay.c). */
 #include "workers/frames.h"
@@ -67,8 +68,29 @@ static int fz_same(void *ud, const struct frames_result *r)
     return 0;
 }
 
+static void fz_config(const uint8_t *body, size_t len)
+{
+    static struct worker_config c, again;
+    if (frames_config_decode(body, len, &c) != 0) {
+        return;
+    }
+    struct buf out;
+    buf_init(&out, 1u << 16);
+    if (frames_config_encode(&out, &c) != 0 ||
+        frames_config_decode((const char *)buf_data(&out) + sizeof(struct ipc_header),
+                             buf_len(&out) - sizeof(struct ipc_header), &again) != 0 ||
+        again.memory_bytes != c.memory_bytes ||
+        again.limits.max_input_pixels != c.limits.max_input_pixels ||
+        again.limits.max_output_pixels != c.limits.max_output_pixels ||
+        strcmp(again.data_dir, c.data_dir) != 0 || strcmp(again.output_dir, c.output_dir) != 0) {
+        abort();
+    }
+    buf_cleanup(&out);
+}
+
 static void fz_body(const uint8_t *body, size_t len)
 {
+    fz_config(body, len);
     size_t sum = 0;
     const struct frames_run_sink sink = {.head = fz_head, .job = fz_job, .ud = &sum};
     int rc = frames_run_decode(body, len, &sink);

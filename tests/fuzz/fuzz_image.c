@@ -27,7 +27,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct job_output out;
     memset(&out, 0, sizeof out);
     out.json = &json;
-    struct job_input in = {.params = params, .blob = data, .blob_len = size, .want_binary = 1};
+    /* The server's default limits, as a worker is given them. */
+    static const struct job_limits limits = {.max_input_pixels = 100000000,
+                                             .max_output_pixels = 100000000};
+    struct job_input in = {
+        .params = params, .blob = data, .blob_len = size, .want_binary = 1, .limits = &limits};
     op->run(&in, &out);
     for (int i = 0; i < out.nblobs; i++) {
         buf_cleanup(&out.blobs[i].bytes);

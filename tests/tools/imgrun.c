@@ -104,6 +104,14 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    /* The limits a worker would be given; the quality tests set them as the server's
+     * environment twins (README), and the openat2 test hook likewise. */
+    const char *mi = getenv("BATCHD_MAX_INPUT_PIXELS"), *mo = getenv("BATCHD_MAX_OUTPUT_PIXELS");
+    const struct job_limits limits = {
+        .max_input_pixels = mi != NULL ? strtoull(mi, NULL, 10) : 0,
+        .max_output_pixels = mo != NULL ? strtoull(mo, NULL, 10) : 0,
+        .no_openat2 = getenv("BATCHD_TEST_NO_OPENAT2") != NULL,
+    };
     int status = 0;
     double total = 0;
     struct buf json;
@@ -144,6 +152,7 @@ int main(int argc, char **argv)
                 .name = data_dir ? NULL : argv[i],
                 .index = 0,
                 .want_binary = !inline_json,
+                .limits = &limits,
             };
             double t0 = now_s();
             int rc = op->run(&in, &out);

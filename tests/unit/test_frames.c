@@ -1,4 +1,4 @@
-/* Unit tests of workers/frames.c: every RUN and RESULTS frame the encoders write decodes to
+/* Unit tests of workers/frames.c: every RUN, RESULTS and CONFIG frame the encoders write decodes to
  * what was encoded (the general form, the tiny-integer record, the 16-byte all-integer
  * form, empty chunks, blobs, block records, the caps), and truncated, padded or random
  * bodies are refused or read safely, never past their end. */
@@ -6,6 +6,7 @@
 #include "../../workers/ipc.h"
 #include "../check.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -516,6 +517,80 @@ static void test_results_garbage(void)
     buf_cleanup(&out);
 }
 
+/* ---------------------------------------------------------------- CONFIG */
+
+static void config_fill(struct worker_config *c, size_t dir_len)
+{
+    memset(c, 0, sizeof *c);
+    c->memory_bytes = 4ull << 30;
+    c->limits.max_input_pixels = 100000000;
+    c->limits.max_output_pixels = UINT64_MAX;
+    c->limits.no_openat2 = 1; /* a test hook of the worker's own: never sent */
+    memset(c->data_dir, 'd', dir_len);
+    snprintf(c->output_dir, sizeof c->output_dir, "%s", "/srv/out");
+}
+
+/* A CONFIG frame decodes to what was encoded, with folders empty, short and at the limit;
+ * every truncation, padding, an overlong folder and a NUL inside one are refused. */
+static void test_config_roundtrip(void)
+{
+    static const size_t lens[] = {0, 1, 9, PATH_MAX - 1};
+    static struct worker_config in, got;
+    struct buf out;
+    buf_init(&out, 1 << 16);
+    struct ipc_header h;
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        config_fill(&in, lens[k]);
+        CHECK_EQ_INT(frames_config_encode(&out, &in), 0);
+        CHECK_EQ_INT((long)ipc_frame_complete(buf_data(&out), buf_len(&out), &h),
+                     (long)buf_len(&out));
+        CHECK_EQ_INT(h.type, IPC_CONFIG);
+        const char *body = buf_data(&out) + sizeof h;
+        memset(&got, 0x55, sizeof got);
+        CHECK_EQ_INT(frames_config_decode(body, h.len, &got), 0);
+        CHECK(got.memory_bytes == in.memory_bytes);
+        CHECK(got.limits.max_input_pixels == in.limits.max_input_pixels);
+        CHECK(got.limits.max_output_pixels == in.limits.max_output_pixels);
+        CHECK_EQ_INT(got.limits.no_openat2, 0);
+        CHECK_EQ_INT((long)strlen(got.data_dir), (long)lens[k]);
+        CHECK_EQ_STR(got.data_dir, in.data_dir);
+        CHECK_EQ_STR(got.output_dir, "/srv/out");
+        for (uint32_t cut = 0; cut < h.len; cut++) {
+            CHECK_EQ_INT(frames_config_decode(body, cut, &got), FRAMES_BAD);
+        }
+    }
+    /* Padding after the last folder. */
+    config_fill(&in, 3);
+    CHECK_EQ_INT(frames_config_encode(&out, &in), 0);
+    CHECK_EQ_INT(buf_add(&out, "x", 1), 0);
+    CHECK_EQ_INT(frames_config_decode(buf_data(&out) + sizeof h, buf_len(&out) - sizeof h, &got),
+                 FRAMES_BAD);
+    /* A folder of PATH_MAX bytes (no room for its NUL), written by hand. */
+    static char body[3 * 8 + 4 + PATH_MAX + 4];
+    memset(body, 0, sizeof body);
+    uint32_t len = PATH_MAX;
+    memcpy(body + 24, &len, 4);
+    memset(body + 28, 'd', PATH_MAX);
+    CHECK_EQ_INT(frames_config_decode(body, sizeof body, &got), FRAMES_BAD);
+    /* A NUL inside a folder. */
+    len = 3;
+    memcpy(body + 24, &len, 4);
+    memcpy(body + 28, "a\0b", 3);
+    memset(body + 31, 0, 4);
+    CHECK_EQ_INT(frames_config_decode(body, 35, &got), FRAMES_BAD);
+    memcpy(body + 28, "a/b", 3);
+    CHECK_EQ_INT(frames_config_decode(body, 35, &got), 0);
+    CHECK_EQ_STR(got.data_dir, "a/b");
+    CHECK_EQ_STR(got.output_dir, "");
+    /* Past the buffer's cap the encoder refuses, leaving nothing. */
+    struct buf tiny;
+    buf_init(&tiny, 32);
+    CHECK_EQ_INT(frames_config_encode(&tiny, &in), -1);
+    CHECK_EQ_INT((long)buf_len(&tiny), 0);
+    buf_cleanup(&tiny);
+    buf_cleanup(&out);
+}
+
 int main(void)
 {
     test_run_general();
@@ -528,5 +603,6 @@ int main(void)
     test_results_max_blobs();
     test_results_cap();
     test_results_garbage();
+    test_config_roundtrip();
     return check_report("test_frames");
 }

@@ -44,6 +44,9 @@ static int run_image(const uint8_t *bytes, size_t n, const char *params, long *w
     in.blob = bytes;
     in.blob_len = n;
     in.want_binary = 1;
+    static const struct job_limits limits = {.max_input_pixels = 100000000,
+                                             .max_output_pixels = 100000000};
+    in.limits = &limits;
     int rc = op->run(&in, &out);
     snprintf(msg, sizeof msg, "%s", out.message);
     *width = -1;

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct repr_case {
     uint64_t bits;
@@ -433,8 +434,33 @@ static void test_fast_matches_reference(void)
     CHECK(n > 1000000);
 }
 
+/* The NDJSON result line, the bytes the e2e tests compare: every digit count of the index,
+ * appended after what the buffer holds, and refused whole past the cap. */
+static void test_result_line(void)
+{
+    struct buf b;
+    buf_init(&b, 1 << 16);
+    CHECK_EQ_INT(jsonw_result_line(&b, 0, "1.0", 3), 0);
+    CHECK_EQ_INT(jsonw_result_line(&b, 7, "{\"a\":[1,2]}", 11), 0);
+    CHECK_EQ_INT(jsonw_result_line(&b, 1234567890123u, "\"x\"", 3), 0);
+    CHECK_EQ_INT(jsonw_result_line(&b, UINT64_MAX, "null", 4), 0);
+    const char want[] = "{\"index\":0,\"result\":1.0}\n"
+                        "{\"index\":7,\"result\":{\"a\":[1,2]}}\n"
+                        "{\"index\":1234567890123,\"result\":\"x\"}\n"
+                        "{\"index\":18446744073709551615,\"result\":null}\n";
+    CHECK_EQ_INT((long)buf_len(&b), (long)(sizeof want - 1));
+    CHECK(memcmp(buf_data(&b), want, sizeof want - 1) == 0);
+    buf_cleanup(&b);
+    struct buf small;
+    buf_init(&small, 16);
+    CHECK_EQ_INT(jsonw_result_line(&small, 1, "2", 1), -1);
+    CHECK_EQ_INT((long)buf_len(&small), 0);
+    buf_cleanup(&small);
+}
+
 /* clang-format off */
 static const struct check_case cases[] = {
+    {"result_line", test_result_line},
     {"repr", test_repr},
     {"round_trip", test_round_trip},
     {"fast_matches_reference", test_fast_matches_reference},

@@ -30,31 +30,22 @@
 #define IMG_DECODER_MEMORY (1024ull * 1024 * 1024)
 #define IMG_MAX_SCANS 100
 
+/* The job's limits (job_input.limits), 0 or none meaning the default. */
 struct img_limits {
     uint64_t max_input_pixels;
     uint64_t max_output_pixels;
 };
 
-static uint64_t env_u64(const char *name, uint64_t def)
+static uint64_t limit_or_default(uint64_t v)
 {
-    const char *s = getenv(name);
-    if (s == NULL || *s == '\0') {
-        return def;
-    }
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v == 0) {
-        return def;
-    }
-    return v;
+    return v != 0 ? v : IMG_DEFAULT_MAX_PIXELS;
 }
 
-/* The server hands its limits to workers through the environment. */
-static void limits_from_env(struct img_limits *l)
+static void limits_of(const struct job_input *in, struct img_limits *l)
 {
-    l->max_input_pixels = env_u64("BATCHD_MAX_INPUT_PIXELS", IMG_DEFAULT_MAX_PIXELS);
-    l->max_output_pixels = env_u64("BATCHD_MAX_OUTPUT_PIXELS", IMG_DEFAULT_MAX_PIXELS);
+    const struct job_limits *j = in->limits;
+    l->max_input_pixels = limit_or_default(j != NULL ? j->max_input_pixels : 0);
+    l->max_output_pixels = limit_or_default(j != NULL ? j->max_output_pixels : 0);
 }
 
 /* ---------------------------------------------------------------- input */
@@ -125,16 +116,16 @@ static int path_shape_ok(const char *rel)
  * "..", absolute paths nor symlinks can lead outside. Where openat2 is missing (old kernels,
  * some sandboxes) every component is opened with O_NOFOLLOW instead: symlinks are then
  * refused outright. Returns an fd or -errno (-EXDEV/-ELOOP for escapes). */
-static int open_beneath(int dirfd, const char *rel)
+static int open_beneath(int dirfd, const char *rel, int no_openat2)
 {
     struct open_how how;
     memset(&how, 0, sizeof how);
     how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-    /* BATCHD_TEST_NO_OPENAT2 lets the tests run the fallback on kernels that have openat2. */
+    /* NO_OPENAT2 (job_limits, a test hook) runs the fallback on kernels that have openat2. */
     long fd = -1;
     errno = ENOSYS;
-    if (getenv("BATCHD_TEST_NO_OPENAT2") == NULL) {
+    if (!no_openat2) {
         fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
     }
     if (fd >= 0) {
@@ -239,7 +230,7 @@ static int read_path(const struct job_input *in, const char *rel, struct buf *da
         snprintf(msg, msglen, "the data dir cannot be opened");
         return -BATCHD_E_INTERNAL;
     }
-    int fd = open_beneath(dirfd, rel);
+    int fd = open_beneath(dirfd, rel, in->limits != NULL && in->limits->no_openat2);
     close(dirfd);
     if (fd < 0) {
         if (fd == -ENOENT || fd == -ENOTDIR) {
@@ -674,7 +665,7 @@ static int image_run(const struct job_input *in, struct job_output *out)
     struct img *im = NULL;
     int rc;
     buf_init(&data, IMG_MAX_FILE_BYTES);
-    limits_from_env(&lim);
+    limits_of(in, &lim);
     if (p == NULL) {
         snprintf(msg, msglen, "out of memory");
         rc = -BATCHD_E_INTERNAL;

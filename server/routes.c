@@ -1,0 +1,51 @@
+/* The small routes' handlers: GET /v1/ops, /healthz, /readyz and /metrics, each answered
+ * at once from the server's state. The route table that names them, and the method, CORS
+ * and auth checks before them, are http.c's; batches are body.c's and stream.c's. */
+#include "routes.h"
+
+#include "../api/errors.h"
+#include "internal.h"
+#include "metrics.h"
+#include "observe.h"
+#include "reply.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum MHD_Result routes_ops(struct request *r)
+{
+    struct server *s = r->srv;
+    return reply_buffer(r, 200, "application/json", s->ops_json, s->ops_json_len, NULL, 0);
+}
+
+enum MHD_Result routes_healthz(struct request *r)
+{
+    char body[64];
+    snprintf(body, sizeof body, "{\"status\":\"ok\"}\n");
+    return reply_buffer(r, 200, "application/json", body, strlen(body), NULL, 0);
+}
+
+enum MHD_Result routes_readyz(struct request *r)
+{
+    struct server *s = r->srv;
+    char body[512];
+    int up = dispatch_workers_up(s->dispatch), want = dispatch_workers(s->dispatch);
+    int ready = !s->draining && up == want;
+    snprintf(body, sizeof body,
+             "{\"status\":\"%s\",\"workers\":%d,\"workers_up\":%d,\"draining\":%s}\n",
+             ready ? "ready" : "not_ready", want, up, s->draining ? "true" : "false");
+    return reply_buffer(r, ready ? 200 : 503, "application/json", body, strlen(body), NULL,
+                        ready ? 0 : 1);
+}
+
+enum MHD_Result routes_metrics(struct request *r)
+{
+    struct buf b;
+    buf_init(&b, 16u << 20);
+    enum MHD_Result rc =
+        observe_render(r->srv, &b) == 0
+            ? reply_buffer(r, 200, METRICS_CONTENT_TYPE, buf_data(&b), buf_len(&b), NULL, 0)
+            : reply_error(r, -BATCHD_E_INTERNAL, "cannot render the metrics", NULL);
+    buf_cleanup(&b);
+    return rc;
+}

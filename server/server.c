@@ -1,0 +1,243 @@
+/* The one place that owns start and stop order: signals and the worker environment before
+ * any thread, the op table and auth, metrics, the workers, the HTTP listener, the event
+ * loop and what each turn runs; drain on the first SIGTERM, stop on the second; cleanup in
+ * reverse. What each part does is its own file's (http.c, conn.c, dispatch, loop.c). */
+#include "server.h"
+
+#include "../workers/ipc.h"
+#include "../workers/ops/ops.h"
+#include "auth.h"
+#include "conn.h"
+#include "http.h"
+#include "internal.h"
+#include "log.h"
+#include "loop.h"
+#include "observe.h"
+#include "stream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+/* What every worker is given at spawn (the pool's CONFIG frame): the server's limits and
+ * folders. */
+static void server_worker_config(const struct config *cfg, struct worker_config *wc)
+{
+    _Static_assert(sizeof cfg->data_dir <= sizeof wc->data_dir, "data_dir fits");
+    _Static_assert(sizeof cfg->output_dir <= sizeof wc->output_dir, "output_dir fits");
+    wc->memory_bytes = cfg->worker_memory_bytes;
+    wc->limits.max_input_pixels = cfg->max_input_pixels;
+    wc->limits.max_output_pixels = cfg->max_output_pixels;
+    snprintf(wc->data_dir, sizeof wc->data_dir, "%s", cfg->data_dir);
+    snprintf(wc->output_dir, sizeof wc->output_dir, "%s", cfg->output_dir);
+}
+
+/* Everything before the first thread could exist: signals. */
+static int server_prepare(struct server *s)
+{
+    signal(SIGPIPE, SIG_IGN);
+    json_object_seed(0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
+        return -1;
+    }
+    s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (s->sigfd < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* The signalfd is readable: the first SIGTERM or SIGINT drains, the second stops. */
+static void server_on_signal(struct loop_watch *w, uint32_t events)
+{
+    struct server *s = w->ud;
+    struct signalfd_siginfo si;
+    (void)events;
+    while (read(s->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        const char *name = si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT";
+        if (s->draining) {
+            log_event("warn", "shutdown", "signal", name, "message",
+                      "second signal: stopping at once", NULL);
+            s->stop = 1;
+            continue;
+        }
+        s->draining = 1;
+        s->drain_deadline_ns = ipc_now_ns() + s->cfg.grace_period_ms * 1000000u;
+        char streams[16];
+        snprintf(streams, sizeof streams, "%d", s->streams);
+        log_event("info", "drain", "signal", name, "streams", streams, NULL);
+        dispatch_drain(s->dispatch);
+    }
+}
+
+/* The event loop and its three fds of the server's own: libmicrohttpd's epoll fd and the
+ * dispatcher's only wake the loop (each turn runs both), the signalfd has its callback.
+ * Client sockets are added by conn.c. Returns 0 or -1. */
+static int server_watch(struct server *s)
+{
+    s->loop = loop_create();
+    if (s->loop == NULL) {
+        return -1;
+    }
+    loop_watch_init(&s->w_mhd, http_epoll_fd(s), NULL, s);
+    loop_watch_init(&s->w_dispatch, dispatch_fd(s->dispatch), NULL, s);
+    loop_watch_init(&s->w_signal, s->sigfd, server_on_signal, s);
+    if (loop_add(s->loop, &s->w_mhd, EPOLLIN) != 0 ||
+        loop_add(s->loop, &s->w_dispatch, EPOLLIN) != 0 ||
+        loop_add(s->loop, &s->w_signal, EPOLLIN) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* The op table, auth, metrics, the workers, the listener and the loop, in that order.
+ * Returns 0, or -1 (logged). */
+static int server_start(struct server *s)
+{
+    json_t *ops = ops_describe();
+    s->ops_json = json_dumps(ops, JSON_COMPACT);
+    json_decref(ops);
+    s->ops_json_len = s->ops_json ? strlen(s->ops_json) : 0;
+    char aerr[256] = "";
+    s->auth = auth_create(s->cfg.auth_token_file, s->cfg.cors_origin, aerr, sizeof aerr);
+    if (s->auth == NULL) {
+        log_event("error", "startup", "message", aerr, NULL);
+        return -1;
+    }
+    s->id_salt = ipc_now_ns() ^ ((uint64_t)getpid() << 32);
+    struct dispatch_config dc = {
+        .workers = s->cfg.workers,
+        .recycle_after = s->cfg.recycle_after,
+        .max_queued_jobs = s->cfg.max_queued_jobs,
+        .max_batches = (int)s->cfg.max_batches,
+        .on_worker = observe_worker_event,
+        .ud = s,
+    };
+    server_worker_config(&s->cfg, &dc.worker);
+    if (observe_start(s) != 0) {
+        log_event("error", "startup", "message", "out of memory", NULL);
+        return -1;
+    }
+    s->dispatch = dispatch_create(&dc);
+    if (s->dispatch == NULL) {
+        log_event("error", "startup", "message", "cannot start the workers", NULL);
+        return -1;
+    }
+    s->conn_next_check_ns = UINT64_MAX;
+    if (http_start(s) != 0) {
+        dispatch_destroy(s->dispatch);
+        s->dispatch = NULL;
+        return -1;
+    }
+    if (server_watch(s) != 0) {
+        log_event("error", "startup", "message", "cannot set up the event loop", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* How long the loop may sleep: the nearest of the dispatcher's, MHD's and the connections'
+ * timers; 50 ms at most while draining, to notice the end. */
+static int server_timeout_ms(const struct server *s)
+{
+    int timeout = dispatch_timeout_ms(s->dispatch);
+    int hto = http_timeout_ms(s);
+    if (hto >= 0 && (timeout < 0 || hto < timeout)) {
+        timeout = hto;
+    }
+    int cto = conn_timeout_ms(s);
+    if (cto >= 0 && (timeout < 0 || cto < timeout)) {
+        timeout = cto;
+    }
+    if (s->draining && (timeout < 0 || timeout > 50)) {
+        timeout = 50;
+    }
+    return timeout;
+}
+
+/* 1 when a drain is over: every stream and batch done, or the grace period gone. */
+static int server_drained(struct server *s)
+{
+    if (s->streams == 0 && dispatch_batches(s->dispatch) == 0) {
+        log_event("info", "shutdown", "message", "drained", NULL);
+        return 1;
+    }
+    if (ipc_now_ns() > s->drain_deadline_ns) {
+        log_event("warn", "shutdown", "message", "grace period over: stopping", NULL);
+        return 1;
+    }
+    return 0;
+}
+
+int server_run(struct server *s)
+{
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (server_prepare(s) != 0) {
+        log_event("error", "startup", "message", "cannot set up signals", NULL);
+        return 1;
+    }
+    if (server_start(s) != 0) {
+        return 1;
+    }
+    char port[16], workers[16], pid[16];
+    snprintf(port, sizeof port, "%u", s->port);
+    snprintf(workers, sizeof workers, "%d", s->cfg.workers);
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    log_event("info", "listening", "address", s->cfg.listen, "port", port, "workers", workers,
+              "pid", pid, NULL);
+    while (!s->stop) {
+        if (loop_wait(s->loop, server_timeout_ms(s)) < 0) {
+            log_event("error", "loop", "message", strerror(errno), NULL);
+            break;
+        }
+        conn_enforce(s);
+        dispatch_run(s->dispatch);
+        http_run(s);
+        if (s->draining && server_drained(s)) {
+            break;
+        }
+    }
+    return 0;
+}
+
+void server_cleanup(struct server *s)
+{
+    /* MHD_stop_daemon aborts on suspended connections: wake them all first; their streams
+     * end without a summary, which tells clients they were cut off. Give MHD a moment to
+     * send what is buffered and close them. */
+    if (s->mhd != NULL) {
+        int cut = stream_cut_all(s);
+        if (cut > 0) {
+            char n[16];
+            snprintf(n, sizeof n, "%d", cut);
+            log_event("warn", "shutdown", "message", "cutting unfinished streams", "streams", n,
+                      NULL);
+        }
+        http_flush(s, ipc_now_ns() + 2000000000u);
+    }
+    dispatch_destroy(s->dispatch);
+    s->dispatch = NULL;
+    http_stop(s);
+    loop_destroy(s->loop);
+    s->loop = NULL;
+    if (s->sigfd >= 0) {
+        close(s->sigfd);
+    }
+    if (s->spare_fd >= 0) {
+        close(s->spare_fd);
+    }
+    free(s->ops_json);
+    observe_stop(s);
+    auth_destroy(s->auth);
+    s->auth = NULL;
+}
