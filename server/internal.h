@@ -6,6 +6,7 @@
 
 #include "../api/batch.h"
 #include "../api/buf.h"
+#include "../store/store.h"
 #include "../workers/dispatch.h"
 #include "config.h"
 #include "loop.h"
@@ -78,6 +79,7 @@ struct request {
     struct stream_blob *blobs; /* per job, for image bytes in the upload's memfd */
     json_t *empty_upload;      /* the input of an empty file part: {"data": ""} */
     struct dispatch_batch *batch;
+    char batch_id[STORE_ID_SIZE]; /* its id (SPEC §8), made when the batch is accepted */
     struct writer writer;
     /* the response stream */
     struct buf out;
