@@ -29,6 +29,9 @@ struct store_ops {
                       const char *before, struct store_info *out, size_t max, size_t *n);
     int (*results_read)(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                         uint64_t after, size_t max, store_row_fn *row, void *arg, uint64_t *last);
+    int (*results_by_index)(struct store *st, const uint8_t *owner, size_t owner_len,
+                            const char *id, uint32_t from, size_t max, store_row_fn *row, void *arg,
+                            uint32_t *next);
     int (*batch_blob)(struct store *st, const char *id, int part, uint32_t index, void **data,
                       size_t *len);
     int (*unfinished)(struct store *st, void (*fn)(void *arg, const char *id), void *arg);

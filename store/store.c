@@ -161,6 +161,12 @@ int store_results_read(struct store *st, const uint8_t *owner, size_t owner_len,
     return st->ops->results_read(st, owner, owner_len, id, after, max, row, arg, last);
 }
 
+int store_results_by_index(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                           uint32_t from, size_t max, store_row_fn *row, void *arg, uint32_t *next)
+{
+    return st->ops->results_by_index(st, owner, owner_len, id, from, max, row, arg, next);
+}
+
 int store_batch_blob(struct store *st, const char *id, int part, uint32_t index, void **data,
                      size_t *len)
 {

@@ -217,6 +217,12 @@ typedef int store_row_fn(void *arg, uint64_t seq, uint32_t index, int ok, const 
 int store_results_read(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                        uint64_t after, size_t max, store_row_fn *row, void *arg, uint64_t *last);
 
+/* The same in job index order, for SPEC §4's JSON document of an ended batch: ROW is called
+ * for the results with index >= FROM, at most MAX; *NEXT gets the index after the last one
+ * passed (FROM if none), to go on from. Returns as store_results_read. */
+int store_results_by_index(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                           uint32_t from, size_t max, store_row_fn *row, void *arg, uint32_t *next);
+
 /* Which piece of a batch store_batch_blob reads. */
 enum store_part {
     STORE_PART_SPEC = 0,    /* the batch document */

@@ -118,6 +118,7 @@ enum rst {
     R_GET,
     R_LIST,
     R_RESULTS,
+    R_BY_INDEX,
     R_SPEC,
     R_SUMMARY,
     R_INPUT,
@@ -139,6 +140,8 @@ static const char *const rst_sql[R_COUNT] = {
                " AND (?3 < 0 OR state = ?3) ORDER BY id DESC LIMIT ?4",
     [R_RESULTS] = "SELECT k, idx, ok, line FROM results WHERE k > ?1 AND k <= ?2 ORDER BY k"
                   " LIMIT ?3",
+    [R_BY_INDEX] = "SELECT k, idx, ok, line FROM results WHERE bno = ?1 AND idx >= ?2"
+                   " ORDER BY idx LIMIT ?3",
     [R_SPEC] = "SELECT spec FROM batches WHERE id = ?1",
     [R_SUMMARY] = "SELECT summary FROM batches WHERE id = ?1",
     [R_INPUT] = "SELECT i.data FROM inputs i JOIN batches b ON b.bno = i.bno WHERE b.id = ?1"
@@ -1476,6 +1479,39 @@ static int sq_results_read(struct store *st, const uint8_t *owner, size_t owner_
     return src == SQLITE_DONE ? 0 : sq_rc(src);
 }
 
+static int sq_by_index(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                       uint32_t from, size_t max, store_row_fn *row, void *arg, uint32_t *next)
+{
+    struct sq_store *sq = sq_of(st);
+    struct store_info info;
+    int64_t bno = 0;
+    *next = from;
+    int rc = lookup(sq, owner, owner_len, id, &info, &bno);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_stmt *s = sq->r[R_BY_INDEX];
+    sqlite3_bind_int64(s, 1, bno);
+    sqlite3_bind_int64(s, 2, from);
+    sqlite3_bind_int64(s, 3, max > INT64_MAX ? INT64_MAX : (int64_t)max);
+    int src = sqlite3_step(s);
+    while (src == SQLITE_ROW) {
+        uint64_t seq = (uint64_t)sqlite3_column_int64(s, 0) & 0xffffffffu;
+        uint32_t idx = (uint32_t)sqlite3_column_int64(s, 1);
+        const void *line = sqlite3_column_blob(s, 3);
+        size_t len = (size_t)sqlite3_column_bytes(s, 3);
+        *next = idx + 1;
+        if (row(arg, seq, idx, sqlite3_column_int(s, 2), line != NULL ? line : sq_empty, len) !=
+            0) {
+            src = SQLITE_DONE;
+            break;
+        }
+        src = sqlite3_step(s);
+    }
+    finish(s);
+    return src == SQLITE_DONE ? 0 : sq_rc(src);
+}
+
 static int sq_blob(struct store *st, const char *id, int part, uint32_t index, void **data,
                    size_t *len)
 {
@@ -1971,6 +2007,7 @@ static const struct store_ops sq_ops = {
     .batch_get = sq_get,
     .batch_list = sq_list,
     .results_read = sq_results_read,
+    .results_by_index = sq_by_index,
     .batch_blob = sq_blob,
     .unfinished = sq_unfinished,
     .batch_forget = sq_forget,

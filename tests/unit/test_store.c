@@ -183,6 +183,29 @@ static int on_count(void *arg, uint64_t seq, uint32_t index, int ok, const void 
     return 0;
 }
 
+struct byidx {
+    uint32_t n;
+    int in_order; /* 1 until an index comes out of order */
+    int started;
+};
+
+static int on_index(void *arg, uint64_t seq, uint32_t index, int ok, const void *line, size_t len)
+{
+    struct byidx *b = arg;
+    char want[64];
+    int n = snprintf(want, sizeof want, "{\"index\":%u,\"result\":%u}", index, index * 2);
+    if (!b->started) {
+        b->in_order = 1;
+        b->started = 1;
+    }
+    if (index != b->n || seq == 0 || (size_t)n != len || memcmp(want, line, len) != 0 ||
+        ok != (index % 3 != 0)) {
+        b->in_order = 0;
+    }
+    b->n++;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------- */
 
 static void test_ids(void)
@@ -449,6 +472,24 @@ static void test_paging(void)
     CHECK_EQ_INT(pages, 3);
     r = read_rows(st, owner_a, m.id, 2499, 1000, &rc);
     CHECK_EQ_INT(r.n, 1);
+    /* By index, for the JSON document: 0, 1, 2, ... whatever the recording order. */
+    struct byidx b = {0};
+    uint32_t next = 0;
+    int pages_i = 0;
+    do {
+        uint32_t from = next;
+        CHECK_EQ_INT(store_results_by_index(st, owner_a, 32, m.id, from, 700, on_index, &b, &next),
+                     0);
+        if (next == from) {
+            break;
+        }
+        pages_i++;
+    } while (pages_i < 10);
+    CHECK_EQ_INT(b.n, 2500);
+    CHECK(b.in_order);
+    CHECK_EQ_INT(pages_i, 4);
+    CHECK_EQ_INT(store_results_by_index(st, owner_b, 32, m.id, 0, 10, on_index, &b, &next),
+                 STORE_E_NOT_FOUND);
     r = read_rows(st, owner_a, m.id, 1ull << 40, 1000, &rc);
     CHECK_EQ_INT(r.n, 0);
     store_batch_release(m.sb);
