@@ -155,7 +155,7 @@ static const char *const rst_sql[R_COUNT] = {
 static const char sq_schema[] =
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS batches ("
-    " bno INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, owner BLOB NOT NULL,"
+    " bno INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, owner BLOB NOT NULL,"
     " idem_key TEXT, fingerprint BLOB, state INTEGER NOT NULL,"
     " cancel_requested INTEGER NOT NULL DEFAULT 0, njobs INTEGER NOT NULL,"
     " nok INTEGER NOT NULL DEFAULT 0, nfailed INTEGER NOT NULL DEFAULT 0,"
@@ -605,6 +605,29 @@ static int w_end(struct sq_store *sq, struct wop *op, struct txn *tx)
     return step_done(s);
 }
 
+/* Writes the counter changes of the batches this transaction touched so far into their rows
+ * (and the stored bytes): before a deletion reads a row's bytes, and at the end. */
+static int w_flush_counts(struct sq_store *sq, struct txn *tx)
+{
+    int rc = SQLITE_OK;
+    for (struct sq_batch *sb = tx->touched; rc == SQLITE_OK && sb != NULL; sb = sb->w_tnext) {
+        sqlite3_stmt *s = sq->w[W_ADD_COUNTS];
+        sqlite3_bind_int64(s, 1, sb->bno);
+        sqlite3_bind_int64(s, 2, sb->w_nok);
+        sqlite3_bind_int64(s, 3, sb->w_nfailed);
+        sqlite3_bind_int64(s, 4, sb->w_bytes);
+        sqlite3_bind_int64(s, 5, (int64_t)sb->w_seq);
+        rc = step_done(s);
+        /* A row already deleted in this transaction is not there to update: its results
+         * went with it, and so do their bytes. */
+        if (rc == SQLITE_OK && sqlite3_changes(sq->wdb) > 0) {
+            tx->bytes += sb->w_bytes;
+        }
+        sb->w_nok = sb->w_nfailed = sb->w_bytes = 0;
+    }
+    return rc;
+}
+
 /* Deletes batch BNO's results and inputs, and the batch row too when WHOLE (else it becomes
  * an expired tombstone). */
 static int w_delete(struct sq_store *sq, int64_t bno, int whole)
@@ -628,6 +651,10 @@ static int w_delete(struct sq_store *sq, int64_t bno, int whole)
 
 static int w_forget(struct sq_store *sq, struct wop *op, struct txn *tx)
 {
+    int frc = w_flush_counts(sq, tx);
+    if (frc != SQLITE_OK) {
+        return frc;
+    }
     sqlite3_stmt *s = sq->w[W_FIND_OWNED];
     sqlite3_bind_text(s, 1, op->id, -1, SQLITE_STATIC);
     bind_owner(s, 2, op->owner, op->owner_len);
@@ -659,7 +686,10 @@ static int w_forget(struct sq_store *sq, struct wop *op, struct txn *tx)
 static int w_expire(struct sq_store *sq, struct wop *op, struct txn *tx)
 {
     int64_t bnos[SQ_EXPIRE_BATCHES];
-    int n = 0, rc = SQLITE_OK;
+    int n = 0, rc = w_flush_counts(sq, tx);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
     do {
         sqlite3_stmt *s = sq->w[W_FIND_EXPIRED];
         sqlite3_bind_int64(s, 1, op->now);
@@ -712,15 +742,8 @@ static int w_apply(struct sq_store *sq, struct wop *seg, struct txn *tx)
     for (; rc == SQLITE_OK && op != NULL; op = op->next) {
         rc = w_kinds[op->kind](sq, op, tx);
     }
-    for (struct sq_batch *sb = tx->touched; rc == SQLITE_OK && sb != NULL; sb = sb->w_tnext) {
-        sqlite3_stmt *s = sq->w[W_ADD_COUNTS];
-        sqlite3_bind_int64(s, 1, sb->bno);
-        sqlite3_bind_int64(s, 2, sb->w_nok);
-        sqlite3_bind_int64(s, 3, sb->w_nfailed);
-        sqlite3_bind_int64(s, 4, sb->w_bytes);
-        sqlite3_bind_int64(s, 5, (int64_t)sb->w_seq);
-        rc = step_done(s);
-        tx->bytes += sb->w_bytes;
+    if (rc == SQLITE_OK) {
+        rc = w_flush_counts(sq, tx);
     }
     if (rc == SQLITE_OK) {
         rc = step_done(sq->w[W_COMMIT]);

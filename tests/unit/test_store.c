@@ -658,6 +658,45 @@ static void test_forget_expire_cap(void)
     free(dir);
 }
 
+/* A batch forgotten in the same transaction as its last results, and a batch created right
+ * after it: the new one starts with its own counters (the rowid of a deleted batch was once
+ * given again, and the old batch's counts landed on the new row), the bytes add up. */
+static void test_forget_then_create(void)
+{
+    char *dir = tmpdir();
+    struct store *st = open_at(dir, 0);
+    for (int round = 0; round < 30; round++) {
+        struct made a = create(st, NULL, NULL, 0, "{}", 50);
+        for (uint32_t i = 0; i < 50; i++) {
+            add(a.sb, i);
+        }
+        /* All queued at once, so that the writer mostly takes them in one transaction. */
+        struct made f = {0}, b = {0};
+        struct store_new_batch nb = {.spec = "{}", .spec_len = 2, .njobs = 5};
+        CHECK_EQ_INT(store_batch_end(a.sb, STORE_DONE, "{}", 2), 0);
+        CHECK_EQ_INT(store_batch_forget(st, NULL, 0, a.id, on_made, &f), 0);
+        CHECK_EQ_INT(store_batch_create(st, &nb, on_made, &b), 0);
+        CHECK_EQ_INT(store_sync(st), 0);
+        CHECK_EQ_INT(f.rc, STORE_OK);
+        CHECK_EQ_INT(b.rc, STORE_OK);
+        struct store_info info;
+        CHECK_EQ_INT(store_batch_get(st, NULL, 0, b.id, &info), 0);
+        CHECK_EQ_INT(info.nok + info.nfailed, 0);
+        CHECK_EQ_INT(info.last_seq, 0);
+        CHECK_EQ_INT(store_batch_end(b.sb, STORE_DONE, "{}", 2), 0);
+        CHECK_EQ_INT(store_batch_forget(st, NULL, 0, b.id, on_made, &f), 0);
+        CHECK_EQ_INT(store_sync(st), 0);
+        struct store_stats stats;
+        store_stats_get(st, &stats);
+        CHECK_EQ_INT(stats.bytes, 0);
+        store_batch_release(a.sb);
+        store_batch_release(b.sb);
+    }
+    store_close(st);
+    rmrf(dir);
+    free(dir);
+}
+
 /* ------------------------------------------------------------------------------------- */
 /* refusals at start */
 
@@ -1012,6 +1051,7 @@ static const struct check_case cases[] = {
     {"paging", test_paging},
     {"status_list_owners", test_status_list_owners},
     {"forget_expire_cap", test_forget_expire_cap},
+    {"forget_then_create", test_forget_then_create},
     {"refuse_corrupt", test_refuse_corrupt},
     {"refuse_unwritable", test_refuse_unwritable},
     {"refuse_full", test_refuse_full},

@@ -208,6 +208,20 @@ static void child_main(const char *dir, int fd, unsigned seed, int finish)
             store_batch_end(m.sb, STORE_DONE, "{\"summary\":1}", 13);
         }
         store_batch_release(m.sb);
+        /* Now and then forget the batch just ended, or expire every ended one: deletions
+         * are cut by the kill too, and must be whole or not at all. */
+        if (rand_r(&seed) % 6 == 0) {
+            tell("F %s %llu\n", m.id, 0);
+            store_batch_forget(st, NULL, 0, m.id, NULL, NULL);
+            prev_key[0] = '\0'; /* a key lives as long as its batch */
+        } else if (rand_r(&seed) % 100 == 0) {
+            tell("X %s %llu\n", "all", 0);
+            prev_key[0] = '\0';
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            /* The batches that ended over a second ago (ttl 1 h), not their tombstones. */
+            store_expire(st, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 3599000);
+        }
         pump(st, 0);
     }
     if (store_sync(st) != 0) {
@@ -225,6 +239,8 @@ struct known {
     uint32_t njobs;
     uint64_t committed; /* the highest seq the child was told is committed */
     int seen_this_round;
+    int may_be_forgotten; /* the child asked to forget it: gone (404) or whole */
+    int may_be_expired;   /* an expiry was asked for after it was accepted: 410 or whole */
 };
 
 static struct known *known;
@@ -258,8 +274,15 @@ static void drain(int fd)
             char kind = start[0];
             char id[STORE_ID_SIZE] = "";
             unsigned long long v = 0;
-            if (sscanf(start + 2, "%28s %llu", id, &v) == 2) {
+            if (kind == 'X') {
+                for (size_t i = 0; i < nknown; i++) {
+                    known[i].may_be_expired = 1;
+                }
+            } else if (sscanf(start + 2, "%28s %llu", id, &v) == 2) {
                 struct known *k = find_known(id);
+                if (kind == 'F' && k != NULL) {
+                    k->may_be_forgotten = 1;
+                }
                 if (kind == 'A' && k == NULL && nknown < MAX_BATCHES) {
                     k = &known[nknown++];
                     snprintf(k->id, sizeof k->id, "%s", id);
@@ -330,6 +353,21 @@ static int integrity_ok(const char *dir)
     }
     sqlite3_finalize(s);
     s = NULL;
+    /* Deletions are whole: no result or input left of a batch that is gone or expired. */
+    if (ok &&
+        sqlite3_prepare_v2(db,
+                           "SELECT (SELECT count(*) FROM results WHERE bno NOT IN (SELECT bno"
+                           " FROM batches WHERE state <> 4)) + (SELECT count(*) FROM inputs"
+                           " WHERE bno NOT IN (SELECT bno FROM batches WHERE state <> 4))",
+                           -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+        ok = sqlite3_column_int(s, 0) == 0;
+        if (!ok) {
+            fprintf(stderr, "rows left of deleted batches: %d\n", sqlite3_column_int(s, 0));
+        }
+    }
+    sqlite3_finalize(s);
+    s = NULL;
     /* No job twice, by the database's own count. */
     if (ok &&
         sqlite3_prepare_v2(db,
@@ -346,6 +384,8 @@ static int integrity_ok(const char *dir)
 
 /* Checks every batch the child confirmed (all of them when ALL, else those it spoke of this
  * round). Returns the number of failures. */
+static size_t gone; /* batches checked and found forgotten or expired, as asked */
+
 static int verify(const char *dir, int all, int final)
 {
     int bad = 0;
@@ -368,6 +408,11 @@ static int verify(const char *dir, int all, int final)
         k->seen_this_round = 0;
         struct store_info info;
         int rc = store_batch_get(st, NULL, 0, k->id, &info);
+        if ((rc == STORE_E_NOT_FOUND && k->may_be_forgotten) ||
+            (rc == STORE_E_EXPIRED && (k->may_be_expired || k->may_be_forgotten))) {
+            gone++;
+            continue;
+        }
         if (rc != 0 || info.njobs != k->njobs) {
             fprintf(stderr, "accepted batch %s lost (%s)\n", k->id, store_err_name(rc));
             bad++;
@@ -515,11 +560,13 @@ static void test_sigkill(void)
     drain(fds[0]);
     close(fds[0]);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    gone = 0;
     failures += verify(dir, 1, 1);
     clock_gettime(CLOCK_MONOTONIC, &now);
-    printf("  %d SIGKILLs in %.1f s, %zu batches accepted, %d failures\n", kills,
-           (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9, nknown,
-           failures);
+    printf("  %d SIGKILLs in %.1f s, %zu batches accepted, %zu found forgotten or expired in "
+           "the last check, %d failures\n",
+           kills, (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9,
+           nknown, gone, failures);
     CHECK(kills >= MIN_KILLS);
     CHECK_EQ_INT(failures, 0);
     CHECK_EQ_INT(early_exits, 0);
