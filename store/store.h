@@ -106,7 +106,9 @@ struct store_config {
 int store_open(const struct store_config *cfg, struct store **out, char *err, size_t errlen);
 
 /* Commits everything queued, stops the writer and frees the store. NULL: no-op. Handles
- * still held are freed with it. */
+ * still held are freed with it. A write that keeps failing (disk full) is given up after
+ * three tries: those results were never recorded, so their jobs run again on the next start;
+ * creations not committed get their error through store_done_fn. */
 void store_close(struct store *st);
 
 /* A descriptor that turns readable when outcomes wait for store_dispatch (level-triggered). */
