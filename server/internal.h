@@ -66,6 +66,7 @@ struct request {
     char method[16];
     uint64_t started_ns;
     int status;
+    int tortured; /* torture builds: it armed the allocation-failure counter */
     /* the upload */
     struct upload *upload;    /* batch requests only */
     uint64_t upload_reserved; /* this body's share of srv->upload_held */
