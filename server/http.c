@@ -35,12 +35,17 @@ static const struct route_row routes[] = {
     {"/healthz", ROUTE_HEALTHZ, "GET, HEAD"},
     {"/readyz", ROUTE_READYZ, "GET, HEAD"},
     {"/metrics", ROUTE_METRICS, "GET, HEAD"},
+    {"/", ROUTE_CONSOLE, "GET, HEAD"},
+    /* a path that ends in '/' (but "/") also matches every path under it */
+    {"/web/", ROUTE_CONSOLE, "GET, HEAD"},
 };
 
 static const struct route_row *route_find(const char *url)
 {
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(routes[i].path, url) == 0) {
+        size_t n = strlen(routes[i].path);
+        int prefix = n > 1 && routes[i].path[n - 1] == '/';
+        if (strcmp(routes[i].path, url) == 0 || (prefix && strncmp(routes[i].path, url, n) == 0)) {
             return &routes[i];
         }
     }
@@ -484,6 +489,9 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
         }
         if (auth_required(s->auth, method, rr->path) && !auth_ok(s, c)) {
             return http_reply_error(r, -BATCHD_E_UNAUTHORIZED, NULL, NULL);
+        }
+        if (r->route == ROUTE_CONSOLE) {
+            return console_serve(r, url);
         }
         if (r->route != ROUTE_BATCHES) {
             return serve_simple(r);

@@ -46,7 +46,15 @@ struct server {
     uint64_t id_salt;
 };
 
-enum route { ROUTE_NONE, ROUTE_BATCHES, ROUTE_OPS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS };
+enum route {
+    ROUTE_NONE,
+    ROUTE_BATCHES,
+    ROUTE_OPS,
+    ROUTE_HEALTHZ,
+    ROUTE_READYZ,
+    ROUTE_METRICS,
+    ROUTE_CONSOLE
+};
 
 /* Where a job's image bytes are in the upload's memfd (len 0: none). */
 struct stream_blob {
@@ -110,6 +118,10 @@ void stream_finish(struct request *r);
 /* Cuts every live stream (grace period over, second signal): their batches are cancelled
  * and their responses end without a summary, so clients can tell. Returns how many. */
 int stream_cut_all(struct server *s);
+
+/* console.c */
+/* Serves the web console: the page for URL "/", a file of web/ for "/web/NAME". */
+enum MHD_Result console_serve(struct request *r, const char *url);
 
 /* conn.c */
 struct conn;

@@ -39,6 +39,8 @@ static const char *route_label(enum route route)
         return "/readyz";
     case ROUTE_METRICS:
         return "/metrics";
+    case ROUTE_CONSOLE:
+        return "/";
     default:
         return "other";
     }

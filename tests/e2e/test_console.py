@@ -1,0 +1,343 @@
+"""The web console (SPEC §11) in a real headless Chromium, against the real server.
+
+Drives Debian's chromium with chromedriver through Debian's python3-selenium: runs a
+numeric batch and sees its count reach the total; uploads three photos with a two-step
+pipeline and sees three decoded thumbnails; downloads the tar and reads its members;
+cancels a running batch (and sees the server drop it); the Pool and History views; the
+token prompt under --auth-token-file; the page at phone width. Every request the browser
+makes must stay on 127.0.0.1 (CDP Network events from the performance log) and the
+browser console must stay free of errors. Screenshots of each view go to
+$BATCHD_ARTIFACTS (default: the build dir's artifacts/console/).
+
+Exits 77 (skipped) when chromium, chromedriver or selenium is missing: tests/run-all.sh
+installs them (chromium chromium-driver python3-selenium).
+"""
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import BIN, SHARED, Server, Suite, check  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+except ImportError:
+    webdriver = None
+
+PHOTOS = [os.path.join(SHARED, "data", "photos", n) for n in (
+    "Bridge_by_Sander_Klootwijk.jpg", "Painting-Colors_by__herobrine7gamer.jpg",
+    "Dragonfly_by_Bolly.jpg")]
+ARTIFACTS = os.environ.get("BATCHD_ARTIFACTS") or os.path.join(
+    os.path.dirname(os.path.abspath(BIN)), "artifacts", "console")
+WAIT = 60  # seconds for anything the page waits for (a loaded 2-core machine)
+
+S = None        # the server
+D = None        # the browser
+DOWNLOADS = None
+REQUESTS = []   # every URL the browser asked for
+CONSOLE = []    # every console message of level SEVERE or WARNING
+
+
+def drain_logs():
+    for e in D.get_log("performance"):
+        m = json.loads(e["message"])["message"]
+        if m.get("method") == "Network.requestWillBeSent":
+            REQUESTS.append(m["params"]["request"]["url"])
+    for e in D.get_log("browser"):
+        if e["level"] in ("SEVERE", "WARNING"):
+            CONSOLE.append(e)
+
+
+def shot(name):
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    D.save_screenshot(os.path.join(ARTIFACTS, name + ".png"))
+
+
+def wait(cond, what, timeout=WAIT):
+    try:
+        return WebDriverWait(D, timeout, poll_frequency=0.1).until(lambda d: cond())
+    except Exception:
+        shot("failed-" + what.replace(" ", "-"))
+        raise AssertionError("timed out waiting for " + what + "; state: " + D.execute_script(
+            "return [document.getElementById('w-state').textContent,"
+            " document.getElementById('w-done').textContent,"
+            " document.getElementById('w-message').textContent].join(' | ')"))
+
+
+def text(id_):
+    return D.find_element(By.ID, id_).text
+
+
+def js(script, *args):
+    return D.execute_script(script, *args)
+
+
+def open_console(server):
+    D.get("http://127.0.0.1:%d/" % server.port)
+    wait(lambda: js("return document.body.dataset.ready === 'true'"), "the page to load")
+
+
+def set_value(id_, value):
+    el = D.find_element(By.ID, id_)
+    el.clear()
+    el.send_keys(str(value))
+
+
+def metric(server, name):
+    status, _, body = server.request("GET", "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def set_viewport(w, h):
+    """Sizes the window so that the page itself gets W x H CSS pixels."""
+    D.set_window_size(w, h)
+    dw, dh = js("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]")
+    if dw or dh:
+        D.set_window_size(w + dw, h + dh)
+
+
+def start_browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--disable-quic", "--no-first-run", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--disable-extensions",
+              "--disable-default-apps", "--no-default-browser-check",
+              "--window-size=1280,800", "--user-data-dir=" + tempfile.mkdtemp(prefix="batchd-chromium-")):
+        opts.add_argument(a)
+    opts.add_experimental_option("prefs", {
+        "download.default_directory": DOWNLOADS, "download.prompt_for_download": False,
+        "download.directory_upgrade": True, "safebrowsing.enabled": False})
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": DOWNLOADS})
+    return d
+
+
+# ---------------------------------------------------------------------------------- tests
+
+def test_1_numbers_count_reaches_total():
+    open_console(S)
+    shot("run-numbers")
+    Select(D.find_element(By.ID, "num-op")).select_by_value("sqrt")
+    set_value("num-from", 1)
+    set_value("num-to", 200000)
+    check("200,000 inputs" in text("num-count"), text("num-count"))
+    D.find_element(By.ID, "num-run").click()
+    wait(lambda: text("w-state") == "done", "the numeric batch to finish")
+    check(text("w-done") == "200,000 / 200,000", text("w-done"))
+    check(text("w-ok") == "200,000" and text("w-failed") == "0", (text("w-ok"), text("w-failed")))
+    rows = D.find_elements(By.CSS_SELECTOR, "#w-results tbody tr")
+    check(len(rows) == 200, len(rows))  # a bounded ring, not 200,000 rows
+    first = rows[0].find_elements(By.TAG_NAME, "td")
+    check(first[0].text == "199999" and first[1].text == "447.21359549995793", [c.text for c in first])
+    check(js("return document.getElementById('w-progress').value") == 200000)
+    shot("watch-numbers")
+
+
+def test_2_images_three_thumbnails():
+    open_console(S)
+    D.find_element(By.CSS_SELECTOR, "input[name=kind][value=images]").click()
+    D.find_element(By.ID, "img-files").send_keys("\n".join(PHOTOS))
+    wait(lambda: text("img-count").startswith("3 images"), "the files to be taken")
+    # the form starts with a thumbnail step (256 x 256); add a second step: grayscale
+    Select(D.find_element(By.ID, "img-step-add")).select_by_value("grayscale")
+    D.find_element(By.ID, "img-step-add-btn").click()
+    steps = [li.get_attribute("data-op") for li in D.find_elements(By.CSS_SELECTOR, "#img-steps > li")]
+    check(steps == ["thumbnail", "grayscale"], steps)
+    shot("run-images")
+    D.find_element(By.ID, "img-run").click()
+    wait(lambda: text("w-state") == "done", "the image batch to finish")
+    wait(lambda: js("return [...document.querySelectorAll('#w-thumbs img')]"
+                    ".filter(i => i.complete && i.naturalWidth > 0).length") == 3,
+         "three decoded thumbnails")
+    sizes = js("return [...document.querySelectorAll('#w-thumbs img')].map(i => [i.naturalWidth, i.naturalHeight])")
+    check(all(max(w, h) == 256 for w, h in sizes), sizes)
+    check(js("return document.getElementById('w-upload').value") == 1)
+    check(text("w-done") == "3 / 3", text("w-done"))
+    js("window.scrollTo(0, 0)")
+    shot("watch-images")
+
+
+def test_3_download_tar():
+    # continues from the image batch: the tar is the same batch run again with Accept
+    for f in os.listdir(DOWNLOADS):
+        os.unlink(os.path.join(DOWNLOADS, f))
+    D.find_element(By.ID, "w-dl-tar").click()
+
+    def done():
+        names = [n for n in os.listdir(DOWNLOADS) if n.endswith(".tar")]
+        return names[0] if names else None
+    name = wait(done, "the tar download")
+    with tarfile.open(os.path.join(DOWNLOADS, name)) as t:
+        members = t.getnames()
+        summary = json.load(t.extractfile("summary.json"))
+    # the page sends the files sorted by name (a dropped folder comes in any order)
+    want = sorted(os.path.splitext(os.path.basename(p))[0] + ".jpeg" for p in PHOTOS)
+    check(members == want + ["errors.ndjson", "summary.json"], members)
+    check(summary["jobs"] == 3 and summary["ok"] == 3, summary)
+    wait(lambda: text("w-message").startswith("Downloaded TAR"), "the download message")
+    # and NDJSON: a summary last
+    D.find_element(By.ID, "w-dl-ndjson").click()
+    nd = wait(lambda: ([n for n in os.listdir(DOWNLOADS) if n.endswith(".ndjson")] or [None])[0],
+              "the NDJSON download")
+    time.sleep(0.3)
+    with open(os.path.join(DOWNLOADS, nd)) as f:
+        lines = [json.loads(l) for l in f if l.strip()]
+    check(len(lines) == 4 and "summary" in lines[-1], lines[-1])
+
+
+def test_4_cancel():
+    open_console(S)
+    Select(D.find_element(By.ID, "num-op")).select_by_value("sleep")
+    D.find_element(By.CSS_SELECTOR, "input[name=num-src][value=paste]").click()
+    set_value("num-inputs", json.dumps([300] * 60))   # 60 x 300 ms on 2 workers: ~9 s
+    set_value("num-chunksize", 1)
+    D.find_element(By.ID, "num-run").click()
+    wait(lambda: text("w-state") == "running" and int(text("w-done").split(" /")[0]) >= 2,
+         "the first results")
+    D.find_element(By.ID, "w-cancel").click()
+    wait(lambda: text("w-state") == "cancelled", "the cancel")
+    done = int(text("w-done").split(" /")[0])
+    check(done < 60, done)
+    shot("watch-cancelled")
+    # the server dropped the batch when the browser closed the connection
+    end = time.time() + 20
+    while time.time() < end and metric(S, "batchd_batches_in_flight") != 0:
+        time.sleep(0.2)
+    check(metric(S, "batchd_batches_in_flight") == 0, "the batch still runs on the server")
+    check(metric(S, "batchd_queue_depth") == 0)
+    check(not D.find_element(By.ID, "w-resubmit").get_attribute("disabled"))
+
+
+def test_5_pool_and_history():
+    D.find_element(By.ID, "tab-pool").click()
+    wait(lambda: text("p-idle") not in ("", "–"), "the pool numbers")
+    check(int(text("p-busy")) + int(text("p-idle")) == 2, (text("p-busy"), text("p-idle")))
+    causes = [r.find_elements(By.TAG_NAME, "td")[0].text
+              for r in D.find_elements(By.CSS_SELECTOR, "#p-restarts tbody tr")]
+    check(sorted(causes) == ["crash", "recycle", "timeout"], causes)
+    shot("pool")
+    D.find_element(By.ID, "tab-history").click()
+    # no stored batches on this server: the view says so instead of failing
+    wait(lambda: "stored batches" in text("h-note"), "the history note")
+    check(D.find_element(By.ID, "follow-btn").get_attribute("disabled") is not None)
+    shot("history")
+
+
+def test_6_keyboard_tabs():
+    open_console(S)
+    D.find_element(By.ID, "tab-run").click()
+    from selenium.webdriver.common.keys import Keys
+    D.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    check(D.find_element(By.ID, "tab-watch").get_attribute("aria-selected") == "true")
+    check(js("return document.activeElement.id") == "tab-watch")
+    # every form control has a label (a <label for>, a wrapping label or aria-label)
+    unlabelled = js("""return [...document.querySelectorAll('input, select, textarea')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+        .map(e => e.id || e.outerHTML)""")
+    check(unlabelled == [], unlabelled)
+
+
+def test_7_phone_width():
+    set_viewport(375, 812)
+    try:
+        open_console(S)
+        width = js("return window.innerWidth")
+        overflow = js("return document.documentElement.scrollWidth")
+        check(overflow <= width, (overflow, width))
+        shot("phone-run")
+        set_value("num-to", 1000)
+        D.find_element(By.ID, "num-run").click()
+        wait(lambda: text("w-state") == "done", "the phone-width batch")
+        check(js("return document.documentElement.scrollWidth") <= js("return window.innerWidth"))
+        shot("phone-watch")
+    finally:
+        set_viewport(1280, 800)
+
+
+def test_8_token_prompt():
+    tokdir = tempfile.mkdtemp(prefix="batchd-console-token-")
+    path = os.path.join(tokdir, "tokens")
+    with open(path, "w") as f:
+        f.write("console-s3cret\n")
+    with Server(workers=1, args=["--auth-token-file", path]) as s2:
+        D.get("http://127.0.0.1:%d/" % s2.port)
+        wait(lambda: js("return document.getElementById('token-dialog').open"), "the token prompt")
+        shot("token")
+        set_value("token-input", "console-s3cret")
+        D.find_element(By.ID, "token-submit").click()
+        wait(lambda: js("return document.body.dataset.ready === 'true'"), "the page after the token")
+        check(js("return sessionStorage.getItem('batchd.token')") == "console-s3cret")
+        check(not js("return document.getElementById('token-dialog').open"))
+        set_value("num-to", 500)
+        D.find_element(By.ID, "num-run").click()
+        wait(lambda: text("w-state") == "done", "the batch with a token")
+        check(text("w-done") == "500 / 500", text("w-done"))
+        # the server saw the token: a request without it is refused
+        status, _, _ = s2.request("GET", "/v1/ops")
+        check(status == 401, status)
+        drain_logs()
+    os.unlink(path)
+    os.rmdir(tokdir)
+
+
+def test_9_loopback_only_and_no_console_error():
+    drain_logs()
+    check(len(REQUESTS) > 20, REQUESTS)
+    # Network schemes must name 127.0.0.1; the rest are the browser's own (its new-tab page's
+    # chrome:// files before the first navigation) or the page's blob:/data: URLs.
+    away = []
+    for u in REQUESTS:
+        scheme = u.split(":", 1)[0]
+        if scheme in ("http", "https", "ws", "wss", "ftp"):
+            if urllib.parse.urlsplit(u).hostname != "127.0.0.1":
+                away.append(u)
+        elif scheme not in ("blob", "data", "chrome", "about"):
+            away.append(u)
+    check(away == [], away)
+    check(any(u.startswith("http://127.0.0.1:%d/v1/batches" % S.port) for u in REQUESTS))
+    check(CONSOLE == [], CONSOLE)
+
+
+def main():
+    global S, D, DOWNLOADS
+    missing = [p for p, ok in (("chromium", os.path.exists(CHROMIUM)),
+                               ("chromedriver", os.path.exists(CHROMEDRIVER)),
+                               ("python3-selenium", webdriver is not None)) if not ok]
+    if missing:
+        print("SKIP: %s not installed (apt-get install chromium chromium-driver python3-selenium)"
+              % ", ".join(missing))
+        return 77
+    DOWNLOADS = tempfile.mkdtemp(prefix="batchd-console-dl-")
+    D = start_browser()
+    set_viewport(1280, 800)
+    try:
+        with Server(workers=2) as S:
+            code = Suite("console").run(globals())
+    finally:
+        try:
+            drain_logs()
+        except Exception:  # noqa: BLE001 - the browser may be gone already
+            pass
+        D.quit()
+        shutil.rmtree(DOWNLOADS, ignore_errors=True)
+    print("screenshots in", ARTIFACTS)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
