@@ -164,8 +164,8 @@ export class Client {
   }
 
   /**
-   * POSTs BATCH (an object, or a JSON string) and calls onLine(obj) for each NDJSON line as
-   * it arrives. Resolves with { summary, requestId, batchUrl } (summary null when the
+   * POSTs BATCH (an object, or a JSON string) and calls onLine(obj, text) for each NDJSON
+   * line as it arrives (TEXT: the line as sent, where 2.0 is still 2.0). Resolves with { summary, requestId, batchUrl } (summary null when the
    * stream was cut off); rejects with a BatchdError for a refused batch, or an AbortError.
    */
   async stream(batch, { onLine = () => {}, onResponse, signal, headers = {} } = {}) {
@@ -185,7 +185,7 @@ export class Client {
       const line = parseLine(text);
       if (line === null) return;
       if (line.summary) summary = line.summary;
-      onLine(line);
+      onLine(line, text);
     });
     return {
       summary,
@@ -207,19 +207,21 @@ export class Client {
       const text = xhr.responseText;
       let start = seen;
       for (let nl = text.indexOf('\n', start); nl >= 0; nl = text.indexOf('\n', start)) {
-        const line = parseLine(text.slice(start, nl));
+        const raw = text.slice(start, nl);
+        const line = parseLine(raw);
         start = nl + 1;
         if (line === null) continue;
         if (line.summary) summary = line.summary;
-        onLine(line);
+        onLine(line, raw);
       }
       seen = start;
       if (final && seen < text.length) {
-        const line = parseLine(text.slice(seen));
+        const raw = text.slice(seen);
+        const line = parseLine(raw);
         seen = text.length;
         if (line !== null) {
           if (line.summary) summary = line.summary;
-          onLine(line);
+          onLine(line, raw);
         }
       }
     };

@@ -343,10 +343,10 @@ drop.addEventListener('drop', async (e) => {
 function imageOp() {
   return catalogue.ops.find((o) => o.image);
 }
-function addStep(name) {
+function addStep(name, list = $('img-steps')) {
   const def = imageOp().steps.find((s) => s.op === name);
   if (!def) return;
-  const n = $('img-steps').children.length;
+  const n = document.querySelectorAll('.steps > li').length;
   const prefix = `step${Date.now().toString(36)}${n}`;
   const params = el('div', { class: 'step-params' });
   for (const p of def.params) {
@@ -366,8 +366,37 @@ function addStep(name) {
   down.onclick = () => li.nextElementSibling && li.parentNode.insertBefore(li.nextElementSibling, li);
   del.onclick = () => li.remove();
   li.append(el('div', { class: 'step-head' }, el('strong', { text: def.op }), el('span', { class: 'help', text: def.help }), up, down, del), params);
-  $('img-steps').append(li);
+  list.append(li);
 }
+
+// A variant: a name, its own steps (after the shared pipeline) and its own format.
+let variantSeq = 0;
+function addVariant() {
+  const op = imageOp();
+  const k = ++variantSeq;
+  const li = el('li', { class: 'variant' });
+  const name = el('input', { id: `var-name-${k}`, type: 'text', value: ['small', 'medium', 'large'][k - 1] || `v${k}`, pattern: '[A-Za-z0-9_\\-]{1,32}', required: true });
+  name.dataset.role = 'name';
+  const fmt = el('select', { id: `var-fmt-${k}` });
+  fmt.dataset.role = 'format';
+  const choices = (op.params.find((p) => p.name === 'format') || { choices: ['same'] }).choices;
+  fmt.append(el('option', { value: '', text: '(as above)' }), ...choices.map((c) => el('option', { value: c, text: c })));
+  const steps = el('ol', { class: 'steps' });
+  const pick = el('select', { id: `var-step-${k}` }, ...op.steps.map((s) => el('option', { value: s.op, text: s.op })));
+  const add = el('button', { type: 'button', class: 'small secondary', text: 'Add step' });
+  add.onclick = () => addStep(pick.value, steps);
+  const del = el('button', { type: 'button', class: 'small secondary', text: 'Remove variant', 'aria-label': `Remove variant ${k}` });
+  del.onclick = () => li.remove();
+  li.append(
+    el('div', { class: 'row' }, el('label', { for: name.id, text: 'Name' }), name, el('label', { for: fmt.id, text: 'Format' }), fmt, del),
+    steps,
+    el('div', { class: 'row' }, el('label', { for: pick.id, text: 'Step' }), pick, add),
+  );
+  $('img-variants').append(li);
+  addStep('thumbnail', steps);
+}
+$('img-variant-add').addEventListener('click', addVariant);
+const stepsOf = (ol) => [...ol.children].map((li) => ({ op: li.dataset.op, ...readParams(li) }));
 function fillImageForm() {
   const op = imageOp();
   if (!op) {
@@ -381,8 +410,15 @@ function fillImageForm() {
 }
 $('img-step-add-btn').addEventListener('click', () => addStep($('img-step-add').value));
 function imageBatch() {
-  const pipeline = [...$('img-steps').children].map((li) => ({ op: li.dataset.op, ...readParams(li) }));
+  const pipeline = stepsOf($('img-steps'));
   const params = { pipeline, format: $('img-format').value };
+  const variants = [...$('img-variants').children].map((li) => {
+    const v = { name: li.querySelector('[data-role="name"]').value, pipeline: stepsOf(li.querySelector('.steps')) };
+    const f = li.querySelector('[data-role="format"]').value;
+    if (f !== '') v.format = f;
+    return v;
+  });
+  if (variants.length > 0) params.variants = variants;
   if ($('img-format').value === 'jpeg' && $('img-quality').value !== '') params.quality = Number($('img-quality').value);
   const extra = $('img-extra').value.trim();
   if (extra !== '') Object.assign(params, JSON.parse(extra));
@@ -451,7 +487,7 @@ function newRun(desc) {
   };
 }
 
-function onLine(r, line) {
+function onLine(r, line, raw) {
   if (line.summary) {
     r.summary = line.summary;
     return;
@@ -474,7 +510,9 @@ function onLine(r, line) {
   if (line.worker !== undefined && line.start_ms !== undefined) addSegment(r, line.worker, line.start_ms, line.end_ms, line.error ? 1 : 0);
   if (r.kind === 'images') addThumbs(r, line);
   // the table's ring keeps a short text, not the line (an image result is large)
-  const value = r.kind === 'images' && line.result && typeof line.result === 'object' ? imageText(line.result) : line.error || line.result;
+  let value = line.error || line.result;
+  if (r.kind === 'images' && line.result && typeof line.result === 'object') value = imageText(line.result);
+  else if (!line.error && raw !== undefined) value = { raw: resultText(raw) };
   r.ring[r.ringN % RING] = [line.index, value, line.worker, line.end_ms !== undefined ? line.end_ms - line.start_ms : undefined, !!line.error];
   r.ringN += 1;
   scheduleRender();
@@ -509,6 +547,16 @@ function addSegment(r, w, start, end, bad) {
       r.lastSeg[s[0]] = s;
     }
   }
+}
+
+// The result as the server wrote it (2.0 stays 2.0, as JSON.parse would not keep it): the
+// text after "result": and before the timing fields the server appends, or the closing brace.
+function resultText(raw) {
+  const at = raw.indexOf('"result":');
+  if (at < 0) return raw;
+  const from = at + 9;
+  const timing = raw.lastIndexOf(',"worker":');
+  return raw.slice(from, timing > from ? timing : raw.lastIndexOf('}'));
 }
 
 function imageText(res) {
@@ -594,14 +642,19 @@ function render() {
   $('w-elapsed').textContent = fmtMs(elapsed);
   $('w-thumbs-count').textContent = r.kind === 'images' ? `(${r.thumbs})` : '';
   // errors
-  $('w-errors-count').textContent = r.failed ? `(${fmtInt(r.failed)})` : '(none)';
+  $('w-errors-count').textContent = r.failed ? `(${fmtInt(r.failed)})` : '';
+  $('w-no-errors').hidden = r.failed > 0;
   $('w-error-codes').replaceChildren(...[...r.codes].map(([c, n]) => el('li', { text: `${c} × ${fmtInt(n)}` })));
   $('w-errors').replaceChildren(...r.errors.slice(-MAX_ERRORS).reverse().map((l) => el('li', {}, `#${l.index} `, el('code', { text: l.error.code }), ` ${l.error.message}`)));
   // table: newest first
   const rows = [];
   for (let k = r.ringN - 1; k >= 0 && k >= r.ringN - RING; k--) {
     const [index, value, worker, ms, bad] = r.ring[k % RING];
-    const text = bad ? `${value.code}: ${value.message}` : typeof value === 'string' && r.kind === 'images' ? value : JSON.stringify(value);
+    let text;
+    if (bad) text = `${value.code}: ${value.message}`;
+    else if (r.kind === 'images' && typeof value === 'string') text = value;
+    else if (value && value.raw !== undefined) text = value.raw;
+    else text = JSON.stringify(value);
     rows.push(el('tr', {}, el('td', { text: String(index) }), el('td', { class: bad ? 'res bad' : 'res', text, title: text }), el('td', { text: worker === undefined ? '' : String(worker) }), el('td', { text: ms === undefined ? '' : ms.toFixed(2) })));
   }
   $('w-results').tBodies[0].replaceChildren(...rows);
@@ -687,13 +740,13 @@ async function startRun(desc) {
       const ctl = new AbortController();
       r.abort = () => ctl.abort();
       r.download = (accept) => client.fetchBlob(desc.body, accept);
-      result = await withAuth(() => client.stream(desc.body, { onLine: (l) => onLine(r, l), signal: ctl.signal }));
+      result = await withAuth(() => client.stream(desc.body, { onLine: (l, raw) => onLine(r, l, raw), signal: ctl.signal }));
     } else {
       $('w-upload-box').hidden = false;
       r.download = (accept) => client.fetchBlob(imageForm(desc.batch), accept);
       result = await withAuth(() => {
         const up = client.upload(imageForm(desc.batch), {
-          onLine: (l) => onLine(r, l),
+          onLine: (l, raw) => onLine(r, l, raw),
           onUploadProgress: (loaded, total) => {
             $('w-upload').value = total ? loaded / total : 0;
             $('w-upload-text').textContent = total ? `${Math.round((loaded / total) * 100)}% of ${fmtBytes(total)}` : fmtBytes(loaded);

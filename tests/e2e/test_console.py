@@ -134,17 +134,19 @@ def test_1_numbers_count_reaches_total():
     shot("run-numbers")
     Select(D.find_element(By.ID, "num-op")).select_by_value("sqrt")
     set_value("num-from", 1)
-    set_value("num-to", 200000)
-    check("200,000 inputs" in text("num-count"), text("num-count"))
+    set_value("num-to", 1000000)
+    check("1,000,000 inputs" in text("num-count"), text("num-count"))
     D.find_element(By.ID, "num-run").click()
     wait(lambda: text("w-state") == "done", "the numeric batch to finish")
-    check(text("w-done") == "200,000 / 200,000", text("w-done"))
-    check(text("w-ok") == "200,000" and text("w-failed") == "0", (text("w-ok"), text("w-failed")))
+    check(text("w-done") == "1,000,000 / 1,000,000", text("w-done"))
+    check(text("w-ok") == "1,000,000" and text("w-failed") == "0", (text("w-ok"), text("w-failed")))
     rows = D.find_elements(By.CSS_SELECTOR, "#w-results tbody tr")
-    check(len(rows) == 200, len(rows))  # a bounded ring, not 200,000 rows
+    check(len(rows) == 200, len(rows))  # a bounded ring, not a million rows
     first = rows[0].find_elements(By.TAG_NAME, "td")
-    check(first[0].text == "199999" and first[1].text == "447.21359549995793", [c.text for c in first])
-    check(js("return document.getElementById('w-progress').value") == 200000)
+    check(first[0].text == "999999" and first[1].text == "1000.0", [c.text for c in first])
+    check(js("return document.getElementById('w-progress').value") == 1000000)
+    # the timeline merged the chunks' jobs into a bounded number of bars
+    check(0 < js("return document.getElementById('w-timeline-note').textContent.length"))
     shot("watch-numbers")
 
 
@@ -153,11 +155,11 @@ def test_2_images_three_thumbnails():
     D.find_element(By.CSS_SELECTOR, "input[name=kind][value=images]").click()
     D.find_element(By.ID, "img-files").send_keys("\n".join(PHOTOS))
     wait(lambda: text("img-count").startswith("3 images"), "the files to be taken")
-    # the form starts with a thumbnail step (256 x 256); add a second step: grayscale
-    Select(D.find_element(By.ID, "img-step-add")).select_by_value("grayscale")
+    # the form starts with a thumbnail step (256 x 256); add a second step: sharpen
+    Select(D.find_element(By.ID, "img-step-add")).select_by_value("sharpen")
     D.find_element(By.ID, "img-step-add-btn").click()
     steps = [li.get_attribute("data-op") for li in D.find_elements(By.CSS_SELECTOR, "#img-steps > li")]
-    check(steps == ["thumbnail", "grayscale"], steps)
+    check(steps == ["thumbnail", "sharpen"], steps)
     shot("run-images")
     D.find_element(By.ID, "img-run").click()
     wait(lambda: text("w-state") == "done", "the image batch to finish")
@@ -198,6 +200,29 @@ def test_3_download_tar():
     with open(os.path.join(DOWNLOADS, nd)) as f:
         lines = [json.loads(l) for l in f if l.strip()]
     check(len(lines) == 4 and "summary" in lines[-1], lines[-1])
+
+
+def test_3b_variants():
+    open_console(S)
+    D.find_element(By.CSS_SELECTOR, "input[name=kind][value=images]").click()
+    D.find_element(By.ID, "img-files").send_keys(PHOTOS[0])
+    wait(lambda: text("img-count").startswith("1 image"), "the file to be taken")
+    D.find_element(By.ID, "img-variant-add").click()
+    D.find_element(By.ID, "img-variant-add").click()
+    boxes = D.find_elements(By.CSS_SELECTOR, "#img-variants input[type=number]")
+    check(len(boxes) == 4, len(boxes))   # each variant starts with a thumbnail: width, height
+    for b in boxes[2:]:
+        b.clear()
+        b.send_keys("64")
+    Select(D.find_element(By.ID, "var-fmt-2")).select_by_value("png")
+    D.find_element(By.ID, "img-run").click()
+    wait(lambda: text("w-state") == "done", "the variants batch")
+    wait(lambda: js("return [...document.querySelectorAll('#w-thumbs img')]"
+                    ".filter(i => i.complete && i.naturalWidth > 0).length") == 2, "two variants")
+    sizes = js("return [...document.querySelectorAll('#w-thumbs img')].map(i => Math.max(i.naturalWidth, i.naturalHeight))")
+    check(sizes == [256, 64], sizes)
+    srcs = js("return [...document.querySelectorAll('#w-thumbs img')].map(i => i.alt)")
+    check("(small)" in srcs[0] and "(medium)" in srcs[1] and srcs[1].endswith("png"), srcs)
 
 
 def test_4_cancel():
