@@ -230,7 +230,9 @@ export class Client {
       for (const [k, v] of Object.entries(this.headers({ Accept: 'application/x-ndjson', ...headers }))) {
         xhr.setRequestHeader(k, v);
       }
-      xhr.upload.onprogress = (e) => onUploadProgress(e.loaded, e.lengthComputable ? e.total : 0);
+      const progress = (e) => onUploadProgress(e.loaded, e.lengthComputable ? e.total : 0);
+      xhr.upload.onprogress = progress;
+      xhr.upload.onload = progress; // the upload's end: loaded = total
       xhr.onprogress = () => {
         if (xhr.status === 200) drain(false);
       };

@@ -262,7 +262,8 @@ function numBody() {
     const { from, step, n } = rangeSpec();
     if (n <= 0) throw new Error('the range is empty');
     const parts = new Array(n);
-    for (let i = 0; i < n; i++) parts[i] = String(from + i * step);
+    const whole = Number.isInteger(from) && Number.isInteger(step);
+    for (let i = 0; i < n; i++) parts[i] = whole ? String(from + i * step) : String(Number((from + i * step).toPrecision(12)));
     inputs = `[${parts.join(',')}]`;
     total = n;
   } else {
@@ -326,6 +327,9 @@ async function entryFiles(entry) {
   }
   return out;
 }
+// A file dropped beside the drop zone must not make the browser leave the page to show it.
+window.addEventListener('dragover', (e) => e.preventDefault());
+window.addEventListener('drop', (e) => e.preventDefault());
 const drop = $('drop');
 drop.addEventListener('dragover', (e) => {
   e.preventDefault();
@@ -426,10 +430,10 @@ function imageBatch() {
   if ($('img-timing').checked) batch.timing = true;
   return batch;
 }
-function imageForm(batch) {
+function imageForm(batch, list) {
   const form = new FormData();
   form.append('batch', JSON.stringify(batch));
-  for (const f of files) form.append('file', f, f.name);
+  for (const f of list) form.append('file', f, f.name);
   return form;
 }
 $('img-form').addEventListener('submit', (ev) => {
@@ -743,9 +747,9 @@ async function startRun(desc) {
       result = await withAuth(() => client.stream(desc.body, { onLine: (l, raw) => onLine(r, l, raw), signal: ctl.signal }));
     } else {
       $('w-upload-box').hidden = false;
-      r.download = (accept) => client.fetchBlob(imageForm(desc.batch), accept);
+      r.download = (accept) => client.fetchBlob(imageForm(desc.batch, desc.files), accept);
       result = await withAuth(() => {
-        const up = client.upload(imageForm(desc.batch), {
+        const up = client.upload(imageForm(desc.batch, desc.files), {
           onLine: (l, raw) => onLine(r, l, raw),
           onUploadProgress: (loaded, total) => {
             $('w-upload').value = total ? loaded / total : 0;

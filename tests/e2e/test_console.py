@@ -317,6 +317,7 @@ def test_8_token_prompt():
         # the server saw the token: a request without it is refused
         status, _, _ = s2.request("GET", "/v1/ops")
         check(status == 401, status)
+        D.get("about:blank")  # before the server stops: the page polls /metrics
         drain_logs()
     os.unlink(path)
     os.rmdir(tokdir)
@@ -467,6 +468,7 @@ def test_8b_stored_batch_follows_and_reconnects():
         check("b_" in text("h-table") and "done" in text("h-table"), text("h-table"))
         shot("history-stored")
     finally:
+        D.get("about:blank")
         fake.stop()
 
 
