@@ -86,6 +86,9 @@ for (const t of TABS) {
 
 // ------------------------------------------------------------------ token
 
+// Escape would close the prompt and leave a page that can do nothing: it stays open.
+$('token-dialog').addEventListener('cancel', (e) => e.preventDefault());
+
 function askToken(message = '') {
   const d = $('token-dialog');
   $('token-error').textContent = message;
