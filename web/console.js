@@ -783,13 +783,20 @@ async function runAsync(r, body) {
   followStored(r, doc.id, doc);
 }
 
+// Following stops when the page leaves the batch (abort); Cancel also cancels it on the
+// server. The batch followed is remembered for the tab, so a reload picks it up again (from
+// its first result: the page rebuilds its counts from the stored lines).
+const FOLLOW_KEY = 'batchd.following';
 async function followStored(r, id, doc) {
   const ctl = new AbortController();
-  r.abort = () => {
+  r.abort = () => ctl.abort();
+  r.cancel = () => {
     ctl.abort();
     client.cancel(id).catch(() => {});
   };
   r.storedId = id;
+  if (doc && doc.op === 'image') r.kind = 'images';
+  sessionStorage.setItem(FOLLOW_KEY, id);
   r.download = (accept) => client.resultsBlob(id, accept);
   if (doc && doc.jobs) r.total = doc.jobs.total;
   $('w-message').textContent = `Stored batch ${id}: following its results (reconnects by itself).`;
@@ -808,17 +815,23 @@ async function followStored(r, id, doc) {
     });
     const s = r.summary || {};
     r.total = s.jobs || r.total;
+    sessionStorage.removeItem(FOLLOW_KEY);
     finish(r, 'done', `Done: ${fmtInt(r.ok)} ok, ${fmtInt(r.failed)} failed (stored batch ${id}).`);
   } catch (e) {
-    if (e.name === 'AbortError') finish(r, 'cancelled', `Cancelled stored batch ${id}.`);
-    else finish(r, 'failed', describeError(e));
+    if (e.name === 'AbortError') {
+      if (r.state === 'cancelled') sessionStorage.removeItem(FOLLOW_KEY);
+      finish(r, r.state === 'cancelled' ? 'cancelled' : 'stopped', r.state === 'cancelled' ? `Cancelled stored batch ${id}.` : `Stopped following ${id}; it goes on on the server.`);
+    } else {
+      sessionStorage.removeItem(FOLLOW_KEY);
+      finish(r, 'failed', describeError(e));
+    }
   }
 }
 
 $('w-cancel').addEventListener('click', () => {
-  if (run && run.abort) {
+  if (run && (run.cancel || run.abort)) {
     run.state = 'cancelled';
-    run.abort();
+    (run.cancel || run.abort)();
   }
 });
 $('w-resubmit').addEventListener('click', () => run && run.resubmit && run.resubmit());
@@ -828,7 +841,7 @@ for (const [id, accept, ext] of [['w-dl-ndjson', 'application/x-ndjson', 'ndjson
     if (!r || !r.download) return;
     const btn = $(id);
     btn.disabled = true;
-    $('w-message').textContent = `Preparing the ${ext.toUpperCase()} download (the batch runs again)…`;
+    $('w-message').textContent = r.storedId ? `Preparing the ${ext.toUpperCase()} download…` : `Preparing the ${ext.toUpperCase()} download (the batch runs again)…`;
     try {
       const blob = await withAuth(() => r.download(accept));
       saveBlob(blob, `batchd-${r.storedId || r.requestId || 'batch'}.${ext}`);
@@ -941,5 +954,7 @@ async function start() {
     if (document.visibilityState === 'visible') refreshPool();
   }, 2000);
   document.body.dataset.ready = 'true';
+  const following = sessionStorage.getItem(FOLLOW_KEY);
+  if (caps.stored && following) followId(following);
 }
 start();
