@@ -36,7 +36,8 @@ static const struct console_type console_types[] = {
     {".json", "application/json"},
 };
 
-const struct console_asset *console_find(const char *name)
+/* The asset called NAME, or NULL. */
+static const struct console_asset *console_find(const char *name)
 {
     for (size_t i = 0; i < console_nassets; i++) {
         if (strcmp(console_assets[i].name, name) == 0) {

@@ -17,7 +17,4 @@ struct console_asset {
 extern const struct console_asset console_assets[];
 extern const size_t console_nassets;
 
-/* The asset called NAME, or NULL. */
-const struct console_asset *console_find(const char *name);
-
 #endif

@@ -905,6 +905,8 @@ async function refreshPool() {
 
 async function refreshHistory() {
   const body = $('h-table').tBodies[0];
+  $('h-table').hidden = !caps.stored;
+  $('follow-form').hidden = !caps.stored;
   if (!caps.stored) {
     $('h-note').textContent = 'This server keeps no batches (stored batches, SPEC §8, are not enabled): a streamed batch lives only as long as its connection. Runs from this tab are on the Watch view.';
     $('h-refresh').hidden = true;

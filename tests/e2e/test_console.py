@@ -261,7 +261,8 @@ def test_5_pool_and_history():
     D.find_element(By.ID, "tab-history").click()
     # no stored batches on this server: the view says so instead of failing
     wait(lambda: "stored batches" in text("h-note"), "the history note")
-    check(D.find_element(By.ID, "follow-btn").get_attribute("disabled") is not None)
+    check(not D.find_element(By.ID, "follow-form").is_displayed())
+    check(not D.find_element(By.ID, "h-table").is_displayed())
     shot("history")
 
 
@@ -280,10 +281,13 @@ def test_6_keyboard_tabs():
 
 
 def test_7_phone_width():
-    set_viewport(375, 812)
+    # A window cannot be narrower than 500 px: a phone's 375 px is emulated (CDP).
+    D.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": 375, "height": 812, "deviceScaleFactor": 2, "mobile": True})
     try:
         open_console(S)
         width = js("return window.innerWidth")
+        check(width == 375, width)
         overflow = js("return document.documentElement.scrollWidth")
         check(overflow <= width, (overflow, width))
         shot("phone-run")
@@ -292,8 +296,12 @@ def test_7_phone_width():
         wait(lambda: text("w-state") == "done", "the phone-width batch")
         check(js("return document.documentElement.scrollWidth") <= js("return window.innerWidth"))
         shot("phone-watch")
+        for view in ("pool", "history"):
+            D.find_element(By.ID, "tab-" + view).click()
+            check(js("return document.documentElement.scrollWidth") <= js("return window.innerWidth"), view)
+            shot("phone-" + view)
     finally:
-        set_viewport(1280, 800)
+        D.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_8_token_prompt():
