@@ -718,6 +718,8 @@ function drawTimeline() {
 window.addEventListener('resize', () => run && !$('view-watch').hidden && drawTimeline());
 
 function finish(r, state, message) {
+  clearTimeout(renderTimer); // the render below is the last: none left pending after it
+  renderTimer = 0;
   r.state = state;
   r.ended = performance.now();
   if (message !== undefined) $('w-message').textContent = message;

@@ -44,6 +44,7 @@ WAIT = 60  # seconds for anything the page waits for (a loaded 2-core machine)
 S = None        # the server
 D = None        # the browser
 DOWNLOADS = None
+PROFILE = None  # the browser's fresh profile (--user-data-dir)
 REQUESTS = []   # every URL the browser asked for
 CONSOLE = []    # every console message of level SEVERE or WARNING
 
@@ -87,6 +88,12 @@ def open_console(server):
     wait(lambda: js("return document.body.dataset.ready === 'true'"), "the page to load")
 
 
+def table_rows():
+    """The results table's cells, read in one go (a render may replace the rows)."""
+    return js("return [...document.querySelectorAll('#w-results tbody tr')]"
+              ".map(r => [...r.cells].map(c => c.textContent))")
+
+
 def set_value(id_, value):
     el = D.find_element(By.ID, id_)
     el.clear()
@@ -110,13 +117,15 @@ def set_viewport(w, h):
 
 
 def start_browser():
+    global PROFILE
+    PROFILE = tempfile.mkdtemp(prefix="batchd-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               "--disable-quic", "--no-first-run", "--disable-background-networking",
               "--disable-component-update", "--disable-sync", "--disable-extensions",
               "--disable-default-apps", "--no-default-browser-check",
-              "--window-size=1280,800", "--user-data-dir=" + tempfile.mkdtemp(prefix="batchd-chromium-")):
+              "--window-size=1280,800", "--user-data-dir=" + PROFILE):
         opts.add_argument(a)
     opts.add_experimental_option("prefs", {
         "download.default_directory": DOWNLOADS, "download.prompt_for_download": False,
@@ -141,15 +150,32 @@ def test_1_numbers_count_reaches_total():
     wait(lambda: text("w-state") == "done", "the numeric batch to finish")
     check(text("w-done") == "{0:,} / {0:,}".format(n), text("w-done"))
     check(text("w-ok") == "{:,}".format(n) and text("w-failed") == "0", (text("w-ok"), text("w-failed")))
-    rows = D.find_elements(By.CSS_SELECTOR, "#w-results tbody tr")
+    rows = table_rows()
     check(len(rows) == 200, len(rows))  # a bounded ring, not a million rows
-    first = rows[0].find_elements(By.TAG_NAME, "td")
     want = "1000.0" if n == 1000000 else repr(n ** 0.5)
-    check(first[0].text == str(n - 1) and first[1].text == want, [c.text for c in first])
+    check(rows[0][0] == str(n - 1) and rows[0][1] == want, rows[0])
     check(js("return document.getElementById('w-progress').value") == n)
     # the timeline merged the chunks' jobs into a bounded number of bars
     check(0 < js("return document.getElementById('w-timeline-note').textContent.length"))
     shot("watch-numbers")
+
+
+def test_1b_errors_by_code():
+    open_console(S)
+    Select(D.find_element(By.ID, "num-op")).select_by_value("sqrt")
+    D.find_element(By.CSS_SELECTOR, "input[name=num-src][value=paste]").click()
+    set_value("num-inputs", '-1\n4\n"x"\n-9')
+    check(text("num-count") == "4 inputs", text("num-count"))
+    D.find_element(By.ID, "num-run").click()
+    wait(lambda: text("w-state") == "done", "the batch with bad inputs")
+    check(text("w-ok") == "1" and text("w-failed") == "3",
+          (text("w-ok"), text("w-failed")))
+    texts = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
+    codes = sorted(js(texts, "#w-error-codes li"))
+    check(codes == ["domain_error × 2", "invalid_input × 1"], codes)
+    errors = js(texts, "#w-errors li")
+    check(len(errors) == 3 and errors[0].startswith("#3 domain_error"), errors)
+    shot("watch-errors")
 
 
 def test_2_images_three_thumbnails():
@@ -253,9 +279,12 @@ def test_4_cancel():
 def test_5_pool_and_history():
     D.find_element(By.ID, "tab-pool").click()
     wait(lambda: text("p-idle") not in ("", "–"), "the pool numbers")
-    check(int(text("p-busy")) + int(text("p-idle")) == 2, (text("p-busy"), text("p-idle")))
-    causes = [r.find_elements(By.TAG_NAME, "td")[0].text
-              for r in D.find_elements(By.CSS_SELECTOR, "#p-restarts tbody tr")]
+    busy, idle = js("return [document.getElementById('p-busy').textContent,"
+                    " document.getElementById('p-idle').textContent]")
+    check(int(busy) + int(idle) == 2, (busy, idle))
+    # read in one go: the view is redrawn from /metrics every 2 s
+    causes = js("return [...document.querySelectorAll('#p-restarts tbody tr')]"
+                ".map(r => r.cells[0].textContent)")
     check(sorted(causes) == ["crash", "recycle", "timeout"], causes)
     shot("pool")
     D.find_element(By.ID, "tab-history").click()
@@ -468,8 +497,7 @@ def test_8b_stored_batch_follows_and_reconnects():
         D.find_element(By.ID, "num-run").click()
         wait(lambda: text("w-state") == "done", "the stored batch to finish")
         check(text("w-done") == "50 / 50" and text("w-ok") == "50", (text("w-done"), text("w-ok")))
-        idx = [int(r.find_elements(By.TAG_NAME, "td")[0].text)
-               for r in D.find_elements(By.CSS_SELECTOR, "#w-results tbody tr")]
+        idx = [int(r[0]) for r in table_rows()]
         check(sorted(idx) == list(range(50)), idx)  # none repeated, none missing
         check(fake.prefer == ["respond-async"], fake.prefer)
         # first connection: no Last-Event-ID; after the drop and the 503, it resumes at 20
@@ -492,8 +520,7 @@ def test_8b_stored_batch_follows_and_reconnects():
         wait(lambda: js("return document.body.dataset.ready === 'true'"), "the page after the reload")
         wait(lambda: text("w-state") == "done", "the followed batch after the reload")
         check(text("w-done") == "60 / 60" and text("w-ok") == "60", (text("w-done"), text("w-ok")))
-        idx = [int(r.find_elements(By.TAG_NAME, "td")[0].text)
-               for r in D.find_elements(By.CSS_SELECTOR, "#w-results tbody tr")]
+        idx = [int(r[0]) for r in table_rows()]
         check(sorted(idx) == list(range(60)), idx)
         check(js("return sessionStorage.getItem('batchd.following')") is None)
     finally:
@@ -544,6 +571,7 @@ def main():
             pass
         D.quit()
         shutil.rmtree(DOWNLOADS, ignore_errors=True)
+        shutil.rmtree(PROFILE, ignore_errors=True)
     print("screenshots in", ARTIFACTS)
     return code
 
