@@ -277,6 +277,7 @@ def test_4_cancel():
 
 
 def test_5_pool_and_history():
+    open_console(S)
     D.find_element(By.ID, "tab-pool").click()
     wait(lambda: text("p-idle") not in ("", "–"), "the pool numbers")
     busy, idle = js("return [document.getElementById('p-busy').textContent,"
