@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "body.h"
 #include "conn.h"
+#include "console.h"
 #include "internal.h"
 #include "log.h"
 #include "observe.h"
@@ -48,6 +49,8 @@ static const struct route_row routes[] = {
     {routes_healthz, NULL, {"/healthz", ROUTE_HEALTHZ, "GET, HEAD"}},
     {routes_readyz, NULL, {"/readyz", ROUTE_READYZ, "GET, HEAD"}},
     {routes_metrics, NULL, {"/metrics", ROUTE_METRICS, "GET, HEAD"}},
+    {console_serve, NULL, {"/", ROUTE_CONSOLE, "GET, HEAD"}},
+    {console_serve, NULL, {"/web/*", ROUTE_CONSOLE, "GET, HEAD"}},
 };
 
 /* The row whose path is URL, or whose path ends in "*" and is, without it, a prefix of URL
@@ -152,6 +155,7 @@ static enum MHD_Result serve_headers(struct request *r, const char *url, const c
     }
     r->route = rr->m.route;
     r->path = rr->m.path;
+    r->url = url;
     if (!method_allowed(rr, method)) {
         return reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL, rr->m.allow);
     }

@@ -43,7 +43,15 @@ struct server {
 };
 
 /* The routes: http.c's table has a row for each. */
-enum route { ROUTE_NONE, ROUTE_BATCHES, ROUTE_OPS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS };
+enum route {
+    ROUTE_NONE,
+    ROUTE_BATCHES,
+    ROUTE_OPS,
+    ROUTE_HEALTHZ,
+    ROUTE_READYZ,
+    ROUTE_METRICS,
+    ROUTE_CONSOLE
+};
 
 struct request;
 /* A route's handler (http.c's table): queues the answer, or returns MHD_YES to read on. */
@@ -66,6 +74,8 @@ struct request {
     char method[16];
     uint64_t started_ns;
     int status;
+    const char *url; /* as the client sent it; borrowed from libmicrohttpd, valid while the
+                      * access handler runs */
     int tortured; /* torture builds: it armed the allocation-failure counter */
     /* the upload */
     struct upload *upload;    /* batch requests only */
