@@ -222,6 +222,10 @@ int auth_required(const struct auth *a, const char *method, const char *path)
     if (path != NULL && (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0)) {
         return 0;
     }
+    /* The web console's static files: the page asks for the token itself. */
+    if (path != NULL && (strcmp(path, "/") == 0 || strncmp(path, "/web/", 5) == 0)) {
+        return 0;
+    }
     return 1;
 }
 

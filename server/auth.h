@@ -26,7 +26,8 @@ struct auth *auth_create(const char *token_file, const char *cors_origins, char 
 void auth_destroy(struct auth *a);
 
 /* 1 if a request for PATH with METHOD must carry the token: a token is configured, the
- * path is not a health endpoint and the request is not a CORS preflight (OPTIONS). */
+ * path is not a health endpoint nor the web console's static files ("/", "/web/..."), and
+ * the request is not a CORS preflight (OPTIONS). */
 int auth_required(const struct auth *a, const char *method, const char *path);
 
 /* Checks an Authorization header value (may be NULL) against the tokens: "Bearer TOKEN",

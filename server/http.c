@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "body.h"
 #include "conn.h"
+#include "console.h"
 #include "internal.h"
 #include "log.h"
 #include "observe.h"
@@ -48,6 +49,8 @@ static const struct route_row routes[] = {
     {routes_healthz, NULL, {"/healthz", ROUTE_HEALTHZ, "GET, HEAD"}},
     {routes_readyz, NULL, {"/readyz", ROUTE_READYZ, "GET, HEAD"}},
     {routes_metrics, NULL, {"/metrics", ROUTE_METRICS, "GET, HEAD"}},
+    {console_serve, NULL, {"/", ROUTE_CONSOLE, "GET, HEAD"}},
+    {console_serve, NULL, {"/web/*", ROUTE_CONSOLE, "GET, HEAD"}},
 };
 
 /* The row whose path is URL, or whose path ends in "*" and is, without it, a prefix of URL
@@ -120,11 +123,13 @@ static struct request *request_create(struct server *s, struct MHD_Connection *c
                                       const char *method)
 {
     /* Torture builds: this request's Nth allocation fails (a no-op otherwise). */
-    torture_arm_text(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Batchd-Fail-Alloc"));
+    const char *fail_at = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Batchd-Fail-Alloc");
+    torture_arm_text(fail_at);
     struct request *r = calloc(1, sizeof *r);
     if (r == NULL) {
         return NULL;
     }
+    r->tortured = fail_at != NULL;
     r->srv = s;
     r->conn = c;
     r->cn = conn_of(c);
@@ -150,6 +155,7 @@ static enum MHD_Result serve_headers(struct request *r, const char *url, const c
     }
     r->route = rr->m.route;
     r->path = rr->m.path;
+    r->url = url;
     if (!method_allowed(rr, method)) {
         return reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL, rr->m.allow);
     }
@@ -228,6 +234,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     observe_request_done(r);
     body_done(r);
     stream_finish(r);
+    if (r->tortured) {
+        /* A request that made fewer allocations than N leaves the count armed: the failure
+         * must not fall on the next connection, which did not ask for it. */
+        torture_arm(0);
+    }
     conn_on_request_end(r->cn, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     body_release(r);
     buf_cleanup(&r->out);

@@ -44,7 +44,15 @@ struct server {
 };
 
 /* The routes: http.c's table has a row for each. */
-enum route { ROUTE_NONE, ROUTE_BATCHES, ROUTE_OPS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS };
+enum route {
+    ROUTE_NONE,
+    ROUTE_BATCHES,
+    ROUTE_OPS,
+    ROUTE_HEALTHZ,
+    ROUTE_READYZ,
+    ROUTE_METRICS,
+    ROUTE_CONSOLE
+};
 
 struct request;
 /* A route's handler (http.c's table): queues the answer, or returns MHD_YES to read on. */
@@ -67,6 +75,9 @@ struct request {
     char method[16];
     uint64_t started_ns;
     int status;
+    const char *url; /* as the client sent it; borrowed from libmicrohttpd, valid while the
+                      * access handler runs */
+    int tortured; /* torture builds: it armed the allocation-failure counter */
     /* the upload */
     struct upload *upload;    /* batch requests only */
     uint64_t upload_reserved; /* this body's share of srv->upload_held */

@@ -111,8 +111,16 @@ def test_fd_exhaustion_with_no_connection():
     with Server(workers=1) as srv:
         pid = srv.proc.pid
         old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir("/proc/%d/fd" % pid)),
-                                                       old[1]))
+        # The harness's last readiness probe may still hold a socket for a moment: wait for
+        # the count of open fds to settle, so that the limit leaves none free.
+        nfds, t_end = -1, time.monotonic() + 3
+        while time.monotonic() < t_end:
+            now = len(os.listdir("/proc/%d/fd" % pid))
+            if now == nfds:
+                break
+            nfds = now
+            time.sleep(0.3)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (nfds, old[1]))
         try:
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -221,7 +221,8 @@ def test_wrong_content_type():
 
 
 def test_unknown_path():
-    for method, path in (("GET", "/"), ("GET", "/v2/batches"), ("POST", "/v1/batches/1"),
+    # ("GET", "/" is the web console; "/web/" and what is under it are its files.)
+    for method, path in (("GET", "/index.html"), ("GET", "/web/nope"), ("GET", "/v2/batches"), ("POST", "/v1/batches/1"),
                          ("GET", "/v1/ops/square"), ("GET", "/healthz/"), ("GET", "/nope"),
                          ("POST", "/v1/batch"), ("GET", "/metrics.txt")):
         status, hdrs, data = S.request(method, path)

@@ -55,6 +55,10 @@ static void test_tokens(void)
     CHECK_EQ_INT(auth_required(a, "GET", "/healthz"), 0);
     CHECK_EQ_INT(auth_required(a, "GET", "/readyz"), 0);
     CHECK_EQ_INT(auth_required(a, "OPTIONS", "/v1/batches"), 0);
+    CHECK_EQ_INT(auth_required(a, "GET", "/"), 0);
+    CHECK_EQ_INT(auth_required(a, "GET", "/web/"), 0);
+    CHECK_EQ_INT(auth_required(a, "GET", "/web/batchd.js"), 0);
+    CHECK_EQ_INT(auth_required(a, "GET", "/webx"), 1);
     auth_destroy(a);
     unlink(path);
 
