@@ -77,7 +77,7 @@ struct request {
     int status;
     const char *url; /* as the client sent it; borrowed from libmicrohttpd, valid while the
                       * access handler runs */
-    int tortured; /* torture builds: it armed the allocation-failure counter */
+    int tortured;    /* torture builds: it armed the allocation-failure counter */
     /* the upload */
     struct upload *upload;    /* batch requests only */
     uint64_t upload_reserved; /* this body's share of srv->upload_held */
