@@ -45,7 +45,7 @@ const char *auth_cors_allow_origin(const struct auth *a, const char *origin);
  * browser script may read, and how long a preflight may be cached. */
 #define AUTH_CORS_ALLOW_METHODS "GET, POST, OPTIONS"
 #define AUTH_CORS_ALLOW_HEADERS "Authorization, Content-Type, Accept, X-Request-Id"
-#define AUTH_CORS_EXPOSE_HEADERS "X-Request-Id, Retry-After"
+#define AUTH_CORS_EXPOSE_HEADERS "X-Request-Id, Retry-After, Content-Location"
 #define AUTH_CORS_MAX_AGE "600"
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "../api/batch.h"
 #include "../api/buf.h"
+#include "../store/store.h"
 #include "../workers/dispatch.h"
 #include "config.h"
 #include "loop.h"
@@ -76,7 +77,7 @@ struct request {
     int status;
     const char *url; /* as the client sent it; borrowed from libmicrohttpd, valid while the
                       * access handler runs */
-    int tortured; /* torture builds: it armed the allocation-failure counter */
+    int tortured;    /* torture builds: it armed the allocation-failure counter */
     /* the upload */
     struct upload *upload;    /* batch requests only */
     uint64_t upload_reserved; /* this body's share of srv->upload_held */
@@ -89,6 +90,7 @@ struct request {
     struct stream_blob *blobs; /* per job, for image bytes in the upload's memfd */
     json_t *empty_upload;      /* the input of an empty file part: {"data": ""} */
     struct dispatch_batch *batch;
+    char batch_id[STORE_ID_SIZE]; /* its id (SPEC §8), made when the batch is accepted */
     struct writer writer;
     /* the response stream */
     struct buf out;

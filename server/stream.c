@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* Output bytes buffered for one client before its batch stops being fed, and the level at
  * which it is fed again. */
@@ -226,6 +227,8 @@ static void stream_on_done(void *ud, const struct dispatch_summary *sum)
     if (sum->deadline_hit) {
         rc |= buf_adds(&b, ",\"deadline_exceeded\":true");
     }
+    rc |= buf_adds(&b, ",\"batch\":");
+    rc |= jsonw_cstr(&b, r->batch_id);
     rc |= buf_adds(&b, ",\"request_id\":");
     rc |= jsonw_cstr(&b, r->id);
     rc |= buf_adds(&b, "}");
@@ -401,7 +404,7 @@ static void stream_log_accepted(const struct request *r)
     snprintf(jobs, sizeof jobs, "%llu", (unsigned long long)r->spec.njobs);
     snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)upload_bytes(r->upload));
     snprintf(chunk, sizeof chunk, "%zu", dispatch_batch_chunksize(r->batch));
-    log_event("debug", "batch_accepted", "request_id", r->id, "op",
+    log_event("debug", "batch_accepted", "request_id", r->id, "batch", r->batch_id, "op",
               r->spec.op ? r->spec.op : "(per job)", "jobs", jobs, "bytes_in", bytes, "chunksize",
               chunk, "order", r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input",
               "format", writer_content_type(r->writer.fmt), NULL);
@@ -503,6 +506,15 @@ static int stream_submit(struct request *r, enum writer_format fmt, enum MHD_Res
     return 0;
 }
 
+/* Gives R's accepted batch its id (SPEC §8: every batch has one, streamed ones too), made
+ * from the wall clock so that ids sort by submission time across restarts. */
+static void stream_name_batch(struct request *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    store_id_make((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, r->batch_id);
+}
+
 /* Queues R's streaming response for its submitted batch. */
 static enum MHD_Result stream_respond(struct request *r, enum writer_format fmt)
 {
@@ -520,6 +532,9 @@ static enum MHD_Result stream_respond(struct request *r, enum writer_format fmt)
     MHD_add_response_header(resp, "Content-Type", writer_content_type(fmt));
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    char where[16 + STORE_ID_SIZE];
+    snprintf(where, sizeof where, "/v1/batches/%s", r->batch_id);
+    MHD_add_response_header(resp, "Content-Location", where);
     reply_add_common_headers(r, resp);
     r->status = 200;
     s->streams++;
@@ -540,6 +555,7 @@ enum MHD_Result stream_start(struct request *r)
     if (stream_prepare(r, &fmt, &mr) != 0 || stream_submit(r, fmt, &mr) != 0) {
         return mr;
     }
+    stream_name_batch(r);
     mr = stream_respond(r, fmt);
     if (r->batch != NULL && log_enabled(LOG_DEBUG)) {
         stream_log_accepted(r);

@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-FOLDERS = ("api", "server", "workers", "tests")
+FOLDERS = ("api", "server", "store", "workers", "tests")
 BANNED = ("sprintf", "vsprintf", "strcpy", "strcat", "strtok", "atoi", "atol", "gets")
 BANNED_RE = re.compile(r"\b(%s)\s*\(" % "|".join(BANNED))
 IF_RE = re.compile(r"\bif\s*\(")

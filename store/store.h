@@ -1,0 +1,279 @@
+/* The store of SPEC §8: stored batches (spec, uploaded inputs, owner, idempotency key), their
+ * results with a seq, and their summaries, kept durably so that a batch outlives its
+ * connection and the process. One interface, several backends: store_sqlite.c (the embedded
+ * default, --state-dir) today, Redis (issue 11) later, behind the same calls.
+ *
+ * Threading: every store_* call comes from one thread (the server's loop). Writes are queued
+ * and committed by the backend off that thread; their outcomes come back through store_fd()
+ * and store_dispatch(). Reads answer at once from what is committed. Not HTTP-aware: the
+ * server maps the STORE_E_* codes onto its own error list (api/errors.h). */
+#ifndef BATCHD_STORE_STORE_H
+#define BATCHD_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A batch id: "b_" + 26 Crockford base32 characters (48-bit ms time, 80 random bits), so
+ * that ids sort by creation time (ULID). STORE_ID_SIZE counts the NUL. */
+#define STORE_ID_LEN 28
+#define STORE_ID_SIZE (STORE_ID_LEN + 1)
+
+/* The owner of a batch: a hash of its bearer token, at most this many bytes (none: 0). */
+#define STORE_OWNER_MAX 32
+/* An Idempotency-Key, at most this many bytes. */
+#define STORE_KEY_MAX 255
+
+/* XX(ENUM_SUFFIX, "name", "message"). Outcomes, not wire codes: the server maps
+ * KEY_REUSED to 422 idempotency_key_reused, FULL to 507, NOT_FOUND to 404, EXPIRED to 410,
+ * NOT_FINISHED to 409 (or to a cancel), the open errors to a refusal to start. */
+#define STORE_ERRNO_MAP(XX)                                                                        \
+    XX(KEY_REUSED, "key_reused", "the idempotency key was used with another body")                 \
+    XX(FULL, "full", "the store holds --max-stored-bytes or its disk is full")                     \
+    XX(NOT_FOUND, "not_found", "no such batch for this owner")                                     \
+    XX(EXPIRED, "expired", "the batch ended longer ago than --result-ttl")                         \
+    XX(DUPLICATE, "duplicate", "this job already has a recorded result")                           \
+    XX(ENDED, "ended", "the batch has ended")                                                      \
+    XX(NOT_FINISHED, "not_finished", "the batch has not ended")                                    \
+    XX(INVALID, "invalid", "invalid argument")                                                     \
+    XX(NOMEM, "nomem", "out of memory")                                                            \
+    XX(IO, "io", "the store could not read or write")                                              \
+    XX(UNWRITABLE, "unwritable", "the state dir cannot be written")                                \
+    XX(CORRUPT, "corrupt", "the database file is not a batchd store or is damaged")                \
+    XX(BUSY, "busy", "another process has the state dir open")
+
+enum store_err {
+    STORE_OK = 0,
+    /* store_batch_create: the key and the fingerprint matched an existing batch. */
+    STORE_REPLAYED = 1,
+#define XX(e, name, msg) STORE_E_##e##_,
+    STORE_E_FIRST_ = 1,
+    STORE_ERRNO_MAP(XX)
+#undef XX
+};
+#define XX(e, name, msg) STORE_E_##e = -STORE_E_##e##_,
+enum store_err_neg { STORE_ERRNO_MAP(XX) };
+#undef XX
+
+/* The name ("key_reused") and message of a STORE_* code. Static strings. */
+const char *store_err_name(int rc);
+const char *store_err_message(int rc);
+
+/* Batch states (SPEC §8); EXPIRED is the tombstone left after --result-ttl. */
+enum store_state {
+    STORE_QUEUED = 0,
+    STORE_RUNNING = 1,
+    STORE_DONE = 2,
+    STORE_CANCELLED = 3,
+    STORE_EXPIRED = 4,
+};
+#define STORE_ANY_STATE (-1)
+
+/* "queued", "running", ...; "unknown" for anything else. Static. */
+const char *store_state_name(int state);
+
+struct store;
+/* The handle of one batch that still gets results: there is at most one per batch. */
+struct store_batch;
+
+/* Outcome of a write, on the loop thread: store_dispatch calls it. RC is STORE_OK (created),
+ * STORE_REPLAYED (ID is the existing batch of that key), or a STORE_E_* code (ID empty).
+ * SB is the batch's handle when it still takes results (a reference the callee owns: give
+ * it back with store_batch_release), NULL otherwise. */
+typedef void store_done_fn(void *arg, int rc, struct store_batch *sb, const char *id);
+/* Results of batch ID are committed up to COMMITTED_SEQ (on the loop thread). */
+typedef void store_progress_fn(void *arg, const char *id, uint64_t committed_seq);
+/* A write failed in the background (ROWS rows not yet committed; retried). */
+typedef void store_error_fn(void *arg, int rc, const char *message);
+
+struct store_config {
+    const char *state_dir; /* created if missing (0700) */
+    uint64_t max_bytes;    /* --max-stored-bytes: new batches past it get STORE_E_FULL */
+    int64_t result_ttl_ms; /* --result-ttl: kept this long after the batch ends (0: 24 h) */
+    unsigned flush_rows;   /* commit when this many results wait (0: 1000) */
+    unsigned flush_ms;     /* ... or when the oldest has waited this long (0: 10) */
+    /* Wall clock in ms since the epoch (NULL: CLOCK_REALTIME); called from any thread. */
+    int64_t (*now_ms)(void);
+    store_progress_fn *on_progress; /* may be NULL */
+    store_error_fn *on_error;       /* may be NULL */
+    void *arg;                      /* for the two callbacks above */
+};
+
+/* Opens the store of CFG (today: SQLite in CFG->state_dir). Returns 0 and *OUT (new: free
+ * with store_close), or STORE_E_UNWRITABLE, STORE_E_CORRUPT, STORE_E_FULL (disk full),
+ * STORE_E_BUSY (another process holds the state dir), STORE_E_IO, STORE_E_NOMEM, with a
+ * sentence for a human in ERR. Never opens an empty store
+ * over one it cannot read. */
+int store_open(const struct store_config *cfg, struct store **out, char *err, size_t errlen);
+
+/* Commits everything queued, stops the writer and frees the store. NULL: no-op. Handles
+ * still held are freed with it. A write that keeps failing (disk full) is given up after
+ * three tries: those results were never recorded, so their jobs run again on the next start;
+ * creations not committed get their error through store_done_fn. */
+void store_close(struct store *st);
+
+/* A descriptor that turns readable when outcomes wait for store_dispatch (level-triggered). */
+int store_fd(const struct store *st);
+
+/* Runs the outcomes that wait (store_done_fn, store_progress_fn); never blocks. */
+void store_dispatch(struct store *st);
+
+/* Blocks until everything queued so far is committed (or failed), then dispatches. For tests
+ * and shutdown, not for the loop. Returns 0 or the first background error's code. */
+int store_sync(struct store *st);
+
+/* A batch to create. Every pointer is borrowed until the store_done_fn runs. */
+struct store_blob {
+    const void *data;
+    size_t len;
+};
+struct store_new_batch {
+    const uint8_t *owner; /* token hash, OWNER_LEN <= STORE_OWNER_MAX bytes */
+    size_t owner_len;
+    const char *idem_key;    /* NULL: none */
+    uint8_t fingerprint[32]; /* SHA-256 of the request body (with a key) */
+    const char *op;          /* for the status document ("mixed", ...); NULL: "" */
+    const char *request_id;  /* NULL: "" */
+    const void *spec;        /* the batch document (JSON) as submitted */
+    size_t spec_len;
+    const struct store_blob *inputs; /* uploaded files, in order (multipart) */
+    size_t ninputs;
+    uint32_t njobs;
+};
+
+/* Queues the creation of batch NB, atomic with its idempotency key: with a key already used
+ * by this owner, the same fingerprint answers STORE_REPLAYED with that batch, another one
+ * STORE_E_KEY_REUSED; past max_bytes STORE_E_FULL. DONE runs once, from store_dispatch,
+ * after the commit: only then may the batch be announced (202). Returns 0 (DONE will run)
+ * or STORE_E_INVALID / STORE_E_NOMEM (DONE will not). */
+int store_batch_create(struct store *st, const struct store_new_batch *nb, store_done_fn *done,
+                       void *arg);
+
+/* The handle of unfinished batch ID (found with store_unfinished, say), to record its
+ * remaining results. Returns 0 and *OUT (release with store_batch_release), or
+ * STORE_E_NOT_FOUND, STORE_E_ENDED, STORE_E_IO, STORE_E_NOMEM. */
+int store_batch_open(struct store *st, const char *id, struct store_batch **out);
+
+/* Gives a handle back; queued writes for it still commit. NULL: no-op. */
+void store_batch_release(struct store_batch *sb);
+
+/* The id of SB (borrowed, valid while SB is). */
+const char *store_batch_id(const struct store_batch *sb);
+
+/* Queues the result of job INDEX: LINE is the result line (without seq or newline), OK says
+ * whether it is a result or an error. The store assigns its seq at the commit. Returns 0,
+ * STORE_E_DUPLICATE (INDEX already has a result: nothing queued), STORE_E_ENDED,
+ * STORE_E_INVALID (INDEX past njobs) or STORE_E_NOMEM. LINE is copied. */
+int store_result_add(struct store_batch *sb, uint32_t index, int ok, const void *line, size_t len);
+
+/* The next job index >= FROM without a result (queued or committed), or -1 if none: the
+ * jobs to run again after a restart. */
+int64_t store_batch_next_missing(const struct store_batch *sb, uint32_t from);
+
+/* The seq up to which SB's results are committed. */
+uint64_t store_batch_committed_seq(const struct store_batch *sb);
+
+/* Queue: the first job started (state running, started_at). Returns 0 or STORE_E_ENDED. */
+int store_batch_start(struct store_batch *sb);
+
+/* Queue: a cancel was asked for; survives a restart (the batch then ends as cancelled
+ * instead of running again). Returns 0 or STORE_E_ENDED. */
+int store_batch_cancel(struct store_batch *sb);
+
+/* Queue: the batch ended in STATE (STORE_DONE or STORE_CANCELLED) with SUMMARY (the summary
+ * line, copied), after every result queued before. expires_at = now + result_ttl. Returns 0,
+ * STORE_E_ENDED, STORE_E_INVALID or STORE_E_NOMEM. */
+int store_batch_end(struct store_batch *sb, int state, const void *summary, size_t len);
+
+/* A batch's status, as committed. */
+struct store_info {
+    char id[STORE_ID_SIZE];
+    int state;
+    int cancel_requested;
+    char op[64];
+    char request_id[128];
+    int64_t created_ms, started_ms, finished_ms, expires_ms; /* 0: not yet */
+    uint64_t njobs, nok, nfailed;
+    uint64_t last_seq;
+};
+
+/* Reads batch ID for OWNER into *OUT. Returns 0, STORE_E_NOT_FOUND (never issued, forgotten,
+ * or another owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state) or
+ * STORE_E_IO. */
+int store_batch_get(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                    struct store_info *out);
+
+/* OWNER's batches in STATE (or STORE_ANY_STATE), newest first, older than BEFORE (NULL:
+ * from the newest), at most MAX into OUT; *N gets the count. Expired ones are not listed.
+ * Returns 0 or STORE_E_IO / STORE_E_INVALID. */
+int store_batch_list(struct store *st, const uint8_t *owner, size_t owner_len, int state,
+                     const char *before, struct store_info *out, size_t max, size_t *n);
+
+/* One committed result: LINE is borrowed until the callback returns. Return 0 to go on,
+ * non-zero to stop. */
+typedef int store_row_fn(void *arg, uint64_t seq, uint32_t index, int ok, const void *line,
+                         size_t len);
+
+/* Calls ROW for OWNER's batch ID's results with seq > AFTER, in seq order, at most MAX rows
+ * (bounded memory: one row at a time). *LAST gets the last seq passed (AFTER if none).
+ * Returns 0, STORE_E_NOT_FOUND, STORE_E_EXPIRED or STORE_E_IO. */
+int store_results_read(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                       uint64_t after, size_t max, store_row_fn *row, void *arg, uint64_t *last);
+
+/* The same in job index order, for SPEC §4's JSON document of an ended batch: ROW is called
+ * for the results with index >= FROM, at most MAX; *NEXT gets the index after the last one
+ * passed (FROM if none), to go on from. Returns as store_results_read. */
+int store_results_by_index(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                           uint32_t from, size_t max, store_row_fn *row, void *arg, uint32_t *next);
+
+/* Which piece of a batch store_batch_blob reads. */
+enum store_part {
+    STORE_PART_SPEC = 0,    /* the batch document */
+    STORE_PART_SUMMARY = 1, /* the summary line (once ended) */
+    STORE_PART_INPUT = 2,   /* uploaded file INDEX */
+};
+
+/* Reads PART of batch ID (no owner check: for the server's own use) into *DATA (new: free())
+ * and *LEN. Returns 0, STORE_E_NOT_FOUND (no such batch or part), STORE_E_IO, STORE_E_NOMEM. */
+int store_batch_blob(struct store *st, const char *id, int part, uint32_t index, void **data,
+                     size_t *len);
+
+/* Calls FN with the id of every batch not ended (queued or running), oldest first: on start,
+ * the batches to carry on. Returns 0 or STORE_E_IO. */
+int store_unfinished(struct store *st, void (*fn)(void *arg, const char *id), void *arg);
+
+/* Queues forgetting OWNER's ended batch ID (DELETE on an ended batch: it is then 404).
+ * DONE gets STORE_OK, STORE_E_NOT_FOUND or STORE_E_NOT_FINISHED (cancel it instead). */
+int store_batch_forget(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                       store_done_fn *done, void *arg);
+
+/* Queues the expiry of every batch whose expires_at <= NOW_MS: results, inputs, spec,
+ * summary and key are deleted, an expired tombstone stays (410) for another ttl. Call it
+ * from a timer. Returns 0 or STORE_E_NOMEM. */
+int store_expire(struct store *st, int64_t now_ms);
+
+/* Figures for metrics and benchmarks. */
+#define STORE_HIST_BUCKETS 97
+struct store_stats {
+    uint64_t bytes;        /* stored bytes (specs, inputs, results, summaries) */
+    uint64_t pending_rows; /* results queued, not yet committed */
+    uint64_t rows;         /* results committed since open */
+    uint64_t flushes;      /* write transactions committed since open */
+    uint64_t dup_ignored;  /* results the database refused as a second of their job */
+    uint64_t checkpoints;  /* WAL checkpoints run */
+    double flush_max_ms;   /* the slowest commit */
+    /* commits by duration: [k] counts those under 2^(k/4) microseconds (16 s at most) */
+    uint64_t flush_hist[STORE_HIST_BUCKETS];
+};
+void store_stats_get(struct store *st, struct store_stats *out);
+
+/* The flush time under which P (0..1) of the commits took, in ms, from a stats histogram. */
+double store_stats_quantile_ms(const struct store_stats *s, double p);
+
+/* Makes a new batch id into OUT (used by the backends; exposed for tests). NOW_MS is the
+ * time part. Not thread-safe: one generator per thread. */
+void store_id_make(int64_t now_ms, char out[STORE_ID_SIZE]);
+
+/* 1 if S is a well-formed batch id. */
+int store_id_valid(const char *s);
+
+#endif
