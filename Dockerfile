@@ -30,7 +30,7 @@ FROM debian:12.12-slim@sha256:d5d3f9c23164ea16f31852f95bd5959aad1c5e854332fe00f7
 # checks this list against the binary's NEEDED entries).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16 \
+        libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16 liblua5.4-0 \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 batchd \
     && useradd --system --uid 10001 --gid batchd --home-dir /var/lib/batchd \

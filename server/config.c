@@ -54,6 +54,8 @@ static const struct cfg_opt cfg_opts[] = {
           "100000000", "largest output image, width x height"),
     OPT_N("worker-memory", "BATCHD_WORKER_MEMORY", CFG_BYTES, worker_memory_bytes, "4GiB",
           "address-space limit of each worker"),
+    OPT_N("lua-memory", "BATCHD_LUA_MEMORY", CFG_BYTES, lua_memory_bytes, "64MiB",
+          "memory cap of an op lua interpreter (one batch on one worker); past it, too_large"),
     OPT_N("recycle-after", "BATCHD_RECYCLE_AFTER", CFG_U64, recycle_after, "100000",
           "jobs a worker runs before it is replaced; 0 = never"),
     OPT_N("grace-period", "BATCHD_GRACE_PERIOD", CFG_MS, grace_period_ms, "30s",

@@ -24,6 +24,7 @@ struct config {
     uint64_t max_input_pixels;
     uint64_t max_output_pixels;
     uint64_t worker_memory_bytes;
+    uint64_t lua_memory_bytes;
     uint64_t recycle_after;
     uint64_t grace_period_ms;
     uint64_t connection_timeout_s;

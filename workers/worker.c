@@ -289,7 +289,7 @@ static int worker_job_exec(const struct op *op, const struct frames_run_job *j, 
         snprintf(o->message, sizeof o->message, "out of memory reading the job");
         return -BATCHD_E_INTERNAL;
     }
-    return op->run(in, o);
+    return ops_run(op, in, o);
 }
 
 /* Runs one job of the chunk: says on the control page that it runs, parses its input, runs
@@ -298,7 +298,6 @@ static int worker_run_job(void *ud, const struct frames_run_head *h, const struc
 {
     struct worker_chunk *c = ud;
     struct worker *w = c->w;
-    (void)h;
     const struct op *op = ops_at(j->op);
     if (op != NULL && (op->flags & OP_SLOW)) {
         /* A slow job's result must not wait behind the results of the quick ones. */
@@ -340,6 +339,8 @@ static int worker_run_job(void *ud, const struct frames_run_head *h, const struc
         .index = j->index,
         .want_binary = (c->flags & FRAMES_RUN_WANT_BINARY) != 0,
         .limits = &w->limits,
+        .batch = h->batch,
+        .timeout_ms = h->timeout_ms,
     };
     if (j->blob_len > 0 && c->blob_map != NULL && j->blob_off <= c->blob_map_len &&
         j->blob_len <= c->blob_map_len - j->blob_off) {

@@ -31,6 +31,7 @@ static const struct op *const ops_table[] = {
     &op_sleep,
     &op_monte_carlo_pi,
     &op_image,
+    &op_lua,
 };
 /* clang-format on */
 
@@ -67,6 +68,11 @@ size_t ops_index(const struct op *op)
 size_t ops_count(void)
 {
     return OPS_N;
+}
+
+int ops_run(const struct op *op, const struct job_input *in, struct job_output *out)
+{
+    return op->run(in, out);
 }
 
 int ops_check_params(const struct op *op, const json_t *params, char *msg, size_t msglen,

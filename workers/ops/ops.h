@@ -57,6 +57,9 @@ size_t ops_index(const struct op *op);
 /* Number of ops in the table. */
 size_t ops_count(void);
 
+/* Runs one job of OP (the worker's call): as OP's run. */
+int ops_run(const struct op *op, const struct job_input *in, struct job_output *out);
+
 /* Checks PARAMS (may be NULL) against OP's .params and validate_params. Returns 0,
  * -BATCHD_E_INVALID_PARAM with MSG and PATH (relative to params) set, or -BATCHD_E_INTERNAL
  * with MSG when the check ran out of memory. */
