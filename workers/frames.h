@@ -16,7 +16,7 @@
  * start_ns the summed run time and in end_ns the count of its jobs.
  * A CONFIG body: u64 memory_bytes, u64 max_input_pixels, u64 max_output_pixels, u64
  * lua_memory, u32 len + data_dir, u32 len + output_dir (each shorter than PATH_MAX, without
- * NUL). */
+ * NUL), u32 len + modules (the --module paths, ':'-separated). */
 #ifndef BATCHD_WORKERS_FRAMES_H
 #define BATCHD_WORKERS_FRAMES_H
 

@@ -11,6 +11,7 @@
 #include "../api/torture.h"
 #include "frames.h"
 #include "ipc.h"
+#include "ops/module.h"
 #include "ops/ops.h"
 
 #include <errno.h>
@@ -456,6 +457,13 @@ int worker_main(int sock, int ctl_fd, long parent)
     atomic_store(&w.ctl->pid, (uint32_t)getpid());
     w.data_dir = cfg.data_dir[0] != '\0' ? cfg.data_dir : NULL;
     w.output_dir = cfg.output_dir[0] != '\0' ? cfg.output_dir : NULL;
+    /* The server loaded these already, so they load here too; if one does not, this worker
+     * must not run jobs with another op table. */
+    char why[1024];
+    if (module_load_all(cfg.modules, why, sizeof why) != 0) {
+        fprintf(stderr, "batchd-worker: %s\n", why);
+        return 2;
+    }
     buf_init(&w.out, IPC_MAX_FRAME);
     buf_init(&w.block, IPC_MAX_FRAME / 2);
     w.scratch_int = json_integer(0);

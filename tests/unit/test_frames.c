@@ -532,6 +532,7 @@ static void config_fill(struct worker_config *c, size_t dir_len)
     c->limits.no_openat2 = 1; /* a test hook of the worker's own: never sent */
     memset(c->data_dir, 'd', dir_len);
     snprintf(c->output_dir, sizeof c->output_dir, "%s", "/srv/out");
+    snprintf(c->modules, sizeof c->modules, "%s", "/opt/a.so:/opt/b.so");
 }
 
 /* A CONFIG frame decodes to what was encoded, with folders empty, short and at the limit;
@@ -556,6 +557,7 @@ static void test_config_roundtrip(void)
         CHECK(got.limits.max_input_pixels == in.limits.max_input_pixels);
         CHECK(got.limits.max_output_pixels == in.limits.max_output_pixels);
         CHECK(got.limits.lua_memory == in.limits.lua_memory);
+        CHECK_EQ_STR(got.modules, in.modules);
         CHECK_EQ_INT(got.limits.no_openat2, 0);
         CHECK_EQ_INT((long)strlen(got.data_dir), (long)lens[k]);
         CHECK_EQ_STR(got.data_dir, in.data_dir);
@@ -581,10 +583,10 @@ static void test_config_roundtrip(void)
     len = 3;
     memcpy(body + 32, &len, 4);
     memcpy(body + 36, "a\0b", 3);
-    memset(body + 39, 0, 4);
-    CHECK_EQ_INT(frames_config_decode(body, 43, &got), FRAMES_BAD);
+    memset(body + 39, 0, 8); /* output_dir and modules: empty */
+    CHECK_EQ_INT(frames_config_decode(body, 47, &got), FRAMES_BAD);
     memcpy(body + 36, "a/b", 3);
-    CHECK_EQ_INT(frames_config_decode(body, 43, &got), 0);
+    CHECK_EQ_INT(frames_config_decode(body, 47, &got), 0);
     CHECK_EQ_STR(got.data_dir, "a/b");
     CHECK_EQ_STR(got.output_dir, "");
     /* Past the buffer's cap the encoder refuses, leaving nothing. */

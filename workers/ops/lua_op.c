@@ -315,9 +315,10 @@ static const struct op_param lua_params[] = {
      .type = OP_PARAM_STRING,
      .min = 1,
      .max = 0,
-     .help = "Lua 5.4 source of a chunk that returns a function; each job calls it with its "
-             "input and its return value is the result (text only; a sandbox of string, "
-             "table, math, utf8, coroutine and the safe base functions)",
+     .help =
+         "required: Lua 5.4 source of a chunk that returns a function; each job calls it with its "
+         "input and its return value is the result (text only; a sandbox of string, "
+         "table, math, utf8, coroutine and the safe base functions)",
      .flags = OP_PARAM_REQUIRED},
     {.name = "seed",
      .type = OP_PARAM_INT,
