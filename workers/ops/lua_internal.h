@@ -17,6 +17,9 @@
 #define LUA_REP_MAX (16u * 1024 * 1024)
 /* Results nested deeper than this are refused (a cycle is refused at once). */
 #define LUA_RESULT_MAX_DEPTH 100
+/* Coroutines of a script the budget's alarm can reach; past that many, new ones run with
+ * the count hook always on (slower, as safe). */
+#define LUA_MAX_THREADS 1024
 /* The largest chunk accepted as params.code. */
 #define LUA_CODE_MAX (1u * 1024 * 1024)
 
@@ -24,15 +27,19 @@
  * is this struct, so that the hook (given only a lua_State) finds it through lua_getallocf. */
 struct lbox {
     lua_State *L;
-    size_t used;       /* bytes the interpreter holds */
-    size_t cap;        /* the most it may hold */
-    int refused;       /* 1 once an allocation was refused since the last lbox_arm */
-    lua_State *job;    /* the coroutine running the current job, or NULL */
-    uint64_t deadline; /* CLOCK_MONOTONIC ns at which the job's budget ends; 0 = none */
-    int expired;       /* 1 once the hook saw the deadline pass */
-    int env_ref;       /* registry reference of the sandbox table (every chunk's _ENV) */
-    int fn_ref;        /* registry reference of the function the chunk returned */
-    int seed_ref;      /* registry reference of the real math.randomseed */
+    size_t used;              /* bytes the interpreter holds */
+    size_t cap;               /* the most it may hold */
+    int refused;              /* 1 once an allocation was refused since the last lbox_arm */
+    lua_State *job;           /* the coroutine running the current job, or NULL */
+    uint64_t deadline;        /* CLOCK_MONOTONIC ns at which the job's budget ends; 0 = none */
+    int expired;              /* 1 once the hook saw the deadline pass */
+    int env_ref;              /* registry reference of the sandbox table (every chunk's _ENV) */
+    int fn_ref;               /* registry reference of the function the chunk returned */
+    int seed_ref;             /* registry reference of the real math.randomseed */
+    int threads_ref;          /* registry reference of the table that keeps threads[] alive */
+    volatile int alarm_fired; /* the alarm hooked the threads during this job */
+    volatile int nthreads;
+    lua_State *threads[LUA_MAX_THREADS]; /* the script's coroutines, for the alarm */
 };
 
 /* Makes a sandboxed interpreter capped at CAP bytes (SPEC §10's environment; the string
@@ -46,12 +53,13 @@ void lbox_close(struct lbox *box);
  * stack. Returns LUA_OK, or a Lua status with the message (with its line) on the stack. */
 int lbox_load(struct lbox *box, const char *code, size_t len);
 
-/* Starts a budget: the hook stops Lua code at DEADLINE (monotonic ns; 0 = no limit), and
- * the allocator's refusal flag is cleared. */
-void lbox_arm(struct lbox *box, lua_State *job, uint64_t deadline);
+/* Starts a job's budget: at DEADLINE (monotonic ns; 0 = no limit) an alarm signal sets the
+ * count hook on every thread of the interpreter, which then stops the script; until then Lua
+ * runs at full speed, without a hook. Clears the allocator's refusal flag. */
+void lbox_arm(struct lbox *box, uint64_t deadline);
 
-/* Sets the count hook on thread T (every new coroutine gets it). */
-void lbox_hook(lua_State *T);
+/* Ends the budget: no alarm can touch the interpreter after this returns. */
+void lbox_disarm(struct lbox *box);
 
 /* The sentinel that stands for JSON null (batchd.null), pushed on L. */
 void ljson_push_null(lua_State *L);

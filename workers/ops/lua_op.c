@@ -102,8 +102,7 @@ static int lua_job_resume(struct lua_job *j, lua_State *L, int nargs)
     lua_State *co = lua_newthread(L);
     lua_insert(L, -2 - nargs);
     lua_xmove(L, co, 1 + nargs);
-    j->box->job = co;
-    lbox_hook(co);
+    j->box->job = co; /* set before it runs: the alarm hooks it then */
     int nres = 0;
     int status = lua_resume(co, L, nargs, &nres);
     j->box->job = NULL;
@@ -236,11 +235,12 @@ static int run_lua(const struct job_input *in, struct job_output *out)
         uint64_t margin = budget / 10 < 500000000u ? budget / 10 : 500000000u;
         deadline = lua_now_ns() + budget - margin;
     }
-    lbox_arm(&e->box, NULL, deadline);
+    lbox_arm(&e->box, deadline);
     lua_State *L = e->box.L;
     lua_pushcfunction(L, lua_job_protected);
     lua_pushlightuserdata(L, &j);
     int status = lua_pcall(L, 1, 0, 0);
+    lbox_disarm(&e->box);
     if (status != LUA_OK && j.err == 0) {
         /* A memory error outside the script (converting its input, say). */
         j.err =
@@ -251,7 +251,6 @@ static int run_lua(const struct job_input *in, struct job_output *out)
                      : (lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error"));
     }
     lua_settop(L, 0);
-    e->box.deadline = 0;
     int err = j.err;
     if (err == -BATCHD_E_TIMEOUT || err == -BATCHD_E_TOO_LARGE || e->box.fn_ref == LUA_NOREF) {
         /* Its state is whatever the script left when it was stopped: start afresh. */

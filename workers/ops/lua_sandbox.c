@@ -6,13 +6,20 @@
  * string table and is locked (__metatable), so ("").dump and friends lead nowhere new.
  * Memory is counted by our allocator (refused past the cap: Lua raises a memory error); time
  * by a count hook that yields the job's coroutine at its deadline (an error raised there
- * could be caught by the script's own pcall; a yield cannot); C code that runs long (string
- * patterns) is bounded by the guards below and, past them, by the worker kill. */
+ * could be caught by the script's own pcall; a yield cannot). The hook costs about 3x in a
+ * tight loop while it is set, so it is set only when the job's time is up: a POSIX timer
+ * fires SIGALRM at the deadline, and its handler sets the hook (lua_sethook may be called
+ * from a signal handler; lua.c does the same for Ctrl-C) on the interpreter, the job's
+ * thread and every coroutine the script made (coroutine.create and wrap record them). C code
+ * that runs long (string patterns) is bounded by the guards below and, past them, by the
+ * worker kill. */
 #include "lua_internal.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
 #include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,22 +87,116 @@ static void lbox_hook_fn(lua_State *L, lua_Debug *ar)
     luaL_error(L, "the job ran past its time budget");
 }
 
-void lbox_hook(lua_State *T)
+/* The interpreter whose job the alarm may stop, or NULL. */
+static _Atomic(struct lbox *) lbox_armed;
+static timer_t lbox_timer;
+static int lbox_timer_ok; /* 1 once the timer and the handler are set up */
+
+static void lbox_hook_all(struct lbox *b, int count)
 {
-    struct lbox *b = lbox_of(T);
-    lua_sethook(T, lbox_hook_fn, LUA_MASKCOUNT, b->expired ? 1 : LBOX_HOOK_COUNT);
+    lua_sethook(b->L, lbox_hook_fn, LUA_MASKCOUNT, count);
+    if (b->job != NULL) {
+        lua_sethook(b->job, lbox_hook_fn, LUA_MASKCOUNT, count);
+    }
+    for (int i = 0; i < b->nthreads; i++) {
+        lua_sethook(b->threads[i], lbox_hook_fn, LUA_MASKCOUNT, count);
+    }
 }
 
-void lbox_arm(struct lbox *box, lua_State *job, uint64_t deadline)
+static void lbox_on_alarm(int sig)
 {
-    box->job = job;
+    (void)sig;
+    struct lbox *b = atomic_load(&lbox_armed);
+    if (b != NULL) {
+        b->alarm_fired = 1;
+        lbox_hook_all(b, 1);
+    }
+}
+
+static int lbox_timer_setup(void)
+{
+    if (lbox_timer_ok) {
+        return 0;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = lbox_on_alarm;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGALRM;
+    if (sigaction(SIGALRM, &sa, NULL) != 0 ||
+        timer_create(CLOCK_MONOTONIC, &sev, &lbox_timer) != 0) {
+        return -1;
+    }
+    lbox_timer_ok = 1;
+    return 0;
+}
+
+void lbox_arm(struct lbox *box, uint64_t deadline)
+{
+    box->job = NULL;
     box->deadline = deadline;
     box->expired = 0;
     box->refused = 0;
-    lbox_hook(box->L);
-    if (job != NULL) {
-        lbox_hook(job);
+    box->alarm_fired = 0;
+    if (deadline == 0) {
+        return;
     }
+    if (lbox_timer_setup() != 0) {
+        /* No timer: the hook stays on for the whole job (slower, as safe). */
+        lbox_hook_all(box, LBOX_HOOK_COUNT);
+        return;
+    }
+    atomic_store(&lbox_armed, box);
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = (time_t)(deadline / 1000000000u);
+    its.it_value.tv_nsec = (long)(deadline % 1000000000u);
+    if (timer_settime(lbox_timer, TIMER_ABSTIME, &its, NULL) != 0) {
+        atomic_store(&lbox_armed, NULL);
+        lbox_hook_all(box, LBOX_HOOK_COUNT);
+    }
+}
+
+void lbox_disarm(struct lbox *box)
+{
+    atomic_store(&lbox_armed, NULL);
+    if (lbox_timer_ok) {
+        struct itimerspec its;
+        memset(&its, 0, sizeof its);
+        timer_settime(lbox_timer, 0, &its, NULL);
+    }
+    box->deadline = 0;
+    box->job = NULL;
+    if (box->alarm_fired || !lbox_timer_ok) {
+        /* Hooks were set (the alarm came as the job ended, or there is no timer): take them
+         * off, so that the next job runs at full speed. */
+        lua_sethook(box->L, NULL, 0, 0);
+        for (int i = 0; i < box->nthreads; i++) {
+            lua_sethook(box->threads[i], NULL, 0, 0);
+        }
+    }
+}
+
+/* Records coroutine T for the alarm (or, past LUA_MAX_THREADS, hooks it for good). The
+ * thread is at the top of L's stack. */
+static void lbox_track(lua_State *L, lua_State *T)
+{
+    struct lbox *b = lbox_of(L);
+    if (b->nthreads >= LUA_MAX_THREADS) {
+        lua_sethook(T, lbox_hook_fn, LUA_MASKCOUNT, b->expired ? 1 : LBOX_HOOK_COUNT);
+        return;
+    }
+    /* Anchored, so that the pointer stays valid for the alarm as long as the interpreter. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->threads_ref);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, b->nthreads + 1);
+    lua_pop(L, 1);
+    b->threads[b->nthreads] = T;
+    b->nthreads = b->nthreads + 1; /* after the store: the handler reads up to nthreads */
 }
 
 /* setmetatable without __gc: a finalizer would run whenever the collector runs, also between
@@ -210,8 +311,8 @@ static int lbox_pattern_guard(lua_State *L)
     return lua_gettop(L);
 }
 
-/* coroutine.create and coroutine.wrap that hook the new thread (it inherits the hook too;
- * this does not depend on it). */
+/* coroutine.create and coroutine.wrap that record the new thread for the alarm (a thread
+ * made after the alarm inherits its maker's hook as well). */
 static int lbox_co_create(lua_State *L)
 {
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -219,7 +320,7 @@ static int lbox_co_create(lua_State *L)
     lua_call(L, lua_gettop(L) - 1, 1);
     lua_State *T = lua_tothread(L, -1);
     if (T != NULL) {
-        lbox_hook(T);
+        lbox_track(L, T);
     }
     return 1;
 }
@@ -233,7 +334,7 @@ static int lbox_co_wrap(lua_State *L)
     if (lua_getupvalue(L, -1, 1) != NULL) {
         lua_State *T = lua_tothread(L, -1);
         if (T != NULL) {
-            lbox_hook(T);
+            lbox_track(L, T);
         }
         lua_pop(L, 1);
     }
@@ -346,6 +447,8 @@ static int lbox_setup(lua_State *L)
     lua_pushvalue(L, 1);
     lua_setfield(L, 1, "_G");
     b->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    b->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
@@ -356,6 +459,7 @@ int lbox_open(struct lbox *box, size_t cap)
     box->env_ref = LUA_NOREF;
     box->fn_ref = LUA_NOREF;
     box->seed_ref = LUA_NOREF;
+    box->threads_ref = LUA_NOREF;
     box->L = lua_newstate(lbox_alloc, box);
     if (box->L == NULL) {
         return -1;
@@ -376,6 +480,9 @@ void lbox_close(struct lbox *box)
     }
     /* Collect first (CVE-2024-46981 in Valkey: a use after free without it). No finalizer
      * can run: the sandbox's setmetatable refuses __gc. */
+    if (atomic_load(&lbox_armed) == box) {
+        lbox_disarm(box);
+    }
     box->deadline = 0;
     lua_gc(box->L, LUA_GCCOLLECT);
     lua_close(box->L);
