@@ -77,10 +77,13 @@ def test_bubble_sort():
 
 def test_intensive_task():
     xs = list(range(8))
-    res, _ = run(INTENSIVE, xs, timeout_ms=60000)
+    res, summ = run(INTENSIVE, xs, timeout_ms=60000, timing=True)
     n = 5000000
     for x in xs:
         check(res[x]["result"] == sum_closed(n, x), res[x])
+    # Eight jobs of unknown cost are spread over both workers, not sent as one chunk.
+    check(summ["chunksize"] == 1, summ)
+    check(len({res[x]["worker"] for x in xs}) == 2, res)
 
 
 def sum_closed(n, x):

@@ -20,6 +20,10 @@ struct batchd_module_op;
 enum op_flags {
     OP_SLOW = 1 << 0,  /* jobs may take long: results are flushed before each one starts */
     OP_IMAGE = 1 << 1, /* inputs are images: multipart, base64 or data-dir paths */
+    /* A job's cost depends on the params (op lua: the user's code): chunks are sized from the
+     * cost hint, never from what other batches of the op measured, and even a batch that
+     * looks cheap is spread over the workers. */
+    OP_COST_VARIES = 1 << 2,
 };
 
 struct op {
