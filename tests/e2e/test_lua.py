@@ -363,6 +363,22 @@ def test_endless_loop_fails_alone_and_worker_lives():
     still_serves()
 
 
+def test_an_earlier_jobs_alarm_does_not_stop_a_later_job():
+    # The worker leaves its alarm set between jobs: one set for a job with a short timeout
+    # fires during the next job, whose own time is not up, and must not stop it.
+    with Server(workers=1) as one_worker:
+        lines, _, _ = one_worker.batch({"op": "lua", "params": {"code": CUBE}, "inputs": [2],
+                                        "timeout_ms": 300})
+        check(lines[0]["result"] == 8, lines)
+        n = 200000000
+        t0 = time.time()
+        lines, _, _ = one_worker.batch({
+            "op": "lua", "timeout_ms": 30000, "inputs": [1],
+            "params": {"code": "return function(x) local s = 0 for i = 1, %d do s = s + x end return s end" % n}})
+        check(lines[0].get("result") == n, lines)
+        check(time.time() - t0 > 0.3, "the loop ran past the first job's alarm")
+
+
 def test_batches_never_share_globals():
     with Server(workers=1) as one_worker:
         code = """count = (count or 0) + 1

@@ -21,7 +21,6 @@
 struct lua_entry {
     struct lbox box;
     uint64_t batch;
-    uint64_t hash;
     char *code;
     size_t len;
     int64_t seed;
@@ -36,15 +35,6 @@ static uint64_t lua_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t lua_hash(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ (unsigned char)s[i]) * 1099511628211u;
-    }
-    return h;
 }
 
 static void lua_entry_drop(struct lua_entry *e)
@@ -172,12 +162,11 @@ static int lua_job_protected(lua_State *L)
 static struct lua_entry *lua_entry_get(const struct job_input *in, const char *code, size_t len,
                                        int64_t seed)
 {
-    uint64_t h = lua_hash(code, len);
     struct lua_entry *lru = &lua_cache[0];
     for (int i = 0; i < LUA_CACHE_N; i++) {
         struct lua_entry *e = &lua_cache[i];
-        if (e->box.L != NULL && e->batch == in->batch && e->hash == h && e->len == len &&
-            e->seed == seed && memcmp(e->code, code, len) == 0) {
+        if (e->box.L != NULL && e->batch == in->batch && e->len == len && e->seed == seed &&
+            memcmp(e->code, code, len) == 0) {
             e->used_at = ++lua_tick;
             return e;
         }
@@ -196,7 +185,6 @@ static struct lua_entry *lua_entry_get(const struct job_input *in, const char *c
     memcpy(lru->code, code, len);
     lru->code[len] = '\0';
     lru->len = len;
-    lru->hash = h;
     lru->batch = in->batch;
     lru->seed = seed;
     lru->used_at = ++lua_tick;

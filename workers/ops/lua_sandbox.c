@@ -89,6 +89,9 @@ static void lbox_hook_fn(lua_State *L, lua_Debug *ar)
 
 /* The interpreter whose job the alarm may stop, or NULL. */
 static _Atomic(struct lbox *) lbox_armed;
+/* When the one-shot timer is set to fire (monotonic ns), 0 when it is not set. It is left
+ * running between jobs: arming it is a system call, and a tiny job costs less than two. */
+static _Atomic uint64_t lbox_timer_at;
 static timer_t lbox_timer;
 static int lbox_timer_ok; /* 1 once the timer and the handler are set up */
 
@@ -103,14 +106,35 @@ static void lbox_hook_all(struct lbox *b, int count)
     }
 }
 
+/* Sets the timer to fire at AT (absolute, monotonic). Async-signal-safe. */
+static int lbox_timer_set(uint64_t at)
+{
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = (time_t)(at / 1000000000u);
+    its.it_value.tv_nsec = (long)(at % 1000000000u);
+    atomic_store(&lbox_timer_at, at);
+    if (timer_settime(lbox_timer, TIMER_ABSTIME, &its, NULL) != 0) {
+        atomic_store(&lbox_timer_at, 0);
+        return -1;
+    }
+    return 0;
+}
+
 static void lbox_on_alarm(int sig)
 {
     (void)sig;
+    atomic_store(&lbox_timer_at, 0);
     struct lbox *b = atomic_load(&lbox_armed);
-    if (b != NULL) {
-        b->alarm_fired = 1;
-        lbox_hook_all(b, 1);
+    if (b == NULL || b->deadline == 0) {
+        return; /* between jobs: the next one sets the timer again */
     }
+    if (lbox_now_ns() < b->deadline) {
+        lbox_timer_set(b->deadline); /* set for an earlier job: not this one's time yet */
+        return;
+    }
+    b->alarm_fired = 1;
+    lbox_hook_all(b, 1);
 }
 
 static int lbox_timer_setup(void)
@@ -150,12 +174,11 @@ void lbox_arm(struct lbox *box, uint64_t deadline)
         lbox_hook_all(box, LBOX_HOOK_COUNT);
         return;
     }
+    /* Publish the job first: an alarm from now on sees it (and sets the timer again when it
+     * came early), one before has cleared lbox_timer_at, which is read after. */
     atomic_store(&lbox_armed, box);
-    struct itimerspec its;
-    memset(&its, 0, sizeof its);
-    its.it_value.tv_sec = (time_t)(deadline / 1000000000u);
-    its.it_value.tv_nsec = (long)(deadline % 1000000000u);
-    if (timer_settime(lbox_timer, TIMER_ABSTIME, &its, NULL) != 0) {
+    uint64_t at = atomic_load(&lbox_timer_at);
+    if ((at == 0 || at > deadline) && lbox_timer_set(deadline) != 0) {
         atomic_store(&lbox_armed, NULL);
         lbox_hook_all(box, LBOX_HOOK_COUNT);
     }
@@ -163,12 +186,8 @@ void lbox_arm(struct lbox *box, uint64_t deadline)
 
 void lbox_disarm(struct lbox *box)
 {
+    /* The timer may stay set: when it fires with no job armed, the handler does nothing. */
     atomic_store(&lbox_armed, NULL);
-    if (lbox_timer_ok) {
-        struct itimerspec its;
-        memset(&its, 0, sizeof its);
-        timer_settime(lbox_timer, 0, &its, NULL);
-    }
     box->deadline = 0;
     box->job = NULL;
     if (box->alarm_fired || !lbox_timer_ok) {
