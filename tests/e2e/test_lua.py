@@ -268,6 +268,19 @@ def test_table_growth_bomb_fails_alone():
     still_serves()
 
 
+def test_long_c_loops_refused():
+    # One C call that allocates nothing runs past the memory cap and the hook alike.
+    t0 = time.time()
+    c, m = err("return function() return #table.move({}, 1, math.maxinteger - 1, 1) end")
+    check(c == "script_error" and "table.move" in m, m)
+    r = one("return function() return string.rep('', 1e15) .. string.rep('', 1e15, '') end",
+            timeout_ms=3000)
+    check(r.get("result") == "", r)
+    r = one("return function() return table.move({1, 2, 3}, 1, 3, 2) end")
+    check(r["result"] == [1, 1, 2, 3], r)
+    check(time.time() - t0 < 5, time.time() - t0)
+
+
 def test_stack_exhaustion():
     c, m = err("return function() local function f(n) return f(n + 1) + 1 end return f(1) end")
     check((c == "script_error" and "stack overflow" in m) or c == "too_large", (c, m))

@@ -27,6 +27,8 @@
 
 /* The hook runs every this many VM instructions (a clock read each time). */
 #define LBOX_HOOK_COUNT 1000
+/* The most elements one table.move may move. */
+#define LBOX_MOVE_MAX (1 << 26)
 /* Estimated backtracking steps past which a pattern is refused before it runs. */
 #define LBOX_PATTERN_BUDGET 1e10
 
@@ -242,6 +244,11 @@ static int lbox_rep(lua_State *L)
     luaL_checklstring(L, 1, &l);
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_optlstring(L, 3, "", &lsep);
+    if (l + lsep == 0) {
+        /* Lua's own would copy nothing n times: string.rep('', 1e18) never ends. */
+        lua_pushliteral(L, "");
+        return 1;
+    }
     double total = n <= 0 ? 0 : (double)l * (double)n + (double)lsep * (double)(n - 1);
     struct lbox *b = lbox_of(L);
     double cap = b->cap < LUA_REP_MAX ? (double)b->cap : (double)LUA_REP_MAX;
@@ -250,6 +257,21 @@ static int lbox_rep(lua_State *L)
         snprintf(m, sizeof m, "string.rep would make %.0f bytes, more than the %d MiB allowed",
                  total, (int)(cap / (1024 * 1024)));
         return luaL_error(L, "%s", m);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* table.move over a bounded range: moving nils allocates nothing, so the memory cap would
+ * not stop table.move({}, 1, math.maxinteger - 1, 1), one C loop without a hook. */
+static int lbox_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2);
+    lua_Integer e = luaL_checkinteger(L, 3);
+    if (e >= f && (e - f > LBOX_MOVE_MAX || e - f < 0)) {
+        return luaL_error(L, "table.move of more than %d elements", (int)LBOX_MOVE_MAX);
     }
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
@@ -454,6 +476,9 @@ static int lbox_setup(lua_State *L)
     lua_setfield(L, 4, "__index");
     lua_pushboolean(L, 0);
     lua_setfield(L, 4, "__metatable");
+    lua_settop(L, 1);
+    lua_getfield(L, 1, LUA_TABLIBNAME);
+    lbox_wrap(L, 2, "move", lbox_move, -1);
     lua_settop(L, 1);
     lua_getfield(L, 1, LUA_COLIBNAME);
     lbox_wrap(L, 2, "create", lbox_co_create, -1);
