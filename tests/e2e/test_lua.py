@@ -359,7 +359,9 @@ def test_endless_loop_fails_alone_and_worker_lives():
     out = {}
 
     def go():
-        out["loop"] = run("return function() while true do end end", [1], timeout_ms=1500)
+        # 4 s: the hook stops it at 3.6 s, well before the dispatcher's kill at 4 s, also
+        # on a loaded machine.
+        out["loop"] = run("return function() while true do end end", [1], timeout_ms=4000)
 
     th = threading.Thread(target=go)
     t0 = time.time()
@@ -370,7 +372,7 @@ def test_endless_loop_fails_alone_and_worker_lives():
     dt = time.time() - t0
     lres, _ = out["loop"]
     check(lres[0]["error"]["code"] == "timeout", lres)
-    check(1.0 < dt < 15, dt)
+    check(3.0 < dt < 20, dt)
     # The hook stopped it, not a kill: the same workers serve on.
     check(S.worker_pids() == before, (before, S.worker_pids()))
     still_serves()
