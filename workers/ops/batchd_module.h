@@ -13,6 +13,10 @@
  * in the workers like built-in ops: one call of `run` per job, in a worker process, which
  * reads the input through the host and writes the result (or an error) through it.
  *
+ * A run() must not change signal dispositions or the process's limits. The worker may get a
+ * SIGALRM now and then (op lua's timer; its handler is installed with SA_RESTART and does
+ * nothing outside a Lua job): a call that cannot be restarted (poll, nanosleep) may see EINTR.
+ *
  * Build one with: cc -shared -fPIC -I<batchd>/workers/ops mymod.c -o mymod.so $(pkg-config
  * --cflags --libs jansson). See examples/modules/wordcount.c. */
 #ifndef BATCHD_MODULE_H
