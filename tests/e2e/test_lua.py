@@ -340,6 +340,11 @@ def test_coroutines_do_not_dodge_the_hook():
           while true do coroutine.resume(co) end
         end""",
         "return function() while true do pcall(function() while true do end end) end end",
+        "return function() while true do xpcall(error, function() while true do end end) end end",
+        """return function()
+          local t = setmetatable({}, {__index = function() while true do end end})
+          while true do pcall(function() return t.x end) end
+        end""",
         """return function()
           while true do pcall(table.sort, {3, 2, 1, 5, 4}, function(a, b) while true do end end) end
         end""",
