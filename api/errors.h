@@ -6,6 +6,7 @@
 #define BATCHD_API_ERRORS_H
 
 /* XX(ENUM_SUFFIX, "wire_name", "default message", http_status, per_job) */
+/* clang-format off */
 #define BATCHD_ERRNO_MAP(XX)                                                                    \
     XX(BAD_REQUEST, "bad_request", "the batch is malformed", 400, 0)                            \
     XX(INVALID_JSON, "invalid_json", "the body is not valid JSON", 400, 0)                      \
@@ -33,7 +34,9 @@
     XX(CORRUPT_IMAGE, "corrupt_image", "the image is truncated or corrupt", 0, 1)               \
     XX(NOT_FOUND, "not_found", "no such file under the data dir", 0, 1)                         \
     XX(FORBIDDEN_PATH, "forbidden_path", "the path leads outside the data dir", 0, 1)           \
-    XX(CANCELLED, "cancelled", "the job was not started before the batch ended", 0, 1)
+    XX(CANCELLED, "cancelled", "the job was not started before the batch ended", 0, 1)          \
+    XX(SCRIPT_ERROR, "script_error", "the script raised an error", 0, 1)
+/* clang-format on */
 
 /* Error codes are negative so that functions can return 0 or -BATCHD_E_x. */
 enum batchd_err {

@@ -15,7 +15,8 @@
 struct job_limits {
     uint64_t max_input_pixels;  /* largest input image, width x height; 0 = the op's default */
     uint64_t max_output_pixels; /* largest output image; 0 = the op's default */
-    int no_openat2; /* test hook: open paths without openat2, as on kernels that lack it */
+    int no_openat2;      /* test hook: open paths without openat2, as on kernels that lack it */
+    uint64_t lua_memory; /* bytes an op lua interpreter may hold (--lua-memory); 0 = default */
 };
 
 /* What a job is given. Borrowed for the duration of run(). */
@@ -30,6 +31,8 @@ struct job_input {
     uint64_t index;         /* the job's index in its batch (for output file names) */
     int want_binary;        /* 1: the client reads a tar stream, so image bytes go in blobs */
     const struct job_limits *limits; /* NULL: every limit at its default */
+    uint64_t batch;      /* the batch's serial, unique in the server's life (0 = unknown) */
+    uint64_t timeout_ms; /* the job's time limit (0 = none): the worker is killed past it */
 };
 
 #define JOB_MAX_BLOBS 16

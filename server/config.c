@@ -11,7 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-enum cfg_kind { CFG_STRING, CFG_U64, CFG_BYTES, CFG_MS };
+/* CFG_LIST: a string flag that may repeat; each repetition adds a ':'-separated item (its
+ * environment twin holds the whole list). */
+enum cfg_kind { CFG_STRING, CFG_U64, CFG_BYTES, CFG_MS, CFG_LIST };
 
 struct cfg_opt {
     const char *flag;
@@ -25,6 +27,10 @@ struct cfg_opt {
 
 #define OPT_S(f, e, field, d, h) {f, e, CFG_STRING, offsetof(struct config, field), \
                                   sizeof(((struct config *)0)->field), d, h}
+#define CFG_SIZEOF(fld) sizeof(((struct config *)0)->fld)
+/* clang-format off */
+#define OPT_L(f, e, x, d, h) {f, e, CFG_LIST, offsetof(struct config, x), CFG_SIZEOF(x), d, h}
+/* clang-format on */
 #define OPT_N(f, e, k, field, d, h) {f, e, k, offsetof(struct config, field), 0, d, h}
 
 static const struct cfg_opt cfg_opts[] = {
@@ -54,6 +60,8 @@ static const struct cfg_opt cfg_opts[] = {
           "100000000", "largest output image, width x height"),
     OPT_N("worker-memory", "BATCHD_WORKER_MEMORY", CFG_BYTES, worker_memory_bytes, "4GiB",
           "address-space limit of each worker"),
+    OPT_N("lua-memory", "BATCHD_LUA_MEMORY", CFG_BYTES, lua_memory_bytes, "64MiB",
+          "memory cap of an op lua interpreter (one batch on one worker); past it, too_large"),
     OPT_N("recycle-after", "BATCHD_RECYCLE_AFTER", CFG_U64, recycle_after, "100000",
           "jobs a worker runs before it is replaced; 0 = never"),
     OPT_N("grace-period", "BATCHD_GRACE_PERIOD", CFG_MS, grace_period_ms, "30s",
@@ -66,6 +74,8 @@ static const struct cfg_opt cfg_opts[] = {
           "a body may take --header-timeout plus 1 s per this many bytes; 0 = none"),
     OPT_N("max-connections", "BATCHD_MAX_CONNECTIONS", CFG_U64, max_connections, "4096",
           "open client connections"),
+    OPT_L("module", "BATCHD_MODULES", modules, "",
+          "C module (.so, batchd_module.h) to load at start; repeat the flag, or PATH:PATH"),
     OPT_S("log-format", "BATCHD_LOG_FORMAT", log_format, "logfmt", "logfmt or json"),
     OPT_S("log-level", "BATCHD_LOG_LEVEL", log_level, "info",
           "least severe lines logged: error, warn, info or debug"),
@@ -129,7 +139,7 @@ static int parse_number(enum cfg_kind kind, const char *s, uint64_t *out)
 static int cfg_set(struct config *cfg, const struct cfg_opt *o, const char *val, FILE *err)
 {
     char *field = (char *)cfg + o->offset;
-    if (o->kind == CFG_STRING) {
+    if (o->kind == CFG_STRING || o->kind == CFG_LIST) {
         size_t n = strlen(val);
         if (n >= o->size) {
             fprintf(err, "batchd: --%s: value too long\n", o->flag);
@@ -296,6 +306,7 @@ void config_print_table(FILE *out)
  * --config-table printed: exit 0) or -1 (said on ERR). */
 static int config_parse_args(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
 {
+    char listed[CFG_NOPTS] = {0}; /* a list flag seen on the command line */
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
@@ -328,6 +339,19 @@ static int config_parse_args(struct config *cfg, int argc, char **argv, FILE *ou
             fprintf(err, "batchd: --%s needs a value\n", o->flag);
             return -1;
         }
+        if (o->kind == CFG_LIST && listed[o - cfg_opts]) {
+            /* A repeated list flag appends. */
+            char *field = (char *)cfg + o->offset;
+            size_t have = strlen(field), n = strlen(val);
+            if (have + 1 + n >= o->size) {
+                fprintf(err, "batchd: --%s: too many values\n", o->flag);
+                return -1;
+            }
+            field[have] = ':';
+            memcpy(field + have + 1, val, n + 1);
+            continue;
+        }
+        listed[o - cfg_opts] = 1;
         if (cfg_set(cfg, o, val, err) != 0) {
             return -1;
         }

@@ -14,6 +14,7 @@ struct config {
     int workers;          /* resolved */
     char data_dir[4096];
     char output_dir[4096];
+    char modules[8192]; /* --module paths, ':'-separated (the flag repeats) */
     uint64_t max_body_bytes;
     char max_upload_memory_arg[32]; /* "auto" or a size, as given */
     uint64_t max_upload_memory;     /* resolved: bytes of request bodies held at once */
@@ -24,6 +25,7 @@ struct config {
     uint64_t max_input_pixels;
     uint64_t max_output_pixels;
     uint64_t worker_memory_bytes;
+    uint64_t lua_memory_bytes;
     uint64_t recycle_after;
     uint64_t grace_period_ms;
     uint64_t connection_timeout_s;

@@ -1,6 +1,7 @@
 /* batchd: the entry point. The same binary is the server and, run with --worker, a worker
  * process (the pool posix_spawns /proc/self/exe). */
 #include "../api/jsonmem.h"
+#include "../workers/ops/module.h"
 #include "../workers/worker.h"
 #include "config.h"
 #include "healthcheck.h"
@@ -38,6 +39,13 @@ int main(int argc, char **argv)
     int rc = config_load(&s.cfg, argc, argv, stdout, stderr);
     if (rc != 0) {
         return rc > 0 ? 0 : 2;
+    }
+    /* Modules register their ops before anything reads the op table (the workers get the
+     * same list in their CONFIG frame and load it in the same order). */
+    char why[1024];
+    if (module_load_all(s.cfg.modules, why, sizeof why) != 0) {
+        fprintf(stderr, "batchd: %s\n", why);
+        return 2;
     }
     log_set_format(strcmp(s.cfg.log_format, "json") == 0 ? LOG_JSON : LOG_LOGFMT);
     log_set_level((enum log_level)log_level_parse(s.cfg.log_level));

@@ -34,8 +34,11 @@ static void server_worker_config(const struct config *cfg, struct worker_config 
     wc->memory_bytes = cfg->worker_memory_bytes;
     wc->limits.max_input_pixels = cfg->max_input_pixels;
     wc->limits.max_output_pixels = cfg->max_output_pixels;
+    wc->limits.lua_memory = cfg->lua_memory_bytes;
     snprintf(wc->data_dir, sizeof wc->data_dir, "%s", cfg->data_dir);
     snprintf(wc->output_dir, sizeof wc->output_dir, "%s", cfg->output_dir);
+    _Static_assert(sizeof cfg->modules <= sizeof wc->modules, "modules fit");
+    snprintf(wc->modules, sizeof wc->modules, "%s", cfg->modules);
 }
 
 /* Everything before the first thread could exist: signals. */

@@ -398,12 +398,14 @@ static size_t batch_window_size(uint64_t njobs, size_t chunksize, int workers)
 struct dispatch_batch *batch_create(struct dispatch *d, const struct dispatch_batch_desc *desc,
                                     size_t chunksize)
 {
+    static uint64_t last_serial;
     struct dispatch_batch *b = calloc(1, sizeof *b);
     if (b == NULL) {
         return NULL;
     }
     b->d = d;
     b->desc = *desc;
+    b->serial = ++last_serial;
     /* The batch keeps its own handle on the input bytes: a chunk may still be on its way
      * to a worker after the owner has gone. */
     if (desc->blob_fd >= 0) {

@@ -45,6 +45,7 @@ struct dispatch_batch {
     int paused, cancelled, ending, in_pump;
     uint64_t started_ns, deadline_ns;
     uint64_t ok, failed, busy_ns;
+    uint64_t serial; /* unique in the process's life: workers key per-batch state on it */
 };
 
 /* A new batch of D for DESC, running with chunks of CHUNKSIZE (resolved, > 0), in D's ring

@@ -61,10 +61,14 @@ size_t cost_chunksize(const struct cost *c, const struct op *op, uint64_t njobs,
     if (njobs == 0) {
         return 1;
     }
-    double cost = cost_estimate(c, op) + COST_PER_JOB_OVERHEAD_NS;
+    /* An op whose cost depends on its params (op lua) learns nothing from other batches. */
+    const int varies = (op->flags & OP_COST_VARIES) != 0;
+    double cost =
+        (varies ? (double)op->cost_hint_ns : cost_estimate(c, op)) + COST_PER_JOB_OVERHEAD_NS;
     double target = (double)(target_ns ? target_ns : COST_DEFAULT_TARGET_NS);
-    /* A whole batch cheaper than one chunk's target goes in one message. */
-    if ((double)njobs * cost <= target) {
+    /* A whole batch cheaper than one chunk's target goes in one message (unless its cost
+     * is not known: then it is spread over the workers). */
+    if (!varies && (double)njobs * cost <= target) {
         return (size_t)njobs;
     }
     double by_cost = target / cost;

@@ -157,6 +157,8 @@ size_t frames_run_encode(struct buf *out, const struct frames_run_desc *desc,
     size_t count_at = buf_len(out);
     rc |= ipc_put_u32(out, 0);
     rc |= ipc_put_u32(out, (desc->flags & ~FRAMES_RUN_INTS) | (ints ? FRAMES_RUN_INTS : 0));
+    rc |= ipc_put_u64(out, desc->batch);
+    rc |= ipc_put_u64(out, desc->timeout_ms);
     rc |= frames_put_json(out, desc->params);
     if (rc != 0) {
         buf_reset(out);
@@ -238,6 +240,8 @@ int frames_run_decode(const void *body, size_t len, const struct frames_run_sink
     struct frames_run_head h = {0};
     h.njobs = ipc_get_u32(&r);
     h.flags = ipc_get_u32(&r);
+    h.batch = ipc_get_u64(&r);
+    h.timeout_ms = ipc_get_u64(&r);
     h.params = ipc_get_bytes(&r, &h.params_len);
     if (h.params_len == 0) {
         h.params = NULL;
@@ -372,8 +376,11 @@ int frames_config_encode(struct buf *out, const struct worker_config *cfg)
     rc |= ipc_put_u64(out, cfg->memory_bytes);
     rc |= ipc_put_u64(out, cfg->limits.max_input_pixels);
     rc |= ipc_put_u64(out, cfg->limits.max_output_pixels);
+    rc |= ipc_put_u64(out, cfg->limits.lua_memory);
     rc |= ipc_put_bytes(out, cfg->data_dir, (uint32_t)strnlen(cfg->data_dir, PATH_MAX - 1));
     rc |= ipc_put_bytes(out, cfg->output_dir, (uint32_t)strnlen(cfg->output_dir, PATH_MAX - 1));
+    rc |=
+        ipc_put_bytes(out, cfg->modules, (uint32_t)strnlen(cfg->modules, sizeof cfg->modules - 1));
     if (rc != 0) {
         buf_reset(out);
         return -1;
@@ -382,12 +389,12 @@ int frames_config_encode(struct buf *out, const struct worker_config *cfg)
     return 0;
 }
 
-/* Copies a folder of the CONFIG body into DST (PATH_MAX bytes). Returns 0 or -1. */
-static int frames_config_dir(struct ipc_reader *r, char *dst)
+/* Copies a string of the CONFIG body into DST (CAP bytes). Returns 0 or -1. */
+static int frames_config_str(struct ipc_reader *r, char *dst, size_t cap)
 {
     uint32_t len;
     const char *p = ipc_get_bytes(r, &len);
-    if (r->bad || len >= PATH_MAX || (len > 0 && memchr(p, '\0', len) != NULL)) {
+    if (r->bad || len >= cap || (len > 0 && memchr(p, '\0', len) != NULL)) {
         return -1;
     }
     if (len > 0) {
@@ -404,9 +411,11 @@ int frames_config_decode(const void *body, size_t len, struct worker_config *cfg
     cfg->memory_bytes = ipc_get_u64(&r);
     cfg->limits.max_input_pixels = ipc_get_u64(&r);
     cfg->limits.max_output_pixels = ipc_get_u64(&r);
+    cfg->limits.lua_memory = ipc_get_u64(&r);
     cfg->limits.no_openat2 = 0;
-    if (r.bad || frames_config_dir(&r, cfg->data_dir) != 0 ||
-        frames_config_dir(&r, cfg->output_dir) != 0) {
+    if (r.bad || frames_config_str(&r, cfg->data_dir, PATH_MAX) != 0 ||
+        frames_config_str(&r, cfg->output_dir, PATH_MAX) != 0 ||
+        frames_config_str(&r, cfg->modules, sizeof cfg->modules) != 0) {
         return FRAMES_BAD;
     }
     return r.left == 0 ? 0 : FRAMES_BAD;

@@ -5,16 +5,18 @@
  * loop) and by the tests. Not the socket I/O, the frame header or the control page: those
  * are ipc.h. Both ends are the same binary: integers are in host order.
  *
- * A RUN body: u32 njobs, u32 flags, u32 params_len, params JSON; with FRAMES_RUN_INTS then
- * u32 op and per job u64 index, i64 value (16 bytes, no JSON); otherwise per job: u64 index,
- * u32 op, u32 value_len, value JSON, u32 params_len (0 = the chunk's), params, u32 name_len,
- * name, u64 blob_off, u64 blob_len (into the fd passed with the frame).
+ * A RUN body: u32 njobs, u32 flags, u64 batch serial, u64 timeout_ms, u32 params_len, params
+ * JSON; with FRAMES_RUN_INTS then u32 op and per job u64 index, i64 value (16 bytes, no JSON);
+ * otherwise per job: u64 index, u32 op, u32 value_len, value JSON, u32 params_len (0 = the
+ * chunk's), params, u32 name_len, name, u64 blob_off, u64 blob_len (into the fd passed with
+ * the frame).
  * A RESULTS body: u32 count; then per record: u64 index, i32 err, u64 start_ns, u64 end_ns,
  * u32 text_len, text (the result JSON, or the error message), u32 nblobs, then per blob
  * u32 name_len, name, u32 len, bytes. A block record (err FRAMES_ERR_BLOCK) carries in
  * start_ns the summed run time and in end_ns the count of its jobs.
- * A CONFIG body: u64 memory_bytes, u64 max_input_pixels, u64 max_output_pixels, u32 len +
- * data_dir, u32 len + output_dir (each shorter than PATH_MAX, without NUL). */
+ * A CONFIG body: u64 memory_bytes, u64 max_input_pixels, u64 max_output_pixels, u64
+ * lua_memory, u32 len + data_dir, u32 len + output_dir (each shorter than PATH_MAX, without
+ * NUL), u32 len + modules (the --module paths, ':'-separated). */
 #ifndef BATCHD_WORKERS_FRAMES_H
 #define BATCHD_WORKERS_FRAMES_H
 
@@ -61,6 +63,8 @@ typedef void frames_job_fn(void *ud, uint64_t index, struct frames_job *job);
 
 struct frames_run_desc {
     uint32_t flags;       /* FRAMES_RUN_WANT_BINARY, FRAMES_RUN_BLOCK; INTS is set by the encoder */
+    uint64_t batch;       /* the batch's serial (per-batch state in the worker: op lua) */
+    uint64_t timeout_ms;  /* the batch's per-job limit, 0 = none (op lua stops a job by it) */
     const json_t *params; /* the chunk's params, may be NULL */
     /* Either every job is the integer INTS[index] of op INTS_OP (the 16-byte form) ... */
     const int64_t *ints;
@@ -80,6 +84,7 @@ size_t frames_run_encode(struct buf *out, const struct frames_run_desc *desc,
 /* The head of a decoded RUN frame. Pointers borrow the frame's body. */
 struct frames_run_head {
     uint32_t njobs, flags;
+    uint64_t batch, timeout_ms;
     const char *params; /* JSON text, params_len bytes; NULL when there are none */
     uint32_t params_len;
     uint32_t ints_op; /* the op index of every job (FRAMES_RUN_INTS) */

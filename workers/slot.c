@@ -179,6 +179,8 @@ size_t slot_send_chunk(struct dispatch *d, int i, struct dispatch_batch *b)
     const struct frames_run_desc desc = {
         .flags = (b->desc.want_binary ? FRAMES_RUN_WANT_BINARY : 0) |
                  (b->desc.on_block != NULL ? FRAMES_RUN_BLOCK : 0),
+        .batch = b->serial,
+        .timeout_ms = b->desc.timeout_ms,
         .params = b->desc.params,
         .ints = b->desc.ints,
         .ints_op = b->desc.ints_op,

@@ -11,6 +11,7 @@
 #include "../api/torture.h"
 #include "frames.h"
 #include "ipc.h"
+#include "ops/module.h"
 #include "ops/ops.h"
 
 #include <errno.h>
@@ -289,7 +290,7 @@ static int worker_job_exec(const struct op *op, const struct frames_run_job *j, 
         snprintf(o->message, sizeof o->message, "out of memory reading the job");
         return -BATCHD_E_INTERNAL;
     }
-    return op->run(in, o);
+    return ops_run(op, in, o);
 }
 
 /* Runs one job of the chunk: says on the control page that it runs, parses its input, runs
@@ -298,7 +299,6 @@ static int worker_run_job(void *ud, const struct frames_run_head *h, const struc
 {
     struct worker_chunk *c = ud;
     struct worker *w = c->w;
-    (void)h;
     const struct op *op = ops_at(j->op);
     if (op != NULL && (op->flags & OP_SLOW)) {
         /* A slow job's result must not wait behind the results of the quick ones. */
@@ -340,6 +340,8 @@ static int worker_run_job(void *ud, const struct frames_run_head *h, const struc
         .index = j->index,
         .want_binary = (c->flags & FRAMES_RUN_WANT_BINARY) != 0,
         .limits = &w->limits,
+        .batch = h->batch,
+        .timeout_ms = h->timeout_ms,
     };
     if (j->blob_len > 0 && c->blob_map != NULL && j->blob_off <= c->blob_map_len &&
         j->blob_len <= c->blob_map_len - j->blob_off) {
@@ -455,6 +457,13 @@ int worker_main(int sock, int ctl_fd, long parent)
     atomic_store(&w.ctl->pid, (uint32_t)getpid());
     w.data_dir = cfg.data_dir[0] != '\0' ? cfg.data_dir : NULL;
     w.output_dir = cfg.output_dir[0] != '\0' ? cfg.output_dir : NULL;
+    /* The server loaded these already, so they load here too; if one does not, this worker
+     * must not run jobs with another op table. */
+    char why[1024];
+    if (module_load_all(cfg.modules, why, sizeof why) != 0) {
+        fprintf(stderr, "batchd-worker: %s\n", why);
+        return 2;
+    }
     buf_init(&w.out, IPC_MAX_FRAME);
     buf_init(&w.block, IPC_MAX_FRAME / 2);
     w.scratch_int = json_integer(0);

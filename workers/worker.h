@@ -17,6 +17,7 @@ struct worker_config {
     struct job_limits limits;  /* handed to every job (no_openat2 is not sent: a test hook) */
     char data_dir[PATH_MAX];   /* --data-dir, "" when none */
     char output_dir[PATH_MAX]; /* --output-dir, "" when none */
+    char modules[8192];        /* --module paths, ':'-separated, "" when none */
 };
 
 /* Reads its CONFIG frame from socket SOCK, applies it, then runs the worker loop on SOCK

@@ -68,10 +68,28 @@ static void test_chunksize(void)
     cost_destroy(c);
 }
 
+/* An op whose cost depends on its params (op lua): sized from its hint, never from what
+ * other batches measured, and a small batch is spread over the workers. */
+static void test_cost_varies(void)
+{
+    struct cost *c = cost_create();
+    const struct op *lua = ops_find("lua");
+    CHECK(lua != NULL && (lua->flags & OP_COST_VARIES));
+    CHECK_EQ_INT(cost_chunksize(c, lua, 8, 2, 0), 1);
+    size_t big = cost_chunksize(c, lua, 1000000, 2, 0);
+    CHECK(big > 100);
+    for (int k = 0; k < 50; k++) {
+        cost_add(c, lua, 1, 100000000);
+    }
+    CHECK_EQ_INT(cost_chunksize(c, lua, 1000000, 2, 0), big);
+    cost_destroy(c);
+}
+
 int main(void)
 {
     test_starts_from_the_hint();
     test_one_update_with_a_cap();
     test_chunksize();
+    test_cost_varies();
     return check_report("test_cost");
 }

@@ -87,6 +87,8 @@ static void test_run_general(void)
         {.op = sq, .has_int = 1, .ival = INT64_MIN, .name = "n"}, /* int, not tiny */
     }};
     const struct frames_run_desc desc = {.flags = FRAMES_RUN_WANT_BINARY | FRAMES_RUN_BLOCK,
+                                         .batch = 0x1234567890ull,
+                                         .timeout_ms = 60000,
                                          .params = chunk_params,
                                          .job_at = src_job_at,
                                          .ud = &src};
@@ -101,6 +103,7 @@ static void test_run_general(void)
     CHECK_EQ_INT(g.heads, 1);
     CHECK_EQ_INT(g.head.njobs, 5);
     CHECK_EQ_INT(g.head.flags, FRAMES_RUN_WANT_BINARY | FRAMES_RUN_BLOCK);
+    CHECK(g.head.batch == 0x1234567890ull && g.head.timeout_ms == 60000);
     CHECK(text_is(g.head.params, g.head.params_len, "{\"quality\":85}"));
     CHECK_EQ_INT(g.n, 5);
     for (int k = 0; k < 5; k++) {
@@ -143,8 +146,8 @@ static void test_run_empty_chunk(void)
     CHECK_EQ_INT(g.head.njobs, 0);
     CHECK(g.head.params == NULL);
     CHECK_EQ_INT(g.n, 0);
-    /* 12 bytes: njobs, flags, params_len. */
-    CHECK_EQ_INT(buf_len(&out), sizeof(struct ipc_header) + 12);
+    /* 28 bytes: njobs, flags, batch, timeout_ms, params_len. */
+    CHECK_EQ_INT(buf_len(&out), sizeof(struct ipc_header) + 28);
     buf_cleanup(&out);
 }
 
@@ -158,8 +161,8 @@ static void test_run_ints(void)
     struct buf out;
     buf_init(&out, 1 << 16);
     CHECK_EQ_INT(frames_run_encode(&out, &desc, idx, 6, ops), 6);
-    /* Header, njobs, flags, params_len 0, op, then 16 bytes a job. */
-    CHECK_EQ_INT(buf_len(&out), sizeof(struct ipc_header) + 16 + 6 * 16);
+    /* Header, njobs, flags, batch, timeout_ms, params_len 0, op, then 16 bytes a job. */
+    CHECK_EQ_INT(buf_len(&out), sizeof(struct ipc_header) + 32 + 6 * 16);
     struct run_got g = {0};
     CHECK_EQ_INT(decode_run(&out, &g), 0);
     CHECK_EQ_INT(g.head.flags, FRAMES_RUN_BLOCK | FRAMES_RUN_INTS);
@@ -525,9 +528,11 @@ static void config_fill(struct worker_config *c, size_t dir_len)
     c->memory_bytes = 4ull << 30;
     c->limits.max_input_pixels = 100000000;
     c->limits.max_output_pixels = UINT64_MAX;
+    c->limits.lua_memory = 64ull << 20;
     c->limits.no_openat2 = 1; /* a test hook of the worker's own: never sent */
     memset(c->data_dir, 'd', dir_len);
     snprintf(c->output_dir, sizeof c->output_dir, "%s", "/srv/out");
+    snprintf(c->modules, sizeof c->modules, "%s", "/opt/a.so:/opt/b.so");
 }
 
 /* A CONFIG frame decodes to what was encoded, with folders empty, short and at the limit;
@@ -551,6 +556,8 @@ static void test_config_roundtrip(void)
         CHECK(got.memory_bytes == in.memory_bytes);
         CHECK(got.limits.max_input_pixels == in.limits.max_input_pixels);
         CHECK(got.limits.max_output_pixels == in.limits.max_output_pixels);
+        CHECK(got.limits.lua_memory == in.limits.lua_memory);
+        CHECK_EQ_STR(got.modules, in.modules);
         CHECK_EQ_INT(got.limits.no_openat2, 0);
         CHECK_EQ_INT((long)strlen(got.data_dir), (long)lens[k]);
         CHECK_EQ_STR(got.data_dir, in.data_dir);
@@ -566,20 +573,20 @@ static void test_config_roundtrip(void)
     CHECK_EQ_INT(frames_config_decode(buf_data(&out) + sizeof h, buf_len(&out) - sizeof h, &got),
                  FRAMES_BAD);
     /* A folder of PATH_MAX bytes (no room for its NUL), written by hand. */
-    static char body[3 * 8 + 4 + PATH_MAX + 4];
+    static char body[4 * 8 + 4 + PATH_MAX + 4];
     memset(body, 0, sizeof body);
     uint32_t len = PATH_MAX;
-    memcpy(body + 24, &len, 4);
-    memset(body + 28, 'd', PATH_MAX);
+    memcpy(body + 32, &len, 4);
+    memset(body + 36, 'd', PATH_MAX);
     CHECK_EQ_INT(frames_config_decode(body, sizeof body, &got), FRAMES_BAD);
     /* A NUL inside a folder. */
     len = 3;
-    memcpy(body + 24, &len, 4);
-    memcpy(body + 28, "a\0b", 3);
-    memset(body + 31, 0, 4);
-    CHECK_EQ_INT(frames_config_decode(body, 35, &got), FRAMES_BAD);
-    memcpy(body + 28, "a/b", 3);
-    CHECK_EQ_INT(frames_config_decode(body, 35, &got), 0);
+    memcpy(body + 32, &len, 4);
+    memcpy(body + 36, "a\0b", 3);
+    memset(body + 39, 0, 8); /* output_dir and modules: empty */
+    CHECK_EQ_INT(frames_config_decode(body, 47, &got), FRAMES_BAD);
+    memcpy(body + 36, "a/b", 3);
+    CHECK_EQ_INT(frames_config_decode(body, 47, &got), 0);
     CHECK_EQ_STR(got.data_dir, "a/b");
     CHECK_EQ_STR(got.output_dir, "");
     /* Past the buffer's cap the encoder refuses, leaving nothing. */

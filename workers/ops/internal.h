@@ -31,6 +31,8 @@ extern const struct op op_sleep;
 extern const struct op op_monte_carlo_pi;
 /* img_op.c */
 extern const struct op op_image;
+/* lua_op.c */
+extern const struct op op_lua;
 
 /* A JSON number read without loss: integers stay int64, floats stay doubles. D is always the
  * value as a double (rounded for integers past 2^53), for the ops that compute in floats. */

@@ -31,10 +31,33 @@ static const struct op *const ops_table[] = {
     &op_sleep,
     &op_monte_carlo_pi,
     &op_image,
+    &op_lua,
 };
 /* clang-format on */
 
-#define OPS_N (sizeof ops_table / sizeof ops_table[0])
+#define OPS_BUILTIN (sizeof ops_table / sizeof ops_table[0])
+#define OPS_MODULE_MAX 64
+
+/* Modules' ops, after the built-in ones (module.c registers them at start, in both the
+ * server and the workers, in the same order). */
+static const struct op *ops_extra[OPS_MODULE_MAX];
+static size_t ops_nextra;
+
+#define OPS_N (OPS_BUILTIN + ops_nextra)
+
+int ops_register(const struct op *op)
+{
+    if (ops_nextra >= OPS_MODULE_MAX) {
+        return -1;
+    }
+    ops_extra[ops_nextra++] = op;
+    return 0;
+}
+
+static const struct op *ops_get(size_t i)
+{
+    return i < OPS_BUILTIN ? ops_table[i] : ops_extra[i - OPS_BUILTIN];
+}
 
 const struct op *ops_find(const char *name)
 {
@@ -42,8 +65,8 @@ const struct op *ops_find(const char *name)
         return NULL;
     }
     for (size_t i = 0; i < OPS_N; i++) {
-        if (strcmp(ops_table[i]->name, name) == 0) {
-            return ops_table[i];
+        if (strcmp(ops_get(i)->name, name) == 0) {
+            return ops_get(i);
         }
     }
     return NULL;
@@ -51,13 +74,13 @@ const struct op *ops_find(const char *name)
 
 const struct op *ops_at(size_t i)
 {
-    return i < OPS_N ? ops_table[i] : NULL;
+    return i < OPS_N ? ops_get(i) : NULL;
 }
 
 size_t ops_index(const struct op *op)
 {
     for (size_t i = 0; i < OPS_N; i++) {
-        if (ops_table[i] == op) {
+        if (ops_get(i) == op) {
             return i;
         }
     }
@@ -67,6 +90,14 @@ size_t ops_index(const struct op *op)
 size_t ops_count(void)
 {
     return OPS_N;
+}
+
+int ops_run(const struct op *op, const struct job_input *in, struct job_output *out)
+{
+    if (op->run_op != NULL) {
+        return op->run_op(op, in, out);
+    }
+    return op->run(in, out);
 }
 
 int ops_check_params(const struct op *op, const json_t *params, char *msg, size_t msglen,
@@ -148,7 +179,7 @@ json_t *ops_describe(void)
 {
     json_t *list = json_array();
     for (size_t i = 0; i < OPS_N; i++) {
-        if (json_array_append_new(list, describe_op(ops_table[i])) != 0) {
+        if (json_array_append_new(list, describe_op(ops_get(i))) != 0) {
             json_decref(list);
             return NULL;
         }

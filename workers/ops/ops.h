@@ -12,12 +12,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct batchd_module_op;
+
 /* An op's params are declared with struct op_param (ops/op_param.h): the engine that the
  * server's generic checks, /v1/ops and the image op's steps share. */
 
 enum op_flags {
     OP_SLOW = 1 << 0,  /* jobs may take long: results are flushed before each one starts */
     OP_IMAGE = 1 << 1, /* inputs are images: multipart, base64 or data-dir paths */
+    /* A job's cost depends on the params (op lua: the user's code): chunks are sized from the
+     * cost hint, never from what other batches of the op measured, and even a batch that
+     * looks cheap is spread over the workers. */
+    OP_COST_VARIES = 1 << 2,
 };
 
 struct op {
@@ -42,7 +48,16 @@ struct op {
     /* Worker side: runs one job. Returns 0 with out->json set, or a negative per-job error
      * code with out->message set. Must not exit, abort or leak on any input. */
     int (*run)(const struct job_input *in, struct job_output *out);
+    /* Instead of run, for an op that needs its own descriptor (a module's: module.c). May
+     * be NULL. */
+    int (*run_op)(const struct op *op, const struct job_input *in, struct job_output *out);
+    /* A module's op (batchd_module.h), for run_op; NULL for the built-in ops. */
+    const struct batchd_module_op *module_op;
 };
+
+/* Appends OP (a module's, static for the process's life) to the table, after the built-in
+ * ops. Returns 0, or -1 when the table is full. */
+int ops_register(const struct op *op);
 
 /* The op named NAME, or NULL. Returns a borrowed pointer into the static table. */
 const struct op *ops_find(const char *name);
@@ -56,6 +71,10 @@ size_t ops_index(const struct op *op);
 
 /* Number of ops in the table. */
 size_t ops_count(void);
+
+/* Runs one job of OP (the worker's call): as OP's run, or through the module API for a
+ * module's op. */
+int ops_run(const struct op *op, const struct job_input *in, struct job_output *out);
 
 /* Checks PARAMS (may be NULL) against OP's .params and validate_params. Returns 0,
  * -BATCHD_E_INVALID_PARAM with MSG and PATH (relative to params) set, or -BATCHD_E_INTERNAL
