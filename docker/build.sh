@@ -28,9 +28,11 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src_dir=$(cd "$script_dir/.." && pwd)
 
 # Debian 12 package names. Runtime counterparts (the Dockerfile's runtime stage installs
-# exactly these): libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16.
+# exactly these): libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16
+# liblcms2-2 libwebp7 libwebpmux3 libwebpdemux2.
 build_deps=(gcc libc6-dev binutils cmake ninja-build pkg-config
-    libmicrohttpd-dev libjansson-dev libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev)
+    libmicrohttpd-dev libjansson-dev libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev
+    liblcms2-dev libwebp-dev)
 
 missing_deps() {
     local p status
