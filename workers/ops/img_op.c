@@ -695,17 +695,20 @@ static const decode_fn decoders[] = {[IMG_FORMAT_JPEG] = img_jpeg_decode,
                                      [IMG_FORMAT_PNG] = img_png_decode,
                                      [IMG_FORMAT_WEBP] = img_webp_decode};
 
-/* 1 when a step of P's shared pipeline or of a variant turns the picture gray: colour must
- * then be converted before it (a gray image has no RGB profile any more). */
-static int has_grayscale(const struct img_params *p)
+/* 1 when a step of P's shared pipeline or of a variant needs the colours in sRGB before it
+ * runs: grayscale (a gray image has no RGB profile any more), and blur and sharpen, which mix
+ * pixels far enough apart that filtering in a strongly non-linear space (an HLG or ProPhoto
+ * profile) and converting afterwards shows (a blur(15) of hdr_room.png: 38 dB). Resampling,
+ * crops, rotations and flips commute with the conversion within the quality bar. */
+static int needs_srgb_first(const struct img_params *p)
 {
     int g = 0;
-    for (int i = 0; i < p->nsteps; i++) {
-        g |= p->steps[i].kind == IMG_STEP_GRAYSCALE;
-    }
-    for (int v = 0; v < p->nvariants; v++) {
-        for (int i = 0; i < p->variants[v].nsteps; i++) {
-            g |= p->variants[v].steps[i].kind == IMG_STEP_GRAYSCALE;
+    for (int v = -1; v < p->nvariants; v++) {
+        const struct img_step *steps = v < 0 ? p->steps : p->variants[v].steps;
+        int n = v < 0 ? p->nsteps : p->variants[v].nsteps;
+        for (int i = 0; i < n; i++) {
+            enum img_step_kind k = steps[i].kind;
+            g |= k == IMG_STEP_GRAYSCALE || k == IMG_STEP_BLUR || k == IMG_STEP_SHARPEN;
         }
     }
     return g;
@@ -778,10 +781,10 @@ static int image_run(const struct job_input *in, struct job_output *out)
         img_exif_reset_orientation(meta.exif, meta.exif_len); /* applied below */
     }
     /* To sRGB: at each output's size (cheaper; within the quality bar, as the tests show)
-     * unless the steps must run as written or a grayscale step needs the colours first. */
+     * unless the steps must run as written or one needs the colours first. */
     struct out_ctx oc = {p, src, &meta, 0};
     if (p->icc == IMG_ICC_SRGB && meta.icc != NULL) {
-        if (p->exact || has_grayscale(p)) {
+        if (p->exact || needs_srgb_first(p)) {
             img_icc_to_srgb(im, meta.icc, meta.icc_len);
         } else {
             oc.to_srgb = 1;
