@@ -23,11 +23,12 @@ int img_meta_set(uint8_t **dst, size_t *dst_len, const void *p, size_t n)
     if (n == 0) {
         return 0;
     }
-    *dst = malloc(n);
+    *dst = malloc(n + 1);
     if (*dst == NULL) {
         return -1;
     }
     memcpy(*dst, p, n);
+    (*dst)[n] = 0; /* XMP goes to libpng as a C string */
     *dst_len = n;
     return 0;
 }

@@ -12,8 +12,8 @@
 /* Frees the blocks of M and zeroes it; NULL is a no-op. */
 void img_meta_cleanup(struct img_meta *m);
 
-/* Replaces *DST (freed) by a copy of the N bytes at P. Returns 0 or -1 (out of memory: *DST
- * is then NULL). */
+/* Replaces *DST (freed) by a copy of the N bytes at P, followed by a NUL that *DST_LEN does
+ * not count. Returns 0 or -1 (out of memory: *DST is then NULL). */
 int img_meta_set(uint8_t **dst, size_t *dst_len, const void *p, size_t n);
 
 /* A deep copy of SRC into DST (zeroed first). Returns 0 or -1 (OOM: DST is left empty). */

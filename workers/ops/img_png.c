@@ -227,7 +227,7 @@ static void write_meta(struct png_ctx *c)
         memset(&t, 0, sizeof t);
         t.compression = PNG_ITXT_COMPRESSION_NONE;
         t.key = (png_charp)xmp_key;
-        t.text = (png_charp)m->xmp;
+        t.text = (png_charp)m->xmp; /* NUL-terminated (img_meta_set): libpng takes strlen */
         t.itxt_length = m->xmp_len;
         t.lang = (png_charp) "";
         t.lang_key = (png_charp) "";
