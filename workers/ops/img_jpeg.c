@@ -116,6 +116,55 @@ static inline unsigned muldiv255(unsigned a, unsigned b)
     return ((t >> 8) + t) >> 8;
 }
 
+/* 1 when the file's last 4 KB hold an EOI marker (FF D9: entropy-coded data never does,
+ * its FF bytes are stuffed): the file is not cut short. */
+static int ends_with_eoi(const uint8_t *p, size_t n)
+{
+    size_t from = n > 4096 ? n - 4096 : 0;
+    for (size_t i = n; i >= from + 2; i--) {
+        if (p[i - 2] == 0xff && p[i - 1] == 0xd9) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1 when every component's DC coefficients are in: all their bits, or all but the lowest
+ * when its quantisation step is at most 8 (then the missing bit moves a pixel of the 1/8
+ * image by at most one level: JPEG qualities of 75 and up). */
+static int dc_ready(j_decompress_ptr d)
+{
+    for (int ci = 0; ci < d->num_components; ci++) {
+        int bits = d->coef_bits[ci][0];
+        const JQUANT_TBL *q = d->comp_info[ci].quant_table;
+        if (bits < 0 || bits > 1 || (bits == 1 && (q == NULL || q->quantval[0] > 8))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Buffered-image mode: reads scans until the DC coefficients are in (or the file ends), with
+ * the scan-bomb guard (the progress monitor is not called from here). Returns 0, or
+ * -BATCHD_E_CORRUPT_IMAGE with MSG set. */
+static int consume_dc_scans(struct jpeg_ctx *c)
+{
+    j_decompress_ptr d = &c->d;
+    for (;;) {
+        int r = jpeg_consume_input(d);
+        if (r == JPEG_REACHED_EOI || r == JPEG_SUSPENDED) {
+            return 0;
+        }
+        if (d->input_scan_number > c->opts->max_scans) {
+            snprintf(c->msg, c->msglen, "jpeg: more than %d progressive scans", c->opts->max_scans);
+            return -BATCHD_E_CORRUPT_IMAGE;
+        }
+        if (r == JPEG_SCAN_COMPLETED && dc_ready(d)) {
+            return 0;
+        }
+    }
+}
+
 /* The saved markers: EXIF orientation into the header, the ICC profile into C (and into
  * the metadata when asked for and the pixels are not CMYK), EXIF and XMP into the metadata
  * when asked for. Returns 0 or -BATCHD_E_TOO_LARGE (out of memory). */
@@ -228,7 +277,24 @@ static int decode_body(struct jpeg_ctx *c)
     d->scale_num = 1;
     d->scale_denom = (unsigned)denom;
     d->dct_method = JDCT_ISLOW; /* what Pillow uses: the decode matches it exactly */
+    /* At 1/8 each 8x8 block becomes one pixel, its DC coefficient: a progressive file sends
+     * those in its first scan (all but their lowest bit, with libjpeg's and Photoshop's
+     * scripts), and the AC scans that fill most of the file change nothing at that size.
+     * Buffered-image mode reads scan by scan and stops there. Only for a file that ends in
+     * EOI, so that a truncated one is still refused as the full decode refuses it. */
+    int dc_only = denom == 8 && jpeg_has_multiple_scans(d) && ends_with_eoi(c->data, c->len);
+    d->buffered_image = dc_only ? TRUE : FALSE;
+    if (dc_only) {
+        d->do_block_smoothing = FALSE; /* it guesses AC from DC: nothing to gain at 1/8 */
+    }
     jpeg_start_decompress(d);
+    if (dc_only) {
+        int drc = consume_dc_scans(c);
+        if (drc != 0) {
+            return drc;
+        }
+        jpeg_start_output(d, d->input_scan_number);
+    }
 
     c->im = img_create((int)d->output_width, (int)d->output_height, h->channels);
     if (c->im == NULL) {
@@ -267,6 +333,9 @@ static int decode_body(struct jpeg_ctx *c)
                 }
             }
         }
+    }
+    if (dc_only) {
+        jpeg_finish_output(d);
     }
     return 0;
 }
