@@ -4,12 +4,14 @@ against Pillow's ImageCms (profileToProfile to sRGB, perceptual: the same lcms2)
 
 Images are made here from a photo with real profiles from Debian's colour packages
 (colord-data: Adobe RGB, ProPhoto, Wide Gamut; icc-profiles-free: compatibleWithAdobeRGB1998;
-libgs-common: Ghostscript's SWOP CMYK, 187 KB, so split over three APP2 markers):
+libgs-common: Ghostscript's SWOP CMYK, 187 KB, so split over three APP2 markers) and a
+Display P3 profile built here (Debian ships none: P3 primaries, D65, the sRGB curve):
   - icc "srgb" (default): JPEG APP2 and PNG iCCP inputs come out converted, >= 40 dB against
     Pillow's conversion then thumbnail, and far from the unconverted picture; no profile in
     the output; also with exact (converted before the steps) and before a grayscale step;
     alpha kept;
-  - "keep": pixels untouched, the profile's bytes embedded (Pillow's info['icc_profile']);
+  - "keep": pixels untouched, the profile's bytes embedded (Pillow's info['icc_profile']) in
+    JPEG, PNG and WebP outputs;
   - "strip": pixels untouched, no profile;
   - Adobe CMYK JPEGs with their profile >= 40 dB against Pillow; without one, Pillow's plain
     conversion, as before;
@@ -20,6 +22,7 @@ libgs-common: Ghostscript's SWOP CMYK, 187 KB, so split over three APP2 markers)
 import io
 import os
 import random
+import struct
 import sys
 import time
 
@@ -43,6 +46,66 @@ BOX = 256
 THUMB = [{"op": "thumbnail", "width": BOX, "height": BOX}]
 SIDE = 400 if SANITIZED else 640
 _src = []
+
+
+def _mat_mul(a, b):
+    return [[sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
+
+def _mat_inv(m):
+    a, b, c = m[0]; d, e, f = m[1]; g, h, i = m[2]
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    return [[(e * i - f * h) / det, (c * h - b * i) / det, (b * f - c * e) / det],
+            [(f * g - d * i) / det, (a * i - c * g) / det, (c * d - a * f) / det],
+            [(d * h - e * g) / det, (b * g - a * h) / det, (a * e - b * d) / det]]
+
+def display_p3_profile():
+    """A Display P3 matrix/TRC ICC v2 profile (P3 primaries, D65, the sRGB curve), built by
+    hand: Debian ships none. Colorants Bradford-adapted to the D50 PCS."""
+    prim = [(0.680, 0.320), (0.265, 0.690), (0.150, 0.060)]
+    wx, wy = 0.3127, 0.3290
+    xyz = [[x / y, 1.0, (1 - x - y) / y] for x, y in prim]       # rows: R, G, B
+    P = [[xyz[j][i] for j in range(3)] for i in range(3)]       # columns: R, G, B
+    W = [wx / wy, 1.0, (1 - wx - wy) / wy]
+    S = [sum(_mat_inv(P)[i][k] * W[k] for k in range(3)) for i in range(3)]
+    M = [[P[i][j] * S[j] for j in range(3)] for i in range(3)]  # RGB -> XYZ (D65)
+    brad = [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
+    D50 = [0.9642, 1.0, 0.8249]
+    src = [sum(brad[i][k] * W[k] for k in range(3)) for i in range(3)]
+    dst = [sum(brad[i][k] * D50[k] for k in range(3)) for i in range(3)]
+    scale = [[dst[i] / src[i] if i == j else 0.0 for j in range(3)] for i in range(3)]
+    A = _mat_mul(_mat_inv(brad), _mat_mul(scale, brad))
+    M50 = _mat_mul(A, M)
+
+    def s15(v):
+        return struct.pack(">i", int(round(v * 65536)))
+
+    def xyz_tag(v):
+        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+
+    desc_txt = b"Display P3 (batchd test)\0"
+    desc = (b"desc\0\0\0\0" + struct.pack(">I", len(desc_txt)) + desc_txt +
+            struct.pack(">II", 0, 0) + struct.pack(">HB", 0, 0) + bytes(67))
+    cprt = b"text\0\0\0\0" + b"No copyright, test data\0"
+    para = (b"para\0\0\0\0" + struct.pack(">HH", 3, 0) +
+            b"".join(s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)))
+    tags = [(b"desc", desc), (b"cprt", cprt), (b"wtpt", xyz_tag(D50)),
+            (b"rXYZ", xyz_tag([M50[i][0] for i in range(3)])),
+            (b"gXYZ", xyz_tag([M50[i][1] for i in range(3)])),
+            (b"bXYZ", xyz_tag([M50[i][2] for i in range(3)])),
+            (b"rTRC", para), (b"gTRC", para), (b"bTRC", para)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        while (offset + len(data)) % 4:
+            data += b"\0"
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    hdr = (struct.pack(">I", size) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " +
+           bytes(12) + b"acsp" + bytes(4) + bytes(4) + bytes(8) + bytes(8) + bytes(4) +
+           s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(4) + bytes(16) + bytes(28))
+    assert len(hdr) == 128
+    return hdr + struct.pack(">I", len(tags)) + table + data
 
 
 def read(path):
@@ -87,8 +150,8 @@ def thumb(im):
 
 
 def test_rgb_profiles_converted_to_srgb():
-    for name, path in PROFILES.items():
-        prof = read(path)
+    profiles = dict({n: read(p) for n, p in PROFILES.items()}, DisplayP3=display_p3_profile())
+    for name, prof in profiles.items():
         for fmt, kw in (("JPEG", {"quality": 95}), ("PNG", {})):
             data = encode(source(), fmt, icc_profile=prof, **kw)
             decoded = Image.open(io.BytesIO(data)).convert("RGB")
@@ -142,18 +205,18 @@ def test_keep_embeds_the_profile_strip_drops_it():
     for src_fmt in ("JPEG", "PNG"):
         data = encode(source(), src_fmt, icc_profile=prof, **({"quality": 95} if src_fmt == "JPEG"
                                                               else {}))
-        for out_fmt in ("png", "jpeg"):
+        for out_fmt in ("png", "jpeg", "webp"):
             out, _ = run(data, {"pipeline": THUMB, "format": out_fmt, "icc": "keep"})
             im = open_image(out)
             check(im.info.get("icc_profile") == prof,
                   (src_fmt, out_fmt, "keep: profile not round-tripped"))
             p = psnr(naive, im)
-            check(p >= (40 if out_fmt == "png" else 33), (src_fmt, out_fmt, "keep pixels", p))
+            check(p >= (40 if out_fmt == "png" else 30), (src_fmt, out_fmt, "keep pixels", p))
             out, _ = run(data, {"pipeline": THUMB, "format": out_fmt, "icc": "strip"})
             im = open_image(out)
             check("icc_profile" not in im.info, (src_fmt, out_fmt, "strip kept a profile"))
             p = psnr(naive, im)
-            check(p >= (40 if out_fmt == "png" else 33), (src_fmt, out_fmt, "strip pixels", p))
+            check(p >= (40 if out_fmt == "png" else 30), (src_fmt, out_fmt, "strip pixels", p))
 
 
 def test_cmyk_jpegs():
