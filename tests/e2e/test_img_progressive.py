@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Progressive JPEGs decoded scan by scan (issue 14, "speed where decoding is the wall"):
-a thumbnail that the plan decodes at 1/8 needs only each block's DC coefficient, which a
-progressive file sends in its first scans, so batchd stops reading there.
+a thumbnail that the plan decodes at 1/8 needs only each block's DC coefficient, at 1/4 25
+coefficients, and not their lowest bits at usual qualities; a progressive file sends those
+in its first scans, so batchd stops reading there.
 
 - at 1/8 the result is within the quality bar of Pillow's thumbnail (>= 40 dB): the DC's
   last bit may be missing only where its quantisation step is at most 8 (quality >= 75);
 - the later scans are not read: a file whose last scan is garbage gives the same thumbnail
   as the intact file (a full decode would show the garbage);
 - a progressive file cut short is still refused (corrupt_image), as the full decode does;
+- at 1/4 the last scans (the lowest bits) are not read at quality 88, and are at 50;
 - exact reads every scan (no shrink-on-load), and so does a 1/2 decode.
 """
 import base64
@@ -112,6 +114,29 @@ def test_later_scans_not_read():
     full_a, full_b = thumb(data, exact=True), thumb(last, exact=True)
     print("  exact, last scan garbage vs intact: %.1f dB" % psnr(full_a, full_b))
     check(full_a.tobytes() != full_b.tobytes(), "exact must read every scan")
+
+
+def test_lowest_bits_not_read_at_one_quarter():
+    data = progressive(source())
+    # At 1/4 the 2x2 IDCT reads 25 coefficients of each block; at quality 88 their lowest
+    # bit is not needed (steps <= 64): the last scans, which carry only those bits, are not
+    # read, and garbage there changes nothing. At quality 50 every scan is read.
+    last = scans(data)[-1]
+    ns = data[last + 4]
+    check(data[last + 7 + 2 * ns] == 0x10, "the last scan refines the lowest bit")
+    box = 200  # 1367 x 2048 -> 134 x 200: the plan decodes at 1/4
+    params = {"pipeline": [{"op": "thumbnail", "width": box, "height": box}], "format": "png"}
+    a = open_image(base64.b64decode(job(data, params)["result"]["data"]))
+    b = open_image(base64.b64decode(job(garbled(data, last), params)["result"]["data"]))
+    check(a.tobytes() == b.tobytes(), "the last scan was read at 1/4")
+    ref = Image.open(io.BytesIO(data))
+    ref.thumbnail((box, box))
+    print("  1/4 without the lowest bits vs Pillow's thumbnail: %.1f dB" % psnr(ref, a))
+    check(psnr(ref, a) >= 40, psnr(ref, a))
+    low = progressive(source(), 50)
+    a = open_image(base64.b64decode(job(low, params)["result"]["data"]))
+    b = open_image(base64.b64decode(job(garbled(low, scans(low)[-1]), params)["result"]["data"]))
+    check(a.tobytes() != b.tobytes(), "quality 50: the last scan must be read")
 
 
 def test_truncated_progressive_still_refused():

@@ -129,25 +129,42 @@ static int ends_with_eoi(const uint8_t *p, size_t n)
     return 0;
 }
 
-/* 1 when every component's DC coefficients are in: all their bits, or all but the lowest
- * when its quantisation step is at most 8 (then the missing bit moves a pixel of the 1/8
- * image by at most one level: JPEG qualities of 75 and up). */
-static int dc_ready(j_decompress_ptr d)
+/* The zigzag position (the index of libjpeg's coef_bits) of each coefficient in natural
+ * order (the index of quantval). */
+static const unsigned char zigzag_of[64] = {
+    0,  1,  5,  6,  14, 15, 27, 28, 2,  4,  7,  13, 16, 26, 29, 42, 3,  8,  12, 17, 25, 30,
+    41, 43, 9,  11, 18, 24, 31, 40, 44, 53, 10, 19, 23, 32, 39, 45, 52, 54, 20, 22, 33, 38,
+    46, 51, 55, 60, 21, 34, 37, 47, 50, 56, 59, 61, 35, 36, 48, 49, 57, 58, 62, 63};
+
+/* 1 when every component's coefficients that the IDCT of a 1/DENOM decode reads are in (8:
+ * the DC alone; 4: rows and columns 0, 1, 3, 5, 7, libjpeg's 2x2 IDCT): all their bits, or
+ * all but the lowest when its quantisation step is small enough that the output stays within
+ * the quality bar (DC at most 8: at most one level at 1/8; AC at most 64): JPEG qualities of
+ * 75 and up, >= 45 dB against the full decode on the shared photos. */
+static int coefs_ready(j_decompress_ptr d, int denom)
 {
+    static const int used4[5] = {0, 1, 3, 5, 7};
+    int n = denom == 8 ? 1 : 5;
     for (int ci = 0; ci < d->num_components; ci++) {
-        int bits = d->coef_bits[ci][0];
         const JQUANT_TBL *q = d->comp_info[ci].quant_table;
-        if (bits < 0 || bits > 1 || (bits == 1 && (q == NULL || q->quantval[0] > 8))) {
-            return 0;
+        for (int r = 0; r < n; r++) {
+            for (int k = 0; k < n; k++) {
+                int nat = used4[r] * 8 + used4[k];
+                int bits = d->coef_bits[ci][zigzag_of[nat]];
+                int step = nat == 0 ? 8 : 64;
+                if (bits < 0 || bits > 1 || (bits == 1 && (q == NULL || q->quantval[nat] > step))) {
+                    return 0;
+                }
+            }
         }
     }
     return 1;
 }
 
-/* Buffered-image mode: reads scans until the DC coefficients are in (or the file ends), with
- * the scan-bomb guard (the progress monitor is not called from here). Returns 0, or
- * -BATCHD_E_CORRUPT_IMAGE with MSG set. */
-static int consume_dc_scans(struct jpeg_ctx *c)
+/* Buffered-image mode: reads scans until the coefficients a 1/DENOM decode needs are in (or
+ * the file ends), with the scan-bomb guard (the progress monitor is not called from here).
+ * Returns 0, or -BATCHD_E_CORRUPT_IMAGE with MSG set. */
+static int consume_needed_scans(struct jpeg_ctx *c, int denom)
 {
     j_decompress_ptr d = &c->d;
     for (;;) {
@@ -159,7 +176,7 @@ static int consume_dc_scans(struct jpeg_ctx *c)
             snprintf(c->msg, c->msglen, "jpeg: more than %d progressive scans", c->opts->max_scans);
             return -BATCHD_E_CORRUPT_IMAGE;
         }
-        if (r == JPEG_SCAN_COMPLETED && dc_ready(d)) {
+        if (r == JPEG_SCAN_COMPLETED && coefs_ready(d, denom)) {
             return 0;
         }
     }
@@ -277,19 +294,21 @@ static int decode_body(struct jpeg_ctx *c)
     d->scale_num = 1;
     d->scale_denom = (unsigned)denom;
     d->dct_method = JDCT_ISLOW; /* what Pillow uses: the decode matches it exactly */
-    /* At 1/8 each 8x8 block becomes one pixel, its DC coefficient: a progressive file sends
-     * those in its first scan (all but their lowest bit, with libjpeg's and Photoshop's
-     * scripts), and the AC scans that fill most of the file change nothing at that size.
-     * Buffered-image mode reads scan by scan and stops there. Only for a file that ends in
-     * EOI, so that a truncated one is still refused as the full decode refuses it. */
-    int dc_only = denom == 8 && jpeg_has_multiple_scans(d) && ends_with_eoi(c->data, c->len);
-    d->buffered_image = dc_only ? TRUE : FALSE;
-    if (dc_only) {
-        d->do_block_smoothing = FALSE; /* it guesses AC from DC: nothing to gain at 1/8 */
+    /* At 1/8 each 8x8 block becomes one pixel, its DC coefficient; at 1/4 four, from 25 of
+     * its 64 coefficients. A progressive file sends the DC and the top bits of every
+     * coefficient first, and spends its last scans (most of its bytes) on the lowest bits.
+     * Buffered-image mode reads scan by scan and stops once what the reduced IDCT reads is in
+     * (coefs_ready). Only for a file that ends in EOI, so that a truncated one is still
+     * refused as the full decode refuses it. */
+    int early =
+        (denom == 8 || denom == 4) && jpeg_has_multiple_scans(d) && ends_with_eoi(c->data, c->len);
+    d->buffered_image = early ? TRUE : FALSE;
+    if (early) {
+        d->do_block_smoothing = FALSE; /* it guesses missing AC from the DC: nothing to gain */
     }
     jpeg_start_decompress(d);
-    if (dc_only) {
-        int drc = consume_dc_scans(c);
+    if (early) {
+        int drc = consume_needed_scans(c, denom);
         if (drc != 0) {
             return drc;
         }
@@ -334,7 +353,7 @@ static int decode_body(struct jpeg_ctx *c)
             }
         }
     }
-    if (dc_only) {
+    if (early) {
         jpeg_finish_output(d);
     }
     return 0;
