@@ -145,6 +145,9 @@ static int coefs_ready(j_decompress_ptr d, int denom)
 {
     static const int used4[5] = {0, 1, 3, 5, 7};
     int n = denom == 8 ? 1 : 5;
+    if (d->coef_bits == NULL) {
+        return 0;
+    }
     for (int ci = 0; ci < d->num_components; ci++) {
         const JQUANT_TBL *q = d->comp_info[ci].quant_table;
         for (int r = 0; r < n; r++) {
