@@ -32,7 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cmyk[i] = (uint8_t)(i * 41);
     }
     for (int inverted = 0; inverted <= 1; inverted++) {
-        const struct img_icc_xform *x = img_icc_cmyk_open(data, size, inverted);
+        int oom;
+        const struct img_icc_xform *x = img_icc_cmyk_open(data, size, inverted, &oom);
         if (x != NULL) {
             img_icc_cmyk_row(x, cmyk, rgb, 7);
         }

@@ -6,6 +6,7 @@
 #include "img_codec.h"
 
 #include <lcms2.h>
+#include <lcms2_plugin.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@ enum xf_state {
     XF_OK = 1,       /* convert */
     XF_IDENTITY = 2, /* sRGB already: leave the pixels */
     XF_BAD = 3,      /* ignored */
+    XF_OOM = 4,      /* memory ran out: the job fails, and nothing is cached */
 };
 
 struct img_icc_xform {
@@ -27,6 +29,7 @@ struct img_icc_xform {
 
 static cmsContext icc_ctx;
 static int icc_failed; /* set by the logger */
+static int icc_oom;    /* set by the allocator: tells a profile lcms2 refused from no memory */
 static struct img_icc_xform icc_cache[ICC_CACHE];
 static int icc_next;
 
@@ -38,10 +41,83 @@ static void on_icc_error(cmsContext ctx, cmsUInt32Number code, const char *text)
     icc_failed = 1;
 }
 
+static void *icc_malloc(cmsContext ctx, cmsUInt32Number size)
+{
+    (void)ctx;
+    void *p = malloc(size);
+    icc_oom |= p == NULL;
+    return p;
+}
+
+static void icc_free(cmsContext ctx, void *p)
+{
+    (void)ctx;
+    free(p);
+}
+
+static void *icc_realloc(cmsContext ctx, void *p, cmsUInt32Number size)
+{
+    (void)ctx;
+    void *q = realloc(p, size);
+    icc_oom |= q == NULL;
+    return q;
+}
+
+/* lcms2 2.14 makes a pthread mutex per profile and does not check the malloc under it: out
+ * of memory, it crashes (found by tests/unit/test_img_icc.c under allocation failures). A
+ * worker runs one job at a time, so its profiles need no lock: one static token stands for
+ * every mutex, and creating one never fails. */
+static char icc_mutex_token;
+
+static void *icc_mutex_create(cmsContext ctx)
+{
+    (void)ctx;
+    return &icc_mutex_token;
+}
+
+static void icc_mutex_destroy(cmsContext ctx, void *m)
+{
+    (void)ctx;
+    (void)m;
+}
+
+static cmsBool icc_mutex_lock(cmsContext ctx, void *m)
+{
+    (void)ctx;
+    (void)m;
+    return TRUE;
+}
+
+static void icc_mutex_unlock(cmsContext ctx, void *m)
+{
+    (void)ctx;
+    (void)m;
+}
+
+static cmsPluginMutex icc_mutex = {
+    .base = {cmsPluginMagicNumber, 2060, cmsPluginMutexSig, NULL},
+    .CreateMutexPtr = icc_mutex_create,
+    .DestroyMutexPtr = icc_mutex_destroy,
+    .LockMutexPtr = icc_mutex_lock,
+    .UnlockMutexPtr = icc_mutex_unlock,
+};
+
+/* lcms2's allocations through ours, so that running out of memory is told from a bad
+ * profile (a transient failure must fail the job, not be remembered as "ignore"). lcms2
+ * 2.14 does not check every small allocation (its optimiser dereferences a failed one): out
+ * of memory deep in a transform's creation can still take the worker down, which the pool
+ * replaces (worker_crashed). */
+static cmsPluginMemHandler icc_mem = {
+    .base = {cmsPluginMagicNumber, 2060, cmsPluginMemHandlerSig, &icc_mutex.base},
+    .MallocPtr = icc_malloc,
+    .FreePtr = icc_free,
+    .ReallocPtr = icc_realloc,
+};
+
 static cmsContext context(void)
 {
     if (icc_ctx == NULL) {
-        icc_ctx = cmsCreateContext(NULL, NULL);
+        icc_ctx = cmsCreateContext(&icc_mem, NULL);
         if (icc_ctx != NULL) {
             cmsSetLogErrorHandlerTHR(icc_ctx, on_icc_error);
         }
@@ -164,8 +240,19 @@ static void entry_clear(struct img_icc_xform *e)
     memset(e, 0, sizeof *e);
 }
 
-/* Builds the cache entry E for P/N and FMT. */
+static void entry_probe(struct img_icc_xform *e, const uint8_t *p, size_t n, cmsUInt32Number fmt);
+
+/* Builds the cache entry E for P/N and FMT (XF_OOM when memory ran out on the way). */
 static void entry_build(struct img_icc_xform *e, const uint8_t *p, size_t n, cmsUInt32Number fmt)
+{
+    icc_oom = 0;
+    entry_probe(e, p, n, fmt);
+    if (icc_oom || e->prof == NULL) {
+        e->state = XF_OOM;
+    }
+}
+
+static void entry_probe(struct img_icc_xform *e, const uint8_t *p, size_t n, cmsUInt32Number fmt)
 {
     e->state = XF_BAD;
     e->fmt = fmt;
@@ -203,7 +290,8 @@ static void entry_build(struct img_icc_xform *e, const uint8_t *p, size_t n, cms
     }
 }
 
-/* The cached entry for P/N and FMT, built when missing; NULL only when out of memory. */
+/* The cached entry for P/N and FMT, built when missing; never NULL. When memory ran out, a
+ * static XF_OOM entry (nothing is cached: the next job tries again). */
 static const struct img_icc_xform *lookup(const uint8_t *p, size_t n, cmsUInt32Number fmt)
 {
     for (int i = 0; i < ICC_CACHE; i++) {
@@ -220,9 +308,10 @@ static const struct img_icc_xform *lookup(const uint8_t *p, size_t n, cmsUInt32N
     icc_next = (icc_next + 1) % ICC_CACHE;
     entry_clear(e);
     entry_build(e, p, n, fmt);
-    if (e->prof == NULL) {
+    if (e->state == XF_OOM) {
+        static const struct img_icc_xform oom = {.state = XF_OOM};
         entry_clear(e);
-        return NULL;
+        return &oom;
     }
     return e;
 }
@@ -240,7 +329,10 @@ int img_icc_to_srgb(struct img *im, const uint8_t *p, size_t n)
         return 0;
     }
     const struct img_icc_xform *e = lookup(p, n, fmt);
-    if (e == NULL || e->state != XF_OK) {
+    if (e->state == XF_OOM) {
+        return -1;
+    }
+    if (e->state != XF_OK) {
         return 0;
     }
     for (int y = 0; y < im->height; y++) {
@@ -257,16 +349,18 @@ int img_icc_fits(const uint8_t *p, size_t n, int ch)
         return 0;
     }
     const struct img_icc_xform *e = lookup(p, n, fmt);
-    return e != NULL && e->state != XF_BAD;
+    return e->state == XF_OOM ? -1 : e->state != XF_BAD;
 }
 
-const struct img_icc_xform *img_icc_cmyk_open(const uint8_t *p, size_t n, int inverted)
+const struct img_icc_xform *img_icc_cmyk_open(const uint8_t *p, size_t n, int inverted, int *oom)
 {
+    *oom = 0;
     if (p == NULL || n == 0) {
         return NULL;
     }
     const struct img_icc_xform *e = lookup(p, n, inverted ? TYPE_CMYK_8_REV : TYPE_CMYK_8);
-    return e != NULL && e->state == XF_OK ? e : NULL;
+    *oom = e->state == XF_OOM;
+    return e->state == XF_OK ? e : NULL;
 }
 
 void img_icc_cmyk_row(const struct img_icc_xform *x, const uint8_t *src, uint8_t *dst, int w)

@@ -17,19 +17,20 @@
 /* Converts IM (not premultiplied; gray stays gray, with an sRGB tone curve) from the profile
  * P/N to sRGB in place, perceptual intent, alpha copied. Returns 1 when the pixels changed,
  * 0 when they were left as they are: no profile, a profile that is sRGB already (its
- * transform is the identity within one level), or one that is ignored. */
+ * transform is the identity within one level), or one that is ignored; -1 when memory ran
+ * out (the job fails: its colours would be wrong). */
 int img_icc_to_srgb(struct img *im, const uint8_t *p, size_t n);
 
 /* 1 when P/N is a profile img_icc_to_srgb would use for pixels of CH channels (1..4): the
- * test before a profile is embedded in an output. */
+ * test before a profile is embedded in an output; 0 when not; -1 when memory ran out. */
 int img_icc_fits(const uint8_t *p, size_t n, int ch);
 
 struct img_icc_xform;
 
 /* The transform from CMYK (INVERTED as Adobe writes it) through the CMYK profile P/N to sRGB,
- * or NULL when the profile is ignored (the caller then converts without one). Borrowed from
- * the cache: valid until the next img_icc_* call. */
-const struct img_icc_xform *img_icc_cmyk_open(const uint8_t *p, size_t n, int inverted);
+ * or NULL when the profile is ignored (the caller then converts without one) or memory ran
+ * out (*OOM = 1). Borrowed from the cache: valid until the next img_icc_* call. */
+const struct img_icc_xform *img_icc_cmyk_open(const uint8_t *p, size_t n, int inverted, int *oom);
 
 /* Converts W pixels of CMYK (4 bytes each) at SRC to RGB at DST (3 bytes each) through X. */
 void img_icc_cmyk_row(const struct img_icc_xform *x, const uint8_t *src, uint8_t *dst, int w);

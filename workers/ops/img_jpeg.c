@@ -335,7 +335,13 @@ static int decode_body(struct jpeg_ctx *c)
      * lcms2 makes the RGB; without one, Pillow's CMYK -> RGB: R = (255 - C) * (255 - K) / 255
      * on the un-inverted values. */
     int inverted = d->saw_Adobe_marker;
-    const struct img_icc_xform *xf = cmyk ? img_icc_cmyk_open(c->icc, c->icc_len, inverted) : NULL;
+    int oom = 0;
+    const struct img_icc_xform *xf =
+        cmyk ? img_icc_cmyk_open(c->icc, c->icc_len, inverted, &oom) : NULL;
+    if (oom) {
+        snprintf(c->msg, c->msglen, "out of memory");
+        return -BATCHD_E_TOO_LARGE;
+    }
     while (d->output_scanline < d->output_height) {
         uint8_t *dst = c->im->px + (size_t)d->output_scanline * c->im->stride;
         JSAMPROW rows[1] = {cmyk ? c->row : dst};

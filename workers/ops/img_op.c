@@ -356,7 +356,9 @@ static int encode_state(struct img_state *st, const struct img_output *o, const 
      * white stays white through any profile. */
     if (oc->to_srgb && oc->meta->icc != NULL) {
         img_unpremultiply(im);
-        img_icc_to_srgb(im, oc->meta->icc, oc->meta->icc_len);
+        if (img_icc_to_srgb(im, oc->meta->icc, oc->meta->icc_len) < 0) {
+            return img_state_oom(msg, msglen);
+        }
     }
     if (f == IMG_FORMAT_JPEG && img_has_alpha(im)) {
         struct img *flat = img_flatten_white(im);
@@ -372,7 +374,12 @@ static int encode_state(struct img_state *st, const struct img_output *o, const 
      * pixels as encoded (WebP widens gray to RGB), EXIF and XMP under keep_metadata. */
     struct img_meta m = {0};
     int enc_ch = f == IMG_FORMAT_WEBP && im->channels < 3 ? im->channels + 2 : im->channels;
-    if (oc->p->icc == IMG_ICC_KEEP && img_icc_fits(oc->meta->icc, oc->meta->icc_len, enc_ch)) {
+    int fits =
+        oc->p->icc == IMG_ICC_KEEP ? img_icc_fits(oc->meta->icc, oc->meta->icc_len, enc_ch) : 0;
+    if (fits < 0) {
+        return img_state_oom(msg, msglen);
+    }
+    if (fits) {
         m.icc = oc->meta->icc;
         m.icc_len = oc->meta->icc_len;
     }
@@ -785,7 +792,10 @@ static int image_run(const struct job_input *in, struct job_output *out)
     struct out_ctx oc = {p, src, &meta, 0};
     if (p->icc == IMG_ICC_SRGB && meta.icc != NULL) {
         if (p->exact || needs_srgb_first(p)) {
-            img_icc_to_srgb(im, meta.icc, meta.icc_len);
+            if (img_icc_to_srgb(im, meta.icc, meta.icc_len) < 0) {
+                rc = img_state_oom(msg, msglen);
+                goto out;
+            }
         } else {
             oc.to_srgb = 1;
         }
