@@ -15,9 +15,10 @@
 # Size (estimated from Debian's Installed-Size, since no engine can build it here):
 # debian:12.12-slim ~75 MB, plus libmicrohttpd12 225 kB, libjansson4 101 kB,
 # libjpeg62-turbo 677 kB, libturbojpeg0 789 kB, libpng16-16 417 kB, libsqlite3-0 1.7 MB,
-# liblua5.4-0 545 kB (their other dependencies, libgnutls30 and zlib1g among them, are already
-# in the slim base because apt needs them), plus the stripped binary (~1 MB) and docs: about
-# 80 MB, under the 100 MB bar.
+# liblua5.4-0 545 kB, liblcms2-2 ~420 kB, libwebp7 + libwebpmux3 + libwebpdemux2 ~600 kB
+# (their other dependencies, libgnutls30 and zlib1g among them, are already in the slim base
+# because apt needs them), plus the stripped binary (~1 MB) and docs: about 81 MB, under the
+# 100 MB bar.
 
 FROM debian:12.12-slim@sha256:d5d3f9c23164ea16f31852f95bd5959aad1c5e854332fe00f7b3a20fcc9f635c AS build
 # Dependencies first, in their own layer, so that editing the sources does not reinstall them.
@@ -32,6 +33,7 @@ FROM debian:12.12-slim@sha256:d5d3f9c23164ea16f31852f95bd5959aad1c5e854332fe00f7
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16 libsqlite3-0 liblua5.4-0 \
+        liblcms2-2 libwebp7 libwebpmux3 libwebpdemux2 \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 batchd \
     && useradd --system --uid 10001 --gid batchd --home-dir /var/lib/batchd \

@@ -11,7 +11,7 @@ import os
 import tarfile
 import uuid
 
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from harness import SHARED, SANITIZED
 
@@ -113,14 +113,33 @@ def psnr(a, b):
     return math.inf if mse == 0 else 10 * math.log10(255 * 255 / mse)
 
 
+SRGB = ImageCms.createProfile("sRGB")
+
+
+def srgb(im):
+    """IM through its embedded ICC profile to sRGB, as Pillow's ImageCms does it (batchd's
+    default, SPEC §6 icc "srgb"); IM itself without a usable profile."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
+        return im
+    try:
+        prof = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out = ImageCms.profileToProfile(im, prof, SRGB,
+                                        outputMode="RGBA" if im.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError):
+        return im
+    out.info = {k: v for k, v in im.info.items() if k != "icc_profile"}
+    return out
+
+
 _refs = {}
 
 
 def ref_thumbnail(path, box):
-    """Pillow's Image.thumbnail((box, box)) of the file, cached."""
+    """Pillow's Image.thumbnail((box, box)) of the file in sRGB, cached."""
     key = (path, box)
     if key not in _refs:
-        im = Image.open(path)
+        im = srgb(Image.open(path))
         im.thumbnail((box, box))
         _refs[key] = im.convert("RGB")
     return _refs[key]

@@ -17,6 +17,7 @@ where there is alpha):
 Only Pillow is needed (PSNR from ImageChops + ImageStat, no numpy). Under sanitizers
 (BATCHD_SANITIZED=1) the large photos are cut to a subset.
 """
+import io
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from PIL import Image, ImageChops, ImageFilter, ImageOps, ImageStat
+from PIL import Image, ImageChops, ImageCms, ImageFilter, ImageOps, ImageStat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.environ.get('BATCHD_SHARED') or os.path.join(HERE, '..', '..', '..', 'shared')
@@ -74,6 +75,29 @@ def rgb(im):
     return im.convert('RGB')
 
 
+SRGB = ImageCms.createProfile('sRGB')
+
+
+def srgb(im):
+    """IM through its embedded ICC profile to sRGB, as Pillow's ImageCms does it (batchd's
+    default, SPEC §6 icc "srgb"); IM itself without a usable profile."""
+    icc = im.info.get('icc_profile')
+    if not icc or im.mode not in ('RGB', 'RGBA', 'CMYK'):
+        return im
+    try:
+        prof = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out = ImageCms.profileToProfile(im, prof, SRGB, outputMode='RGBA' if im.mode == 'RGBA'
+                                        else 'RGB')
+    except (ImageCms.PyCMSError, OSError):
+        return im
+    out.info = {k: v for k, v in im.info.items() if k != 'icc_profile'}
+    return out
+
+
+def srgb_open(path):
+    return srgb(Image.open(path))
+
+
 def psnr(a, b):
     a, b = rgb(a), rgb(b)
     if a.size != b.size:
@@ -113,7 +137,7 @@ def test_thumbnail_resize():
     for f in photos():
         base = os.path.basename(f)
         for box in (1200, 256):
-            ref = Image.open(f)
+            ref = srgb_open(f)
             ref.thumbnail((box, box))
             im, err, _ = ours(f, {'pipeline': [{'op': 'thumbnail', 'width': box, 'height': box}],
                                   'auto_orient': False})
@@ -121,7 +145,7 @@ def test_thumbnail_resize():
                 fail(f'thumbnail({box}) {base}: {err or im.size} != {ref.size}')
                 continue
             check(f'thumbnail({box}) {base}', psnr(ref, im), 40)
-        src = Image.open(f)
+        src = srgb_open(f)
         w, h = src.size
         cases = [({'op': 'resize', 'width': 800}, lambda s: s.resize((800, round(h * 800 / w)), Image.LANCZOS)),
                  ({'op': 'resize', 'width': 640, 'height': 640, 'fit': 'cover'},
@@ -131,7 +155,7 @@ def test_thumbnail_resize():
                  ({'op': 'resize', 'width': 300, 'height': 200, 'filter': 'nearest'},
                   lambda s: s.resize((300, 200), Image.NEAREST))]
         for step, make in cases:
-            ref = make(Image.open(f))
+            ref = make(srgb_open(f))
             im, err, _ = ours(f, {'pipeline': [step], 'auto_orient': False})
             label = f'resize {step.get("fit", "fill")} {step.get("filter", "lanczos3")} {base}'
             if err or im.size != ref.size:
@@ -145,7 +169,7 @@ def test_blur():
     files = photos()
     for i, f in enumerate(files):
         sigmas = [15] if i % 3 else [0.7, 2, 15]
-        src = Image.open(f)
+        src = srgb_open(f)
         src.load()
         for s in sigmas:
             ref = src.filter(ImageFilter.GaussianBlur(s))
@@ -162,7 +186,7 @@ def test_blur_thumbnail():
     tb = {False: 0.0, True: 0.0}
     for f in photos():
         t = time.perf_counter()
-        ref = Image.open(f).filter(ImageFilter.GaussianBlur(15))
+        ref = srgb_open(f).filter(ImageFilter.GaussianBlur(15))
         ref.thumbnail((1200, 1200))
         dt_pil = time.perf_counter() - t
         for exact in (False, True):
@@ -285,6 +309,7 @@ def test_jpeg_decode():
         try:
             ref = Image.open(f)
             ref.load()
+            ref = srgb(ref)
         except Exception as e:  # Pillow refuses it too: we must refuse it cleanly
             res, err, _ = run(f, {'format': 'png', 'png_level': 0})
             print(f'  {base:<60} pillow refuses ({type(e).__name__}); batchd: '

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import SANITIZED, Server, Suite, check, results_by_index  # noqa: E402
 from imglib import (SOME_PHOTOS, b64, check_thumb, ndjson, open_image, photo, post,  # noqa: E402
-                    post_multipart, read, ref_thumbnail, untar, psnr)
+                    post_multipart, read, ref_thumbnail, srgb, untar, psnr)
 
 S = None
 TMP = tempfile.mkdtemp(prefix="batchd-imge2e-")
@@ -173,7 +173,7 @@ def test_tar_base64_index_names_and_variants():
     from PIL import Image
     for i, n in enumerate(names):
         small = open_image(got["%d-small.png" % i])
-        ref = Image.open(photo(n))
+        ref = srgb(Image.open(photo(n)))
         ref.thumbnail((512, 512))
         ref.thumbnail((128, 128))
         check(small.size == ref.size, (small.size, ref.size))

@@ -172,7 +172,7 @@ def test_ops_lists_steps_params_ranges_defaults():
         check(name in top, (name, list(top)))
     check(top["quality"]["min"] == 1 and top["quality"]["max"] == 100 and
           top["quality"]["default"] == 85, top["quality"])
-    check(top["format"]["choices"] == ["jpeg", "png", "same"] and
+    check(top["format"]["choices"] == ["jpeg", "png", "webp", "same"] and
           top["format"]["default"] == "same", top["format"])
     steps = {s["op"]: s for s in img["steps"]}
     check(set(steps) == STEP_NAMES, sorted(steps))

@@ -58,10 +58,10 @@ static int encode(struct img_state *st, const struct img_output *o, int src_jpeg
             img_destroy(st->im);
             st->im = flat;
         }
-        rc = img_jpeg_encode(st->im, o->quality, o->progressive, &out, msg, msglen);
+        rc = img_jpeg_encode(st->im, o->quality, o->progressive, NULL, &out, msg, msglen);
     } else {
         img_unpremultiply(st->im);
-        rc = img_png_encode(st->im, o->png_level, &out, msg, msglen);
+        rc = img_png_encode(st->im, o->png_level, NULL, &out, msg, msglen);
     }
     buf_cleanup(&out);
     return rc;

@@ -50,7 +50,7 @@ static void roundtrip(const struct img *im, int quality, int progressive)
     buf_init(&enc, 64u * 1024 * 1024);
     char msg[256] = "";
     struct img *back = NULL;
-    int rc = img_jpeg_encode(im, quality, progressive, &enc, msg, sizeof msg);
+    int rc = img_jpeg_encode(im, quality, progressive, NULL, &enc, msg, sizeof msg);
     if (rc != 0) {
         fail("a decoded image does not encode", rc, msg);
     }

@@ -30,7 +30,7 @@ static void roundtrip(const struct img *im, int level)
     buf_init(&enc, 64u * 1024 * 1024);
     char msg[256] = "";
     struct img *back = NULL;
-    int rc = img_png_encode(im, level, &enc, msg, sizeof msg);
+    int rc = img_png_encode(im, level, NULL, &enc, msg, sizeof msg);
     if (rc != 0) {
         fail("a decoded image does not encode", rc, msg);
     }

@@ -19,8 +19,8 @@ static void small_image(int jpeg, struct buf *out)
     struct img *im = img_create(2, 1, 3);
     memset(im->px, 120, im->stride);
     buf_init(out, 1 << 20);
-    int rc = jpeg ? img_jpeg_encode(im, 90, 0, out, msg, sizeof msg)
-                  : img_png_encode(im, 1, out, msg, sizeof msg);
+    int rc = jpeg ? img_jpeg_encode(im, 90, 0, NULL, out, msg, sizeof msg)
+                  : img_png_encode(im, 1, NULL, out, msg, sizeof msg);
     CHECK_EQ_INT(rc, 0);
     img_destroy(im);
 }
@@ -127,7 +127,7 @@ static void test_encoder_guard(void)
     memset(im->px, 0, im->stride);
     struct buf out;
     buf_init(&out, 1 << 24);
-    CHECK_EQ_INT(img_jpeg_encode(im, 85, 0, &out, msg, sizeof msg), -BATCHD_E_TOO_LARGE);
+    CHECK_EQ_INT(img_jpeg_encode(im, 85, 0, NULL, &out, msg, sizeof msg), -BATCHD_E_TOO_LARGE);
     buf_cleanup(&out);
     img_destroy(im);
 }

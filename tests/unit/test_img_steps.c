@@ -350,7 +350,7 @@ static void test_codecs(void)
         struct img *im = coords(31, 17), *c = img_convert(im, ch);
         struct buf out;
         buf_init(&out, 1 << 24);
-        CHECK_EQ_INT(img_png_encode(c, 6, &out, msg, sizeof msg), 0);
+        CHECK_EQ_INT(img_png_encode(c, 6, NULL, &out, msg, sizeof msg), 0);
         struct img *d = NULL;
         struct img_header h;
         CHECK_EQ_INT(img_png_decode((const uint8_t *)buf_data(&out), buf_len(&out), &opts, &h, &d,
@@ -373,7 +373,7 @@ static void test_codecs(void)
     struct img *g = filled(40, 30, 3, 90);
     struct buf out;
     buf_init(&out, 1 << 24);
-    CHECK_EQ_INT(img_jpeg_encode(g, 95, 0, &out, msg, sizeof msg), 0);
+    CHECK_EQ_INT(img_jpeg_encode(g, 95, 0, NULL, &out, msg, sizeof msg), 0);
     struct img *d = NULL;
     struct img_header h;
     CHECK_EQ_INT(img_jpeg_decode((const uint8_t *)buf_data(&out), buf_len(&out), &opts, &h, &d, msg,
@@ -388,7 +388,7 @@ static void test_codecs(void)
     /* A header claiming 10000 x 10000 pixels is refused before any pixel (too_large). */
     struct buf png;
     buf_init(&png, 1 << 24);
-    CHECK_EQ_INT(img_png_encode(g, 1, &png, msg, sizeof msg), 0);
+    CHECK_EQ_INT(img_png_encode(g, 1, NULL, &png, msg, sizeof msg), 0);
     uint8_t *p = (uint8_t *)buf_data(&png);
     /* IHDR data starts at byte 16; patch width and height (the CRC then fails, so fix it). */
     const uint8_t dims[8] = {0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10};

@@ -8,9 +8,12 @@
 #include "../../api/errors.h"
 #include "../../api/jsonw.h"
 #include "../../api/outname.h"
+#include "img_icc.h"
 #include "img_jpeg.h"
+#include "img_meta.h"
 #include "img_pipeline.h"
 #include "img_png.h"
+#include "img_webp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -50,20 +53,19 @@ static void limits_of(const struct job_input *in, struct img_limits *l)
 
 /* ---------------------------------------------------------------- input */
 
-enum src_format {
-    SRC_JPEG,
-    SRC_PNG,
-};
-
-static int sniff(const uint8_t *p, size_t n, enum src_format *f, char *msg, size_t msglen)
+static int sniff(const uint8_t *p, size_t n, enum img_format *f, char *msg, size_t msglen)
 {
     static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (n >= 2 && p[0] == 0xff && p[1] == 0xd8) {
-        *f = SRC_JPEG;
+        *f = IMG_FORMAT_JPEG;
         return 0;
     }
     if (n >= 8 && memcmp(p, png_magic, 8) == 0) {
-        *f = SRC_PNG;
+        *f = IMG_FORMAT_PNG;
+        return 0;
+    }
+    if (n >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0) {
+        *f = IMG_FORMAT_WEBP;
         return 0;
     }
     /* A PNG signature with a byte or two changed is a damaged PNG (a text-mode transfer
@@ -79,8 +81,6 @@ static int sniff(const uint8_t *p, size_t n, enum src_format *f, char *msg, size
     const char *what = "unknown data";
     if (n >= 6 && (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0)) {
         what = "GIF";
-    } else if (n >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0) {
-        what = "WebP";
     } else if (n >= 4 && (memcmp(p, "II*", 4) == 0 || memcmp(p, "MM\0*", 4) == 0)) {
         what = "TIFF";
     } else if (n >= 2 && memcmp(p, "BM", 2) == 0) {
@@ -88,7 +88,7 @@ static int sniff(const uint8_t *p, size_t n, enum src_format *f, char *msg, size
     } else if (n == 0) {
         what = "an empty input";
     }
-    snprintf(msg, msglen, "the input is %s, not JPEG or PNG", what);
+    snprintf(msg, msglen, "the input is %s, not JPEG, PNG or WebP", what);
     return -BATCHD_E_UNSUPPORTED_FORMAT;
 }
 
@@ -327,34 +327,75 @@ static int load_input(const struct job_input *in, struct buf *data, const uint8_
 /* ---------------------------------------------------------------- output */
 
 struct encoded {
-    const char *format; /* "jpeg" or "png" */
+    const char *format; /* "jpeg", "png" or "webp" */
     int width, height;
 };
 
+/* What every output of a job shares: the input's format ("same") and metadata, and whether
+ * its pixels still wait for their conversion to sRGB. */
+struct out_ctx {
+    const struct img_params *p;
+    enum img_format src;
+    const struct img_meta *meta; /* the input's: profile, EXIF (orientation reset), XMP */
+    int to_srgb;                 /* convert each output's pixels through meta->icc */
+};
+
+static const char *const format_names[] = {
+    [IMG_FORMAT_JPEG] = "jpeg", [IMG_FORMAT_PNG] = "png", [IMG_FORMAT_WEBP] = "webp"};
+
 /* Encodes the state's image (consumed: it may be changed in place) into DST. */
-static int encode_state(struct img_state *st, const struct img_output *o, enum src_format src,
+static int encode_state(struct img_state *st, const struct img_output *o, const struct out_ctx *oc,
                         struct buf *dst, struct encoded *e, char *msg, size_t msglen)
 {
-    int jpeg = o->format == IMG_FORMAT_JPEG || (o->format == IMG_FORMAT_SAME && src == SRC_JPEG);
+    enum img_format f = o->format == IMG_FORMAT_SAME ? oc->src : o->format;
     struct img *im = st->im;
     e->width = im->width;
     e->height = im->height;
-    if (jpeg) {
-        e->format = "jpeg";
-        if (img_has_alpha(im)) {
-            struct img *flat = img_flatten_white(im);
-            if (flat == NULL) {
-                snprintf(msg, msglen, "out of memory");
-                return -BATCHD_E_TOO_LARGE;
-            }
-            img_destroy(st->im);
-            st->im = im = flat;
+    e->format = format_names[f];
+    /* Colour is converted on straight (not premultiplied) values, before JPEG's flattening:
+     * white stays white through any profile. */
+    if (oc->to_srgb && oc->meta->icc != NULL) {
+        img_unpremultiply(im);
+        if (img_icc_to_srgb(im, oc->meta->icc, oc->meta->icc_len) < 0) {
+            return img_state_oom(msg, msglen);
         }
-        return img_jpeg_encode(im, o->quality, o->progressive, dst, msg, msglen);
     }
-    e->format = "png";
+    if (f == IMG_FORMAT_JPEG && img_has_alpha(im)) {
+        struct img *flat = img_flatten_white(im);
+        if (flat == NULL) {
+            snprintf(msg, msglen, "out of memory");
+            return -BATCHD_E_TOO_LARGE;
+        }
+        img_destroy(st->im);
+        st->im = im = flat;
+    }
     img_unpremultiply(im);
-    return img_png_encode(im, o->png_level, dst, msg, msglen);
+    /* The metadata this output carries: the profile under "keep" when it describes the
+     * pixels as encoded (WebP widens gray to RGB), EXIF and XMP under keep_metadata. */
+    struct img_meta m = {0};
+    int enc_ch = f == IMG_FORMAT_WEBP && im->channels < 3 ? im->channels + 2 : im->channels;
+    int fits =
+        oc->p->icc == IMG_ICC_KEEP ? img_icc_fits(oc->meta->icc, oc->meta->icc_len, enc_ch) : 0;
+    if (fits < 0) {
+        return img_state_oom(msg, msglen);
+    }
+    if (fits) {
+        m.icc = oc->meta->icc;
+        m.icc_len = oc->meta->icc_len;
+    }
+    if (oc->p->keep_metadata) {
+        m.exif = oc->meta->exif;
+        m.exif_len = oc->meta->exif_len;
+        m.xmp = oc->meta->xmp;
+        m.xmp_len = oc->meta->xmp_len;
+    }
+    if (f == IMG_FORMAT_JPEG) {
+        return img_jpeg_encode(im, o->quality, o->progressive, &m, dst, msg, msglen);
+    }
+    if (f == IMG_FORMAT_WEBP) {
+        return img_webp_encode(im, o->quality, o->lossless, &m, dst, msg, msglen);
+    }
+    return img_png_encode(im, o->png_level, &m, dst, msg, msglen);
 }
 
 /* The output dir, made when it is missing: the default DATA_DIR/out is made by the first
@@ -563,12 +604,13 @@ static void report_path(const struct job_input *in, const char *fname, char *out
 
 /* Encodes one output and writes its result object into OUT->json. */
 static int emit_output(const struct job_input *in, struct job_output *out, struct img_state *st,
-                       const struct img_output *o, int to_path, enum src_format src,
-                       const char *variant, const char *stem, char *msg, size_t msglen)
+                       const struct img_output *o, const struct out_ctx *oc, const char *variant,
+                       const char *stem, char *msg, size_t msglen)
 {
     struct buf local;
     buf_init(&local, IMG_MAX_ENCODED_BYTES);
     struct buf *bytes = &local;
+    int to_path = oc->p->output_path;
     int blob = in->want_binary && !to_path;
     if (blob) {
         if (out->nblobs >= JOB_MAX_BLOBS) {
@@ -579,7 +621,7 @@ static int emit_output(const struct job_input *in, struct job_output *out, struc
         buf_init(bytes, IMG_MAX_ENCODED_BYTES);
     }
     struct encoded e;
-    int rc = encode_state(st, o, src, bytes, &e, msg, msglen);
+    int rc = encode_state(st, o, oc, bytes, &e, msg, msglen);
     if (rc != 0) {
         buf_cleanup(bytes);
         return rc;
@@ -636,7 +678,7 @@ static int emit_output(const struct job_input *in, struct job_output *out, struc
 
 struct pick_ctx {
     const struct img_params *p;
-    int src_jpeg;
+    enum img_format src;
     int denom;
 };
 
@@ -645,12 +687,38 @@ struct pick_ctx {
 static int pick_scale(void *ctx, const struct img_header *h, char *msg, size_t msglen)
 {
     struct pick_ctx *c = ctx;
-    int rc = img_params_check_outputs(c->p, h, c->src_jpeg, msg, msglen);
+    int rc = img_params_check_outputs(c->p, h, c->src, msg, msglen);
     if (rc != 0) {
         return rc;
     }
     c->denom = img_params_shrink(c->p, h);
     return c->denom;
+}
+
+typedef int (*decode_fn)(const uint8_t *data, size_t len, const struct img_decode_opts *opts,
+                         struct img_header *hdr, struct img **out, char *msg, size_t msglen);
+
+static const decode_fn decoders[] = {[IMG_FORMAT_JPEG] = img_jpeg_decode,
+                                     [IMG_FORMAT_PNG] = img_png_decode,
+                                     [IMG_FORMAT_WEBP] = img_webp_decode};
+
+/* 1 when a step of P's shared pipeline or of a variant needs the colours in sRGB before it
+ * runs: grayscale (a gray image has no RGB profile any more), and blur and sharpen, which mix
+ * pixels far enough apart that filtering in a strongly non-linear space (an HLG or ProPhoto
+ * profile) and converting afterwards shows (a blur(15) of hdr_room.png: 38 dB). Resampling,
+ * crops, rotations and flips commute with the conversion within the quality bar. */
+static int needs_srgb_first(const struct img_params *p)
+{
+    int g = 0;
+    for (int v = -1; v < p->nvariants; v++) {
+        const struct img_step *steps = v < 0 ? p->steps : p->variants[v].steps;
+        int n = v < 0 ? p->nsteps : p->variants[v].nsteps;
+        for (int i = 0; i < n; i++) {
+            enum img_step_kind k = steps[i].kind;
+            g |= k == IMG_STEP_GRAYSCALE || k == IMG_STEP_BLUR || k == IMG_STEP_SHARPEN;
+        }
+    }
+    return g;
 }
 
 static int image_run(const struct job_input *in, struct job_output *out)
@@ -663,6 +731,7 @@ static int image_run(const struct job_input *in, struct job_output *out)
     struct buf data;
     struct img_state st = {0}, vst = {0};
     struct img *im = NULL;
+    struct img_meta meta = {0};
     int rc;
     buf_init(&data, IMG_MAX_FILE_BYTES);
     limits_of(in, &lim);
@@ -691,29 +760,48 @@ static int image_run(const struct job_input *in, struct job_output *out)
     if (rc != 0) {
         goto out;
     }
-    enum src_format src;
+    enum img_format src;
     rc = sniff(bytes, nbytes, &src, msg, msglen);
     if (rc != 0) {
         goto out;
     }
-    struct pick_ctx pc = {p, src == SRC_JPEG, 1};
+    struct pick_ctx pc = {p, src, 1};
     struct img_decode_opts opts = {
         .max_pixels = lim.max_input_pixels,
         .max_memory = IMG_DECODER_MEMORY,
         .max_scans = IMG_MAX_SCANS,
         .pick_scale = pick_scale,
         .ctx = &pc,
+        .meta = &meta,
+        .want =
+            (p->icc != IMG_ICC_STRIP ? IMG_WANT_ICC : 0) | (p->keep_metadata ? IMG_WANT_META : 0),
     };
     struct img_header hdr = {0};
-    rc = src == SRC_JPEG ? img_jpeg_decode(bytes, nbytes, &opts, &hdr, &im, msg, msglen)
-                         : img_png_decode(bytes, nbytes, &opts, &hdr, &im, msg, msglen);
+    rc = decoders[src](bytes, nbytes, &opts, &hdr, &im, msg, msglen);
     if (rc != 0) {
         goto out;
     }
     /* The input bytes are not needed past the decode: free them before the big buffers. */
     buf_cleanup(&data);
-    rc = img_state_init_take(&st, im, hdr.width, hdr.height, src == SRC_JPEG ? pc.denom : 1,
-                             p->auto_orient ? hdr.orientation : 1, msg, msglen);
+    int orientation = p->auto_orient ? hdr.orientation : 1;
+    if (orientation != 1 && meta.exif != NULL) {
+        img_exif_reset_orientation(meta.exif, meta.exif_len); /* applied below */
+    }
+    /* To sRGB: at each output's size (cheaper; within the quality bar, as the tests show)
+     * unless the steps must run as written or one needs the colours first. */
+    struct out_ctx oc = {p, src, &meta, 0};
+    if (p->icc == IMG_ICC_SRGB && meta.icc != NULL) {
+        if (p->exact || needs_srgb_first(p)) {
+            if (img_icc_to_srgb(im, meta.icc, meta.icc_len) < 0) {
+                rc = img_state_oom(msg, msglen);
+                goto out;
+            }
+        } else {
+            oc.to_srgb = 1;
+        }
+    }
+    rc = img_state_init_take(&st, im, hdr.width, hdr.height, src == IMG_FORMAT_JPEG ? pc.denom : 1,
+                             orientation, msg, msglen);
     im = NULL;
     if (rc != 0) {
         goto out;
@@ -738,7 +826,7 @@ static int image_run(const struct job_input *in, struct job_output *out)
     if (p->nvariants == 0) {
         rc = img_state_unreduce(&st, msg, msglen);
         if (rc == 0) {
-            rc = emit_output(in, out, &st, &p->out, p->output_path, src, NULL, stem, msg, msglen);
+            rc = emit_output(in, out, &st, &p->out, &oc, NULL, stem, msg, msglen);
         }
         goto out;
     }
@@ -768,8 +856,7 @@ static int image_run(const struct job_input *in, struct job_output *out)
             w |= jsonw_cstr(out->json, var->name);
             w |= buf_adds(out->json, ":");
             rc = w != 0 ? -BATCHD_E_TOO_LARGE
-                        : emit_output(in, out, &vst, &var->out, p->output_path, src, var->name,
-                                      stem, msg, msglen);
+                        : emit_output(in, out, &vst, &var->out, &oc, var->name, stem, msg, msglen);
         }
         img_state_cleanup(&vst);
     }
@@ -792,6 +879,7 @@ out:
     img_destroy(im);
     img_state_cleanup(&st);
     img_state_cleanup(&vst);
+    img_meta_cleanup(&meta);
     buf_cleanup(&data);
     free(p);
     return rc;
@@ -820,7 +908,7 @@ static json_t *image_describe(void)
 
 const struct op op_image = {
     .name = "image",
-    .summary = "decode a JPEG or PNG, run a pipeline of steps, encode (SPEC §6)",
+    .summary = "decode a JPEG, PNG or WebP, run a pipeline of steps, encode (SPEC §6)",
     .input = "{\"path\": \"rel/path\"} under --data-dir, {\"data\": \"<base64>\"}, or an uploaded "
              "file (multipart part \"file\")",
     .result = "{\"format\",\"width\",\"height\",\"bytes\",\"data\"|\"path\"}, or "

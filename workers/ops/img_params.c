@@ -10,7 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const image_formats[] = {"jpeg", "png", "same", NULL};
+static const char *const image_formats[] = {"jpeg", "png", "webp", "same", NULL};
+static const char *const image_icc_modes[] = {"srgb", "keep", "strip", NULL};
 static const char *const image_outputs[] = {"inline", "path", NULL};
 
 const struct op_param img_params_spec[] = {
@@ -26,8 +27,9 @@ const struct op_param img_params_spec[] = {
      .min = 0,
      .max = -1,
      .help = "up to 16 outputs from one decode, each {\"name\":[A-Za-z0-9_-]{1,32},"
-             "\"pipeline\":[...],\"format\",\"quality\",\"progressive\",\"png_level\"} run "
-             "after the shared pipeline; the result is then {\"variants\":{name:{...}}}"},
+             "\"pipeline\":[...],\"format\",\"quality\",\"progressive\",\"png_level\","
+             "\"lossless\"} run after the shared pipeline; the result is then "
+             "{\"variants\":{name:{...}}}"},
     {.name = "format",
      .type = OP_PARAM_STRING,
      .min = 0,
@@ -40,7 +42,13 @@ const struct op_param img_params_spec[] = {
      .min = 1,
      .max = 100,
      .def = "85",
-     .help = "JPEG quality"},
+     .help = "JPEG and lossy WebP quality"},
+    {.name = "lossless",
+     .type = OP_PARAM_BOOL,
+     .min = 0,
+     .max = -1,
+     .def = "false",
+     .help = "lossless WebP (quality is then ignored)"},
     {.name = "progressive",
      .type = OP_PARAM_BOOL,
      .min = 0,
@@ -74,6 +82,23 @@ const struct op_param img_params_spec[] = {
      .max = -1,
      .def = "false",
      .help = "run the steps as written: no blur moved after a downscale, no JPEG shrink-on-load"},
+    {.name = "icc",
+     .type = OP_PARAM_STRING,
+     .min = 0,
+     .max = -1,
+     .choices = image_icc_modes,
+     .def = "\"srgb\"",
+     .help = "an embedded ICC profile: srgb = pixels converted to sRGB (lcms2, perceptual), keep "
+             "= pixels untouched and the profile embedded in the output, strip = pixels "
+             "untouched, no profile; a broken profile is ignored (sRGB); CMYK inputs always "
+             "come out as sRGB through their profile"},
+    {.name = "keep_metadata",
+     .type = OP_PARAM_BOOL,
+     .min = 0,
+     .max = -1,
+     .def = "false",
+     .help = "copy EXIF (orientation reset to 1 when applied) and XMP into the output; by "
+             "default EXIF (GPS included), XMP and comments are dropped"},
     {.name = NULL},
 };
 
@@ -233,13 +258,19 @@ static int parse_pipeline(const json_t *o, const char *base, struct img_step *st
 static int parse_output(const json_t *o, const char *base, struct img_output *out, struct perr *e)
 {
     /* In the order of the format row's choices. */
-    static const enum img_format fmap[] = {IMG_FORMAT_JPEG, IMG_FORMAT_PNG, IMG_FORMAT_SAME};
-    double fmt = out->format == IMG_FORMAT_JPEG ? 0 : out->format == IMG_FORMAT_PNG ? 1 : 2;
+    static const enum img_format fmap[] = {IMG_FORMAT_JPEG, IMG_FORMAT_PNG, IMG_FORMAT_WEBP,
+                                           IMG_FORMAT_SAME};
+    double fmt = 3;
+    for (int i = 0; i < 4; i++) {
+        fmt = fmap[i] == out->format ? i : fmt;
+    }
     double q = out->quality, prog = out->progressive, level = out->png_level;
+    double lossless = out->lossless;
     int rc = read_own(o, base, "format", &fmt, e);
     rc = rc != 0 ? rc : read_own(o, base, "quality", &q, e);
     rc = rc != 0 ? rc : read_own(o, base, "progressive", &prog, e);
     rc = rc != 0 ? rc : read_own(o, base, "png_level", &level, e);
+    rc = rc != 0 ? rc : read_own(o, base, "lossless", &lossless, e);
     if (rc != 0) {
         return rc;
     }
@@ -247,14 +278,15 @@ static int parse_output(const json_t *o, const char *base, struct img_output *ou
     out->quality = (int)q;
     out->progressive = (int)prog;
     out->png_level = (int)level;
+    out->lossless = (int)lossless;
     return 0;
 }
 
 /* Variant I of the list VS into P->variants[I] (after the shared params are parsed). */
 static int parse_variant(const json_t *vs, size_t i, struct img_params *p, struct perr *e)
 {
-    static const char *const keys[] = {"name",        "pipeline",  "format", "quality",
-                                       "progressive", "png_level", NULL};
+    static const char *const keys[] = {"name",        "pipeline",  "format",   "quality",
+                                       "progressive", "png_level", "lossless", NULL};
     const json_t *v = json_array_get(vs, i);
     struct img_variant *var = &p->variants[i];
     char base[64], np[80];
@@ -322,15 +354,19 @@ int img_params_parse(const json_t *params, struct img_params *p, char *msg, size
     if (!json_is_object(params)) {
         return fail(&e, "", "params must be an object");
     }
-    double output = 0, orient = 1, exact = 0;
+    double output = 0, orient = 1, exact = 0, icc = IMG_ICC_SRGB, keep_meta = 0;
     int rc = parse_pipeline(params, "", p->steps, &p->nsteps, &e);
     rc = rc != 0 ? rc : parse_output(params, "", &p->out, &e);
     rc = rc != 0 ? rc : read_own(params, "", "output", &output, &e);
     rc = rc != 0 ? rc : read_own(params, "", "auto_orient", &orient, &e);
     rc = rc != 0 ? rc : read_own(params, "", "exact", &exact, &e);
+    rc = rc != 0 ? rc : read_own(params, "", "icc", &icc, &e);
+    rc = rc != 0 ? rc : read_own(params, "", "keep_metadata", &keep_meta, &e);
     if (rc != 0) {
         return rc;
     }
+    p->icc = (enum img_icc_mode)(int)icc;
+    p->keep_metadata = (int)keep_meta;
     p->output_path = output == 1;
     p->auto_orient = (int)orient;
     p->exact = (int)exact;

@@ -18,6 +18,15 @@ enum img_format {
     IMG_FORMAT_SAME,
     IMG_FORMAT_JPEG,
     IMG_FORMAT_PNG,
+    IMG_FORMAT_WEBP,
+};
+
+/* What becomes of an input's ICC profile (SPEC §6 "Colour"), in the order of the icc row's
+ * choices. */
+enum img_icc_mode {
+    IMG_ICC_SRGB, /* pixels converted to sRGB, no profile in the output */
+    IMG_ICC_KEEP, /* pixels untouched, the profile embedded in the output */
+    IMG_ICC_STRIP /* pixels untouched, no profile */
 };
 
 struct img_output {
@@ -25,6 +34,7 @@ struct img_output {
     int quality;
     int progressive;
     int png_level;
+    int lossless; /* WebP */
 };
 
 struct img_variant {
@@ -41,6 +51,8 @@ struct img_params {
     int output_path; /* output: "path" */
     int auto_orient;
     int exact;
+    enum img_icc_mode icc;
+    int keep_metadata;
     struct img_variant variants[IMG_MAX_VARIANTS];
     int nvariants;
 };

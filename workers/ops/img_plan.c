@@ -136,23 +136,32 @@ int img_params_shrink(const struct img_params *p, const struct img_header *h)
     return best;
 }
 
-static int check_jpeg_side(const struct img_output *o, int src_jpeg, int w, int h,
-                           const char *variant, char *msg, size_t msglen)
+/* The largest side of each output format (libjpeg's JPEG_MAX_DIMENSION, libwebp's 16383);
+ * PNG has none below the image limit. */
+static int max_side(enum img_format f)
 {
-    int jpeg = o->format == IMG_FORMAT_JPEG || (o->format == IMG_FORMAT_SAME && src_jpeg);
-    if (!jpeg || (w <= IMG_JPEG_MAX_SIDE && h <= IMG_JPEG_MAX_SIDE)) {
+    return f == IMG_FORMAT_JPEG ? IMG_JPEG_MAX_SIDE : f == IMG_FORMAT_WEBP ? IMG_WEBP_MAX_SIDE : 0;
+}
+
+static int check_side(const struct img_output *o, enum img_format src, int w, int h,
+                      const char *variant, char *msg, size_t msglen)
+{
+    enum img_format f = o->format == IMG_FORMAT_SAME ? src : o->format;
+    int side = max_side(f);
+    if (side == 0 || (w <= side && h <= side)) {
         return 0;
     }
+    const char *name = f == IMG_FORMAT_JPEG ? "JPEG" : "WebP";
     snprintf(msg, msglen,
-             "%s%.40s%sthe JPEG output would be %dx%d pixels; a JPEG is at most %d "
+             "%s%.40s%sthe %s output would be %dx%d pixels; a %s is at most %d "
              "pixels on a side",
-             variant ? "variant " : "", variant ? variant : "", variant ? ": " : "", w, h,
-             IMG_JPEG_MAX_SIDE);
+             variant ? "variant " : "", variant ? variant : "", variant ? ": " : "", name, w, h,
+             name, side);
     return -BATCHD_E_TOO_LARGE;
 }
 
-int img_params_check_outputs(const struct img_params *p, const struct img_header *h, int src_jpeg,
-                             char *msg, size_t msglen)
+int img_params_check_outputs(const struct img_params *p, const struct img_header *h,
+                             enum img_format src, char *msg, size_t msglen)
 {
     int w = h->width, hh = h->height;
     if (p->auto_orient && h->orientation >= 5) {
@@ -163,7 +172,7 @@ int img_params_check_outputs(const struct img_params *p, const struct img_header
         return 0;
     }
     if (p->nvariants == 0) {
-        return check_jpeg_side(&p->out, src_jpeg, w, hh, NULL, msg, msglen);
+        return check_side(&p->out, src, w, hh, NULL, msg, msglen);
     }
     for (int v = 0; v < p->nvariants; v++) {
         const struct img_variant *var = &p->variants[v];
@@ -171,7 +180,7 @@ int img_params_check_outputs(const struct img_params *p, const struct img_header
         if (steps_size(var->steps, var->nsteps, &vw, &vh) != 0) {
             continue;
         }
-        int rc = check_jpeg_side(&var->out, src_jpeg, vw, vh, var->name, msg, msglen);
+        int rc = check_side(&var->out, src, vw, vh, var->name, msg, msglen);
         if (rc != 0) {
             return rc;
         }

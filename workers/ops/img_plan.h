@@ -14,7 +14,8 @@
  * shrink down to the output size (gap 1). */
 #define IMG_BLUR_HIDES_SIGMA 1.0
 
-/* The longest side a JPEG can have (libjpeg's JPEG_MAX_DIMENSION). */
+/* The longest side a JPEG can have (libjpeg's JPEG_MAX_DIMENSION); a WebP's is in
+ * img_codec.h. */
 #define IMG_JPEG_MAX_SIDE 65500
 
 /* The JPEG DCT scale denominator (1, 2, 4, 8) for an image of header H run through P:
@@ -24,10 +25,10 @@ int img_params_shrink(const struct img_params *p, const struct img_header *h);
 
 /* Checks, from the header H alone and before any pixel is decoded, that every output of P
  * (the shared pipeline's, or each variant's) fits its format: a JPEG output is at most
- * IMG_JPEG_MAX_SIDE pixels on a side. SRC_JPEG says what format "same" stands for. Returns 0
- * or -BATCHD_E_TOO_LARGE with MSG set. */
-int img_params_check_outputs(const struct img_params *p, const struct img_header *h, int src_jpeg,
-                             char *msg, size_t msglen);
+ * IMG_JPEG_MAX_SIDE pixels on a side, a WebP IMG_WEBP_MAX_SIDE. SRC is the format "same"
+ * stands for (the input's). Returns 0 or -BATCHD_E_TOO_LARGE with MSG set. */
+int img_params_check_outputs(const struct img_params *p, const struct img_header *h,
+                             enum img_format src, char *msg, size_t msglen);
 
 /* 1 when the runner, not exact, moves the blur STEPS[I] after the downscale STEPS[I + 1] of a
  * logical LW x LH image (a plain one: not a cover cut), running it with its sigma scaled. */

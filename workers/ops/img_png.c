@@ -4,6 +4,7 @@
 #include "img_png.h"
 
 #include "../../api/errors.h"
+#include "img_meta.h"
 
 #include <errno.h>
 #include <png.h>
@@ -12,8 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Ancillary chunks can be hostile (zTXt/iCCP zlib bombs, huge sPLT) and batchd uses none
- * of their contents; a single chunk above this is skipped or refused by libpng. */
+/* Ancillary chunks can be hostile (zTXt/iCCP zlib bombs, huge sPLT): batchd reads only
+ * iCCP, eXIf and iTXt, and only when the job asks for them; a single chunk above this is
+ * skipped or refused by libpng. */
 #define PNG_CHUNK_MALLOC_MAX (8u * 1024 * 1024)
 #define PNG_CHUNK_CACHE_MAX 1000
 
@@ -33,8 +35,11 @@ struct png_ctx {
     /* encode */
     const struct img *src;
     int level;
+    const struct img_meta *meta;
     struct buf *out;
 };
+
+static const char xmp_key[] = "XML:com.adobe.xmp";
 
 static void on_error(png_structp png, png_const_charp text)
 {
@@ -85,6 +90,46 @@ static void on_flush(png_structp png)
     (void)png;
 }
 
+/* The chunks asked for (WANT) into the metadata, once the whole file is read: a profile that
+ * libpng accepted (it drops one that does not fit the colour type), EXIF, the XMP packet.
+ * Returns 0 or -BATCHD_E_TOO_LARGE (out of memory). */
+static int read_meta(struct png_ctx *c, unsigned want)
+{
+    struct img_meta *meta = c->opts->meta;
+    int fail = 0;
+    png_charp name = NULL;
+    int comp = 0;
+    png_bytep prof = NULL;
+    png_uint_32 plen = 0;
+    if ((want & IMG_WANT_ICC) && png_get_iCCP(c->png, c->info, &name, &comp, &prof, &plen) != 0 &&
+        prof != NULL && plen > 0) {
+        fail |= img_meta_set(&meta->icc, &meta->icc_len, prof, plen);
+    }
+    png_bytep exif = NULL;
+    png_uint_32 elen = 0;
+    if ((want & IMG_WANT_META) && png_get_eXIf_1(c->png, c->info, &elen, &exif) != 0 &&
+        exif != NULL && elen > 0 && elen <= IMG_META_MAX_BYTES) {
+        fail |= img_meta_set(&meta->exif, &meta->exif_len, exif, elen);
+    }
+    png_textp text = NULL;
+    int ntext = 0;
+    if (want & IMG_WANT_META) {
+        png_get_text(c->png, c->info, &text, &ntext);
+    }
+    for (int i = 0; i < ntext && meta->xmp == NULL; i++) {
+        size_t n = text[i].compression >= PNG_ITXT_COMPRESSION_NONE ? text[i].itxt_length
+                                                                    : text[i].text_length;
+        if (strcmp(text[i].key, xmp_key) == 0 && n > 0 && n <= IMG_META_MAX_BYTES) {
+            fail |= img_meta_set(&meta->xmp, &meta->xmp_len, text[i].text, n);
+        }
+    }
+    if (fail) {
+        snprintf(c->msg, c->msglen, "out of memory");
+        return -BATCHD_E_TOO_LARGE;
+    }
+    return 0;
+}
+
 static int decode_body(struct png_ctx *c)
 {
     png_structp png = c->png;
@@ -93,6 +138,15 @@ static int decode_body(struct png_ctx *c)
                                       "tIME\0pHYs\0sBIT\0bKGD\0cHRM\0gAMA\0sRGB\0sTER\0oFFs";
     png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
     png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, ignored, (int)(sizeof ignored / 5));
+    struct img_meta *meta = c->opts->meta;
+    unsigned want = meta != NULL ? c->opts->want : 0;
+    if (want & IMG_WANT_ICC) {
+        png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_AS_DEFAULT, (png_const_bytep) "iCCP", 1);
+    }
+    if (want & IMG_WANT_META) {
+        png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_AS_DEFAULT,
+                                    (png_const_bytep) "eXIf\0iTXt", 2);
+    }
     png_set_user_limits(png, IMG_MAX_SIDE, IMG_MAX_SIDE);
     png_set_chunk_malloc_max(png, PNG_CHUNK_MALLOC_MAX);
     png_set_chunk_cache_max(png, PNG_CHUNK_CACHE_MAX);
@@ -147,9 +201,38 @@ static int decode_body(struct png_ctx *c)
         c->rows[y] = c->im->px + (size_t)y * c->im->stride;
     }
     png_read_image(png, c->rows);
-    /* Reading to IEND finishes the zlib stream, which checks its Adler-32. */
-    png_read_end(png, NULL);
-    return 0;
+    /* Reading to IEND finishes the zlib stream, which checks its Adler-32; eXIf and iTXt
+     * may come after the pixels. */
+    png_read_end(png, info);
+    return read_meta(c, want);
+}
+
+/* The metadata given: iCCP (libpng checks the profile against the colour type and drops
+ * one that does not fit, with a warning), eXIf, and XMP in an uncompressed iTXt. */
+static void write_meta(struct png_ctx *c)
+{
+    const struct img_meta *m = c->meta;
+    if (m == NULL) {
+        return;
+    }
+    if (m->icc != NULL && m->icc_len > 0 && m->icc_len <= IMG_ICC_MAX_BYTES) {
+        png_set_iCCP(c->png, c->info, "icc", PNG_COMPRESSION_TYPE_BASE, m->icc,
+                     (png_uint_32)m->icc_len);
+    }
+    if (m->exif != NULL && m->exif_len > 0 && m->exif_len <= IMG_META_MAX_BYTES) {
+        png_set_eXIf_1(c->png, c->info, (png_uint_32)m->exif_len, m->exif);
+    }
+    if (m->xmp != NULL && m->xmp_len > 0 && m->xmp_len <= IMG_META_MAX_BYTES) {
+        png_text t;
+        memset(&t, 0, sizeof t);
+        t.compression = PNG_ITXT_COMPRESSION_NONE;
+        t.key = (png_charp)xmp_key;
+        t.text = (png_charp)m->xmp; /* NUL-terminated (img_meta_set): libpng takes strlen */
+        t.itxt_length = m->xmp_len;
+        t.lang = (png_charp) "";
+        t.lang_key = (png_charp) "";
+        png_set_text(c->png, c->info, &t, 1);
+    }
 }
 
 static int encode_body(struct png_ctx *c)
@@ -163,6 +246,7 @@ static int encode_body(struct png_ctx *c)
                  types[im->channels], PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);
     png_set_compression_level(png, c->level);
+    write_meta(c);
     if (c->level == 0) {
         png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
     } else if (c->level <= 3) {
@@ -225,7 +309,8 @@ out:
     return rc;
 }
 
-int img_png_encode(const struct img *im, int level, struct buf *out, char *msg, size_t msglen)
+int img_png_encode(const struct img *im, int level, const struct img_meta *meta, struct buf *out,
+                   char *msg, size_t msglen)
 {
     msg[0] = '\0';
     if (im->premultiplied) {
@@ -240,6 +325,7 @@ int img_png_encode(const struct img *im, int level, struct buf *out, char *msg, 
     int rc = -BATCHD_E_INTERNAL;
     c->src = im;
     c->level = level < 0 ? 0 : level > 9 ? 9 : level;
+    c->meta = meta;
     c->out = out;
     c->msg = msg;
     c->msglen = msglen;
@@ -252,6 +338,7 @@ int img_png_encode(const struct img *im, int level, struct buf *out, char *msg, 
         goto out;
     }
     c->err = 0;
+    png_set_benign_errors(c->png, 1); /* a profile libpng dislikes is dropped, not fatal */
     rc = png_guarded(c, encode_body);
     if (rc == -BATCHD_E_CORRUPT_IMAGE) {
         rc = -BATCHD_E_INTERNAL; /* libpng refused our own data */
