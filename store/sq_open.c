@@ -190,8 +190,9 @@ static int open_fail(struct sq_store *sq, int rc, const char *what, char *err, s
     return code;
 }
 
-/* Sets the connection up and checks the file: ours, intact, writable. */
-int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
+/* Opens the write connection and tells a new file from ours: a new one gets auto_vacuum and
+ * our application_id, an old one must carry that id. *TABLES: how many the file had. */
+static int open_identify(struct sq_store *sq, int64_t *tables, char *err, size_t errlen)
 {
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_open_v2(
@@ -206,11 +207,12 @@ int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
     }
     sqlite3_busy_timeout(sq->wdb, 5000);
     /* Reading the schema reads the header: a file that is not a database fails here. */
-    int64_t tables = 0, app_id = 0;
+    int64_t app_id = 0;
+    *tables = 0;
     rc = sqlite3_prepare_v2(sq->wdb, "SELECT count(*) FROM sqlite_schema", -1, &s, NULL);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(s);
-        tables = sqlite3_column_int64(s, 0);
+        *tables = sqlite3_column_int64(s, 0);
         rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
     }
     sqlite3_finalize(s);
@@ -218,7 +220,7 @@ int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
     if (rc != SQLITE_OK) {
         return open_fail(sq, rc, "read", err, errlen);
     }
-    if (tables == 0) {
+    if (*tables == 0) {
         /* A new file: auto_vacuum only takes before the first table is made. */
         char sql[128];
         snprintf(sql, sizeof sql, "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA application_id = %d",
@@ -227,21 +229,27 @@ int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
         if (rc != SQLITE_OK) {
             return open_fail(sq, rc, "set up", err, errlen);
         }
-    } else {
-        rc = sqlite3_prepare_v2(sq->wdb, "PRAGMA application_id", -1, &s, NULL);
-        if (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW) {
-            app_id = sqlite3_column_int64(s, 0);
-        }
-        sqlite3_finalize(s);
-        s = NULL;
-        if (app_id != SQ_APP_ID) {
-            sq_errf(err, errlen,
-                    "%s is an SQLite database but not a batchd store; refusing to start on it",
-                    sq->path);
-            return STORE_E_CORRUPT;
-        }
+        return 0;
     }
-    rc = sqlite3_prepare_v2(sq->wdb, "PRAGMA journal_mode = WAL", -1, &s, NULL);
+    rc = sqlite3_prepare_v2(sq->wdb, "PRAGMA application_id", -1, &s, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW) {
+        app_id = sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
+    if (app_id != SQ_APP_ID) {
+        sq_errf(err, errlen,
+                "%s is an SQLite database but not a batchd store; refusing to start on it",
+                sq->path);
+        return STORE_E_CORRUPT;
+    }
+    return 0;
+}
+
+/* WAL, synchronous=FULL and the rest of the write connection's settings (see store_sqlite.c). */
+static int open_pragmas(struct sq_store *sq, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(sq->wdb, "PRAGMA journal_mode = WAL", -1, &s, NULL);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(s);
         const unsigned char *mode = sqlite3_column_text(s, 0);
@@ -254,7 +262,6 @@ int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
         rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
     }
     sqlite3_finalize(s);
-    s = NULL;
     if (rc != SQLITE_OK) {
         return open_fail(sq, rc, "put in WAL mode", err, errlen);
     }
@@ -266,34 +273,49 @@ int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
     if (rc != SQLITE_OK) {
         return open_fail(sq, rc, "set up", err, errlen);
     }
+    return 0;
+}
+
+/* Refuses a file (of at most QUICK_CHECK_MAX bytes) that fails quick_check. */
+static int open_quick_check(struct sq_store *sq, char *err, size_t errlen)
+{
     struct stat fst;
-    if (tables > 0 && stat(sq->path, &fst) == 0 && fst.st_size <= QUICK_CHECK_MAX) {
-        rc = sqlite3_prepare_v2(sq->wdb, "PRAGMA quick_check(1)", -1, &s, NULL);
-        if (rc == SQLITE_OK) {
-            rc = sqlite3_step(s);
-            const unsigned char *res = sqlite3_column_text(s, 0);
-            if (rc == SQLITE_ROW && (res == NULL || strcmp((const char *)res, "ok") != 0)) {
-                sq_errf(err, errlen,
-                        "%s is damaged (quick_check: %s); refusing to start on it: move it away to "
-                        "start empty, or restore it",
-                        sq->path, res != NULL ? (const char *)res : "?");
-                sqlite3_finalize(s);
-                return STORE_E_CORRUPT;
-            }
-            rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
-        }
-        sqlite3_finalize(s);
-        s = NULL;
-        if (rc != SQLITE_OK) {
-            return open_fail(sq, rc, "checked", err, errlen);
-        }
+    if (stat(sq->path, &fst) != 0 || fst.st_size > QUICK_CHECK_MAX) {
+        return 0;
     }
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(sq->wdb, "PRAGMA quick_check(1)", -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(s);
+        const unsigned char *res = sqlite3_column_text(s, 0);
+        if (rc == SQLITE_ROW && (res == NULL || strcmp((const char *)res, "ok") != 0)) {
+            sq_errf(err, errlen,
+                    "%s is damaged (quick_check: %s); refusing to start on it: move it away to "
+                    "start empty, or restore it",
+                    sq->path, res != NULL ? (const char *)res : "?");
+            sqlite3_finalize(s);
+            return STORE_E_CORRUPT;
+        }
+        rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_OK) {
+        return open_fail(sq, rc, "checked", err, errlen);
+    }
+    return 0;
+}
+
+/* Makes the tables, commits the probe write (a store that cannot commit refuses to start)
+ * and reads the stored bytes. */
+static int open_schema(struct sq_store *sq, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
     char sql[256];
     snprintf(sql, sizeof sql,
              "BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta VALUES ('schema', %d);"
              " INSERT OR REPLACE INTO meta VALUES ('opened_ms', %lld); COMMIT",
              SQ_SCHEMA_VERSION, (long long)sq_now(sq));
-    rc = exec_all(sq->wdb, sq_schema);
+    int rc = exec_all(sq->wdb, sq_schema);
     if (rc == SQLITE_OK) {
         /* The probe write: a store that cannot commit refuses to start. */
         rc = exec_all(sq->wdb, sql);
@@ -315,6 +337,13 @@ int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
     if (rc != SQLITE_OK) {
         return open_fail(sq, rc, "read", err, errlen);
     }
+    return 0;
+}
+
+/* Prepares the writer's statements, then opens the read-only connection and its own. */
+static int open_statements(struct sq_store *sq, char *err, size_t errlen)
+{
+    int rc = SQLITE_OK;
     for (int i = 0; i < W_COUNT; i++) {
         rc =
             sqlite3_prepare_v3(sq->wdb, wst_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &sq->w[i], NULL);
@@ -339,4 +368,24 @@ int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
         return sq_rc(rc);
     }
     return 0;
+}
+
+/* Sets the connection up and checks the file: ours, intact, writable. */
+int sq_open_db(struct sq_store *sq, char *err, size_t errlen)
+{
+    int64_t tables = 0;
+    int rc = open_identify(sq, &tables, err, errlen);
+    if (rc == 0) {
+        rc = open_pragmas(sq, err, errlen);
+    }
+    if (rc == 0 && tables > 0) {
+        rc = open_quick_check(sq, err, errlen);
+    }
+    if (rc == 0) {
+        rc = open_schema(sq, err, errlen);
+    }
+    if (rc == 0) {
+        rc = open_statements(sq, err, errlen);
+    }
+    return rc;
 }
