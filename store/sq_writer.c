@@ -407,21 +407,20 @@ static uint64_t committed(struct sq_store *sq, struct wop *seg, struct sq_batch 
     return finished;
 }
 
-void *sq_writer_main(void *p)
+/* Waits, with sq->mu held, until a segment is due (flush_rows queued, flush_ms passed,
+ * another write queued, or shutdown) and takes it; checkpoints while idle. NULL: stopped
+ * with nothing queued. */
+static struct wop *writer_wait(struct sq_store *sq, int64_t *last_ckpt)
 {
-    struct sq_store *sq = p;
-    int64_t last_ckpt = sq_mono_ns();
-    int failures = 0;
-    pthread_mutex_lock(&sq->mu);
     for (;;) {
         if (sq->head == NULL) {
             if (sq->stop) {
-                break;
+                return NULL;
             }
             timed_wait(sq, 50 * 1000000ll);
-            if (sq->head == NULL && sq_mono_ns() - last_ckpt > SQ_CHECKPOINT_MS * 1000000ll) {
+            if (sq->head == NULL && sq_mono_ns() - *last_ckpt > SQ_CHECKPOINT_MS * 1000000ll) {
                 pthread_mutex_unlock(&sq->mu);
-                w_checkpoint(sq, &last_ckpt);
+                w_checkpoint(sq, last_ckpt);
                 pthread_mutex_lock(&sq->mu);
             }
             continue;
@@ -433,7 +432,50 @@ void *sq_writer_main(void *p)
                 continue;
             }
         }
-        struct wop *seg = take_segment(sq);
+        return take_segment(sq);
+    }
+}
+
+/* Counts a committed transaction that took TOOK ns in the store's figures (under sq->mu). */
+static void writer_count(struct sq_store *sq, const struct txn *tx, int64_t took)
+{
+    sq->total_bytes += tx->bytes;
+    sq->stats.bytes = (uint64_t)sq->total_bytes;
+    sq->stats.rows += tx->rows - tx->dups;
+    sq->stats.dup_ignored += tx->dups;
+    sq->stats.flushes++;
+    double ms = (double)took / 1e6;
+    if (ms > sq->stats.flush_max_ms) {
+        sq->stats.flush_max_ms = ms;
+    }
+    size_t k = 0;
+    while (k + 1 < STORE_HIST_BUCKETS && exp2((double)k / 4.0) * 1000.0 <= (double)took) {
+        k++;
+    }
+    sq->stats.flush_hist[k]++;
+}
+
+/* Records a failed transaction (under sq->mu) and puts SEG back in the queue. */
+static void writer_failed(struct sq_store *sq, struct wop *seg, int rc, int failures)
+{
+    sq->last_rc = sq_rc(rc);
+    snprintf(sq->last_err, sizeof sq->last_err, "%s: %s", sq->path, sqlite3_errmsg(sq->wdb));
+    sq->fail_gen++;
+    /* At shutdown a write that keeps failing is given up after a few tries. */
+    sq->fin_count += requeue(sq, seg, sq->last_rc, sq->stop && failures >= 3);
+}
+
+void *sq_writer_main(void *p)
+{
+    struct sq_store *sq = p;
+    int64_t last_ckpt = sq_mono_ns();
+    int failures = 0;
+    pthread_mutex_lock(&sq->mu);
+    for (;;) {
+        struct wop *seg = writer_wait(sq, &last_ckpt);
+        if (seg == NULL) {
+            break;
+        }
         pthread_mutex_unlock(&sq->mu);
 
         struct txn tx = {0};
@@ -445,29 +487,11 @@ void *sq_writer_main(void *p)
         pthread_mutex_lock(&sq->mu);
         if (rc == SQLITE_OK) {
             failures = 0;
-            sq->total_bytes += tx.bytes;
-            sq->stats.bytes = (uint64_t)sq->total_bytes;
-            sq->stats.rows += tx.rows - tx.dups;
-            sq->stats.dup_ignored += tx.dups;
-            sq->stats.flushes++;
-            double ms = (double)took / 1e6;
-            if (ms > sq->stats.flush_max_ms) {
-                sq->stats.flush_max_ms = ms;
-            }
-            size_t k = 0;
-            while (k + 1 < STORE_HIST_BUCKETS && exp2((double)k / 4.0) * 1000.0 <= (double)took) {
-                k++;
-            }
-            sq->stats.flush_hist[k]++;
+            writer_count(sq, &tx, took);
             sq->fin_count += committed(sq, seg, tx.touched, &garbage);
         } else {
             failures++;
-            sq->last_rc = sq_rc(rc);
-            snprintf(sq->last_err, sizeof sq->last_err, "%s: %s", sq->path,
-                     sqlite3_errmsg(sq->wdb));
-            sq->fail_gen++;
-            /* At shutdown a write that keeps failing is given up after a few tries. */
-            sq->fin_count += requeue(sq, seg, sq->last_rc, sq->stop && failures >= 3);
+            writer_failed(sq, seg, rc, failures);
         }
         int err_rc = sq->last_rc;
         char err_msg[sizeof sq->last_err];
