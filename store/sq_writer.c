@@ -56,6 +56,57 @@ void sq_enqueue(struct sq_store *sq, struct wop *op)
 /* ------------------------------------------------------------------------------------- */
 /* the writer thread */
 
+/* Looks OP's idempotency key up: *FOUND when a batch has it (then OP's id and rc say which
+ * batch, and whether this is a replay or a key reused for another request). */
+static int w_create_key(struct sq_store *sq, struct wop *op, int *found)
+{
+    sqlite3_stmt *s = sq->w[W_FIND_KEY];
+    const struct store_new_batch *nb = &op->nb;
+    *found = 0;
+    sq_bind_owner(s, 1, op->owner, op->owner_len);
+    sqlite3_bind_text(s, 2, op->key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        const void *fp = sqlite3_column_blob(s, 1);
+        int same =
+            sqlite3_column_bytes(s, 1) == 32 && fp != NULL && memcmp(fp, nb->fingerprint, 32) == 0;
+        sq_copy_text(op->id, sizeof op->id, sqlite3_column_text(s, 0));
+        op->rc = same ? STORE_REPLAYED : STORE_E_KEY_REUSED;
+        *found = 1;
+        sq_finish(s);
+        return SQLITE_OK;
+    }
+    sq_finish(s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Writes the uploaded files of batch BNO, each in chunks of at most SQ_CHUNK bytes. */
+static int w_create_inputs(struct sq_store *sq, const struct store_new_batch *nb, int64_t bno)
+{
+    int rc = SQLITE_OK;
+    sqlite3_stmt *s = sq->w[W_INSERT_INPUT];
+    for (size_t i = 0; i < nb->ninputs; i++) {
+        const unsigned char *p = nb->inputs[i].data;
+        size_t left = nb->inputs[i].len;
+        int64_t chunk = 0;
+        do {
+            size_t n = left < SQ_CHUNK ? left : SQ_CHUNK;
+            sqlite3_bind_int64(s, 1, bno);
+            sqlite3_bind_int64(s, 2, (int64_t)i);
+            sqlite3_bind_int64(s, 3, chunk++);
+            sqlite3_bind_blob64(s, 4, n > 0 ? (const void *)p : (const void *)sq_empty, n,
+                                SQLITE_STATIC);
+            rc = sq_step_done(s);
+            if (rc != SQLITE_OK) {
+                return rc;
+            }
+            p += n;
+            left -= n;
+        } while (left > 0);
+    }
+    return rc;
+}
+
 static int w_create(struct sq_store *sq, struct wop *op, struct txn *tx)
 {
     sqlite3_stmt *s = NULL;
@@ -63,21 +114,9 @@ static int w_create(struct sq_store *sq, struct wop *op, struct txn *tx)
     const struct store_new_batch *nb = &op->nb;
 
     if (op->key != NULL) {
-        s = sq->w[W_FIND_KEY];
-        sq_bind_owner(s, 1, op->owner, op->owner_len);
-        sqlite3_bind_text(s, 2, op->key, -1, SQLITE_STATIC);
-        rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            const void *fp = sqlite3_column_blob(s, 1);
-            int same = sqlite3_column_bytes(s, 1) == 32 && fp != NULL &&
-                       memcmp(fp, nb->fingerprint, 32) == 0;
-            sq_copy_text(op->id, sizeof op->id, sqlite3_column_text(s, 0));
-            op->rc = same ? STORE_REPLAYED : STORE_E_KEY_REUSED;
-            sq_finish(s);
-            return SQLITE_OK;
-        }
-        sq_finish(s);
-        if (rc != SQLITE_DONE) {
+        int found = 0;
+        rc = w_create_key(sq, op, &found);
+        if (rc != SQLITE_OK || found) {
             return rc;
         }
     }
@@ -110,25 +149,9 @@ static int w_create(struct sq_store *sq, struct wop *op, struct txn *tx)
         return rc;
     }
     int64_t bno = sqlite3_last_insert_rowid(sq->wdb);
-    s = sq->w[W_INSERT_INPUT];
-    for (size_t i = 0; i < nb->ninputs; i++) {
-        const unsigned char *p = nb->inputs[i].data;
-        size_t left = nb->inputs[i].len;
-        int64_t chunk = 0;
-        do {
-            size_t n = left < SQ_CHUNK ? left : SQ_CHUNK;
-            sqlite3_bind_int64(s, 1, bno);
-            sqlite3_bind_int64(s, 2, (int64_t)i);
-            sqlite3_bind_int64(s, 3, chunk++);
-            sqlite3_bind_blob64(s, 4, n > 0 ? (const void *)p : (const void *)sq_empty, n,
-                                SQLITE_STATIC);
-            rc = sq_step_done(s);
-            if (rc != SQLITE_OK) {
-                return rc;
-            }
-            p += n;
-            left -= n;
-        } while (left > 0);
+    rc = w_create_inputs(sq, nb, bno);
+    if (rc != SQLITE_OK) {
+        return rc;
     }
     op->made = sq_batch_new(sq, op->id, bno, nb->njobs);
     if (op->made == NULL) {
