@@ -3,22 +3,6 @@
  * in sq_writer.c; nothing here runs on the loop thread. */
 #include "sq_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <math.h>
-#include <pthread.h>
-#include <sqlite3.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/eventfd.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <time.h>
-#include <unistd.h>
-
 /* Writes the counter changes of the batches this transaction touched so far into their rows
  * (and the stored bytes): before a deletion reads a row's bytes, and at the end. */
 int sq_w_flush_counts(struct sq_store *sq, struct txn *tx)

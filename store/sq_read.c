@@ -3,21 +3,8 @@
  * unfinished batches. In WAL they see the last commit and never wait for the writer. */
 #include "sq_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <math.h>
-#include <pthread.h>
-#include <sqlite3.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <time.h>
-#include <unistd.h>
 
 static int read_info(sqlite3_stmt *s, const uint8_t *owner, size_t owner_len,
                      struct store_info *out)

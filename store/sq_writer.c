@@ -2,21 +2,11 @@
  * in one transaction, retries after a failure, and the PASSIVE checkpoints. Reads and the
  * loop-side bookkeeping are elsewhere (sq_read.c, store_sqlite.c). */
 #include "sq_internal.h"
-#include "store.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
-#include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 

@@ -34,19 +34,10 @@
 #include "sq_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <math.h>
-#include <pthread.h>
-#include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------------------- */
@@ -489,7 +480,6 @@ static void sq_close(struct store *st)
     }
     sq_free(sq);
 }
-
 
 static const struct store_ops sq_ops;
 
