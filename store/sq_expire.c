@@ -5,7 +5,7 @@
 
 /* Writes the counter changes of the batches this transaction touched so far into their rows
  * (and the stored bytes): before a deletion reads a row's bytes, and at the end. */
-int sq_w_flush_counts(struct sq_store *sq, struct txn *tx)
+int sq_expire_flush_counts(struct sq_store *sq, struct txn *tx)
 {
     int rc = SQLITE_OK;
     for (struct sq_batch *sb = tx->touched; rc == SQLITE_OK && sb != NULL; sb = sb->w_tnext) {
@@ -47,9 +47,9 @@ static int w_delete(struct sq_store *sq, int64_t bno, int whole)
     return rc;
 }
 
-int sq_w_forget(struct sq_store *sq, struct wop *op, struct txn *tx)
+int sq_expire_forget(struct sq_store *sq, struct wop *op, struct txn *tx)
 {
-    int frc = sq_w_flush_counts(sq, tx);
+    int frc = sq_expire_flush_counts(sq, tx);
     if (frc != SQLITE_OK) {
         return frc;
     }
@@ -81,10 +81,10 @@ int sq_w_forget(struct sq_store *sq, struct wop *op, struct txn *tx)
     return rc;
 }
 
-int sq_w_expire(struct sq_store *sq, struct wop *op, struct txn *tx)
+int sq_expire_due(struct sq_store *sq, struct wop *op, struct txn *tx)
 {
     int64_t bnos[SQ_EXPIRE_BATCHES];
-    int n = 0, rc = sq_w_flush_counts(sq, tx);
+    int n = 0, rc = sq_expire_flush_counts(sq, tx);
     if (rc != SQLITE_OK) {
         return rc;
     }

@@ -196,19 +196,19 @@ void sq_batch_free(struct sq_batch *sb);
 void sq_wop_free(struct wop *op);
 
 /* sq_open.c: the state dir's checks and lock, the connections, pragmas and schema */
-int sq_check_dir(const char *dir, char *err, size_t errlen);
-int sq_lock_dir(struct sq_store *sq, const char *dir, char *err, size_t errlen);
+int sq_open_check_dir(const char *dir, char *err, size_t errlen);
+int sq_open_lock_dir(struct sq_store *sq, const char *dir, char *err, size_t errlen);
 int sq_open_db(struct sq_store *sq, char *err, size_t errlen);
 
 /* sq_writer.c: the write queue and the writer thread */
-void sq_enqueue(struct sq_store *sq, struct wop *op);
+void sq_writer_enqueue(struct sq_store *sq, struct wop *op);
 void *sq_writer_main(void *p);
-void sq_notify(struct sq_store *sq);
+void sq_writer_notify(struct sq_store *sq);
 
 /* sq_expire.c: forgetting and expiring batches, inside the writer's transaction */
-int sq_w_flush_counts(struct sq_store *sq, struct txn *tx);
-int sq_w_forget(struct sq_store *sq, struct wop *op, struct txn *tx);
-int sq_w_expire(struct sq_store *sq, struct wop *op, struct txn *tx);
+int sq_expire_flush_counts(struct sq_store *sq, struct txn *tx);
+int sq_expire_forget(struct sq_store *sq, struct wop *op, struct txn *tx);
+int sq_expire_due(struct sq_store *sq, struct wop *op, struct txn *tx);
 
 /* sq_read.c: reads on the loop thread's read-only connection */
 int sq_read_get(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,

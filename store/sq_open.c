@@ -92,7 +92,7 @@ static const char sq_schema[] =
 
 /* Refuses a state dir that is missing and cannot be made, not a directory, not writable or
  * full, by writing (and removing) a probe file in it. */
-int sq_check_dir(const char *dir, char *err, size_t errlen)
+int sq_open_check_dir(const char *dir, char *err, size_t errlen)
 {
     struct stat sb;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -143,7 +143,7 @@ int sq_check_dir(const char *dir, char *err, size_t errlen)
 
 /* One process per state dir: two writers would each believe their own counters. The lock
  * goes with the process, SIGKILL included. */
-int sq_lock_dir(struct sq_store *sq, const char *dir, char *err, size_t errlen)
+int sq_open_lock_dir(struct sq_store *sq, const char *dir, char *err, size_t errlen)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/lock", dir);

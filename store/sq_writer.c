@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 /* Appends OP to the write queue and wakes the writer when it has reason to run. */
-void sq_enqueue(struct sq_store *sq, struct wop *op)
+void sq_writer_enqueue(struct sq_store *sq, struct wop *op)
 {
     pthread_mutex_lock(&sq->mu);
     op->next = NULL;
@@ -224,9 +224,9 @@ static int w_end(struct sq_store *sq, struct wop *op, struct txn *tx)
 }
 
 static int (*const w_kinds[])(struct sq_store *, struct wop *, struct txn *) = {
-    [OP_CREATE] = w_create,    [OP_RESULT] = w_result, [OP_START] = w_start,
-    [OP_CANCEL] = w_cancel,    [OP_END] = w_end,       [OP_FORGET] = sq_w_forget,
-    [OP_EXPIRE] = sq_w_expire,
+    [OP_CREATE] = w_create,      [OP_RESULT] = w_result, [OP_START] = w_start,
+    [OP_CANCEL] = w_cancel,      [OP_END] = w_end,       [OP_FORGET] = sq_expire_forget,
+    [OP_EXPIRE] = sq_expire_due,
 };
 /* clang-format on */
 
@@ -240,7 +240,7 @@ static int w_apply(struct sq_store *sq, struct wop *seg, struct txn *tx)
         rc = w_kinds[op->kind](sq, op, tx);
     }
     if (rc == SQLITE_OK) {
-        rc = sq_w_flush_counts(sq, tx);
+        rc = sq_expire_flush_counts(sq, tx);
     }
     if (rc == SQLITE_OK) {
         rc = sq_step_done(sq->w[W_COMMIT]);
@@ -283,7 +283,7 @@ static void w_checkpoint(struct sq_store *sq, int64_t *last_ns)
     *last_ns = sq_mono_ns();
 }
 
-void sq_notify(struct sq_store *sq)
+void sq_writer_notify(struct sq_store *sq)
 {
     uint64_t one = 1;
     ssize_t n = write(sq->efd, &one, sizeof one);
@@ -511,7 +511,7 @@ void *sq_writer_main(void *p)
         memcpy(err_msg, sq->last_err, sizeof err_msg);
         pthread_cond_broadcast(&sq->cv_done);
         pthread_mutex_unlock(&sq->mu);
-        sq_notify(sq);
+        sq_writer_notify(sq);
         while (garbage != NULL) {
             struct wop *op = garbage;
             garbage = op->next;

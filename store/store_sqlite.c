@@ -99,7 +99,7 @@ static void sq_dispatch(struct store *st)
     }
     pthread_mutex_unlock(&sq->mu);
     if (again) {
-        sq_notify(sq);
+        sq_writer_notify(sq);
     }
     while (done != NULL) {
         struct wop *op = done;
@@ -192,7 +192,7 @@ static int sq_create(struct store *st, const struct store_new_batch *nb, store_d
             return STORE_E_NOMEM;
         }
     }
-    sq_enqueue(sq, op);
+    sq_writer_enqueue(sq, op);
     return 0;
 }
 
@@ -329,7 +329,7 @@ static int sq_result_add(struct store_batch *b, uint32_t index, int ok, const vo
     op->index = index;
     op->ok = ok;
     sq_bit_set(sb->bits, index);
-    sq_enqueue(sb->sq, op);
+    sq_writer_enqueue(sb->sq, op);
     return 0;
 }
 
@@ -368,7 +368,7 @@ static int queue_simple(struct store_batch *b, int kind, int state, const void *
     if (kind == OP_END) {
         sb->ended = 1;
     }
-    sq_enqueue(sb->sq, op);
+    sq_writer_enqueue(sb->sq, op);
     return 0;
 }
 
@@ -408,7 +408,7 @@ static int sq_forget(struct store *st, const uint8_t *owner, size_t owner_len, c
     snprintf(op->id, sizeof op->id, "%s", id);
     memcpy(op->owner, owner != NULL ? owner : sq_empty, owner_len);
     op->owner_len = owner_len;
-    sq_enqueue(sq, op);
+    sq_writer_enqueue(sq, op);
     return 0;
 }
 
@@ -420,7 +420,7 @@ static int sq_expire(struct store *st, int64_t now_ms)
     }
     op->kind = OP_EXPIRE;
     op->now = now_ms;
-    sq_enqueue(sq_of(st), op);
+    sq_writer_enqueue(sq_of(st), op);
     return 0;
 }
 
@@ -491,7 +491,7 @@ int store_sqlite_open(const struct store_config *cfg, struct store **out, char *
         sq_errf(err, errlen, "no state dir given");
         return STORE_E_INVALID;
     }
-    int rc = sq_check_dir(cfg->state_dir, err, errlen);
+    int rc = sq_open_check_dir(cfg->state_dir, err, errlen);
     if (rc != 0) {
         return rc;
     }
@@ -527,7 +527,7 @@ int store_sqlite_open(const struct store_config *cfg, struct store **out, char *
         rc = STORE_E_INVALID;
         goto out;
     }
-    rc = sq_lock_dir(sq, cfg->state_dir, err, errlen);
+    rc = sq_open_lock_dir(sq, cfg->state_dir, err, errlen);
     if (rc != 0) {
         goto out;
     }
