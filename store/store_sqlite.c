@@ -8,8 +8,8 @@
  *   - a power cut or an OS crash loses nothing committed either (each COMMIT waited for the
  *     fsync of the WAL), provided the disk honours flushes. WAL+NORMAL would roll back to
  *     the last checkpoint there: cheaper per commit, but an accepted batch could vanish.
- * FULL costs one fsync per commit, and commits are grouped (below), so the cost is one
- * fsync per flush of up to flush_rows results, not per result.
+ * FULL costs one fsync per commit, and commits are grouped (below; sq_writer.c), so the cost
+ * is one fsync per flush of up to flush_rows results, not per result.
  *
  * Never stalling the loop. Every write goes through a queue to one writer thread that owns
  * the write connection: results wait until flush_rows are queued or the oldest has waited
@@ -30,7 +30,12 @@
  * Also: auto_vacuum=INCREMENTAL set before the first table (expiry gives space back),
  * secure_delete off (no zeroing of freed pages), prepared statements kept for the life of
  * the store. Start-up refuses an unwritable or full state dir and a file that is not a
- * batchd database or fails quick_check (files up to QUICK_CHECK_MAX), with a message. */
+ * batchd database or fails quick_check (files up to QUICK_CHECK_MAX), with a message.
+ *
+ * This file: the ops table, store_sqlite_open and close, and the loop side (handles, the
+ * queueing of writes, dispatch of finished ones). Not here: opening and its refusals
+ * (sq_open.c), the writer thread (sq_writer.c), reads (sq_read.c), forget and expiry
+ * (sq_expire.c), shared helpers (sq_util.c); sq_internal.h holds what they share. */
 #include "sq_internal.h"
 
 #include <errno.h>
