@@ -236,7 +236,13 @@ static int read_markers(struct jpeg_ctx *c)
     return 0;
 }
 
-static int decode_body(struct jpeg_ctx *c)
+/* The decode's helpers below run under jpeg_guarded()'s setjmp, called from decode_body: any
+ * libjpeg call in them may longjmp straight back there, past their frames. That is safe
+ * because none of them owns anything in a local: what must be freed lives in struct jpeg_ctx
+ * (c->im, c->row, c->icc), and the setjmp itself stays in jpeg_guarded() alone (STYLE). */
+
+/* Creates the decompressor with our error manager and reads the header. */
+static void decode_open(struct jpeg_ctx *c)
 {
     j_decompress_ptr d = &c->d;
     d->err = jpeg_std_error(&c->pub);
@@ -251,7 +257,12 @@ static int decode_body(struct jpeg_ctx *c)
     jpeg_save_markers(d, JPEG_APP0 + 1, 0xffff); /* EXIF, XMP */
     jpeg_save_markers(d, JPEG_APP0 + 2, 0xffff); /* ICC, possibly in several markers */
     jpeg_read_header(d, TRUE);
+}
 
+/* Refuses an image over the limits; else fills the header's size. */
+static int decode_check_size(struct jpeg_ctx *c)
+{
+    j_decompress_ptr d = &c->d;
     uint64_t pixels = (uint64_t)d->image_width * d->image_height;
     if (pixels > c->opts->max_pixels) {
         snprintf(c->msg, c->msglen, "the image is %ux%u pixels, more than the limit of %llu",
@@ -263,31 +274,43 @@ static int decode_body(struct jpeg_ctx *c)
                  d->image_height);
         return -BATCHD_E_TOO_LARGE;
     }
-    struct img_header *h = c->hdr;
-    h->width = (int)d->image_width;
-    h->height = (int)d->image_height;
-    int rc = read_markers(c);
-    if (rc != 0) {
-        return rc;
-    }
+    c->hdr->width = (int)d->image_width;
+    c->hdr->height = (int)d->image_height;
+    return 0;
+}
+
+/* The output colour space and the header's channels. Returns 1 for a CMYK (or YCCK) file. */
+static int decode_colour_space(struct jpeg_ctx *c)
+{
+    j_decompress_ptr d = &c->d;
     int cmyk = 0;
     switch (d->jpeg_color_space) {
     case JCS_GRAYSCALE:
         d->out_color_space = JCS_GRAYSCALE;
-        h->channels = 1;
+        c->hdr->channels = 1;
         break;
     case JCS_CMYK:
     case JCS_YCCK:
         d->out_color_space = JCS_CMYK; /* libjpeg turns YCCK into CMYK */
         cmyk = 1;
-        h->channels = 3;
+        c->hdr->channels = 3;
         break;
     default:
         d->out_color_space = JCS_RGB;
-        h->channels = 3;
+        c->hdr->channels = 3;
         break;
     }
-    int denom = c->opts->pick_scale ? c->opts->pick_scale(c->opts->ctx, h, c->msg, c->msglen) : 1;
+    return cmyk;
+}
+
+/* Picks the scale, starts the decompressor and, for the early stop, reads the scans the
+ * reduced IDCT needs. *EARLY: 1 when buffered-image mode is on (the caller finishes it). */
+static int decode_start(struct jpeg_ctx *c, int *early)
+{
+    j_decompress_ptr d = &c->d;
+    const struct img_decode_opts *o = c->opts;
+    int denom = o->pick_scale ? o->pick_scale(o->ctx, c->hdr, c->msg, c->msglen) : 1;
+    *early = 0;
     if (denom < 0) {
         return denom;
     }
@@ -303,22 +326,28 @@ static int decode_body(struct jpeg_ctx *c)
      * Buffered-image mode reads scan by scan and stops once what the reduced IDCT reads is in
      * (coefs_ready). Only for a file that ends in EOI, so that a truncated one is still
      * refused as the full decode refuses it. */
-    int early =
+    *early =
         (denom == 8 || denom == 4) && jpeg_has_multiple_scans(d) && ends_with_eoi(c->data, c->len);
-    d->buffered_image = early ? TRUE : FALSE;
-    if (early) {
+    d->buffered_image = *early ? TRUE : FALSE;
+    if (*early) {
         d->do_block_smoothing = FALSE; /* it guesses missing AC from the DC: nothing to gain */
     }
     jpeg_start_decompress(d);
-    if (early) {
+    if (*early) {
         int drc = consume_needed_scans(c, denom);
         if (drc != 0) {
             return drc;
         }
         jpeg_start_output(d, d->input_scan_number);
     }
+    return 0;
+}
 
-    c->im = img_create((int)d->output_width, (int)d->output_height, h->channels);
+/* Reads the scanlines into c->im (made here), converting CMYK to RGB. */
+static int decode_rows(struct jpeg_ctx *c, int cmyk)
+{
+    j_decompress_ptr d = &c->d;
+    c->im = img_create((int)d->output_width, (int)d->output_height, c->hdr->channels);
     if (c->im == NULL) {
         snprintf(c->msg, c->msglen, "out of memory for %ux%u pixels", d->output_width,
                  d->output_height);
@@ -362,8 +391,32 @@ static int decode_body(struct jpeg_ctx *c)
             }
         }
     }
+    return 0;
+}
+
+static int decode_body(struct jpeg_ctx *c)
+{
+    decode_open(c);
+    int rc = decode_check_size(c);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = read_markers(c);
+    if (rc != 0) {
+        return rc;
+    }
+    int cmyk = decode_colour_space(c);
+    int early = 0;
+    rc = decode_start(c, &early);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = decode_rows(c, cmyk);
+    if (rc != 0) {
+        return rc;
+    }
     if (early) {
-        jpeg_finish_output(d);
+        jpeg_finish_output(&c->d);
     }
     return 0;
 }

@@ -2,7 +2,7 @@
  * (img_step.h), with the step-order optimiser's rule from img_plan.h. The params are
  * img_params.h, the plan img_plan.h, the picture's state img_state.h; this header brings them
  * together for the image op. Knows nothing of files, codecs' internals or the wire format of
- * results: img_op.c does those. */
+ * results: img_input.c, img_op.c and img_output.c do those. */
 #ifndef BATCHD_WORKERS_OPS_IMG_PIPELINE_H
 #define BATCHD_WORKERS_OPS_IMG_PIPELINE_H
 

@@ -146,7 +146,71 @@ static int ljson_fail(struct ljson_ctx *c, int err, const char *what)
 
 static int ljson_value(lua_State *L, int idx, struct ljson_ctx *c);
 
-/* Writes the table at IDX (absolute). */
+/* Writes the sequence 1..MAXI at IDX (absolute) as a JSON array. */
+static int ljson_array(lua_State *L, int idx, lua_Integer maxi, struct ljson_ctx *c)
+{
+    int rc = buf_add(c->out, "[", 1);
+    for (lua_Integer i = 1; rc == 0 && i <= maxi; i++) {
+        if (i > 1) {
+            rc = buf_add(c->out, ",", 1);
+        }
+        lua_rawgeti(L, idx, i);
+        if (rc == 0) {
+            rc = ljson_value(L, lua_gettop(L), c);
+        }
+        lua_pop(L, 1);
+    }
+    if (rc == 0) {
+        rc = buf_add(c->out, "]", 1);
+    }
+    return rc;
+}
+
+/* Writes the table of COUNT string keys at IDX (absolute) as a JSON object, keys sorted. */
+static int ljson_object(lua_State *L, int idx, size_t count, struct ljson_ctx *c)
+{
+    /* A userdata, not malloc: a memory error below (a long key pushed again) unwinds
+     * through here, and the collector frees it then. */
+    struct ljson_key *keys = lua_newuserdatauv(L, count * sizeof *keys, 0);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        /* The key is a string the table holds: its bytes stay put while no Lua runs. */
+        keys[n].s = lua_tolstring(L, -1, &keys[n].len);
+        n++;
+    }
+    qsort(keys, n, sizeof *keys, ljson_key_cmp);
+    int rc = buf_add(c->out, "{", 1);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (!utf8_valid((const unsigned char *)keys[i].s, keys[i].len)) {
+            rc = ljson_fail(c, -BATCHD_E_SCRIPT_ERROR, "a key of the result is not valid UTF-8");
+            break;
+        }
+        if (i > 0) {
+            rc = buf_add(c->out, ",", 1);
+        }
+        if (rc == 0) {
+            rc = jsonw_string(c->out, keys[i].s, keys[i].len);
+        }
+        if (rc == 0) {
+            rc = buf_add(c->out, ":", 1);
+        }
+        lua_pushlstring(L, keys[i].s, keys[i].len);
+        lua_rawget(L, idx);
+        if (rc == 0) {
+            rc = ljson_value(L, lua_gettop(L), c);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1); /* keys */
+    if (rc == 0) {
+        rc = buf_add(c->out, "}", 1);
+    }
+    return rc;
+}
+
+/* Writes the table at IDX (absolute): an array, an object, or a failure for neither. */
 static int ljson_table(lua_State *L, int idx, struct ljson_ctx *c)
 {
     const void *self = lua_topointer(L, idx);
@@ -182,60 +246,9 @@ static int ljson_table(lua_State *L, int idx, struct ljson_ctx *c)
     int rc = 0;
     c->path[c->depth++] = self;
     if (!other && nstr == 0 && (lua_Integer)count == maxi) {
-        rc = buf_add(c->out, "[", 1);
-        for (lua_Integer i = 1; rc == 0 && i <= maxi; i++) {
-            if (i > 1) {
-                rc = buf_add(c->out, ",", 1);
-            }
-            lua_rawgeti(L, idx, i);
-            if (rc == 0) {
-                rc = ljson_value(L, lua_gettop(L), c);
-            }
-            lua_pop(L, 1);
-        }
-        if (rc == 0) {
-            rc = buf_add(c->out, "]", 1);
-        }
+        rc = ljson_array(L, idx, maxi, c);
     } else if (!other && nstr == count) {
-        /* A userdata, not malloc: a memory error below (a long key pushed again) unwinds
-         * through here, and the collector frees it then. */
-        struct ljson_key *keys = lua_newuserdatauv(L, count * sizeof *keys, 0);
-        size_t n = 0;
-        lua_pushnil(L);
-        while (lua_next(L, idx) != 0) {
-            lua_pop(L, 1);
-            /* The key is a string the table holds: its bytes stay put while no Lua runs. */
-            keys[n].s = lua_tolstring(L, -1, &keys[n].len);
-            n++;
-        }
-        qsort(keys, n, sizeof *keys, ljson_key_cmp);
-        rc = buf_add(c->out, "{", 1);
-        for (size_t i = 0; rc == 0 && i < n; i++) {
-            if (!utf8_valid((const unsigned char *)keys[i].s, keys[i].len)) {
-                rc =
-                    ljson_fail(c, -BATCHD_E_SCRIPT_ERROR, "a key of the result is not valid UTF-8");
-                break;
-            }
-            if (i > 0) {
-                rc = buf_add(c->out, ",", 1);
-            }
-            if (rc == 0) {
-                rc = jsonw_string(c->out, keys[i].s, keys[i].len);
-            }
-            if (rc == 0) {
-                rc = buf_add(c->out, ":", 1);
-            }
-            lua_pushlstring(L, keys[i].s, keys[i].len);
-            lua_rawget(L, idx);
-            if (rc == 0) {
-                rc = ljson_value(L, lua_gettop(L), c);
-            }
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1); /* keys */
-        if (rc == 0) {
-            rc = buf_add(c->out, "}", 1);
-        }
+        rc = ljson_object(L, idx, count, c);
     } else {
         rc = ljson_fail(c, -BATCHD_E_SCRIPT_ERROR,
                         "a table of the result is neither a sequence 1..n nor a table of "
