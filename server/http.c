@@ -231,6 +231,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               r->path != NULL ? r->path : "other", "status", status, "duration_ms", ms, "bytes_in",
               bytes_in, "bytes_out", bytes_out, "outcome",
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+        toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN) {
+        /* MHD ended it on an error (a write met the client's reset, a read its close) before
+         * our own socket watch saw the hang-up: the client is as gone as if it had. */
+        r->client_gone = 1;
+    }
     observe_request_done(r);
     body_done(r);
     stream_finish(r);
