@@ -97,6 +97,33 @@ int sq_read_list(struct store *st, const uint8_t *owner, size_t owner_len, int s
     return src == SQLITE_DONE ? 0 : sq_rc(src);
 }
 
+/* Steps S (columns: seq key, index, ok, line) and hands each row to ROW until it returns
+ * non-zero; *LAST gets the last seq given, *NEXT the index after the last one (either may be
+ * NULL). Finishes S. Returns 0 or a store code. */
+static int step_rows(sqlite3_stmt *s, store_row_fn *row, void *arg, uint64_t *last, uint32_t *next)
+{
+    int src;
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        uint64_t seq = (uint64_t)sqlite3_column_int64(s, 0) & 0xffffffffu;
+        uint32_t idx = (uint32_t)sqlite3_column_int64(s, 1);
+        int ok = sqlite3_column_int(s, 2);
+        const void *line = sqlite3_column_blob(s, 3);
+        size_t len = (size_t)sqlite3_column_bytes(s, 3);
+        if (last != NULL) {
+            *last = seq;
+        }
+        if (next != NULL) {
+            *next = idx + 1;
+        }
+        if (row(arg, seq, idx, ok, line != NULL ? line : sq_empty, len) != 0) {
+            src = SQLITE_DONE;
+            break;
+        }
+    }
+    sq_finish(s);
+    return src == SQLITE_DONE ? 0 : sq_rc(src);
+}
+
 int sq_read_results(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                     uint64_t after, size_t max, store_row_fn *row, void *arg, uint64_t *last)
 {
@@ -115,21 +142,7 @@ int sq_read_results(struct store *st, const uint8_t *owner, size_t owner_len, co
     sqlite3_bind_int64(s, 1, sq_key_lo(bno) | (int64_t)after);
     sqlite3_bind_int64(s, 2, sq_key_hi(bno));
     sqlite3_bind_int64(s, 3, max > INT64_MAX ? INT64_MAX : (int64_t)max);
-    int src;
-    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
-        uint64_t seq = (uint64_t)sqlite3_column_int64(s, 0) & 0xffffffffu;
-        uint32_t idx = (uint32_t)sqlite3_column_int64(s, 1);
-        int ok = sqlite3_column_int(s, 2);
-        const void *line = sqlite3_column_blob(s, 3);
-        size_t len = (size_t)sqlite3_column_bytes(s, 3);
-        *last = seq;
-        if (row(arg, seq, idx, ok, line != NULL ? line : sq_empty, len) != 0) {
-            src = SQLITE_DONE;
-            break;
-        }
-    }
-    sq_finish(s);
-    return src == SQLITE_DONE ? 0 : sq_rc(src);
+    return step_rows(s, row, arg, last, NULL);
 }
 
 int sq_read_by_index(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
@@ -147,22 +160,7 @@ int sq_read_by_index(struct store *st, const uint8_t *owner, size_t owner_len, c
     sqlite3_bind_int64(s, 1, bno);
     sqlite3_bind_int64(s, 2, from);
     sqlite3_bind_int64(s, 3, max > INT64_MAX ? INT64_MAX : (int64_t)max);
-    int src = sqlite3_step(s);
-    while (src == SQLITE_ROW) {
-        uint64_t seq = (uint64_t)sqlite3_column_int64(s, 0) & 0xffffffffu;
-        uint32_t idx = (uint32_t)sqlite3_column_int64(s, 1);
-        const void *line = sqlite3_column_blob(s, 3);
-        size_t len = (size_t)sqlite3_column_bytes(s, 3);
-        *next = idx + 1;
-        if (row(arg, seq, idx, sqlite3_column_int(s, 2), line != NULL ? line : sq_empty, len) !=
-            0) {
-            src = SQLITE_DONE;
-            break;
-        }
-        src = sqlite3_step(s);
-    }
-    sq_finish(s);
-    return src == SQLITE_DONE ? 0 : sq_rc(src);
+    return step_rows(s, row, arg, NULL, next);
 }
 
 int sq_read_blob(struct store *st, const char *id, int part, uint32_t index, void **data,
