@@ -20,6 +20,7 @@ struct server {
     struct config cfg;
     struct MHD_Daemon *mhd;
     struct dispatch *dispatch;
+    struct store *store; /* SPEC §8's stored batches (server.c opens it; stored.c uses it) */
     struct loop *loop; /* server.c */
     int sigfd;
     struct loop_watch w_mhd, w_dispatch, w_signal; /* server.c */
