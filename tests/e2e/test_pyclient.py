@@ -1,0 +1,523 @@
+#!/usr/bin/python3
+"""The Python client (clients/python/batchd.py, issue 10) against the real server.
+
+Results are checked against independent computations (math.sqrt, i*i, Pillow's thumbnail),
+never against the client's own output. Streaming is checked with slow jobs (op sleep): the
+first result must reach the caller long before the batch ends. Cut connections come from a
+small TCP proxy in this file (CutProxy) that closes each connection after N bytes of the
+server's answer, or swallows the first answer whole; a server restart (SIGKILL, same state
+dir) happens behind the same proxy, which is pointed at the new port.
+
+The stored-batch tests (submit, status, results with seq/after/follow, cancel, wait,
+idempotency) need SPEC §8 in the server; they are named test_s8_*.
+"""
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
+import batchd  # noqa: E402
+from harness import SANITIZED, Server, Suite, check  # noqa: E402
+from imglib import SOME_PHOTOS, check_thumb, photo, ref_thumbnail  # noqa: E402
+
+S = None            # the main server
+C = None            # a batchd.Client on it
+TMP = tempfile.mkdtemp(prefix="batchd-pyclient-")
+BOX = 256
+THUMB = [{"op": "thumbnail", "width": BOX, "height": BOX}]
+
+
+class CutProxy:
+    """A TCP proxy on 127.0.0.1 in front of a batchd on loopback. cut_after=N closes each
+    connection after N bytes of the server's answer were passed on (the client sees a
+    dropped connection mid-body); swallow=K reads the answer of the first K connections and
+    closes them without passing any of it on (a request that reached the server whose answer
+    was lost). .target can be changed while it runs (a restarted server)."""
+
+    def __init__(self, target_port, cut_after=None, swallow=0, cuts=None):
+        self.target = target_port
+        self.cut_after = cut_after
+        self.cuts_left = cuts          # None: cut every connection; else only this many
+        self.swallow = swallow
+        self.swallowed = []            # the bytes of the swallowed answers
+        self.connections = 0
+        self.cut = 0
+        self.lock = threading.Lock()
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def close(self):
+        self.stop_ev.set()
+        self.lsock.close()
+        for t in self.threads:
+            t.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _accept(self):
+        while not self.stop_ev.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                n = self.connections
+            t = threading.Thread(target=self._serve, args=(c, n), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, c, n):
+        try:
+            u = socket.create_connection(("127.0.0.1", self.target), timeout=60)
+        except OSError:
+            c.close()       # the server is away: the client sees a reset/closed connection
+            return
+        swallow = n <= self.swallow
+        with self.lock:
+            limit = self.cut_after if (self.cuts_left is None or self.cuts_left > 0) else None
+            if limit is not None and self.cuts_left is not None:
+                self.cuts_left -= 1
+        done = threading.Event()
+
+        def up():
+            try:
+                while not done.is_set():
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    u.sendall(d)
+            except OSError:
+                pass
+            done.set()
+
+        t = threading.Thread(target=up, daemon=True)
+        t.start()
+        sent = 0
+        got = b""
+        try:
+            u.settimeout(60)
+            while True:
+                d = u.recv(65536)
+                if not d:
+                    break
+                if swallow:
+                    got += d
+                    if b"\r\n\r\n" in got:      # the answer's head is enough: drop it
+                        break
+                    continue
+                if limit is not None and sent + len(d) >= limit:
+                    c.sendall(d[:limit - sent])
+                    with self.lock:
+                        self.cut += 1
+                    break
+                c.sendall(d)
+                sent += len(d)
+        except OSError:
+            pass
+        if swallow:
+            self.swallowed.append(got)
+        done.set()
+        for s in (c, u):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def expect(exc_type, fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+    except exc_type as e:
+        return e
+    raise AssertionError("%s not raised" % exc_type.__name__)
+
+
+# ---------------------------------------------------------------- map / imap / errors
+def test_map_against_math():
+    xs = list(range(10, 20010)) + [0.25, 2.5e10]
+    got = C.map("sqrt", xs)
+    check(len(got) == len(xs))
+    check(all(g == math.sqrt(x) and type(g) is float for g, x in zip(got, xs)),
+          [(x, g) for g, x in zip(got, xs) if g != math.sqrt(x)][:5])
+    ints = list(range(-500, 5000))
+    got = C.map("square", ints, chunksize=97)
+    check(got == [i * i for i in ints] and all(type(g) is int for g in got))
+    check(C.map("sqrt", []) == [])
+    # a range and a generator are inputs too
+    check(C.map("cube", range(5)) == [0, 1, 8, 27, 64])
+    check(C.map("fibonacci", (n for n in (0, 1, 10, 92))) ==
+          [0, 1, 55, 7540113804746346429])
+
+
+def test_map_job_error_raises_or_returns():
+    e = expect(batchd.JobError, C.map, "sqrt", [4, 9, -1, 16])
+    check(e.index == 2 and e.code == "domain_error" and e.message, (e.index, e.code, e.message))
+    check(isinstance(e, batchd.Error) and e.status is None)
+    got = C.map("sqrt", [4, "x", -1, 16], return_exceptions=True)
+    check(got[0] == 2.0 and got[3] == 4.0, got)
+    check(isinstance(got[1], batchd.JobError) and got[1].code == "invalid_input" and
+          got[1].index == 1, got)
+    check(isinstance(got[2], batchd.JobError) and got[2].code == "domain_error", got)
+    # a per-job timeout in seconds (timeout_ms on the wire)
+    got = C.map("sleep", [0, 5000], timeout=0.3, return_exceptions=True)
+    check(got[0] == 0 and isinstance(got[1], batchd.JobError) and got[1].code == "timeout", got)
+
+
+def test_server_errors_are_exceptions_with_the_wire_code():
+    e = expect(batchd.BadRequest, C.map, "no_such_op", [1])
+    check(e.code == "unknown_op" and e.status == 400 and e.path == "op", (e.code, e.status, e.path))
+    e = expect(batchd.BadRequest, C.map, "sqrt", [1], params={"bogus": 1})
+    check(e.code == "invalid_param" and e.status == 400, (e.code, e.status))
+    e = expect(batchd.BadRequest, lambda: list(C.imap("sqrt", [1], chunksize=0)))
+    check(e.status == 400 and e.code, (e.code, e.status))
+    check(isinstance(e, batchd.Error))
+    e = expect(batchd.NotFound, C.get, "/v1/nothing-here")
+    check(e.status == 404 and e.code == "not_found", (e.code, e.status))
+    check(any(o["name"] == "sqrt" for o in C.ops()["ops"]))
+
+
+def test_overloaded_and_unauthorized():
+    tokens = os.path.join(TMP, "tokens")
+    with open(tokens, "w") as f:
+        f.write("s3cret\n")
+    with Server(workers=1, args=["--max-queued-jobs", "3", "--auth-token-file", tokens]) as s2:
+        url = "http://127.0.0.1:%d" % s2.port
+        e = expect(batchd.Unauthorized, batchd.Client(url).map, "sqrt", [1])
+        check(e.status == 401, e.status)
+        e = expect(batchd.Unauthorized, batchd.Client(url, token="wrong").map, "sqrt", [1])
+        c = batchd.Client(url, token="s3cret")
+        check(c.map("sqrt", [9]) == [3.0])
+        slow = c.imap("sleep", [1500, 1500, 1500])
+        first = next(slow)         # the slow batch holds the queue
+        check(first == 1500)
+        e = expect(batchd.Unavailable, c.map, "sqrt", [1, 2])
+        check(e.status == 503 and e.code == "overloaded" and e.retry_after and
+              e.retry_after > 0, (e.code, e.status, e.retry_after))
+        check(list(slow) == [1500, 1500])
+
+
+def test_imap_streams_before_the_batch_ends():
+    # 2 workers, chunksize 1: job 0 ends at once, jobs 1 and 2 take 3 s each.
+    t0 = time.monotonic()
+    it = C.imap("sleep", [0, 3000, 3000], chunksize=1)
+    first = next(it)
+    t_first = time.monotonic() - t0
+    rest = list(it)
+    t_all = time.monotonic() - t0
+    check(first == 0 and rest == [3000, 3000], (first, rest))
+    check(t_all >= 2.9, t_all)
+    check(t_first < 1.5, "the first result came after %.2fs of a %.2fs batch" % (t_first, t_all))
+
+
+def test_imap_unordered_yields_as_completed():
+    t0 = time.monotonic()
+    it = C.imap_unordered("sleep", [3000, 10, 3000], chunksize=1, with_index=True)
+    first = next(it)
+    t_first = time.monotonic() - t0
+    rest = list(it)
+    t_all = time.monotonic() - t0
+    check(first == (1, 10), first)
+    check(t_first < 1.5 and t_all >= 2.9, (t_first, t_all))
+    check(sorted([first] + rest) == [(0, 3000), (1, 10), (2, 3000)], rest)
+    # without with_index: bare results, like Pool.imap_unordered
+    got = list(C.imap_unordered("square", range(300), chunksize=7))
+    check(sorted(got) == sorted(i * i for i in range(300)), got[:5])
+    # imap in input order over many results
+    check(list(C.imap("square", range(3000))) == [i * i for i in range(3000)])
+
+
+def test_closing_an_imap_early_cancels_the_batch():
+    it = C.imap("sleep", [0] + [2000] * 8, chunksize=1)
+    check(next(it) == 0)
+    t0 = time.monotonic()
+    it.close()
+    # The server drops the rest (cancel on disconnect): a new batch runs at once.
+    check(C.map("sqrt", [4]) == [2.0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        t1 = time.monotonic()
+        C.map("sleep", [0, 0], chunksize=1)
+        if time.monotonic() - t1 < 0.5:
+            break
+        time.sleep(0.2)
+    check(time.monotonic() - t0 < 8, "the abandoned batch kept the workers busy")
+
+
+def test_a_cut_stream_raises_stream_cut():
+    xs = list(range(20000))
+    with CutProxy(S.port, cut_after=40000) as p:
+        c = batchd.Client(p.url)
+        e = expect(batchd.StreamCut, c.map, "sqrt", xs)
+        check(e.code == "stream_cut", e.code)
+        got = []
+
+        def drain():
+            for r in c.imap("square", xs):
+                got.append(r)
+        e = expect(batchd.StreamCut, drain)
+        check(0 < len(got) < len(xs) and got == [i * i for i in range(len(got))], len(got))
+        check(e.received == len(got), (e.received, len(got)))
+        e = expect(batchd.StreamCut, lambda: list(c.imap_unordered("square", xs)))
+        check(p.cut >= 3, p.cut)
+
+
+def test_unreachable():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                      # nothing listens there now
+    e = expect(batchd.Unreachable, batchd.Client("http://127.0.0.1:%d" % port).map, "sqrt", [1])
+    check(isinstance(e, batchd.Error) and e.code == "unreachable")
+
+
+# ---------------------------------------------------------------- images
+def photos(n):
+    return [photo(p) for p in SOME_PHOTOS[:n]]
+
+
+def test_images_written_and_checked_against_pillow():
+    paths = photos(3)
+    out = os.path.join(TMP, "thumbs")
+    got = C.images(paths, pipeline=THUMB, out_dir=out, format="png",
+                   params={"auto_orient": False})
+    want = [os.path.join(out, os.path.splitext(os.path.basename(p))[0] + ".png") for p in paths]
+    check(list(got) == want, (got, want))
+    check(sorted(os.listdir(out)) == sorted(os.path.basename(w) for w in want), os.listdir(out))
+    for w, p in zip(want, paths):
+        with open(w, "rb") as f:
+            check_thumb(f.read(), p, BOX, "pyclient images")
+    check(got.summary["jobs"] == 3 and got.summary["ok"] == 3 and got.errors == [], got.summary)
+
+
+def test_images_variants_and_errors():
+    bad = os.path.join(TMP, "notes.txt")
+    with open(bad, "wb") as f:
+        f.write(b"not an image at all")
+    paths = photos(2) + [bad]
+    out = os.path.join(TMP, "variants")
+    variants = [{"name": "small", "pipeline": [{"op": "thumbnail", "width": 64, "height": 64}],
+                 "format": "png"},
+                {"name": "mid", "format": "jpeg", "quality": 90}]
+    e = expect(batchd.ImageErrors, C.images, paths, pipeline=THUMB, variants=variants,
+               out_dir=out, params={"auto_orient": False})
+    check(len(e.errors) == 1 and e.errors[0].index == 2 and e.errors[0].file == bad and
+          e.errors[0].code == "unsupported_format", e.errors)
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths[:2]]
+    want = sorted(os.path.join(out, "%s-%s" % (s, v)) for s in stems
+                  for v in ("small.png", "mid.jpeg"))
+    check(sorted(e.written) == want, (e.written, want))
+    check(sorted(os.listdir(out)) == sorted(os.path.basename(w) for w in want), os.listdir(out))
+    from PIL import Image
+    for s, p in zip(stems, paths):
+        with Image.open(os.path.join(out, s + "-mid.jpeg")) as im:
+            check(im.format == "JPEG" and im.size == ref_thumbnail(p, BOX).size, im.size)
+        ref = ref_thumbnail(p, BOX).copy()
+        ref.thumbnail((64, 64))          # the variant's box applied after the shared one
+        with Image.open(os.path.join(out, s + "-small.png")) as im:
+            check(im.format == "PNG" and max(im.size) == 64 and
+                  all(abs(a - b) <= 1 for a, b in zip(im.size, ref.size)), (im.size, ref.size))
+    # raise_errors=False: the paths, with the errors beside them
+    got = C.images(paths, pipeline=THUMB, out_dir=out, raise_errors=False, format="png")
+    check(len(got) == 2 and len(got.errors) == 1 and got.errors[0].index == 2, (got, got.errors))
+    check(got.summary["failed"] == 1)
+
+
+def test_images_cut_tar_is_stream_cut():
+    with CutProxy(S.port, cut_after=3000) as p:
+        e = expect(batchd.StreamCut, batchd.Client(p.url).images, photos(2), pipeline=THUMB,
+                   out_dir=os.path.join(TMP, "cut"), format="png")
+        check(e.code == "stream_cut")
+
+
+def test_images_upload_refused_is_reported():
+    e = expect(batchd.BadRequest, C.images, photos(1), pipeline=[{"op": "spin"}],
+               out_dir=os.path.join(TMP, "refused"))
+    check(e.status == 400 and e.code, (e.code, e.status))
+
+
+# ---------------------------------------------------------------- stored batches (§8)
+def sqrt_check(lines, xs):
+    """every index once, each result math.sqrt of its input; seqs strictly increasing."""
+    seqs = [l["seq"] for l in lines]
+    check(seqs == sorted(set(seqs)), "seqs repeat or go back: %r" % seqs[:20])
+    idx = sorted(l["index"] for l in lines)
+    check(idx == list(range(len(xs))), "indices: %d lines, missing %r" % (
+        len(lines), sorted(set(range(len(xs))) - set(idx))[:10]))
+    for l in lines:
+        check(l.get("result") == math.sqrt(xs[l["index"]]), l)
+
+
+def test_s8_submit_status_wait_results():
+    xs = list(range(1, 2001))
+    b = C.submit("sqrt", xs, chunksize=50)
+    check(b.id.startswith("b_") and len(b.id) == 28, b.id)
+    check(b.idempotency_key, "submit sends an Idempotency-Key by default")
+    seen = []
+    st = b.wait(progress=seen.append, poll=0.05)
+    check(st["state"] == "done" and st["jobs"]["ok"] == len(xs) and st["jobs"]["failed"] == 0, st)
+    check(seen and seen[-1]["state"] == "done", seen[-1:])
+    check(st == b.status() or b.status()["state"] == "done")
+    lines = list(b.results())
+    sqrt_check(lines, xs)
+    check(b.summary["jobs"] == len(xs) and b.summary["ok"] == len(xs), b.summary)
+    check(b.reconnects == 0, b.reconnects)
+    # resume from the middle: after=seq
+    mid = lines[999]["seq"]
+    rest = list(b.results(after=mid))
+    check([l["seq"] for l in rest] == [l["seq"] for l in lines[1000:]], len(rest))
+    check(b.gather() == [math.sqrt(x) for x in xs])
+    # an ended batch: DELETE forgets it (204), then 404
+    check(b.cancel() is None)
+    e = expect(batchd.NotFound, b.status)
+    check(e.code == "not_found" and e.status == 404, (e.code, e.status))
+
+
+def test_s8_results_follow_live_and_progress_callback():
+    b = C.submit("sleep", [400] * 8, chunksize=1, progress_ms=100)
+    t0 = time.monotonic()
+    it = b.results()
+    first = next(it)
+    t_first = time.monotonic() - t0
+    rest = list(it)
+    check(t_first < 1.6 and time.monotonic() - t0 >= 1.5, (t_first, time.monotonic() - t0))
+    check(sorted(l["index"] for l in [first] + rest) == list(range(8)))
+    check(all(l["result"] == 400 for l in [first] + rest))
+    check(b.summary and b.summary["ok"] == 8, b.summary)
+    # wait() on a running batch: progress called on each change, ends done
+    b = C.submit("sleep", [300] * 6, chunksize=1)
+    states = []
+    st = b.wait(progress=lambda s: states.append((s["state"], s["jobs"]["ok"])), poll=0.05)
+    check(st["state"] == "done" and len(states) >= 2, states)
+    oks = [ok for _, ok in states]
+    check(oks == sorted(oks) and oks[-1] == 6, states)
+
+
+def test_s8_results_resume_through_cut_connections():
+    xs = list(range(1, 5001))
+    b = C.submit("sqrt", xs, chunksize=100)
+    b.wait(poll=0.05)
+    with CutProxy(S.port, cut_after=20000) as p:      # every connection cut after 20 kB
+        c = batchd.Client(p.url, retry_for=20)
+        bb = c.batch(b.id)
+        lines = list(bb.results())
+        check(p.cut >= 5 and bb.reconnects >= 5, (p.cut, bb.reconnects))
+    sqrt_check(lines, xs)
+    check(len(lines) == len(xs), len(lines))
+    check(bb.summary["jobs"] == len(xs), bb.summary)
+
+
+def test_s8_results_follow_a_live_batch_through_cuts():
+    xs = list(range(400))
+    b = C.submit("sleep", [5] * len(xs), chunksize=4)
+    with CutProxy(S.port, cut_after=3000) as p:
+        bb = batchd.Client(p.url, retry_for=20).batch(b.id)
+        lines = list(bb.results())
+    check(sorted(l["index"] for l in lines) == xs, len(lines))
+    check(len({l["seq"] for l in lines}) == len(xs))
+    check(all(l["result"] == 5 for l in lines))
+
+
+def test_s8_cancel_mid_run():
+    b = C.submit("sleep", [3000] * 10, chunksize=1)
+    time.sleep(0.5)
+    st = b.cancel()
+    check(st["state"] == "cancelled", st)
+    lines = list(b.results())
+    codes = [l["error"]["code"] for l in lines if "error" in l]
+    check(len(lines) == 10 and codes.count("cancelled") >= 8, [l.get("error") for l in lines])
+    check(b.summary["jobs"] == 10, b.summary)
+    e = expect(batchd.JobError, b.gather)
+    check(e.code == "cancelled" or e.code == "timeout", e.code)
+
+
+def test_s8_idempotency_key():
+    key = "pyclient-" + str(time.time())
+    b1 = C.submit("square", [1, 2, 3], idempotency_key=key)
+    b2 = C.submit("square", [1, 2, 3], idempotency_key=key)
+    check(b1.id == b2.id, (b1.id, b2.id))
+    check(b2.gather() == [1, 4, 9])
+    e = expect(batchd.Unprocessable, C.submit, "square", [1, 2, 4], idempotency_key=key)
+    check(e.code == "idempotency_key_reused" and e.status == 422, (e.code, e.status))
+
+
+def test_s8_submit_retried_after_a_lost_answer_runs_once():
+    # The first POST reaches the server, its 202 is lost: the client sends it again with the
+    # same key and gets the same batch.
+    with CutProxy(S.port, swallow=1) as p:
+        c = batchd.Client(p.url, retry_for=20)
+        b = c.submit("square", list(range(10)))
+        check(p.connections >= 2 and len(p.swallowed) == 1, (p.connections, p.swallowed))
+        lost = p.swallowed[0].decode("latin-1")
+        check(" 202 " in lost.split("\r\n")[0], lost[:200])
+        check("/v1/batches/" + b.id in lost, (b.id, lost[:400]))
+        check(b.gather() == [i * i for i in range(10)])
+
+
+def test_s8_results_survive_a_server_restart():
+    state = os.path.join(TMP, "state-restart")
+    args = ["--state-dir", state]
+    s2 = Server(workers=2, args=args).start()
+    try:
+        xs = [200] * 20
+        with CutProxy(s2.port) as p:
+            c = batchd.Client(p.url, retry_for=30)
+            b = c.submit("sleep", xs, chunksize=1)
+            lines = []
+            for l in b.results():
+                lines.append(l)
+                if len(lines) == 4:
+                    s2.stop(signal.SIGKILL)
+                    s2 = Server(workers=2, args=args).start()
+                    p.target = s2.port
+            check(b.reconnects >= 1, b.reconnects)
+        check(sorted(l["index"] for l in lines) == list(range(20)), sorted(l["index"] for l in lines))
+        check(len({l["seq"] for l in lines}) == 20)
+        check(b.summary["jobs"] == 20 and b.summary["ok"] == 20, b.summary)
+    finally:
+        s2.stop(signal.SIGKILL)
+
+
+def test_s8_submit_images_and_fetch_the_tar():
+    paths = photos(2)
+    b = C.submit_images(paths, pipeline=THUMB, format="png", params={"auto_orient": False})
+    b.wait(poll=0.05)
+    out = os.path.join(TMP, "async-thumbs")
+    got = b.images(out, paths=paths)
+    check(len(got) == 2, got)
+    for w, p in zip(sorted(got), sorted(paths)):
+        with open(w, "rb") as f:
+            check_thumb(f.read(), p, BOX, "pyclient submit_images")
+
+
+if __name__ == "__main__":
+    try:
+        with Server(workers=2) as S:
+            C = batchd.Client("http://127.0.0.1:%d" % S.port, timeout=30)
+            code = Suite("pyclient").run(globals())
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    sys.exit(code)
