@@ -192,10 +192,17 @@ def _job_error(line, file=None):
 
 # ---------------------------------------------------------------------------- NDJSON
 def _ndjson(resp):
-    """The JSON objects of an NDJSON response as they arrive. All complete lines of one read
-    are parsed with a single json.loads (an array), so a 5M-line stream costs a few C calls
-    per megabyte, not one Python call per line. Raises StreamCut when the connection drops
-    mid-body (the caller decides whether an end without summary is a cut)."""
+    """The JSON objects of an NDJSON response as they arrive (see _ndjson_blocks)."""
+    for lines in _ndjson_blocks(resp):
+        yield from lines
+
+
+def _ndjson_blocks(resp):
+    """Lists of the JSON objects of an NDJSON response, one list per read, as they arrive.
+    All complete lines of one read are parsed with a single json.loads (an array), so a
+    5M-line stream costs a few C calls per megabyte, not one Python call per line. Raises
+    StreamCut when the connection drops mid-body (the caller decides whether an end without
+    summary is a cut)."""
     pending = b""
     while True:
         try:
@@ -216,7 +223,7 @@ def _ndjson(resp):
             lines = json.loads(b"[" + block.replace(b"\n", b",") + b"]")
         except ValueError:
             lines = [json.loads(l) for l in block.split(b"\n") if l.strip()]
-        yield from lines
+        yield lines
     if pending.strip():
         # A last line without its newline: a cut in the middle of a line.
         raise StreamCut("the stream ended in the middle of a line")
@@ -343,17 +350,27 @@ class Client:
         progress lines, and the summary last. Raises StreamCut when the stream ends without
         its summary. Closing the generator early closes the connection, which cancels the
         rest of a plain streamed batch (SPEC §7)."""
+        for lines in self._stream_blocks(batch, headers):
+            yield from lines
+
+    def _stream_blocks(self, batch, headers=None):
+        # stream() by lists of lines: map() walks them without a generator step per line.
         body = json.dumps(batch).encode()
         h = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
         h.update(headers or {})
         conn, resp = self._open("POST", "/v1/batches", body, h)
         received = 0
         try:
-            for line in _ndjson(resp):
-                yield line
-                if "summary" in line:
+            for lines in _ndjson_blocks(resp):
+                if lines and "summary" in lines[-1]:
+                    yield lines
                     return
-                received += 1
+                for n, line in enumerate(lines):
+                    if "summary" in line:    # a summary before the end of a read: the end
+                        yield lines[:n + 1]
+                        return
+                yield lines
+                received += len(lines)
             raise StreamCut("the stream ended after %d lines without a summary" % received,
                             received)
         except StreamCut as e:
@@ -387,9 +404,18 @@ class Client:
         n = len(batch["inputs"])
         out = [None] * n
         seen = 0
-        for i, v in self._results(batch, return_exceptions, with_index=True):
-            out[i] = v
-            seen += 1
+        for lines in self._stream_blocks(batch):
+            for line in lines:
+                if "index" not in line:
+                    continue          # the summary, progress lines
+                if "error" in line:
+                    e = _job_error(line)
+                    if not return_exceptions:
+                        raise e
+                    out[line["index"]] = e
+                else:
+                    out[line["index"]] = line.get("result")
+                seen += 1
         if seen != n:
             raise StreamCut("%d of %d results received" % (seen, n), seen)
         return out
