@@ -765,16 +765,16 @@ class Batch:
             before = received
             try:
                 for line in _ndjson(resp):
-                    seq = line.get("seq")
-                    if isinstance(seq, int):
-                        if seq <= last:
-                            continue      # already yielded (a server resending)
-                        last = seq
                     if "summary" in line:
                         self.summary = line["summary"]
                         return
                     if "index" not in line:
                         continue          # progress lines
+                    seq = line.get("seq")
+                    if isinstance(seq, int):
+                        if seq <= last:
+                            continue      # already yielded (a server resending)
+                        last = seq
                     received += 1
                     yield line
                 if not follow:
