@@ -10,6 +10,7 @@
 #include "../workers/dispatch.h"
 #include "config.h"
 #include "loop.h"
+#include "prepared.h"
 #include "upload.h"
 #include "writer.h"
 
@@ -59,13 +60,6 @@ struct request;
 /* A route's handler (http.c's table): queues the answer, or returns MHD_YES to read on. */
 typedef enum MHD_Result (*route_fn)(struct request *r);
 
-/* Where a job's image bytes are in the upload's memfd (len 0: none). */
-struct stream_blob {
-    uint64_t off, len;
-    const char *name; /* borrowed from the upload */
-    char *out_name;   /* owned: the stem of its output "path" files (api/outname.h), or NULL */
-};
-
 struct request {
     struct server *srv;
     struct MHD_Connection *conn;
@@ -85,11 +79,7 @@ struct request {
     int body_watched; /* its connection watches the socket for the client's close (body.c) */
     int peer_closed;  /* the client closed while its body was still being read */
     /* the batch */
-    struct batch_spec spec;
-    const struct op *op;       /* the batch's op, or NULL when jobs name their own */
-    const struct op **job_ops; /* per job, for the jobs form */
-    struct stream_blob *blobs; /* per job, for image bytes in the upload's memfd */
-    json_t *empty_upload;      /* the input of an empty file part: {"data": ""} */
+    struct prepared prep; /* its spec, ops and blobs (prepared.c) */
     struct dispatch_batch *batch;
     char batch_id[STORE_ID_SIZE]; /* its id (SPEC §8), made when the batch is accepted */
     struct writer writer;
