@@ -11,6 +11,7 @@
 #include "config.h"
 #include "loop.h"
 #include "prepared.h"
+#include "results.h"
 #include "upload.h"
 #include "writer.h"
 
@@ -22,6 +23,8 @@ struct server {
     struct MHD_Daemon *mhd;
     struct dispatch *dispatch;
     struct store *store; /* SPEC §8's stored batches (server.c opens it; stored.c uses it) */
+    struct sbatch *stored_list; /* stored batches live here, oldest first (stored.c) */
+    struct request *followers;  /* result streams waiting for a stored batch (results.c) */
     struct loop *loop; /* server.c */
     int sigfd;
     struct loop_watch w_mhd, w_dispatch, w_signal; /* server.c */
@@ -49,6 +52,7 @@ struct server {
 enum route {
     ROUTE_NONE,
     ROUTE_BATCHES,
+    ROUTE_BATCH,
     ROUTE_OPS,
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
@@ -91,6 +95,20 @@ struct request {
     int client_gone; /* the client hung up: end the stream with an error */
     uint64_t bytes_out;
     struct request *stream_prev, *stream_next; /* in srv->stream_list while streaming */
+    /* SPEC §8 */
+    uint8_t owner[32]; /* who its batches belong to: a hash of its token (http.c) */
+    size_t owner_len;  /* 0: no tokens configured */
+    struct submit_wait *wait; /* a store write it waits for (submit.c, batches.c) */
+    route_fn resume_fn;       /* runs when it is resumed after that wait (http.c) */
+    int wait_rc;              /* the store's answer to that write */
+    struct request **forget_slot; /* a DELETE's forget in flight (batches.c) */
+    int async;                /* SPEC §8 async: answered 202 */
+    struct results_state res; /* a stored batch's results stream (results.c) */
+    struct request *follow_next; /* in srv->followers while waiting for results */
+    uint64_t progress_last_ns;   /* a streamed batch's last progress line (stream.c) */
+    uint64_t n_ok, n_failed;     /* a streamed batch's results so far (stream.c) */
+    int cancelled;               /* a streamed batch was cancelled (stream.c) */
+    int streaming;               /* in srv->stream_list (stream.c) */
 };
 
 #endif

@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "internal.h"
 #include "reply.h"
+#include "submit.h"
 
 #include "../api/errors.h"
 #include "../api/job.h"
@@ -63,13 +64,41 @@ static void stream_break(struct request *r, const char *what)
     stream_wake(r);
 }
 
+/* SPEC §8's progress line, at most every progress_ms, in an NDJSON stream. */
+static void stream_progress(struct request *r)
+{
+    uint64_t every = r->prep.spec.progress_ms, now = ipc_now_ns();
+    if (every == 0 || r->writer.fmt != WRITER_NDJSON ||
+        now - r->progress_last_ns < every * 1000000u) {
+        return;
+    }
+    r->progress_last_ns = now;
+    uint64_t done = r->n_ok + r->n_failed, total = r->prep.spec.njobs;
+    double secs = (double)(now - r->started_ns) / 1e9;
+    double rate = secs > 0 ? (double)done / secs : 0.0;
+    int rc = buf_printf(&r->out,
+                        "{\"progress\":{\"done\":%llu,\"total\":%llu,\"ok\":%llu,\"failed\":%llu,"
+                        "\"rate_per_s\":",
+                        (unsigned long long)done, (unsigned long long)total,
+                        (unsigned long long)r->n_ok, (unsigned long long)r->n_failed);
+    rc |= jsonw_double(&r->out, rate);
+    rc |= buf_printf(&r->out, ",\"eta_ms\":%lld}}\n",
+                     rate > 0 ? (long long)((double)(total - done) / rate * 1000.0) : -1LL);
+    if (rc != 0) {
+        stream_break(r, "output buffer full");
+    }
+}
+
 static void stream_on_result(void *ud, const struct job_result *res)
 {
     struct request *r = ud;
     observe_job(r->srv, &r->prep, res);
+    r->n_ok += res->err == 0;
+    r->n_failed += res->err != 0;
     if (writer_result(&r->writer, &r->out, res) != 0) {
         stream_break(r, "output buffer full");
     }
+    stream_progress(r);
     if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
         dispatch_batch_set_paused(r->batch, 1);
     }
@@ -81,9 +110,11 @@ static void stream_on_block(void *ud, uint64_t index, uint64_t count, const char
 {
     struct request *r = ud;
     observe_block(r->srv, &r->prep, index, count, busy_ns);
+    r->n_ok += count;
     if (writer_lines(&r->writer, &r->out, text, len, count) != 0) {
         stream_break(r, "output buffer full");
     }
+    stream_progress(r);
     if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
         dispatch_batch_set_paused(r->batch, 1);
     }
@@ -108,6 +139,9 @@ static void stream_on_done(void *ud, const struct dispatch_summary *sum)
     rc |= jsonw_double(&b, (double)(sum->busy_ns / 1000) / 1000.0);
     if (sum->deadline_hit) {
         rc |= buf_adds(&b, ",\"deadline_exceeded\":true");
+    }
+    if (r->cancelled) {
+        rc |= buf_adds(&b, ",\"cancelled\":true");
     }
     rc |= buf_adds(&b, ",\"batch\":");
     rc |= jsonw_cstr(&b, r->batch_id);
@@ -236,16 +270,10 @@ static void stream_log_accepted(const struct request *r)
               writer_content_type(r->writer.fmt), NULL);
 }
 
-/* The finished upload of R becomes its batch spec, with ops resolved, image bytes placed and
- * output names claimed, and FMT is picked from Accept. Returns 0, or -1 with the refusal
+/* FMT is picked from Accept for R's prepared batch. Returns 0, or -1 with the refusal
  * queued (its result in *MR). */
 static int stream_prepare(struct request *r, enum writer_format *fmt, enum MHD_Result *mr)
 {
-    struct batch_error e;
-    if (prepared_build(&r->prep, r->upload, r->srv->cfg.max_jobs, &e) != 0) {
-        *mr = reply_error(r, e.err, e.message, e.path[0] ? e.path : NULL);
-        return -1;
-    }
     const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
     if (stream_negotiate(accept, fmt) != 0) {
         *mr = reply_error(r, -BATCHD_E_NOT_ACCEPTABLE,
@@ -341,6 +369,7 @@ static enum MHD_Result stream_respond(struct request *r, enum writer_format fmt)
     MHD_add_response_header(resp, "Content-Location", where);
     reply_add_common_headers(r, resp);
     r->status = 200;
+    r->streaming = 1;
     s->streams++;
     r->stream_next = s->stream_list;
     if (s->stream_list != NULL) {
@@ -356,6 +385,13 @@ enum MHD_Result stream_start(struct request *r)
 {
     enum MHD_Result mr = MHD_NO;
     enum writer_format fmt = WRITER_NDJSON;
+    struct batch_error e;
+    if (prepared_build(&r->prep, r->upload, r->srv->cfg.max_jobs, &e) != 0) {
+        return reply_error(r, e.err, e.message, e.path[0] ? e.path : NULL);
+    }
+    if (submit_wanted(r)) {
+        return submit_stored(r); /* SPEC §8: async or keyed */
+    }
     if (stream_prepare(r, &fmt, &mr) != 0 || stream_submit(r, fmt, &mr) != 0) {
         return mr;
     }
@@ -374,7 +410,8 @@ void stream_finish(struct request *r)
         dispatch_batch_cancel(r->batch);
         r->batch = NULL;
     }
-    if (r->status == 200 && r->route == ROUTE_BATCHES) {
+    if (r->streaming) {
+        r->streaming = 0;
         r->srv->streams--;
         if (r->stream_prev != NULL) {
             r->stream_prev->stream_next = r->stream_next;
@@ -403,4 +440,44 @@ int stream_cut_all(struct server *s)
         }
     }
     return n;
+}
+
+static int stream_owned(const struct request *r, const uint8_t *owner, size_t owner_len)
+{
+    return r->owner_len == owner_len && memcmp(r->owner, owner, owner_len) == 0 && !r->done &&
+           r->batch != NULL;
+}
+
+struct request *stream_find_next(struct request *r, const uint8_t *owner, size_t owner_len)
+{
+    for (r = r->stream_next; r != NULL && !stream_owned(r, owner, owner_len); r = r->stream_next) {
+    }
+    return r;
+}
+
+struct request *stream_find(struct server *s, const char *id, const uint8_t *owner,
+                            size_t owner_len)
+{
+    for (struct request *r = s->stream_list; r != NULL; r = r->stream_next) {
+        if (stream_owned(r, owner, owner_len) && (id == NULL || strcmp(r->batch_id, id) == 0)) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+void stream_live(const struct request *r, struct stream_live *out)
+{
+    out->ok = r->n_ok;
+    out->failed = r->n_failed;
+    out->running = r->batch != NULL ? (uint64_t)dispatch_batch_running(r->batch) : 0;
+    out->elapsed_s = (double)(ipc_now_ns() - r->started_ns) / 1e9;
+}
+
+void stream_cancel(struct request *r)
+{
+    if (r->batch != NULL && !r->cancelled) {
+        r->cancelled = 1;
+        dispatch_batch_stop(r->batch);
+    }
 }

@@ -25,7 +25,7 @@ static int read_info(sqlite3_stmt *s, const uint8_t *owner, size_t owner_len,
     out->nok = (uint64_t)sqlite3_column_int64(s, 11);
     out->nfailed = (uint64_t)sqlite3_column_int64(s, 12);
     out->last_seq = (uint64_t)sqlite3_column_int64(s, 13);
-    return olen == owner_len && (olen == 0 || memcmp(o, owner, olen) == 0);
+    return owner == NULL || (olen == owner_len && (olen == 0 || memcmp(o, owner, olen) == 0));
 }
 
 /* Looks batch ID up for OWNER: 0 and its bno, or NOT_FOUND / EXPIRED / IO. */

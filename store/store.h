@@ -196,8 +196,9 @@ struct store_info {
     uint64_t last_seq;
 };
 
-/* Reads batch ID for OWNER into *OUT. Returns 0, STORE_E_NOT_FOUND (never issued, forgotten,
- * or another owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state) or
+/* Reads batch ID for OWNER into *OUT (OWNER NULL: whoever owns it, for the server's own use;
+ * "no owner" is a non-NULL pointer with OWNER_LEN 0). Returns 0, STORE_E_NOT_FOUND (never
+ * issued, forgotten, or another owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state) or
  * STORE_E_IO. */
 int store_batch_get(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                     struct store_info *out);
@@ -275,5 +276,8 @@ void store_id_make(int64_t now_ms, char out[STORE_ID_SIZE]);
 
 /* 1 if S is a well-formed batch id. */
 int store_id_valid(const char *s);
+
+/* The creation time (ms since the epoch) that batch id ID carries, or 0 if ID is not one. */
+int64_t store_id_time_ms(const char *id);
 
 #endif
