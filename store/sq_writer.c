@@ -457,7 +457,9 @@ static void writer_count(struct sq_store *sq, const struct txn *tx, int64_t took
     sq->stats.rows += tx->rows - tx->dups;
     sq->stats.dup_ignored += tx->dups;
     sq->stats.flushes++;
+    sq->stats.write_error = 0;
     double ms = (double)took / 1e6;
+    sq->stats.flush_total_ms += ms;
     if (ms > sq->stats.flush_max_ms) {
         sq->stats.flush_max_ms = ms;
     }
@@ -472,6 +474,7 @@ static void writer_count(struct sq_store *sq, const struct txn *tx, int64_t took
 static void writer_failed(struct sq_store *sq, struct wop *seg, int rc, int failures)
 {
     sq->last_rc = sq_rc(rc);
+    sq->stats.write_error = sq->last_rc != 0 ? sq->last_rc : STORE_E_IO;
     snprintf(sq->last_err, sizeof sq->last_err, "%s: %s", sq->path, sqlite3_errmsg(sq->wdb));
     sq->fail_gen++;
     /* At shutdown a write that keeps failing is given up after a few tries. */
