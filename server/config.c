@@ -467,8 +467,8 @@ int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
     if (check_output_dir(cfg, err) != 0 || check_state_dir(cfg, err) != 0) {
         return -1;
     }
-    if (cfg->result_ttl_ms == 0) {
-        fprintf(err, "batchd: --result-ttl must be at least 1ms\n");
+    if (cfg->result_ttl_ms == 0 || cfg->result_ttl_ms > 100ull * 366 * 24 * 3600 * 1000) {
+        fprintf(err, "batchd: --result-ttl must be between 1ms and 100 years\n");
         return -1;
     }
     return 0;

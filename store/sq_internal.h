@@ -154,6 +154,7 @@ struct txn {
     uint64_t dups;            /* results the database refused (their job had one) */
     int64_t bytes;            /* change of the stored bytes */
     int vacuum;               /* batches were deleted: give the space back */
+    int wrote;                /* it changed a row (else it is no commit for the figures) */
     struct sq_batch *touched; /* batches whose counters change */
 };
 
