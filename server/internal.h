@@ -28,6 +28,9 @@ struct server {
     struct loop *loop; /* server.c */
     int sigfd;
     struct loop_watch w_mhd, w_dispatch, w_signal; /* server.c */
+    struct loop_watch w_store;                     /* server.c: store_fd */
+    uint64_t store_expire_ns;    /* when server.c next asks the store to expire (monotonic) */
+    uint64_t store_expire_every; /* ns between those */
     uint16_t port;
     int draining;
     int stop;

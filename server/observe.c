@@ -97,6 +97,24 @@ int observe_render(struct server *s, struct buf *out)
     g.batches_in_flight = (uint64_t)dispatch_batches(s->dispatch);
     g.upload_bytes_held = s->upload_held;
     g.draining = s->draining;
+    if (s->store != NULL) {
+        struct store_stats ss;
+        uint64_t by_state[STORE_NSTATES];
+        store_stats_get(s->store, &ss);
+        g.store_bytes = ss.bytes;
+        g.store_pending_rows = ss.pending_rows;
+        g.store_rows = ss.rows;
+        g.store_commits = ss.flushes;
+        g.store_commit_p50_s = store_stats_quantile_ms(&ss, 0.5) / 1000.0;
+        g.store_commit_p99_s = store_stats_quantile_ms(&ss, 0.99) / 1000.0;
+        g.store_commit_sum_s = ss.flush_total_ms / 1000.0;
+        if (store_batch_counts(s->store, by_state) == 0) {
+            static const int shown[] = {STORE_QUEUED, STORE_RUNNING, STORE_DONE, STORE_CANCELLED};
+            for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
+                g.stored_batches[i] = by_state[shown[i]];
+            }
+        }
+    }
     return metrics_render(s->metrics, &g, out);
 }
 
