@@ -104,6 +104,14 @@ static void view_stored(struct server *s, const struct store_info *info, struct 
         v->running = lv.running;
         v->elapsed_s = lv.elapsed_s;
         v->state = lv.started ? STORE_RUNNING : STORE_QUEUED;
+        if (lv.ended) {
+            v->state = lv.cancelling ? STORE_CANCELLED : STORE_DONE;
+        } else if (lv.cancelling) {
+            /* Its end is on its way: what is not answered yet fails with cancelled. */
+            v->state = STORE_CANCELLED;
+            v->failed = v->total - v->ok;
+            v->running = 0;
+        }
     }
 }
 
@@ -125,6 +133,11 @@ static void view_streamed(struct request *sr, struct store_info *info, struct ba
     v->failed = lv.failed;
     v->running = lv.running;
     v->elapsed_s = lv.elapsed_s;
+    if (sr->cancelled) {
+        v->state = STORE_CANCELLED;
+        v->failed = v->total - v->ok;
+        v->running = 0;
+    }
 }
 
 static enum MHD_Result reply_json_buf(struct request *r, int status, struct buf *b,

@@ -99,19 +99,19 @@ struct request {
     uint64_t bytes_out;
     struct request *stream_prev, *stream_next; /* in srv->stream_list while streaming */
     /* SPEC §8 */
-    uint8_t owner[32]; /* who its batches belong to: a hash of its token (http.c) */
-    size_t owner_len;  /* 0: no tokens configured */
-    struct submit_wait *wait; /* a store write it waits for (submit.c, batches.c) */
-    route_fn resume_fn;       /* runs when it is resumed after that wait (http.c) */
-    int wait_rc;              /* the store's answer to that write */
+    uint8_t owner[32];            /* who its batches belong to: a hash of its token (http.c) */
+    size_t owner_len;             /* 0: no tokens configured */
+    struct submit_wait *wait;     /* a store write it waits for (submit.c, batches.c) */
+    route_fn resume_fn;           /* runs when it is resumed after that wait (http.c) */
+    int wait_rc;                  /* the store's answer to that write */
     struct request **forget_slot; /* a DELETE's forget in flight (batches.c) */
-    int async;                /* SPEC §8 async: answered 202 */
-    struct results_state res; /* a stored batch's results stream (results.c) */
-    struct request *follow_next; /* in srv->followers while waiting for results */
-    uint64_t progress_last_ns;   /* a streamed batch's last progress line (stream.c) */
-    uint64_t n_ok, n_failed;     /* a streamed batch's results so far (stream.c) */
-    int cancelled;               /* a streamed batch was cancelled (stream.c) */
-    int streaming;               /* in srv->stream_list (stream.c) */
+    int async;                    /* SPEC §8 async: answered 202 */
+    struct results_state res;     /* a stored batch's results stream (results.c) */
+    struct request *follow_next;  /* in srv->followers while waiting for results */
+    uint64_t progress_last_ns;    /* a streamed batch's last progress line (stream.c) */
+    uint64_t n_ok, n_failed;      /* a streamed batch's results so far (stream.c) */
+    int cancelled;                /* a streamed batch was cancelled (stream.c) */
+    int streaming;                /* in srv->stream_list (stream.c) */
 };
 
 #endif

@@ -96,8 +96,9 @@ static void results_progress(struct request *r)
     r->res.progress_last_ns = now;
     uint64_t done = lv.ok + lv.failed;
     double rate = lv.elapsed_s > 0 ? (double)done / lv.elapsed_s : 0.0;
-    int rc = buf_printf(&r->out, "%s{\"progress\":{\"done\":%llu,\"total\":%llu,\"ok\":%llu,"
-                                 "\"failed\":%llu,\"rate_per_s\":",
+    int rc = buf_printf(&r->out,
+                        "%s{\"progress\":{\"done\":%llu,\"total\":%llu,\"ok\":%llu,"
+                        "\"failed\":%llu,\"rate_per_s\":",
                         r->res.sse ? "event: progress\ndata: " : "", (unsigned long long)done,
                         (unsigned long long)lv.njobs, (unsigned long long)lv.ok,
                         (unsigned long long)lv.failed);
@@ -115,8 +116,8 @@ static void results_summary(struct request *r, uint64_t last_seq)
     size_t len = 0;
     if (store_batch_blob(r->srv->store, r->res.id, STORE_PART_SUMMARY, 0, &line, &len) == 0) {
         if (r->res.sse) {
-            buf_printf(&r->out, "id: %llu\nevent: summary\ndata: ",
-                       (unsigned long long)last_seq + 1);
+            buf_printf(&r->out,
+                       "id: %llu\nevent: summary\ndata: ", (unsigned long long)last_seq + 1);
         }
         buf_add(&r->out, line, len);
         buf_adds(&r->out, r->res.sse ? "\n\n" : "\n");
@@ -220,9 +221,9 @@ static void results_fill_document(struct request *r)
     }
     void *line = NULL;
     size_t len = 0;
-    int have = store_batch_blob(r->srv->store, r->res.id, STORE_PART_SUMMARY, 0, &line, &len) ==
-                   0 &&
-               len > 12;
+    int have =
+        store_batch_blob(r->srv->store, r->res.id, STORE_PART_SUMMARY, 0, &line, &len) == 0 &&
+        len > 12;
     const char *inner = have ? (const char *)line + 11 : "null"; /* {"summary":X} -> X */
     size_t inner_len = have ? len - 12 : 4;
     if (tar) {

@@ -15,15 +15,15 @@ struct server;
 /* A request's results stream (in struct request). */
 struct results_state {
     char id[STORE_ID_SIZE];
-    uint64_t after;     /* the last seq written (or skipped: ?after, Last-Event-ID) */
-    int follow;         /* wait for more until the summary */
-    int sse;            /* Server-Sent Events instead of NDJSON */
-    int document;       /* 1: §4's JSON document, 2: the tar (ended batches) */
-    int active;         /* the response is queued */
+    uint64_t after;      /* the last seq written (or skipped: ?after, Last-Event-ID) */
+    int follow;          /* wait for more until the summary */
+    int sse;             /* Server-Sent Events instead of NDJSON */
+    int document;        /* 1: §4's JSON document, 2: the tar (ended batches) */
+    int active;          /* the response is queued */
     uint32_t next_index; /* document: the next job index to read */
     uint64_t count;      /* document: elements written */
     uint64_t progress_last_ns;
-    json_t *names;       /* tar: the uploaded files' names */
+    json_t *names; /* tar: the uploaded files' names */
 };
 
 /* Queues R's response with the results of batch ID (read for R's owner: the caller checked

@@ -289,6 +289,7 @@ int server_run(struct server *s)
         }
         conn_enforce(s);
         server_store_tick(s);
+        stored_pump(s); /* stored batches that wait for room in the dispatcher */
         dispatch_run(s->dispatch);
         http_run(s);
         if (s->draining && server_drained(s)) {

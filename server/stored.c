@@ -8,6 +8,7 @@
 #include "internal.h"
 #include "log.h"
 #include "observe.h"
+#include "results.h"
 
 #include "../api/errors.h"
 #include "../api/jsonw.h"
@@ -26,8 +27,8 @@ struct sbatch {
     struct store_batch *sb; /* the store's handle while results go in */
     struct upload *upload;  /* rebuilt from the store */
     struct prepared prep;
-    uint64_t *todo;  /* the job indexes this run covers (a restart), or NULL: all */
-    int64_t *ints;   /* their integer inputs, for the dispatcher's fast path */
+    uint64_t *todo; /* the job indexes this run covers (a restart), or NULL: all */
+    int64_t *ints;  /* their integer inputs, for the dispatcher's fast path */
     uint64_t ntodo;
     struct dispatch_batch *db; /* NULL: waiting for room in the dispatcher, or ended */
     struct writer writer;      /* formats one result line */
@@ -36,6 +37,8 @@ struct sbatch {
     int64_t created_ms;
     uint64_t started_ns;
     int cancel; /* a cancel was asked (DELETE, or recorded before a restart) */
+    int ended;  /* its end is queued in the store, not yet committed: it stays listed until
+                 * then, so that its status never goes back to running */
 };
 
 static int64_t wall_ms(void)
@@ -149,7 +152,7 @@ static int sbatch_summary(struct sbatch *b, const struct dispatch_summary *sum)
     return rc;
 }
 
-/* B is over: its summary is queued after its results, and B goes away. */
+/* B is over: its summary is queued after its results; B goes once that is committed. */
 static void sbatch_end(struct sbatch *b, const struct dispatch_summary *sum)
 {
     b->db = NULL;
@@ -159,7 +162,12 @@ static void sbatch_end(struct sbatch *b, const struct dispatch_summary *sum)
     }
     log_event("info", "batch_stored_end", "batch", b->id, "state", b->cancel ? "cancelled" : "done",
               NULL);
-    sbatch_free(b);
+    b->ended = 1;
+    store_batch_release(b->sb);
+    b->sb = NULL;
+    prepared_cleanup(&b->prep);
+    upload_destroy(b->upload);
+    b->upload = NULL;
 }
 
 static void sbatch_on_done(void *ud, const struct dispatch_summary *sum)
@@ -270,8 +278,8 @@ static struct upload *stored_upload(struct store *st, const char *id)
     int form = store_batch_blob(st, id, STORE_PART_INPUT, 0, &names_text, &names_len) == 0;
     struct upload *u = upload_restored(form, UINT64_MAX / 4);
     json_t *names = form ? json_loadb(names_text, names_len, 0, NULL) : NULL;
-    int bad = u == NULL || upload_restore_json(u, spec, spec_len) != 0 ||
-              (form && !json_is_array(names));
+    int bad =
+        u == NULL || upload_restore_json(u, spec, spec_len) != 0 || (form && !json_is_array(names));
     for (size_t i = 0; !bad && form && i < json_array_size(names); i++) {
         void *data = NULL;
         size_t len = 0;
@@ -365,7 +373,7 @@ int stored_resume(struct server *s)
 void stored_pump(struct server *s)
 {
     for (struct sbatch *b = s->stored_list; b != NULL; b = b->next) {
-        if (b->db == NULL && sbatch_submit(b) != 0) {
+        if (!b->ended && b->db == NULL && sbatch_submit(b) != 0) {
             return; /* still no room: the oldest waiting goes first */
         }
     }
@@ -391,7 +399,7 @@ int stored_running(const struct server *s)
 {
     int n = 0;
     for (const struct sbatch *b = s->stored_list; b != NULL; b = b->next) {
-        n++;
+        n += !b->ended;
     }
     return n;
 }
@@ -411,6 +419,7 @@ int stored_live(const struct server *s, const char *id, struct stored_live *out)
     out->running = b->db != NULL ? (uint64_t)dispatch_batch_running(b->db) : 0;
     out->started = b->db != NULL;
     out->cancelling = b->cancel;
+    out->ended = b->ended;
     out->progress_ms = b->prep.spec.progress_ms;
     double secs = b->started_ns != 0 ? (double)(ipc_now_ns() - b->started_ns) / 1e9 : 0.0;
     out->elapsed_s = secs;
@@ -423,7 +432,7 @@ int stored_cancel(struct server *s, const char *id)
     if (b == NULL) {
         return -1;
     }
-    if (b->cancel) {
+    if (b->cancel || b->ended) {
         return 0;
     }
     b->cancel = 1;
@@ -439,6 +448,12 @@ int stored_cancel(struct server *s, const char *id)
 void stored_on_progress(void *arg, const char *id, uint64_t committed_seq)
 {
     struct server *s = arg;
+    struct store_info info;
     (void)committed_seq;
+    struct sbatch *b = sbatch_find(s, id);
+    if (b != NULL && b->ended && store_batch_get(s->store, NULL, 0, id, &info) == 0 &&
+        (info.state == STORE_DONE || info.state == STORE_CANCELLED)) {
+        sbatch_free(b); /* its end is committed: the store answers for it from now on */
+    }
     results_wake(s, id);
 }

@@ -39,10 +39,11 @@ void stored_pump(struct server *s);
  * running now. */
 struct stored_live {
     uint64_t njobs, ok, failed, running;
-    int started;         /* on the dispatcher (else waiting for room) */
-    int cancelling;      /* a cancel was asked; the summary is coming */
+    int started;          /* on the dispatcher (else waiting for room) */
+    int cancelling;       /* a cancel was asked; the summary is coming */
+    int ended;            /* its summary is queued, not yet committed */
     uint64_t progress_ms; /* the batch's "progress_ms" */
-    double elapsed_s;    /* since it started running in this process */
+    double elapsed_s;     /* since it started running in this process */
 };
 
 /* Fills *OUT and returns 1 if batch ID runs in this process, else 0 (no owner check: the

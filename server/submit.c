@@ -161,8 +161,8 @@ static void submit_done(void *arg, int rc, struct store_batch *sb, const char *i
     struct submit_wait *w = arg;
     struct server *s = w->s;
     if (rc == STORE_OK && sb != NULL) {
-        log_event("info", "batch_stored", "batch", id, "request_id",
-                  w->r != NULL ? w->r->id : "", NULL);
+        log_event("info", "batch_stored", "batch", id, "request_id", w->r != NULL ? w->r->id : "",
+                  NULL);
         stored_started(s, id, sb); /* async or keyed: it runs whether the client waits or not */
     } else {
         store_batch_release(sb); /* a replay: that batch is live here already, or ended */

@@ -198,8 +198,8 @@ struct store_info {
 
 /* Reads batch ID for OWNER into *OUT (OWNER NULL: whoever owns it, for the server's own use;
  * "no owner" is a non-NULL pointer with OWNER_LEN 0). Returns 0, STORE_E_NOT_FOUND (never
- * issued, forgotten, or another owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state) or
- * STORE_E_IO. */
+ * issued, forgotten, or another owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state)
+ * or STORE_E_IO. */
 int store_batch_get(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                     struct store_info *out);
 

@@ -304,7 +304,9 @@ void dispatch_batch_cancel(struct dispatch_batch *b)
 void dispatch_batch_stop(struct dispatch_batch *b)
 {
     if (b != NULL && !b->ending && !b->cancelled) {
-        dispatch_end_batch(b->d, b, -BATCHD_E_CANCELLED, "the batch was cancelled while this job ran");
+        b->stopped = 1;
+        dispatch_end_batch(b->d, b, -BATCHD_E_CANCELLED,
+                           "the batch was cancelled while this job ran");
     }
 }
 
