@@ -24,9 +24,9 @@ static int fail(struct batch_error *e, int err, const char *path, const char *fm
     return err;
 }
 
-static const char *const batch_fields[] = {"op",         "inputs",      "jobs",   "params",
-                                           "chunksize",  "order",       "timeout_ms",
-                                           "deadline_ms", "timing",     NULL};
+static const char *const batch_fields[] = {"op",        "inputs", "jobs",        "params",
+                                           "chunksize", "order",  "timeout_ms",  "deadline_ms",
+                                           "timing",    "async",  "progress_ms", NULL};
 
 static int known_field(const char *k)
 {
@@ -351,6 +351,17 @@ static int read_ms(const json_t *root, const char *name, long long *ms, struct b
     return 0;
 }
 
+/* Reads the optional boolean NAME of ROOT into *V. Returns 0 or -BATCHD_E_BAD_REQUEST. */
+static int read_bool(const json_t *root, const char *name, int *v, struct batch_error *e)
+{
+    json_t *b = json_object_get(root, name);
+    if (b != NULL && !json_is_boolean(b)) {
+        return fail(e, -BATCHD_E_BAD_REQUEST, name, "%s must be true or false", name);
+    }
+    *v = b != NULL && json_is_true(b);
+    return 0;
+}
+
 /* Refuses what jansson would misreport: an empty body (it says "wrong arguments" at line -1)
  * and raw NUL bytes, which JSON never allows (outside strings only whitespace may stand
  * between tokens, inside them control characters must be escaped) but jansson's reader
@@ -537,14 +548,14 @@ int batch_spec_parse(const char *body, size_t len, const struct batch_limits *li
         goto out;
     }
     out->deadline_ms = (uint64_t)ms;
-    json_t *timing = json_object_get(root, "timing");
-    if (timing != NULL) {
-        if (!json_is_boolean(timing)) {
-            rc = fail(e, -BATCHD_E_BAD_REQUEST, "timing", "timing must be true or false");
-            goto out;
-        }
-        out->timing = json_is_true(timing);
+    ms = 0;
+    rc = read_ms(root, "progress_ms", &ms, e);
+    rc = rc != 0 ? rc : read_bool(root, "timing", &out->timing, e);
+    rc = rc != 0 ? rc : read_bool(root, "async", &out->async, e);
+    if (rc != 0) {
+        goto out;
     }
+    out->progress_ms = (uint64_t)ms;
     out->root = root;
     out->op = op != NULL ? json_string_value(op) : NULL;
     out->inputs = inputs;

@@ -35,6 +35,8 @@ struct batch_spec {
     int64_t timeout_ms;   /* -1 = the server's default */
     uint64_t deadline_ms; /* 0 = none */
     int timing;
+    int async;            /* "async": true (SPEC §8): stored, answered 202 at once */
+    uint64_t progress_ms; /* "progress_ms": progress lines at most this often; 0 = none */
 };
 
 struct batch_error {

@@ -24,6 +24,14 @@
     XX(OVERLOADED, "overloaded", "too many queued jobs or batches; retry later", 503, 0)        \
     XX(DRAINING, "draining", "the server is shutting down; retry on another replica", 503, 0)   \
     XX(INTERNAL, "internal_error", "internal error", 500, 0)                                    \
+    XX(BATCH_NOT_FOUND, "not_found", "no such batch", 404, 0)                                   \
+    XX(EXPIRED, "expired", "the batch ended longer ago than the server keeps results", 410, 0)  \
+    XX(NOT_FINISHED, "not_finished", "the batch has not ended yet", 409, 0)                     \
+    XX(KEY_REUSED, "idempotency_key_reused", "this Idempotency-Key was used with another "       \
+       "body", 422, 0)                                                                          \
+    XX(STORE_FULL, "store_full", "the store holds --max-stored-bytes; retry later", 507, 0)     \
+    XX(STORE_UNAVAILABLE, "store_unavailable", "the batch store cannot be written now; retry "  \
+       "later", 503, 0)                                                                         \
     XX(INVALID_INPUT, "invalid_input", "the input is not valid for this op", 0, 1)              \
     XX(DOMAIN_ERROR, "domain_error", "the input is outside the op's domain", 0, 1)              \
     XX(OVERFLOW, "overflow", "the result does not fit in a 64-bit integer", 0, 1)              \

@@ -3,6 +3,7 @@
 #include "auth.h"
 
 #include "../api/errors.h"
+#include "../api/sha256.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -242,28 +243,35 @@ static int equal_ct(const char *given, size_t glen, const char *want, size_t wle
     return diff == 0;
 }
 
+/* The token of an Authorization value "Bearer TOKEN" (*LEN bytes, surrounding blanks
+ * dropped), or NULL. */
+static const char *bearer_token(const char *authorization, size_t *len)
+{
+    if (authorization == NULL || strncasecmp(authorization, "Bearer", 6) != 0 ||
+        (authorization[6] != ' ' && authorization[6] != '\t')) {
+        return NULL;
+    }
+    const char *tok = authorization + 6;
+    while (*tok == ' ' || *tok == '\t') {
+        tok++;
+    }
+    *len = strlen(tok);
+    while (*len > 0 && is_space(tok[*len - 1])) {
+        (*len)--;
+    }
+    return *len > 0 ? tok : NULL;
+}
+
 int auth_check(const struct auth *a, const char *authorization)
 {
-    const char *tok = NULL;
     size_t len = 0;
     int ok = 0;
 
     if (a == NULL || a->ntokens == 0) {
         return 0;
     }
-    if (authorization == NULL || strncasecmp(authorization, "Bearer", 6) != 0 ||
-        (authorization[6] != ' ' && authorization[6] != '\t')) {
-        return -BATCHD_E_UNAUTHORIZED;
-    }
-    tok = authorization + 6;
-    while (*tok == ' ' || *tok == '\t') {
-        tok++;
-    }
-    len = strlen(tok);
-    while (len > 0 && is_space(tok[len - 1])) {
-        len--;
-    }
-    if (len == 0) {
+    const char *tok = bearer_token(authorization, &len);
+    if (tok == NULL) {
         return -BATCHD_E_UNAUTHORIZED;
     }
     /* Check every token, not only until the first match, so that timing does not tell
@@ -272,6 +280,17 @@ int auth_check(const struct auth *a, const char *authorization)
         ok |= equal_ct(tok, len, a->tokens[i], a->token_len[i]);
     }
     return ok ? 0 : -BATCHD_E_UNAUTHORIZED;
+}
+
+size_t auth_owner(const struct auth *a, const char *authorization, uint8_t out[AUTH_OWNER_SIZE])
+{
+    size_t len = 0;
+    const char *tok = a != NULL && a->ntokens > 0 ? bearer_token(authorization, &len) : NULL;
+    if (tok == NULL) {
+        return 0;
+    }
+    sha256(tok, len, out);
+    return AUTH_OWNER_SIZE;
 }
 
 const char *auth_cors_allow_origin(const struct auth *a, const char *origin)

@@ -6,6 +6,7 @@
 #define BATCHD_SERVER_AUTH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define AUTH_MAX_TOKENS 8   /* one per line, so a token can be rotated without downtime */
 #define AUTH_MAX_TOKEN 4096 /* bytes of one token */
@@ -36,6 +37,13 @@ int auth_required(const struct auth *a, const char *method, const char *path);
  * -BATCHD_E_UNAUTHORIZED. */
 int auth_check(const struct auth *a, const char *authorization);
 
+/* The owner of the batches a request makes or sees (SPEC §8: with tokens, a batch belongs
+ * to the token that submitted it): the SHA-256 of its bearer token into OUT, so that no
+ * token is ever stored. Returns AUTH_OWNER_SIZE, or 0 when no token is configured (every
+ * batch is then everyone's). Call after auth_check accepted AUTHORIZATION. */
+#define AUTH_OWNER_SIZE 32
+size_t auth_owner(const struct auth *a, const char *authorization, uint8_t out[AUTH_OWNER_SIZE]);
+
 /* The Access-Control-Allow-Origin value for a request's Origin header (may be NULL):
  * ORIGIN itself when it is allowed, "*" for a wildcard policy, or NULL when no CORS header
  * should be sent. Returns a borrowed pointer (into A or ORIGIN). */
@@ -43,9 +51,11 @@ const char *auth_cors_allow_origin(const struct auth *a, const char *origin);
 
 /* The fixed CORS headers: methods and request headers a preflight may ask for, headers a
  * browser script may read, and how long a preflight may be cached. */
-#define AUTH_CORS_ALLOW_METHODS "GET, POST, OPTIONS"
-#define AUTH_CORS_ALLOW_HEADERS "Authorization, Content-Type, Accept, X-Request-Id"
-#define AUTH_CORS_EXPOSE_HEADERS "X-Request-Id, Retry-After, Content-Location"
+#define AUTH_CORS_ALLOW_METHODS "GET, POST, DELETE, OPTIONS"
+#define AUTH_CORS_ALLOW_HEADERS                                                                    \
+    "Authorization, Content-Type, Accept, X-Request-Id, Prefer, Idempotency-Key, Last-Event-ID"
+#define AUTH_CORS_EXPOSE_HEADERS                                                                   \
+    "X-Request-Id, Retry-After, Content-Location, Location, Preference-Applied"
 #define AUTH_CORS_MAX_AGE "600"
 
 #endif

@@ -42,6 +42,13 @@ static const struct cfg_opt cfg_opts[] = {
           "folder image inputs {\"path\": ...} are read from; none = path inputs refused"),
     OPT_S("output-dir", "BATCHD_OUTPUT_DIR", output_dir, "",
           "folder for output \"path\" results (default: DATA_DIR/out)"),
+    OPT_S("state-dir", "BATCHD_STATE_DIR", state_dir, "./batchd-state",
+          "folder of the store of stored batches (SQLite); one server per folder, apart from "
+          "--data-dir and --output-dir"),
+    OPT_N("result-ttl", "BATCHD_RESULT_TTL", CFG_MS, result_ttl_ms, "24h",
+          "how long a stored batch and its results are kept after it ends; then 410"),
+    OPT_N("max-stored-bytes", "BATCHD_MAX_STORED_BYTES", CFG_BYTES, max_stored_bytes, "10GiB",
+          "bytes the store may hold (specs, inputs, results); past it, new stored batches 507"),
     OPT_N("max-body", "BATCHD_MAX_BODY", CFG_BYTES, max_body_bytes, "1GiB",
           "largest request body"),
     OPT_S("max-upload-memory", "BATCHD_MAX_UPLOAD_MEMORY", max_upload_memory_arg, "auto",
@@ -87,7 +94,7 @@ static const struct cfg_opt cfg_opts[] = {
 
 #define CFG_NOPTS (sizeof cfg_opts / sizeof cfg_opts[0])
 
-/* "1GiB", "512MB", "4096" -> bytes; "60s", "500ms", "2m" -> milliseconds. */
+/* "1GiB", "512MB", "4096" -> bytes; "60s", "500ms", "2m", "24h" -> milliseconds. */
 static int parse_number(enum cfg_kind kind, const char *s, uint64_t *out)
 {
     char *end = NULL;
@@ -122,6 +129,8 @@ static int parse_number(enum cfg_kind kind, const char *s, uint64_t *out)
             mul = 1000;
         } else if (strcmp(end, "m") == 0) {
             mul = 60000;
+        } else if (strcmp(end, "h") == 0) {
+            mul = 3600000;
         } else {
             return -1;
         }
@@ -258,6 +267,48 @@ static int check_output_dir(const struct config *cfg, FILE *err)
                 "inputs; give it a folder of its own (the default is DATA_DIR/out)\n",
                 cfg->output_dir);
         return -1;
+    }
+    return 0;
+}
+
+/* 1 if the canonical folder INNER is OUTER or inside it. */
+static int dir_within(const char *inner, const char *outer)
+{
+    size_t n = strlen(outer);
+    return strcmp(outer, "/") == 0 ||
+           (strncmp(inner, outer, n) == 0 && (inner[n] == '\0' || inner[n] == '/'));
+}
+
+/* The store's folder holds its database, WAL and lock: it must not be, hold or be inside
+ * the folder inputs are read from or outputs written to (a job could read the database as
+ * an input or an output replace it, and expiry cleans only its own files). */
+static int check_state_dir(const struct config *cfg, FILE *err)
+{
+    char state[PATH_MAX], other[PATH_MAX];
+    if (cfg->state_dir[0] == '\0') {
+        fprintf(err, "batchd: --state-dir must name a folder\n");
+        return -1;
+    }
+    if (canonical_dir(cfg->state_dir, state) != 0) {
+        return 0; /* not a folder that can be made: the store says why at start */
+    }
+    static const struct {
+        const char *flag;
+        size_t offset;
+    } others[] = {{"--data-dir", offsetof(struct config, data_dir)},
+                  {"--output-dir", offsetof(struct config, output_dir)}};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        const char *dir = (const char *)cfg + others[i].offset;
+        if (dir[0] == '\0' || canonical_dir(dir, other) != 0) {
+            continue;
+        }
+        if (dir_within(state, other) || dir_within(other, state)) {
+            fprintf(err,
+                    "batchd: --state-dir (%s) is %s (%s), inside it or holds it: the store's "
+                    "database must not mix with inputs or outputs; give it a folder of its own\n",
+                    cfg->state_dir, others[i].flag, dir);
+            return -1;
+        }
     }
     return 0;
 }
@@ -411,7 +462,11 @@ int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
     if (cfg->output_dir[0] == '\0' && cfg->data_dir[0] != '\0') {
         snprintf(cfg->output_dir, sizeof cfg->output_dir, "%.4000s/out", cfg->data_dir);
     }
-    if (check_output_dir(cfg, err) != 0) {
+    if (check_output_dir(cfg, err) != 0 || check_state_dir(cfg, err) != 0) {
+        return -1;
+    }
+    if (cfg->result_ttl_ms == 0 || cfg->result_ttl_ms > 100ull * 366 * 24 * 3600 * 1000) {
+        fprintf(err, "batchd: --result-ttl must be between 1ms and 100 years\n");
         return -1;
     }
     return 0;

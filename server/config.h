@@ -14,6 +14,9 @@ struct config {
     int workers;          /* resolved */
     char data_dir[4096];
     char output_dir[4096];
+    char state_dir[4096];      /* the store (SPEC §8) */
+    uint64_t result_ttl_ms;    /* kept this long after a stored batch ends */
+    uint64_t max_stored_bytes; /* the store's cap: past it, 507 */
     char modules[8192]; /* --module paths, ':'-separated (the flag repeats) */
     uint64_t max_body_bytes;
     char max_upload_memory_arg[32]; /* "auto" or a size, as given */

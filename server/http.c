@@ -8,6 +8,7 @@
 #include "../api/torture.h"
 #include "../workers/ipc.h"
 #include "auth.h"
+#include "batches.h"
 #include "body.h"
 #include "conn.h"
 #include "console.h"
@@ -15,8 +16,10 @@
 #include "log.h"
 #include "observe.h"
 #include "reply.h"
+#include "results.h"
 #include "routes.h"
 #include "stream.h"
+#include "submit.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -44,7 +47,8 @@ struct route_row {
 };
 
 static const struct route_row routes[] = {
-    {body_start, stream_start, {"/v1/batches", ROUTE_BATCHES, "POST, OPTIONS"}},
+    {batches_collection, stream_start, {"/v1/batches", ROUTE_BATCHES, "GET, POST, OPTIONS"}},
+    {batches_item, NULL, {"/v1/batches/*", ROUTE_BATCH, "GET, DELETE, OPTIONS"}},
     {routes_ops, NULL, {"/v1/ops", ROUTE_OPS, "GET, HEAD, OPTIONS"}},
     {routes_healthz, NULL, {"/healthz", ROUTE_HEALTHZ, "GET, HEAD"}},
     {routes_readyz, NULL, {"/readyz", ROUTE_READYZ, "GET, HEAD"}},
@@ -112,12 +116,6 @@ static void request_make_id(struct request *r, struct MHD_Connection *c)
     snprintf(r->id, sizeof r->id, "%016llx", (unsigned long long)x);
 }
 
-static int auth_ok(struct server *s, struct MHD_Connection *c)
-{
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    return auth_check(s->auth, h) == 0;
-}
-
 /* A new request on C (freed in on_completed), or NULL. */
 static struct request *request_create(struct server *s, struct MHD_Connection *c,
                                       const char *method)
@@ -162,9 +160,11 @@ static enum MHD_Result serve_headers(struct request *r, const char *url, const c
     if (strcmp(method, "OPTIONS") == 0) {
         return reply_options(r, rr->m.allow);
     }
-    if (auth_required(r->srv->auth, method, rr->m.path) && !auth_ok(r->srv, r->conn)) {
+    const char *authz = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    if (auth_required(r->srv->auth, method, rr->m.path) && auth_check(r->srv->auth, authz) != 0) {
         return reply_error(r, -BATCHD_E_UNAUTHORIZED, NULL, NULL);
     }
+    r->owner_len = auth_owner(r->srv->auth, authz, r->owner);
     return rr->handler(r);
 }
 
@@ -180,6 +180,12 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
         }
         *con_cls = r;
         return serve_headers(r, url, method);
+    }
+    if (r->resume_fn != NULL) {
+        /* It slept while the store wrote (SPEC §8): now it is answered. */
+        route_fn fn = r->resume_fn;
+        r->resume_fn = NULL;
+        return fn(r);
     }
     if (*upload_data_size > 0) {
         /* After a malformed part the rest (bounded by its Content-Length or --max-body) is
@@ -239,6 +245,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
     observe_request_done(r);
     body_done(r);
+    submit_finish(r);
+    batches_finish(r);
+    results_finish(r);
     stream_finish(r);
     if (r->tortured) {
         /* A request that made fewer allocations than N leaves the count armed: the failure

@@ -10,6 +10,8 @@
 #include "../workers/dispatch.h"
 #include "config.h"
 #include "loop.h"
+#include "prepared.h"
+#include "results.h"
 #include "upload.h"
 #include "writer.h"
 
@@ -21,9 +23,14 @@ struct server {
     struct MHD_Daemon *mhd;
     struct dispatch *dispatch;
     struct store *store; /* SPEC §8's stored batches (server.c opens it; stored.c uses it) */
+    struct sbatch *stored_list; /* stored batches live here, oldest first (stored.c) */
+    struct request *followers;  /* result streams waiting for a stored batch (results.c) */
     struct loop *loop; /* server.c */
     int sigfd;
     struct loop_watch w_mhd, w_dispatch, w_signal; /* server.c */
+    struct loop_watch w_store;                     /* server.c: store_fd */
+    uint64_t store_expire_ns;    /* when server.c next asks the store to expire (monotonic) */
+    uint64_t store_expire_every; /* ns between those */
     uint16_t port;
     int draining;
     int stop;
@@ -48,6 +55,7 @@ struct server {
 enum route {
     ROUTE_NONE,
     ROUTE_BATCHES,
+    ROUTE_BATCH,
     ROUTE_OPS,
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
@@ -58,13 +66,6 @@ enum route {
 struct request;
 /* A route's handler (http.c's table): queues the answer, or returns MHD_YES to read on. */
 typedef enum MHD_Result (*route_fn)(struct request *r);
-
-/* Where a job's image bytes are in the upload's memfd (len 0: none). */
-struct stream_blob {
-    uint64_t off, len;
-    const char *name; /* borrowed from the upload */
-    char *out_name;   /* owned: the stem of its output "path" files (api/outname.h), or NULL */
-};
 
 struct request {
     struct server *srv;
@@ -85,11 +86,7 @@ struct request {
     int body_watched; /* its connection watches the socket for the client's close (body.c) */
     int peer_closed;  /* the client closed while its body was still being read */
     /* the batch */
-    struct batch_spec spec;
-    const struct op *op;       /* the batch's op, or NULL when jobs name their own */
-    const struct op **job_ops; /* per job, for the jobs form */
-    struct stream_blob *blobs; /* per job, for image bytes in the upload's memfd */
-    json_t *empty_upload;      /* the input of an empty file part: {"data": ""} */
+    struct prepared prep; /* its spec, ops and blobs (prepared.c) */
     struct dispatch_batch *batch;
     char batch_id[STORE_ID_SIZE]; /* its id (SPEC §8), made when the batch is accepted */
     struct writer writer;
@@ -101,6 +98,20 @@ struct request {
     int client_gone; /* the client hung up: end the stream with an error */
     uint64_t bytes_out;
     struct request *stream_prev, *stream_next; /* in srv->stream_list while streaming */
+    /* SPEC §8 */
+    uint8_t owner[32];            /* who its batches belong to: a hash of its token (http.c) */
+    size_t owner_len;             /* 0: no tokens configured */
+    struct submit_wait *wait;     /* a store write it waits for (submit.c, batches.c) */
+    route_fn resume_fn;           /* runs when it is resumed after that wait (http.c) */
+    int wait_rc;                  /* the store's answer to that write */
+    struct request **forget_slot; /* a DELETE's forget in flight (batches.c) */
+    int async;                    /* SPEC §8 async: answered 202 */
+    struct results_state res;     /* a stored batch's results stream (results.c) */
+    struct request *follow_next;  /* in srv->followers while waiting for results */
+    uint64_t progress_last_ns;    /* a streamed batch's last progress line (stream.c) */
+    uint64_t n_ok, n_failed;      /* a streamed batch's results so far (stream.c) */
+    int cancelled;                /* a streamed batch was cancelled (stream.c) */
+    int streaming;                /* in srv->stream_list (stream.c) */
 };
 
 #endif

@@ -331,6 +331,47 @@ static int render_gauge(struct buf *out, const char *name, const char *help, con
     return put_value(out, v);
 }
 
+/* The store's figures: size, queue, commits (a summary: its quantiles come from the
+ * store's own histogram) and its batches by state. */
+static int render_store(struct buf *out, const struct metrics_gauges *g)
+{
+    static const char *const states[] = {"queued", "running", "done", "cancelled"};
+    if (render_gauge(out, "batchd_store_bytes",
+                     "Bytes the store holds (batch documents, uploaded inputs, results, "
+                     "summaries), as counted against --max-stored-bytes",
+                     "gauge", (double)g->store_bytes) != 0 ||
+        render_gauge(out, "batchd_store_pending_rows",
+                     "Results queued for the store and not yet committed", "gauge",
+                     (double)g->store_pending_rows) != 0 ||
+        render_gauge(out, "batchd_store_rows_total", "Results committed to the store since start",
+                     "counter", (double)g->store_rows) != 0 ||
+        render_gauge(out, "batchd_store_commits_total",
+                     "Write transactions the store committed since start (each one fsync)",
+                     "counter", (double)g->store_commits) != 0 ||
+        buf_printf(out, "# HELP batchd_store_commit_seconds Time a store write transaction took to "
+                        "commit (fsync included), since start\n"
+                        "# TYPE batchd_store_commit_seconds summary\n") != 0 ||
+        buf_adds(out, "batchd_store_commit_seconds{quantile=\"0.5\"}") != 0 ||
+        put_value(out, g->store_commit_p50_s) != 0 ||
+        buf_adds(out, "batchd_store_commit_seconds{quantile=\"0.99\"}") != 0 ||
+        put_value(out, g->store_commit_p99_s) != 0 ||
+        buf_adds(out, "batchd_store_commit_seconds_sum") != 0 ||
+        put_value(out, g->store_commit_sum_s) != 0 ||
+        buf_adds(out, "batchd_store_commit_seconds_count") != 0 ||
+        put_value(out, (double)g->store_commits) != 0 ||
+        buf_printf(out, "# HELP batchd_stored_batches Stored batches (SPEC 8), by state\n"
+                        "# TYPE batchd_stored_batches gauge\n") != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
+        if (buf_printf(out, "batchd_stored_batches{state=\"%s\"} %llu\n", states[i],
+                       (unsigned long long)g->stored_batches[i]) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int metrics_render(const struct metrics *m, const struct metrics_gauges *g, struct buf *out)
 {
     for (size_t f = 0; f < METRICS_FAMILY_COUNT; f++) {
@@ -348,8 +389,9 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, stru
             }
         }
     }
-    if (render_gauge(out, "batchd_queue_depth", "Jobs accepted and not yet finished (queued or running)",
-                     "gauge", (double)g->queue_depth) != 0 ||
+    if (render_gauge(out, "batchd_queue_depth",
+                     "Jobs accepted and not yet finished (queued or running)", "gauge",
+                     (double)g->queue_depth) != 0 ||
         render_gauge(out, "batchd_batches_in_flight", "Batches accepted and not yet ended", "gauge",
                      (double)g->batches_in_flight) != 0 ||
         buf_printf(out,
@@ -364,6 +406,7 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, stru
                      "gauge", (double)g->upload_bytes_held) != 0 ||
         render_gauge(out, "batchd_draining", "1 while the server drains after SIGTERM", "gauge",
                      g->draining ? 1 : 0) != 0 ||
+        render_store(out, g) != 0 ||
         render_gauge(out, "process_start_time_seconds",
                      "Start time of the process since the Unix epoch in seconds", "gauge",
                      m->start_time) != 0) {

@@ -45,6 +45,15 @@ struct metrics_gauges {
     uint64_t batches_in_flight; /* batches accepted and not yet ended */
     int draining;               /* 1 once SIGTERM started the drain */
     uint64_t upload_bytes_held; /* request body bytes reserved (--max-upload-memory) */
+    /* The store (SPEC §8), from store_stats_get and store_batch_counts. */
+    uint64_t store_bytes;        /* held, as counted against --max-stored-bytes */
+    uint64_t store_pending_rows; /* results queued, not yet committed */
+    uint64_t store_rows;         /* results committed since start */
+    uint64_t store_commits;      /* write transactions committed since start */
+    double store_commit_p50_s;   /* commit time quantiles, since start */
+    double store_commit_p99_s;   /* ... */
+    double store_commit_sum_s;   /* every commit's time, summed */
+    uint64_t stored_batches[4];  /* by state: queued, running, done, cancelled */
 };
 
 struct metrics;

@@ -25,26 +25,13 @@ void observe_stop(struct server *s)
     s->metrics = NULL;
 }
 
-/* The batch's op label: its op, "mixed" for a jobs list, "none" before it was parsed. */
-static const char *batch_op_label(const struct request *r)
+void observe_job(struct server *s, const struct prepared *p, const struct job_result *res)
 {
-    if (r->op != NULL) {
-        return r->op->name;
-    }
-    return r->job_ops != NULL ? "mixed" : "none";
-}
-
-void observe_job(struct request *r, const struct job_result *res)
-{
-    struct metrics *m = r->srv->metrics;
-    const struct op *op = r->op;
-
+    struct metrics *m = s->metrics;
     if (m == NULL) {
         return;
     }
-    if (op == NULL && r->job_ops != NULL && res->index < r->spec.njobs) {
-        op = r->job_ops[res->index];
-    }
+    const struct op *op = prepared_op_of(p, res->index);
     const char *name = op != NULL ? op->name : "none";
     metrics_add(m, METRICS_JOBS, name, res->err == 0 ? "ok" : batchd_err_name(res->err), 1);
     if (res->start_ns != 0 && res->end_ns >= res->start_ns) {
@@ -52,16 +39,14 @@ void observe_job(struct request *r, const struct job_result *res)
     }
 }
 
-void observe_block(struct request *r, uint64_t index, uint64_t count, uint64_t busy_ns)
+void observe_block(struct server *s, const struct prepared *p, uint64_t index, uint64_t count,
+                   uint64_t busy_ns)
 {
-    struct metrics *m = r->srv->metrics;
+    struct metrics *m = s->metrics;
     if (m == NULL || count == 0) {
         return;
     }
-    const struct op *op = r->op;
-    if (op == NULL && r->job_ops != NULL && index < r->spec.njobs) {
-        op = r->job_ops[index]; /* a block holds jobs of one op */
-    }
+    const struct op *op = prepared_op_of(p, index); /* a block holds jobs of one op */
     const char *name = op != NULL ? op->name : "none";
     metrics_add(m, METRICS_JOBS, name, "ok", (double)count);
     /* Timed as a whole: each job counts with the block's mean duration. */
@@ -87,7 +72,7 @@ void observe_request_done(struct request *r)
         if (r->status == 200) {
             outcome = r->done ? "completed" : (r->client_gone ? "cancelled" : "cut");
         }
-        metrics_add(m, METRICS_BATCHES, batch_op_label(r), outcome, 1);
+        metrics_add(m, METRICS_BATCHES, prepared_op_label(&r->prep), outcome, 1);
     }
 }
 
@@ -112,6 +97,24 @@ int observe_render(struct server *s, struct buf *out)
     g.batches_in_flight = (uint64_t)dispatch_batches(s->dispatch);
     g.upload_bytes_held = s->upload_held;
     g.draining = s->draining;
+    if (s->store != NULL) {
+        struct store_stats ss;
+        uint64_t by_state[STORE_NSTATES];
+        store_stats_get(s->store, &ss);
+        g.store_bytes = ss.bytes;
+        g.store_pending_rows = ss.pending_rows;
+        g.store_rows = ss.rows;
+        g.store_commits = ss.flushes;
+        g.store_commit_p50_s = store_stats_quantile_ms(&ss, 0.5) / 1000.0;
+        g.store_commit_p99_s = store_stats_quantile_ms(&ss, 0.99) / 1000.0;
+        g.store_commit_sum_s = ss.flush_total_ms / 1000.0;
+        if (store_batch_counts(s->store, by_state) == 0) {
+            static const int shown[] = {STORE_QUEUED, STORE_RUNNING, STORE_DONE, STORE_CANCELLED};
+            for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
+                g.stored_batches[i] = by_state[shown[i]];
+            }
+        }
+    }
     return metrics_render(s->metrics, &g, out);
 }
 

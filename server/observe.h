@@ -15,13 +15,15 @@ int observe_start(struct server *s);
 /* Frees it. Safe to call when observe_start failed or never ran. */
 void observe_stop(struct server *s);
 
-/* One job of R's batch ended with RES (called once per job, as results arrive). */
-void observe_job(struct request *r, const struct job_result *res);
+struct prepared;
+/* One job of batch P ended with RES (called once per job, as results arrive). */
+void observe_job(struct server *s, const struct prepared *p, const struct job_result *res);
 
 /* R is over (completed callback): counts the request, its bytes, and for a batch its
  * outcome (completed, refused, cancelled, cut). */
-/* COUNT successful jobs of R answered as one block, BUSY_NS their summed run time. */
-void observe_block(struct request *r, uint64_t index, uint64_t count, uint64_t busy_ns);
+/* COUNT successful jobs of batch P answered as one block, BUSY_NS their summed run time. */
+void observe_block(struct server *s, const struct prepared *p, uint64_t index, uint64_t count,
+                   uint64_t busy_ns);
 void observe_request_done(struct request *r);
 
 /* Appends the GET /metrics exposition to OUT. Returns 0, or -1 (answer 500). */

@@ -66,7 +66,10 @@ enum MHD_Result reply_error_allow(struct request *r, int err, const char *messag
     if (status == 0) {
         status = 500;
     }
-    int retry = (err == -BATCHD_E_OVERLOADED || err == -BATCHD_E_DRAINING) ? 1 : 0;
+    int retry = (err == -BATCHD_E_OVERLOADED || err == -BATCHD_E_DRAINING ||
+                 err == -BATCHD_E_STORE_UNAVAILABLE)
+                    ? 1
+                    : (err == -BATCHD_E_STORE_FULL ? 60 : 0);
     if (log_enabled(LOG_DEBUG)) {
         char st[16];
         snprintf(st, sizeof st, "%d", status);

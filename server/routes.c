@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 enum MHD_Result routes_ops(struct request *r)
 {
@@ -25,15 +26,37 @@ enum MHD_Result routes_healthz(struct request *r)
     return reply_buffer(r, 200, "application/json", body, strlen(body), NULL, 0);
 }
 
+/* "ok" when the store can take writes, else why not: the code of a background write that
+ * failed and has not been followed by a commit yet (full, unwritable, io...), or
+ * "read_only" when the state dir's file system was remounted read-only. Static. */
+static const char *routes_store_state(struct server *s)
+{
+    if (s->store == NULL) {
+        return "closed";
+    }
+    struct store_stats st;
+    store_stats_get(s->store, &st);
+    if (st.write_error != 0) {
+        return store_err_name(st.write_error);
+    }
+    struct statvfs vfs;
+    if (statvfs(s->cfg.state_dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY) != 0) {
+        return "read_only";
+    }
+    return "ok";
+}
+
 enum MHD_Result routes_readyz(struct request *r)
 {
     struct server *s = r->srv;
     char body[512];
     int up = dispatch_workers_up(s->dispatch), want = dispatch_workers(s->dispatch);
-    int ready = !s->draining && up == want;
+    const char *store = routes_store_state(s);
+    int ready = !s->draining && up == want && strcmp(store, "ok") == 0;
     snprintf(body, sizeof body,
-             "{\"status\":\"%s\",\"workers\":%d,\"workers_up\":%d,\"draining\":%s}\n",
-             ready ? "ready" : "not_ready", want, up, s->draining ? "true" : "false");
+             "{\"status\":\"%s\",\"workers\":%d,\"workers_up\":%d,\"draining\":%s,"
+             "\"store\":\"%s\"}\n",
+             ready ? "ready" : "not_ready", want, up, s->draining ? "true" : "false", store);
     return reply_buffer(r, ready ? 200 : 503, "application/json", body, strlen(body), NULL,
                         ready ? 0 : 1);
 }

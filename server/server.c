@@ -1,7 +1,8 @@
 /* The one place that owns start and stop order: signals and the worker environment before
- * any thread, the op table and auth, metrics, the workers, the HTTP listener, the event
- * loop and what each turn runs; drain on the first SIGTERM, stop on the second; cleanup in
- * reverse. What each part does is its own file's (http.c, conn.c, dispatch, loop.c). */
+ * any thread, the op table and auth, the store, metrics, the workers, the HTTP listener, the
+ * event loop and what each turn runs (the store's expiry timer too), the stored batches
+ * resumed; drain on the first SIGTERM, stop on the second; cleanup in reverse. What each
+ * part does is its own file's (http.c, conn.c, dispatch, loop.c, store/, stored.c). */
 #include "server.h"
 
 #include "../workers/ipc.h"
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "loop.h"
 #include "observe.h"
+#include "stored.h"
 #include "stream.h"
 
 #include <errno.h>
@@ -23,6 +25,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 /* What every worker is given at spawn (the pool's CONFIG frame): the server's limits and
@@ -83,9 +86,72 @@ static void server_on_signal(struct loop_watch *w, uint32_t events)
     }
 }
 
-/* The event loop and its three fds of the server's own: libmicrohttpd's epoll fd and the
- * dispatcher's only wake the loop (each turn runs both), the signalfd has its callback.
- * Client sockets are added by conn.c. Returns 0 or -1. */
+/* A write of the store failed in the background (it retries): logged. Called on the store's
+ * writer thread, so it only writes a log line (one write(2)); /readyz reads the state from
+ * store_stats. */
+static void server_store_error(void *arg, int rc, const char *message)
+{
+    (void)arg;
+    log_event("error", "store_error", "code", store_err_name(rc), "message", message, NULL);
+}
+
+/* Opens the store in --state-dir. A store that cannot open (unwritable, full, damaged, held
+ * by another batchd) refuses the start with one line naming the dir and the cause: never
+ * start on an empty store beside the real one. Returns 0, or -1 (logged). */
+static int server_store_open(struct server *s)
+{
+    struct store_config sc = {
+        .state_dir = s->cfg.state_dir,
+        .max_bytes = s->cfg.max_stored_bytes,
+        .result_ttl_ms = (int64_t)s->cfg.result_ttl_ms,
+        .on_progress = stored_on_progress,
+        .on_error = server_store_error,
+        .arg = s,
+    };
+    char err[1024] = "";
+    int rc = store_open(&sc, &s->store, err, sizeof err);
+    if (rc != 0) {
+        log_event("error", "startup", "state_dir", s->cfg.state_dir, "code", store_err_name(rc),
+                  "message", err[0] != '\0' ? err : store_err_message(rc), NULL);
+        s->store = NULL;
+        return -1;
+    }
+    /* Expiry runs every quarter of the ttl, between 250 ms and 30 s, so that a short ttl
+     * (tests) expires within about 1.25 ttl; the first one at once, for what expired while
+     * the server was down. */
+    uint64_t every = s->cfg.result_ttl_ms / 4;
+    every = every < 250 ? 250 : (every > 30000 ? 30000 : every);
+    s->store_expire_every = every * 1000000u;
+    s->store_expire_ns = ipc_now_ns();
+    return 0;
+}
+
+/* The store has outcomes waiting (commits, creations): they run now. */
+static void server_on_store(struct loop_watch *w, uint32_t events)
+{
+    struct server *s = w->ud;
+    (void)events;
+    store_dispatch(s->store);
+}
+
+/* The expiry timer: when due, queues the expiry of every batch past its ttl. */
+static void server_store_tick(struct server *s)
+{
+    uint64_t now = ipc_now_ns();
+    if (s->store == NULL || now < s->store_expire_ns) {
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (store_expire(s->store, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000) != 0) {
+        log_event("warn", "store_expire", "message", "out of memory: expiry put off", NULL);
+    }
+    s->store_expire_ns = now + s->store_expire_every;
+}
+
+/* The event loop and its four fds of the server's own: libmicrohttpd's epoll fd and the
+ * dispatcher's only wake the loop (each turn runs both), the signalfd and the store's fd
+ * have their callbacks. Client sockets are added by conn.c. Returns 0 or -1. */
 static int server_watch(struct server *s)
 {
     s->loop = loop_create();
@@ -95,16 +161,18 @@ static int server_watch(struct server *s)
     loop_watch_init(&s->w_mhd, http_epoll_fd(s), NULL, s);
     loop_watch_init(&s->w_dispatch, dispatch_fd(s->dispatch), NULL, s);
     loop_watch_init(&s->w_signal, s->sigfd, server_on_signal, s);
+    loop_watch_init(&s->w_store, store_fd(s->store), server_on_store, s);
     if (loop_add(s->loop, &s->w_mhd, EPOLLIN) != 0 ||
         loop_add(s->loop, &s->w_dispatch, EPOLLIN) != 0 ||
-        loop_add(s->loop, &s->w_signal, EPOLLIN) != 0) {
+        loop_add(s->loop, &s->w_signal, EPOLLIN) != 0 ||
+        loop_add(s->loop, &s->w_store, EPOLLIN) != 0) {
         return -1;
     }
     return 0;
 }
 
-/* The op table, auth, metrics, the workers, the listener and the loop, in that order.
- * Returns 0, or -1 (logged). */
+/* The op table, auth, the store, metrics, the workers, the listener and the loop, then the
+ * stored batches resumed, in that order. Returns 0, or -1 (logged). */
 static int server_start(struct server *s)
 {
     json_t *ops = ops_describe();
@@ -115,6 +183,9 @@ static int server_start(struct server *s)
     s->auth = auth_create(s->cfg.auth_token_file, s->cfg.cors_origin, aerr, sizeof aerr);
     if (s->auth == NULL) {
         log_event("error", "startup", "message", aerr, NULL);
+        return -1;
+    }
+    if (server_store_open(s) != 0) {
         return -1;
     }
     s->id_salt = ipc_now_ns() ^ ((uint64_t)getpid() << 32);
@@ -146,11 +217,16 @@ static int server_start(struct server *s)
         log_event("error", "startup", "message", "cannot set up the event loop", NULL);
         return -1;
     }
+    if (stored_resume(s) != 0) {
+        log_event("error", "startup", "state_dir", s->cfg.state_dir, "message",
+                  "cannot read the unfinished batches of the store", NULL);
+        return -1;
+    }
     return 0;
 }
 
-/* How long the loop may sleep: the nearest of the dispatcher's, MHD's and the connections'
- * timers; 50 ms at most while draining, to notice the end. */
+/* How long the loop may sleep: the nearest of the dispatcher's, MHD's, the connections' and
+ * the store expiry's timers; 50 ms at most while draining, to notice the end. */
 static int server_timeout_ms(const struct server *s)
 {
     int timeout = dispatch_timeout_ms(s->dispatch);
@@ -162,16 +238,24 @@ static int server_timeout_ms(const struct server *s)
     if (cto >= 0 && (timeout < 0 || cto < timeout)) {
         timeout = cto;
     }
+    if (s->store != NULL) {
+        uint64_t now = ipc_now_ns();
+        uint64_t ms = s->store_expire_ns > now ? (s->store_expire_ns - now + 999999) / 1000000 : 0;
+        if (timeout < 0 || ms < (uint64_t)timeout) {
+            timeout = (int)ms;
+        }
+    }
     if (s->draining && (timeout < 0 || timeout > 50)) {
         timeout = 50;
     }
     return timeout;
 }
 
-/* 1 when a drain is over: every stream and batch done, or the grace period gone. */
+/* 1 when a drain is over: every stream and batch done, or the grace period gone. Stored
+ * batches are not waited for: they carry on after a restart. */
 static int server_drained(struct server *s)
 {
-    if (s->streams == 0 && dispatch_batches(s->dispatch) == 0) {
+    if (s->streams == 0 && dispatch_batches(s->dispatch) <= stored_running(s)) {
         log_event("info", "shutdown", "message", "drained", NULL);
         return 1;
     }
@@ -204,6 +288,8 @@ int server_run(struct server *s)
             break;
         }
         conn_enforce(s);
+        server_store_tick(s);
+        stored_pump(s); /* stored batches that wait for room in the dispatcher */
         dispatch_run(s->dispatch);
         http_run(s);
         if (s->draining && server_drained(s)) {
@@ -228,9 +314,20 @@ void server_cleanup(struct server *s)
         }
         http_flush(s, ipc_now_ns() + 2000000000u);
     }
+    /* The stored batches' dispatcher batches go first (their jobs without a recorded result
+     * run again on the next start), then the dispatcher; the store closes last, once nothing
+     * holds a handle: it commits what is queued. */
+    if (s->store != NULL) {
+        stored_stop_all(s);
+    }
     dispatch_destroy(s->dispatch);
     s->dispatch = NULL;
     http_stop(s);
+    if (s->loop != NULL) {
+        loop_remove(s->loop, &s->w_store);
+    }
+    store_close(s->store);
+    s->store = NULL;
     loop_destroy(s->loop);
     s->loop = NULL;
     if (s->sigfd >= 0) {

@@ -1,28 +1,459 @@
-/* Stored batches on the server side (SPEC §8). */
+/* Stored batches on the server side (SPEC §8). A stored batch runs from what the store holds,
+ * never from the request that sent it: a new batch is read back from the store once its
+ * creation commits, exactly as an unfinished one is after a restart, so both take one path.
+ * Its results go to the store (the store gives them their seq); the streams that follow it
+ * read them back from there when the store says they are committed. */
 #include "stored.h"
 
 #include "internal.h"
+#include "log.h"
+#include "observe.h"
+#include "results.h"
 
-void stored_on_progress(void *arg, const char *id, uint64_t committed_seq)
+#include "../api/errors.h"
+#include "../api/jsonw.h"
+#include "../workers/ipc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct sbatch {
+    struct server *srv;
+    struct sbatch *next;
+    char id[STORE_ID_SIZE];
+    char request_id[128];
+    struct store_batch *sb; /* the store's handle while results go in */
+    struct upload *upload;  /* rebuilt from the store */
+    struct prepared prep;
+    uint64_t *todo; /* the job indexes this run covers (a restart), or NULL: all */
+    int64_t *ints;  /* their integer inputs, for the dispatcher's fast path */
+    uint64_t ntodo;
+    struct dispatch_batch *db; /* NULL: waiting for room in the dispatcher, or ended */
+    struct writer writer;      /* formats one result line */
+    struct buf line;
+    uint64_t njobs, ok, failed;
+    int64_t created_ms;
+    uint64_t started_ns;
+    int cancel; /* a cancel was asked (DELETE, or recorded before a restart) */
+    int ended;  /* its end is queued in the store, not yet committed: it stays listed until
+                 * then, so that its status never goes back to running */
+};
+
+static int64_t wall_ms(void)
 {
-    (void)arg;
-    (void)id;
-    (void)committed_seq;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sbatch_free(struct sbatch *b)
+{
+    struct sbatch **pp = &b->srv->stored_list;
+    while (*pp != NULL && *pp != b) {
+        pp = &(*pp)->next;
+    }
+    if (*pp == b) {
+        *pp = b->next;
+    }
+    store_batch_release(b->sb);
+    prepared_cleanup(&b->prep);
+    upload_destroy(b->upload);
+    writer_cleanup(&b->writer);
+    buf_cleanup(&b->line);
+    free(b->todo);
+    free(b->ints);
+    free(b);
+}
+
+static struct sbatch *sbatch_find(const struct server *s, const char *id)
+{
+    for (struct sbatch *b = s->stored_list; b != NULL; b = b->next) {
+        if (strcmp(b->id, id) == 0) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- results into the store */
+
+/* Queues the line in b->line (without its newline) as job INDEX's result. */
+static void sbatch_record(struct sbatch *b, uint64_t index, int ok, const char *line, size_t len)
+{
+    int rc = store_result_add(b->sb, (uint32_t)index, ok, line, len);
+    if (rc == STORE_E_DUPLICATE) {
+        return; /* recorded before: the store keeps the first (it cannot happen twice here) */
+    }
+    if (rc != 0) {
+        log_event("error", "store", "batch", b->id, "message", store_err_message(rc), NULL);
+        return;
+    }
+    b->ok += ok ? 1 : 0;
+    b->failed += ok ? 0 : 1;
+}
+
+static void sbatch_on_result(void *ud, const struct job_result *res)
+{
+    struct sbatch *b = ud;
+    struct job_result r = *res;
+    r.index = b->todo != NULL ? b->todo[res->index] : res->index;
+    observe_job(b->srv, &b->prep, &r);
+    buf_reset(&b->line);
+    if (writer_result(&b->writer, &b->line, &r) != 0 || buf_len(&b->line) == 0) {
+        log_event("error", "store", "batch", b->id, "message", "out of memory", NULL);
+        return;
+    }
+    sbatch_record(b, r.index, r.err == 0, buf_data(&b->line), buf_len(&b->line) - 1);
+}
+
+/* Ready-made lines {"index":I,"result":R}\n of jobs INDEX.. (only when todo is NULL, so
+ * that their indexes are the batch's own). */
+static void sbatch_on_block(void *ud, uint64_t index, uint64_t count, const char *text, size_t len,
+                            uint64_t busy_ns)
+{
+    struct sbatch *b = ud;
+    observe_block(b->srv, &b->prep, index, count, busy_ns);
+    const char *p = text, *end = text + len;
+    for (uint64_t k = 0; k < count && p < end; k++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
+        sbatch_record(b, index + k, 1, p, n);
+        p += n + 1;
+    }
+}
+
+/* The summary line of B ({"summary":{...}}, SPEC §4) into b->line. */
+static int sbatch_summary(struct sbatch *b, const struct dispatch_summary *sum)
+{
+    struct buf *o = &b->line;
+    buf_reset(o);
+    int rc = buf_printf(o,
+                        "{\"summary\":{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,"
+                        "\"order\":\"completed\",\"chunksize\":%zu,\"workers\":%d,\"elapsed_ms\":",
+                        (unsigned long long)b->njobs, (unsigned long long)b->ok,
+                        (unsigned long long)b->failed, sum != NULL ? sum->chunksize : 0,
+                        sum != NULL ? sum->workers : 0);
+    rc |= jsonw_double(o, (double)(wall_ms() - b->created_ms));
+    rc |= buf_adds(o, ",\"busy_ms\":");
+    rc |= jsonw_double(o, sum != NULL ? (double)(sum->busy_ns / 1000) / 1000.0 : 0.0);
+    if (b->cancel) {
+        rc |= buf_adds(o, ",\"cancelled\":true");
+    }
+    if (sum != NULL && sum->deadline_hit) {
+        rc |= buf_adds(o, ",\"deadline_exceeded\":true");
+    }
+    rc |= buf_adds(o, ",\"batch\":");
+    rc |= jsonw_cstr(o, b->id);
+    rc |= buf_adds(o, ",\"request_id\":");
+    rc |= jsonw_cstr(o, b->request_id);
+    rc |= buf_adds(o, "}}");
+    return rc;
+}
+
+/* B is over: its summary is queued after its results; B goes once that is committed. */
+static void sbatch_end(struct sbatch *b, const struct dispatch_summary *sum)
+{
+    b->db = NULL;
+    if (sbatch_summary(b, sum) == 0) {
+        store_batch_end(b->sb, b->cancel ? STORE_CANCELLED : STORE_DONE, buf_data(&b->line),
+                        buf_len(&b->line));
+    }
+    log_event("info", "batch_stored_end", "batch", b->id, "state", b->cancel ? "cancelled" : "done",
+              NULL);
+    b->ended = 1;
+    store_batch_release(b->sb);
+    b->sb = NULL;
+    prepared_cleanup(&b->prep);
+    upload_destroy(b->upload);
+    b->upload = NULL;
+}
+
+static void sbatch_on_done(void *ud, const struct dispatch_summary *sum)
+{
+    sbatch_end(ud, sum);
+}
+
+/* The jobs of B without a result fail with ERR and MESSAGE (a cancel before they ran, or a
+ * batch that can no longer be read), and B ends. */
+static void sbatch_fail_rest(struct sbatch *b, int err, const char *message)
+{
+    for (int64_t i = store_batch_next_missing(b->sb, 0); i >= 0;
+         i = store_batch_next_missing(b->sb, (uint32_t)i + 1)) {
+        struct job_result r = {.index = (uint64_t)i, .err = err};
+        r.text = message;
+        r.text_len = strlen(message);
+        buf_reset(&b->line);
+        if (writer_result(&b->writer, &b->line, &r) == 0 && buf_len(&b->line) > 0) {
+            sbatch_record(b, r.index, 0, buf_data(&b->line), buf_len(&b->line) - 1);
+        }
+        if ((uint64_t)i + 1 >= b->njobs) {
+            break;
+        }
+    }
+    sbatch_end(b, NULL);
+}
+
+/* ---------------------------------------------------------------- onto the dispatcher */
+
+static void sbatch_job_at(void *ud, uint64_t i, struct dispatch_job *job)
+{
+    struct sbatch *b = ud;
+    prepared_job_at(&b->prep, b->todo != NULL ? b->todo[i] : i, job);
+}
+
+/* Hands B to the dispatcher. Returns 0, or -1 when it has no room now (B waits). */
+static int sbatch_submit(struct sbatch *b)
+{
+    struct server *s = b->srv;
+    const struct batch_spec *sp = &b->prep.spec;
+    int ints = prepared_all_ints(&b->prep);
+    struct dispatch_batch_desc desc = {
+        .njobs = b->todo != NULL ? b->ntodo : b->njobs,
+        .params = sp->params,
+        .chunksize = (size_t)sp->chunksize,
+        .order = DISPATCH_ORDER_COMPLETED, /* results are recorded as they come */
+        .timeout_ms = sp->timeout_ms >= 0 ? (uint64_t)sp->timeout_ms : s->cfg.job_timeout_ms,
+        .deadline_ms = sp->deadline_ms,
+        .blob_fd = upload_fd(b->upload),
+        .job_at = sbatch_job_at,
+        .ints = ints ? (b->todo != NULL ? b->ints : sp->ints) : NULL,
+        .ints_op = b->prep.op,
+        .on_result = sbatch_on_result,
+        .on_block = b->todo == NULL && !sp->timing ? sbatch_on_block : NULL,
+        .on_done = sbatch_on_done,
+        .ud = b,
+    };
+    int err = 0;
+    b->db = dispatch_submit(s->dispatch, &desc, &err);
+    if (b->db == NULL) {
+        return -1;
+    }
+    b->started_ns = ipc_now_ns();
+    store_batch_start(b->sb);
+    return 0;
+}
+
+/* The jobs of B still without a result, when some have one (a restart). Returns 0 or -1. */
+static int sbatch_find_todo(struct sbatch *b)
+{
+    uint64_t n = 0;
+    for (int64_t i = store_batch_next_missing(b->sb, 0); i >= 0 && (uint64_t)i < b->njobs;
+         i = store_batch_next_missing(b->sb, (uint32_t)i + 1)) {
+        n++;
+        if ((uint64_t)i + 1 >= b->njobs) {
+            break;
+        }
+    }
+    b->ntodo = n;
+    b->todo = malloc((n ? n : 1) * sizeof *b->todo);
+    b->ints = prepared_all_ints(&b->prep) ? malloc((n ? n : 1) * sizeof *b->ints) : NULL;
+    if (b->todo == NULL || (prepared_all_ints(&b->prep) && b->ints == NULL)) {
+        return -1;
+    }
+    n = 0;
+    for (int64_t i = store_batch_next_missing(b->sb, 0); i >= 0 && n < b->ntodo;
+         i = store_batch_next_missing(b->sb, (uint32_t)i + 1)) {
+        b->todo[n] = (uint64_t)i;
+        if (b->ints != NULL) {
+            b->ints[n] = b->prep.spec.ints[i];
+        }
+        n++;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- from the store */
+
+/* Rebuilds the upload of batch ID: its batch JSON, and for a form its files, whose names
+ * are in input 0 (a JSON array). Returns the upload or NULL. */
+static struct upload *stored_upload(struct store *st, const char *id)
+{
+    void *spec = NULL, *names_text = NULL;
+    size_t spec_len = 0, names_len = 0;
+    if (store_batch_blob(st, id, STORE_PART_SPEC, 0, &spec, &spec_len) != 0) {
+        return NULL;
+    }
+    int form = store_batch_blob(st, id, STORE_PART_INPUT, 0, &names_text, &names_len) == 0;
+    struct upload *u = upload_restored(form, UINT64_MAX / 4);
+    json_t *names = form ? json_loadb(names_text, names_len, 0, NULL) : NULL;
+    int bad =
+        u == NULL || upload_restore_json(u, spec, spec_len) != 0 || (form && !json_is_array(names));
+    for (size_t i = 0; !bad && form && i < json_array_size(names); i++) {
+        void *data = NULL;
+        size_t len = 0;
+        bad = store_batch_blob(st, id, STORE_PART_INPUT, (uint32_t)i + 1, &data, &len) != 0 ||
+              upload_restore_file(u, json_string_value(json_array_get(names, i)), data, len) != 0;
+        free(data);
+    }
+    json_decref(names);
+    free(spec);
+    free(names_text);
+    if (bad) {
+        upload_destroy(u);
+        return NULL;
+    }
+    return u;
+}
+
+/* Starts batch ID of the store with its handle SB (taken over), or carries it on. */
+static void stored_begin(struct server *s, const char *id, struct store_batch *sb)
+{
+    struct store_info info;
+    struct sbatch *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        store_batch_release(sb);
+        return;
+    }
+    b->srv = s;
+    b->sb = sb;
+    snprintf(b->id, sizeof b->id, "%s", id);
+    buf_init(&b->line, SIZE_MAX / 2);
+    struct sbatch **tail = &s->stored_list; /* oldest first: the order they get room in */
+    while (*tail != NULL) {
+        tail = &(*tail)->next;
+    }
+    *tail = b;
+    if (store_batch_get(s->store, NULL, 0, id, &info) != 0) {
+        log_event("error", "store", "batch", id, "message", "cannot read the batch", NULL);
+        sbatch_free(b);
+        return;
+    }
+    snprintf(b->request_id, sizeof b->request_id, "%s", info.request_id);
+    b->njobs = info.njobs;
+    b->ok = info.nok;
+    b->failed = info.nfailed;
+    b->created_ms = info.created_ms;
+    b->cancel = info.cancel_requested;
+    struct batch_error e = {0};
+    b->upload = stored_upload(s->store, id);
+    int rc = b->upload == NULL ? -1 : prepared_build(&b->prep, b->upload, UINT64_MAX, &e);
+    writer_init(&b->writer, WRITER_NDJSON, b->prep.spec.timing, ipc_now_ns());
+    if (rc != 0) {
+        sbatch_fail_rest(b, -BATCHD_E_INTERNAL, "the stored batch can no longer be read");
+        return;
+    }
+    if (b->cancel) {
+        sbatch_fail_rest(b, -BATCHD_E_CANCELLED, batchd_err_message(-BATCHD_E_CANCELLED));
+        return;
+    }
+    if (b->ok + b->failed > 0 && sbatch_find_todo(b) != 0) {
+        sbatch_fail_rest(b, -BATCHD_E_INTERNAL, "out of memory");
+        return;
+    }
+    if (b->ok + b->failed >= b->njobs) {
+        sbatch_end(b, NULL); /* every job was answered before the restart */
+        return;
+    }
+    sbatch_submit(b); /* else it waits for room: stored_pump */
+}
+
+static void stored_resume_one(void *arg, const char *id)
+{
+    struct server *s = arg;
+    struct store_batch *sb = NULL;
+    int rc = store_batch_open(s->store, id, &sb);
+    if (rc != 0) {
+        log_event("error", "store", "batch", id, "message", store_err_message(rc), NULL);
+        return;
+    }
+    log_event("info", "batch_resumed", "batch", id, NULL);
+    stored_begin(s, id, sb);
 }
 
 int stored_resume(struct server *s)
 {
-    (void)s;
-    return 0;
+    if (s->store == NULL) {
+        return 0;
+    }
+    return store_unfinished(s->store, stored_resume_one, s) == 0 ? 0 : -1;
+}
+
+void stored_pump(struct server *s)
+{
+    for (struct sbatch *b = s->stored_list; b != NULL; b = b->next) {
+        if (!b->ended && b->db == NULL && sbatch_submit(b) != 0) {
+            return; /* still no room: the oldest waiting goes first */
+        }
+    }
+}
+
+void stored_started(struct server *s, const char *id, struct store_batch *sb)
+{
+    stored_begin(s, id, sb);
 }
 
 void stored_stop_all(struct server *s)
 {
-    (void)s;
+    while (s->stored_list != NULL) {
+        struct sbatch *b = s->stored_list;
+        /* Not a cancel: nothing is recorded, and the next start carries the batch on. */
+        dispatch_batch_cancel(b->db);
+        b->db = NULL;
+        sbatch_free(b);
+    }
 }
 
 int stored_running(const struct server *s)
 {
-    (void)s;
+    int n = 0;
+    for (const struct sbatch *b = s->stored_list; b != NULL; b = b->next) {
+        n += !b->ended;
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------- the routes' questions */
+
+int stored_live(const struct server *s, const char *id, struct stored_live *out)
+{
+    const struct sbatch *b = sbatch_find(s, id);
+    if (b == NULL) {
+        return 0;
+    }
+    memset(out, 0, sizeof *out);
+    out->njobs = b->njobs;
+    out->ok = b->ok;
+    out->failed = b->failed;
+    out->running = b->db != NULL ? (uint64_t)dispatch_batch_running(b->db) : 0;
+    out->started = b->db != NULL;
+    out->cancelling = b->cancel;
+    out->ended = b->ended;
+    out->progress_ms = b->prep.spec.progress_ms;
+    double secs = b->started_ns != 0 ? (double)(ipc_now_ns() - b->started_ns) / 1e9 : 0.0;
+    out->elapsed_s = secs;
+    return 1;
+}
+
+int stored_cancel(struct server *s, const char *id)
+{
+    struct sbatch *b = sbatch_find(s, id);
+    if (b == NULL) {
+        return -1;
+    }
+    if (b->cancel || b->ended) {
+        return 0;
+    }
+    b->cancel = 1;
+    store_batch_cancel(b->sb); /* survives a restart: the batch then ends as cancelled */
+    if (b->db != NULL) {
+        dispatch_batch_stop(b->db); /* its answers come as results; on_done ends it */
+    } else {
+        sbatch_fail_rest(b, -BATCHD_E_CANCELLED, batchd_err_message(-BATCHD_E_CANCELLED));
+    }
     return 0;
+}
+
+void stored_on_progress(void *arg, const char *id, uint64_t committed_seq)
+{
+    struct server *s = arg;
+    struct store_info info;
+    (void)committed_seq;
+    struct sbatch *b = sbatch_find(s, id);
+    if (b != NULL && b->ended && store_batch_get(s->store, NULL, 0, id, &info) == 0 &&
+        (info.state == STORE_DONE || info.state == STORE_CANCELLED)) {
+        sbatch_free(b); /* its end is committed: the store answers for it from now on */
+    }
+    results_wake(s, id);
 }

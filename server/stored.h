@@ -1,7 +1,7 @@
 /* Stored batches on the server side (SPEC §8): batches that outlive their connection. It runs
  * the batches of the store (async or keyed ones, and the unfinished ones found at start) on
- * the dispatcher, records their results in the store, and wakes the streams that follow
- * them. server.c opens the store and calls these; the §8 routes live in batches_routes.c.
+ * the dispatcher and records their results in the store; results.c's streams read them back.
+ * server.c opens the store and calls the first four; submit.c and batches.c the others.
  * Private to server/. */
 #ifndef BATCHD_SERVER_STORED_H
 #define BATCHD_SERVER_STORED_H
@@ -9,9 +9,10 @@
 #include <stdint.h>
 
 struct server;
+struct store_batch;
 
 /* The store's on_progress callback (ARG is the server): results of batch ID are committed
- * up to COMMITTED_SEQ; followers of ID are woken. */
+ * up to COMMITTED_SEQ; the streams that follow ID are woken. */
 void stored_on_progress(void *arg, const char *id, uint64_t committed_seq);
 
 /* After the store and the dispatcher exist: carries on every unfinished batch of the store
@@ -24,8 +25,34 @@ int stored_resume(struct server *s);
  * given back. Call before store_close. */
 void stored_stop_all(struct server *s);
 
-/* Stored batches still running (a drain waits for none of them: they carry on after a
- * restart). */
+/* Stored batches live in this process (a drain waits for none of them: they carry on after
+ * a restart). */
 int stored_running(const struct server *s);
+
+/* The creation of batch ID committed: it starts now, with SB (its handle, taken over). */
+void stored_started(struct server *s, const char *id, struct store_batch *sb);
+
+/* Batches waiting for room in the dispatcher get it if there is some now (each loop turn). */
+void stored_pump(struct server *s);
+
+/* What the store does not know yet of a live batch: counts not yet committed, and jobs
+ * running now. */
+struct stored_live {
+    uint64_t njobs, ok, failed, running;
+    int started;          /* on the dispatcher (else waiting for room) */
+    int cancelling;       /* a cancel was asked; the summary is coming */
+    int ended;            /* its summary is queued, not yet committed */
+    uint64_t progress_ms; /* the batch's "progress_ms" */
+    double elapsed_s;     /* since it started running in this process */
+};
+
+/* Fills *OUT and returns 1 if batch ID runs in this process, else 0 (no owner check: the
+ * caller has read the batch from the store for its owner first). */
+int stored_live(const struct server *s, const char *id, struct stored_live *out);
+
+/* Cancels live batch ID (SPEC §8 DELETE): the cancel is recorded, queued jobs fail with
+ * cancelled, running ones are stopped, then the summary is recorded. Returns 0, or -1 when
+ * ID is not live here. */
+int stored_cancel(struct server *s, const char *id);
 
 #endif

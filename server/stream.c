@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "internal.h"
 #include "reply.h"
+#include "submit.h"
 
 #include "../api/errors.h"
 #include "../api/job.h"
@@ -49,125 +50,7 @@ static void stream_wake(struct request *r)
 static void stream_job_at(void *ud, uint64_t i, struct dispatch_job *job)
 {
     struct request *r = ud;
-    const char *opname;
-    json_t *input, *params;
-    batch_spec_job(&r->spec, i, &opname, &input, &params);
-    job->op = r->op != NULL ? r->op : r->job_ops[i];
-    job->value = input;
-    job->params = params;
-    job->has_int = batch_spec_int_input(&r->spec, i, &job->ival);
-    if (r->blobs != NULL) {
-        job->name = r->blobs[i].out_name;
-    }
-    if (r->blobs != NULL && r->blobs[i].len > 0) {
-        /* The bytes travel in shared memory; the input (base64) need not. */
-        job->value = NULL;
-        job->blob_off = r->blobs[i].off;
-        job->blob_len = r->blobs[i].len;
-    } else if (r->blobs != NULL && upload_is_multipart(r->upload)) {
-        /* An empty file part has no bytes to hand over; without an input the worker would
-         * blame the shape of the input instead of saying that the file is empty. */
-        job->value = r->empty_upload;
-    }
-}
-
-static const char *stream_name_of(void *ud, uint64_t i)
-{
-    struct request *r = ud;
-    return r->blobs != NULL ? r->blobs[i].name : NULL;
-}
-
-/* Image inputs: uploaded files, and base64 {"data": ...} inputs decoded into the upload's
- * shared memory, so no image byte crosses a socket to the workers. Returns 0, or -1 with
- * the reply queued. A bad base64 input stays as it is: its job fails alone. */
-static int stream_place_blobs(struct request *r, enum MHD_Result *mr)
-{
-    struct batch_spec *sp = &r->spec;
-    size_t nfiles = upload_nfiles(r->upload);
-    int any_image = r->op != NULL ? (r->op->flags & OP_IMAGE) != 0 : 0;
-    for (uint64_t i = 0; !any_image && r->job_ops != NULL && i < sp->njobs; i++) {
-        any_image = (r->job_ops[i]->flags & OP_IMAGE) != 0;
-    }
-    if (!any_image && nfiles == 0) {
-        return 0;
-    }
-    if (!any_image) {
-        *mr = reply_error(r, -BATCHD_E_BAD_REQUEST, "only image ops take file uploads", "op");
-        return -1;
-    }
-    r->blobs = calloc(sp->njobs ? sp->njobs : 1, sizeof *r->blobs);
-    if (r->blobs == NULL) {
-        *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
-        return -1;
-    }
-    if (upload_is_multipart(r->upload)) {
-        for (size_t i = 0; i < nfiles; i++) {
-            const struct upload_file *f = upload_file_at(r->upload, i);
-            r->blobs[i].off = f->off;
-            r->blobs[i].len = f->len;
-            r->blobs[i].name = f->name;
-            if (f->len == 0 && r->empty_upload == NULL) {
-                r->empty_upload = json_pack("{s:s}", "data", "");
-            }
-        }
-        return 0;
-    }
-    for (uint64_t i = 0; i < sp->njobs; i++) {
-        const char *opname;
-        json_t *input, *params;
-        batch_spec_job(sp, i, &opname, &input, &params);
-        const struct op *op = r->op != NULL ? r->op : r->job_ops[i];
-        json_t *data = json_object_get(input, "data");
-        /* The worker refuses {"path", "data"} together as ambiguous: leave such an input
-         * to it rather than decoding the data and hiding the path. */
-        if (!(op->flags & OP_IMAGE) || !json_is_string(data) ||
-            json_object_get(input, "path") != NULL) {
-            continue;
-        }
-        uint64_t off, len;
-        int rc = upload_add_base64(r->upload, json_string_value(data), json_string_length(data),
-                                   &off, &len);
-        if (rc == -2) {
-            *mr =
-                reply_error(r, -BATCHD_E_BODY_TOO_LARGE, "the decoded images are too large", NULL);
-            return -1;
-        }
-        if (rc == 0 && len > 0) {
-            r->blobs[i].off = off;
-            r->blobs[i].len = len;
-        }
-    }
-    return 0;
-}
-
-/* The stems of the files that image jobs with output "path" write, unique in the batch
- * (README: two inputs never get one output name). The workers only see their own jobs, so
- * the batch names them here, in input order: the same batch gets the same names again.
- * Returns 0, or -1 with the reply queued. */
-static int stream_name_outputs(struct request *r, enum MHD_Result *mr)
-{
-    struct outname_set *set = NULL;
-    int rc = 0;
-    for (uint64_t i = 0; r->blobs != NULL && i < r->spec.njobs && rc == 0; i++) {
-        const char *opname;
-        json_t *input, *params;
-        const struct op *op = r->op != NULL ? r->op : r->job_ops[i];
-        if (!(op->flags & OP_IMAGE)) {
-            continue;
-        }
-        batch_spec_job(&r->spec, i, &opname, &input, &params);
-        if (set == NULL) {
-            set = outname_set_create();
-        }
-        rc = set == NULL ? -1
-                         : outname_claim(set, r->spec.params, params, input, r->blobs[i].name, i,
-                                         &r->blobs[i].out_name);
-    }
-    outname_set_destroy(set);
-    if (rc != 0) {
-        *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
-    }
-    return rc;
+    prepared_job_at(&r->prep, i, job);
 }
 
 /* Output of R was lost (its buffer could not grow): the stream can no longer be whole, so it
@@ -181,13 +64,41 @@ static void stream_break(struct request *r, const char *what)
     stream_wake(r);
 }
 
+/* SPEC §8's progress line, at most every progress_ms, in an NDJSON stream. */
+static void stream_progress(struct request *r)
+{
+    uint64_t every = r->prep.spec.progress_ms, now = ipc_now_ns();
+    if (every == 0 || r->writer.fmt != WRITER_NDJSON ||
+        now - r->progress_last_ns < every * 1000000u) {
+        return;
+    }
+    r->progress_last_ns = now;
+    uint64_t done = r->n_ok + r->n_failed, total = r->prep.spec.njobs;
+    double secs = (double)(now - r->started_ns) / 1e9;
+    double rate = secs > 0 ? (double)done / secs : 0.0;
+    int rc = buf_printf(&r->out,
+                        "{\"progress\":{\"done\":%llu,\"total\":%llu,\"ok\":%llu,\"failed\":%llu,"
+                        "\"rate_per_s\":",
+                        (unsigned long long)done, (unsigned long long)total,
+                        (unsigned long long)r->n_ok, (unsigned long long)r->n_failed);
+    rc |= jsonw_double(&r->out, rate);
+    rc |= buf_printf(&r->out, ",\"eta_ms\":%lld}}\n",
+                     rate > 0 ? (long long)((double)(total - done) / rate * 1000.0) : -1LL);
+    if (rc != 0) {
+        stream_break(r, "output buffer full");
+    }
+}
+
 static void stream_on_result(void *ud, const struct job_result *res)
 {
     struct request *r = ud;
-    observe_job(r, res);
+    observe_job(r->srv, &r->prep, res);
+    r->n_ok += res->err == 0;
+    r->n_failed += res->err != 0;
     if (writer_result(&r->writer, &r->out, res) != 0) {
         stream_break(r, "output buffer full");
     }
+    stream_progress(r);
     if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
         dispatch_batch_set_paused(r->batch, 1);
     }
@@ -198,10 +109,12 @@ static void stream_on_block(void *ud, uint64_t index, uint64_t count, const char
                             uint64_t busy_ns)
 {
     struct request *r = ud;
-    observe_block(r, index, count, busy_ns);
+    observe_block(r->srv, &r->prep, index, count, busy_ns);
+    r->n_ok += count;
     if (writer_lines(&r->writer, &r->out, text, len, count) != 0) {
         stream_break(r, "output buffer full");
     }
+    stream_progress(r);
     if (r->batch != NULL && stream_pending(r) > STREAM_HIGH_WATER) {
         dispatch_batch_set_paused(r->batch, 1);
     }
@@ -219,13 +132,16 @@ static void stream_on_done(void *ud, const struct dispatch_summary *sum)
         "{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,\"order\":\"%s\",\"chunksize\":%zu,"
         "\"workers\":%d,\"elapsed_ms\":",
         (unsigned long long)sum->jobs, (unsigned long long)sum->ok, (unsigned long long)sum->failed,
-        r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input", sum->chunksize,
+        r->prep.spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input", sum->chunksize,
         sum->workers);
     rc |= jsonw_double(&b, (double)((ipc_now_ns() - r->started_ns) / 1000) / 1000.0);
     rc |= buf_adds(&b, ",\"busy_ms\":");
     rc |= jsonw_double(&b, (double)(sum->busy_ns / 1000) / 1000.0);
     if (sum->deadline_hit) {
         rc |= buf_adds(&b, ",\"deadline_exceeded\":true");
+    }
+    if (r->cancelled) {
+        rc |= buf_adds(&b, ",\"cancelled\":true");
     }
     rc |= buf_adds(&b, ",\"batch\":");
     rc |= jsonw_cstr(&b, r->batch_id);
@@ -340,88 +256,24 @@ static int stream_negotiate(const char *accept, enum writer_format *fmt)
     return best != NULL ? 0 : -1;
 }
 
-/* Resolves op names and checks params against the ops table. Returns 0 or an error code
- * (with the reply already queued). */
-static int stream_resolve_ops(struct request *r, enum MHD_Result *mr)
-{
-    char msg[256] = "", path[192] = "", ppath[128] = "";
-    struct batch_spec *sp = &r->spec;
-    if (sp->op != NULL) {
-        r->op = ops_find(sp->op);
-        if (r->op == NULL) {
-            snprintf(msg, sizeof msg, "no op named \"%.64s\" (GET /v1/ops lists them)", sp->op);
-            *mr = reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, "op");
-            return -1;
-        }
-        int bad = ops_check_params(r->op, sp->params, msg, sizeof msg, ppath, sizeof ppath);
-        if (bad != 0) {
-            /* INVALID_PARAM, or INTERNAL when the check itself ran out of memory. */
-            snprintf(path, sizeof path, "params%s%s", ppath[0] ? "." : "", ppath);
-            *mr = reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
-            return -1;
-        }
-        return 0;
-    }
-    r->job_ops = calloc(sp->njobs ? sp->njobs : 1, sizeof *r->job_ops);
-    if (r->job_ops == NULL) {
-        *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
-        return -1;
-    }
-    for (uint64_t i = 0; i < sp->njobs; i++) {
-        const char *opname;
-        json_t *input, *params;
-        batch_spec_job(sp, i, &opname, &input, &params);
-        const struct op *op = ops_find(opname);
-        if (op == NULL) {
-            snprintf(msg, sizeof msg, "no op named \"%.64s\" (GET /v1/ops lists them)", opname);
-            snprintf(path, sizeof path, "jobs[%llu].op", (unsigned long long)i);
-            *mr = reply_error(r, -BATCHD_E_UNKNOWN_OP, msg, path);
-            return -1;
-        }
-        int oom;
-        json_t *merged = job_params_merge(sp->params, params, &oom);
-        if (oom) {
-            *mr = reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
-            return -1;
-        }
-        int bad = ops_check_params(op, merged, msg, sizeof msg, ppath, sizeof ppath);
-        json_decref(merged);
-        if (bad != 0) {
-            snprintf(path, sizeof path, "jobs[%llu].params%s%s", (unsigned long long)i,
-                     ppath[0] ? "." : "", ppath);
-            *mr = reply_error(r, bad, msg, bad == -BATCHD_E_INVALID_PARAM ? path : NULL);
-            return -1;
-        }
-        r->job_ops[i] = op;
-    }
-    return 0;
-}
-
 /* The debug line of a batch that starts: its size and the chunk size it runs with. */
 static void stream_log_accepted(const struct request *r)
 {
     char jobs[24], bytes[24], chunk[24];
-    snprintf(jobs, sizeof jobs, "%llu", (unsigned long long)r->spec.njobs);
+    snprintf(jobs, sizeof jobs, "%llu", (unsigned long long)r->prep.spec.njobs);
     snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)upload_bytes(r->upload));
     snprintf(chunk, sizeof chunk, "%zu", dispatch_batch_chunksize(r->batch));
     log_event("debug", "batch_accepted", "request_id", r->id, "batch", r->batch_id, "op",
-              r->spec.op ? r->spec.op : "(per job)", "jobs", jobs, "bytes_in", bytes, "chunksize",
-              chunk, "order", r->spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input",
-              "format", writer_content_type(r->writer.fmt), NULL);
+              r->prep.spec.op ? r->prep.spec.op : "(per job)", "jobs", jobs, "bytes_in", bytes,
+              "chunksize", chunk, "order",
+              r->prep.spec.order == BATCH_ORDER_COMPLETED ? "completed" : "input", "format",
+              writer_content_type(r->writer.fmt), NULL);
 }
 
-/* The finished upload of R becomes its batch spec, with ops resolved, image bytes placed and
- * output names claimed, and FMT is picked from Accept. Returns 0, or -1 with the refusal
+/* FMT is picked from Accept for R's prepared batch. Returns 0, or -1 with the refusal
  * queued (its result in *MR). */
 static int stream_prepare(struct request *r, enum writer_format *fmt, enum MHD_Result *mr)
 {
-    const char *msg;
-    upload_finish(r->upload);
-    int err = upload_error(r->upload, &msg);
-    if (err != 0) {
-        *mr = reply_error(r, err, msg, NULL);
-        return -1;
-    }
     const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
     if (stream_negotiate(accept, fmt) != 0) {
         *mr = reply_error(r, -BATCHD_E_NOT_ACCEPTABLE,
@@ -430,28 +282,8 @@ static int stream_prepare(struct request *r, enum writer_format *fmt, enum MHD_R
                           NULL);
         return -1;
     }
-    struct batch_limits lim = {
-        .max_jobs = r->srv->cfg.max_jobs,
-        .multipart = upload_is_multipart(r->upload),
-        .nfiles = upload_nfiles(r->upload),
-    };
-    struct batch_error e;
-    const struct buf *body = upload_json(r->upload);
-    if (lim.multipart && buf_len(body) == 0) {
-        *mr = reply_error(r, -BATCHD_E_BAD_REQUEST,
-                          "a multipart batch needs a part named \"batch\" (the JSON)", "batch");
-        return -1;
-    }
-    if (batch_spec_parse(buf_data(body), buf_len(body), &lim, &r->spec, &e) != 0) {
-        *mr = reply_error(r, e.err, e.message, e.path);
-        return -1;
-    }
-    if (stream_resolve_ops(r, mr) != 0 || stream_place_blobs(r, mr) != 0 ||
-        stream_name_outputs(r, mr) != 0) {
-        return -1;
-    }
     if (*fmt == WRITER_JSON) {
-        r->spec.order = BATCH_ORDER_INPUT; /* one document, results in input order */
+        r->prep.spec.order = BATCH_ORDER_INPUT; /* one document, results in input order */
     }
     return 0;
 }
@@ -461,29 +293,29 @@ static int stream_submit(struct request *r, enum writer_format fmt, enum MHD_Res
 {
     struct server *s = r->srv;
     r->started_ns = ipc_now_ns();
-    writer_init(&r->writer, fmt, r->spec.timing, r->started_ns);
+    writer_init(&r->writer, fmt, r->prep.spec.timing, r->started_ns);
     if (upload_is_multipart(r->upload)) {
         /* Only uploads have names (and the tar writer keeps the set of names it wrote). */
-        r->writer.name_of = stream_name_of;
-        r->writer.ud = r;
+        r->writer.name_of = prepared_name_of;
+        r->writer.ud = &r->prep;
     }
     struct dispatch_batch_desc desc = {
-        .njobs = r->spec.njobs,
-        .params = r->spec.params,
-        .chunksize = (size_t)r->spec.chunksize,
-        .order = r->spec.order == BATCH_ORDER_COMPLETED ? DISPATCH_ORDER_COMPLETED
-                                                        : DISPATCH_ORDER_INPUT,
-        .timeout_ms =
-            r->spec.timeout_ms >= 0 ? (uint64_t)r->spec.timeout_ms : s->cfg.job_timeout_ms,
-        .deadline_ms = r->spec.deadline_ms,
+        .njobs = r->prep.spec.njobs,
+        .params = r->prep.spec.params,
+        .chunksize = (size_t)r->prep.spec.chunksize,
+        .order = r->prep.spec.order == BATCH_ORDER_COMPLETED ? DISPATCH_ORDER_COMPLETED
+                                                             : DISPATCH_ORDER_INPUT,
+        .timeout_ms = r->prep.spec.timeout_ms >= 0 ? (uint64_t)r->prep.spec.timeout_ms
+                                                   : s->cfg.job_timeout_ms,
+        .deadline_ms = r->prep.spec.deadline_ms,
         .want_binary = fmt == WRITER_TAR,
         .blob_fd = upload_fd(r->upload),
         .job_at = stream_job_at,
-        .ints = r->op != NULL && r->blobs == NULL ? r->spec.ints : NULL,
-        .ints_op = r->op,
+        .ints = prepared_all_ints(&r->prep) ? r->prep.spec.ints : NULL,
+        .ints_op = r->prep.op,
         .on_result = stream_on_result,
         /* Ready-made lines from the workers: NDJSON without timing is exactly their form. */
-        .on_block = fmt == WRITER_NDJSON && !r->spec.timing ? stream_on_block : NULL,
+        .on_block = fmt == WRITER_NDJSON && !r->prep.spec.timing ? stream_on_block : NULL,
         .on_done = stream_on_done,
         .ud = r,
     };
@@ -521,7 +353,7 @@ static enum MHD_Result stream_respond(struct request *r, enum writer_format fmt)
     struct server *s = r->srv;
     /* MHD allocates (and zeroes) the block for every response: small batches get a small
      * one, big ones 64 KiB so that their stream goes out in few writes. */
-    size_t block = r->spec.njobs <= 256 && !upload_is_multipart(r->upload) ? 4096 : 64 * 1024;
+    size_t block = r->prep.spec.njobs <= 256 && !upload_is_multipart(r->upload) ? 4096 : 64 * 1024;
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block, stream_read, r, NULL);
     if (resp == NULL) {
@@ -537,6 +369,7 @@ static enum MHD_Result stream_respond(struct request *r, enum writer_format fmt)
     MHD_add_response_header(resp, "Content-Location", where);
     reply_add_common_headers(r, resp);
     r->status = 200;
+    r->streaming = 1;
     s->streams++;
     r->stream_next = s->stream_list;
     if (s->stream_list != NULL) {
@@ -552,6 +385,13 @@ enum MHD_Result stream_start(struct request *r)
 {
     enum MHD_Result mr = MHD_NO;
     enum writer_format fmt = WRITER_NDJSON;
+    struct batch_error e;
+    if (prepared_build(&r->prep, r->upload, r->srv->cfg.max_jobs, &e) != 0) {
+        return reply_error(r, e.err, e.message, e.path[0] ? e.path : NULL);
+    }
+    if (submit_wanted(r)) {
+        return submit_stored(r); /* SPEC §8: async or keyed */
+    }
     if (stream_prepare(r, &fmt, &mr) != 0 || stream_submit(r, fmt, &mr) != 0) {
         return mr;
     }
@@ -570,7 +410,8 @@ void stream_finish(struct request *r)
         dispatch_batch_cancel(r->batch);
         r->batch = NULL;
     }
-    if (r->status == 200 && r->route == ROUTE_BATCHES) {
+    if (r->streaming) {
+        r->streaming = 0;
         r->srv->streams--;
         if (r->stream_prev != NULL) {
             r->stream_prev->stream_next = r->stream_next;
@@ -583,16 +424,7 @@ void stream_finish(struct request *r)
         r->stream_prev = r->stream_next = NULL;
     }
     writer_cleanup(&r->writer);
-    for (uint64_t i = 0; r->blobs != NULL && i < r->spec.njobs; i++) {
-        free(r->blobs[i].out_name);
-    }
-    batch_spec_cleanup(&r->spec);
-    free(r->job_ops);
-    r->job_ops = NULL;
-    free(r->blobs);
-    r->blobs = NULL;
-    json_decref(r->empty_upload);
-    r->empty_upload = NULL;
+    prepared_cleanup(&r->prep);
 }
 
 int stream_cut_all(struct server *s)
@@ -608,4 +440,44 @@ int stream_cut_all(struct server *s)
         }
     }
     return n;
+}
+
+static int stream_owned(const struct request *r, const uint8_t *owner, size_t owner_len)
+{
+    return r->owner_len == owner_len && memcmp(r->owner, owner, owner_len) == 0 && !r->done &&
+           r->batch != NULL;
+}
+
+struct request *stream_find_next(struct request *r, const uint8_t *owner, size_t owner_len)
+{
+    for (r = r->stream_next; r != NULL && !stream_owned(r, owner, owner_len); r = r->stream_next) {
+    }
+    return r;
+}
+
+struct request *stream_find(struct server *s, const char *id, const uint8_t *owner,
+                            size_t owner_len)
+{
+    for (struct request *r = s->stream_list; r != NULL; r = r->stream_next) {
+        if (stream_owned(r, owner, owner_len) && (id == NULL || strcmp(r->batch_id, id) == 0)) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+void stream_live(const struct request *r, struct stream_live *out)
+{
+    out->ok = r->n_ok;
+    out->failed = r->n_failed;
+    out->running = r->batch != NULL ? (uint64_t)dispatch_batch_running(r->batch) : 0;
+    out->elapsed_s = (double)(ipc_now_ns() - r->started_ns) / 1e9;
+}
+
+void stream_cancel(struct request *r)
+{
+    if (r->batch != NULL && !r->cancelled) {
+        r->cancelled = 1;
+        dispatch_batch_stop(r->batch);
+    }
 }

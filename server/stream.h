@@ -4,6 +4,8 @@
 #define BATCHD_SERVER_STREAM_H
 
 #include <microhttpd.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct request;
 struct server;
@@ -16,5 +18,22 @@ void stream_finish(struct request *r);
 /* Cuts every live stream (grace period over, second signal): their batches are cancelled
  * and their responses end without a summary, so clients can tell. Returns how many. */
 int stream_cut_all(struct server *s);
+
+/* The streamed batch (not stored) with id ID that runs now for OWNER, or NULL; ID NULL:
+ * the first of OWNER's, to go on with stream_find_next. */
+struct request *stream_find(struct server *s, const char *id, const uint8_t *owner,
+                            size_t owner_len);
+struct request *stream_find_next(struct request *r, const uint8_t *owner, size_t owner_len);
+
+/* A streamed batch's progress. */
+struct stream_live {
+    uint64_t ok, failed, running;
+    double elapsed_s;
+};
+void stream_live(const struct request *r, struct stream_live *out);
+
+/* Cancels R's batch (SPEC §8 DELETE): queued jobs fail with cancelled, running ones are
+ * stopped, and the stream ends with its summary as usual. */
+void stream_cancel(struct request *r);
 
 #endif

@@ -196,10 +196,48 @@ int upload_feed(struct upload *u, const char *data, size_t n)
 
 int upload_finish(struct upload *u)
 {
-    if (u->err != 0 || !u->multipart) {
+    if (u->err != 0 || !u->multipart || u->mp == NULL) {
         return u->err;
     }
     return upload_parsed(u, multipart_finish(u->mp));
+}
+
+struct upload *upload_restored(int multipart, uint64_t max_bytes)
+{
+    struct upload *u = upload_create(NULL, 0, max_bytes);
+    if (u != NULL) {
+        u->multipart = multipart; /* no parser: the parts come whole, from the store */
+    }
+    return u;
+}
+
+int upload_restore_json(struct upload *u, const void *data, size_t len)
+{
+    buf_reset(&u->json);
+    return buf_add(&u->json, data, len) == 0 ? 0 : -1;
+}
+
+int upload_restore_file(struct upload *u, const char *name, const void *data, size_t len)
+{
+    if (u->nfiles == u->files_cap) {
+        size_t cap = u->files_cap ? u->files_cap * 2 : 16;
+        struct upload_file *f = realloc(u->files, cap * sizeof *f);
+        if (f == NULL) {
+            return -1;
+        }
+        u->files = f;
+        u->files_cap = cap;
+    }
+    struct upload_file *f = &u->files[u->nfiles];
+    f->off = u->fd_len;
+    f->len = len;
+    f->name = name != NULL ? strdup(name) : NULL;
+    if ((name != NULL && f->name == NULL) || upload_store(u, data, len) != 0) {
+        free(f->name);
+        return -1;
+    }
+    u->nfiles++;
+    return 0;
 }
 
 int upload_error(const struct upload *u, const char **message)

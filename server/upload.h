@@ -51,6 +51,15 @@ const struct upload_file *upload_file_at(const struct upload *u, size_t i);
 int upload_add_base64(struct upload *u, const char *s, size_t len, uint64_t *off,
                       uint64_t *outlen);
 
+/* An upload rebuilt from the store (a stored batch carried on after a restart): MULTIPART
+ * as the original was, its parts added whole with the two calls below, nothing to parse.
+ * Returns new (free with upload_destroy) or NULL. */
+struct upload *upload_restored(int multipart, uint64_t max_bytes);
+/* Sets the batch JSON of a restored upload. Returns 0 or -1 (out of memory, past the cap). */
+int upload_restore_json(struct upload *u, const void *data, size_t len);
+/* Adds a file (NAME may be NULL) to a restored upload. Returns 0 or -1. */
+int upload_restore_file(struct upload *u, const char *name, const void *data, size_t len);
+
 /* The memfd holding the files (borrowed), or -1 when nothing was stored. */
 int upload_fd(const struct upload *u);
 

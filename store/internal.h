@@ -39,6 +39,7 @@ struct store_ops {
                         store_done_fn *done, void *arg);
     int (*expire)(struct store *st, int64_t now_ms);
     void (*stats)(struct store *st, struct store_stats *out);
+    int (*batch_counts)(struct store *st, uint64_t out[STORE_NSTATES]);
 };
 
 /* Every backend's store and batch handle begin with these. */

@@ -59,6 +59,7 @@ enum rst {
     R_OPEN,
     R_OPEN_IDX,
     R_OPEN_SEQ,
+    R_STATES,
     R_COUNT
 };
 
@@ -153,6 +154,7 @@ struct txn {
     uint64_t dups;            /* results the database refused (their job had one) */
     int64_t bytes;            /* change of the stored bytes */
     int vacuum;               /* batches were deleted: give the space back */
+    int wrote;                /* it changed a row (else it is no commit for the figures) */
     struct sq_batch *touched; /* batches whose counters change */
 };
 
@@ -222,5 +224,6 @@ int sq_read_by_index(struct store *st, const uint8_t *owner, size_t owner_len, c
 int sq_read_blob(struct store *st, const char *id, int part, uint32_t index, void **data,
                  size_t *len);
 int sq_read_unfinished(struct store *st, void (*fn)(void *arg, const char *id), void *arg);
+int sq_read_counts(struct store *st, uint64_t out[STORE_NSTATES]);
 
 #endif

@@ -64,6 +64,7 @@ static const char *const rst_sql[R_COUNT] = {
     [R_OPEN] = "SELECT bno, njobs, state FROM batches WHERE id = ?1",
     [R_OPEN_IDX] = "SELECT idx FROM results WHERE bno = ?1",
     [R_OPEN_SEQ] = "SELECT max(k) FROM results WHERE k BETWEEN ?1 AND ?2",
+    [R_STATES] = "SELECT state, count(*) FROM batches GROUP BY state",
 };
 
 static const char sq_schema[] =

@@ -1,6 +1,7 @@
 /* Reads of the SQLite store on the loop thread's read-only connection: a batch's status,
  * the list of an owner's batches, results paged by seq or by index, stored blobs, the
- * unfinished batches. In WAL they see the last commit and never wait for the writer. */
+ * unfinished batches, the count of batches by state. In WAL they see the last commit and
+ * never wait for the writer. */
 #include "sq_internal.h"
 
 #include <stdlib.h>
@@ -25,7 +26,7 @@ static int read_info(sqlite3_stmt *s, const uint8_t *owner, size_t owner_len,
     out->nok = (uint64_t)sqlite3_column_int64(s, 11);
     out->nfailed = (uint64_t)sqlite3_column_int64(s, 12);
     out->last_seq = (uint64_t)sqlite3_column_int64(s, 13);
-    return olen == owner_len && (olen == 0 || memcmp(o, owner, olen) == 0);
+    return owner == NULL || (olen == owner_len && (olen == 0 || memcmp(o, owner, olen) == 0));
 }
 
 /* Looks batch ID up for OWNER: 0 and its bno, or NOT_FOUND / EXPIRED / IO. */
@@ -213,6 +214,26 @@ int sq_read_blob(struct store *st, const char *id, int part, uint32_t index, voi
     buf[n] = '\0'; /* a NUL past the end, for text parts */
     *data = buf;
     *len = n;
+    return 0;
+}
+
+int sq_read_counts(struct store *st, uint64_t out[STORE_NSTATES])
+{
+    struct sq_store *sq = sq_of(st);
+    sqlite3_stmt *s = sq->r[R_STATES];
+    memset(out, 0, STORE_NSTATES * sizeof out[0]);
+    int src;
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        int state = sqlite3_column_int(s, 0);
+        if (state >= 0 && state < STORE_NSTATES) {
+            out[state] = (uint64_t)sqlite3_column_int64(s, 1);
+        }
+    }
+    sq_finish(s);
+    if (src != SQLITE_DONE) {
+        memset(out, 0, STORE_NSTATES * sizeof out[0]);
+        return sq_rc(src);
+    }
     return 0;
 }
 

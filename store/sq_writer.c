@@ -234,6 +234,7 @@ static int (*const w_kinds[])(struct sq_store *, struct wop *, struct txn *) = {
  * is rolled back, the writer's seq counters and the new handles included. */
 static int w_apply(struct sq_store *sq, struct wop *seg, struct txn *tx)
 {
+    int64_t changes = sqlite3_total_changes64(sq->wdb);
     int rc = sq_step_done(sq->w[W_BEGIN]);
     struct wop *op = seg;
     for (; rc == SQLITE_OK && op != NULL; op = op->next) {
@@ -242,6 +243,7 @@ static int w_apply(struct sq_store *sq, struct wop *seg, struct txn *tx)
     if (rc == SQLITE_OK) {
         rc = sq_expire_flush_counts(sq, tx);
     }
+    tx->wrote = sqlite3_total_changes64(sq->wdb) != changes;
     if (rc == SQLITE_OK) {
         rc = sq_step_done(sq->w[W_COMMIT]);
     }
@@ -449,15 +451,22 @@ static struct wop *writer_wait(struct sq_store *sq, int64_t *last_ckpt)
     }
 }
 
-/* Counts a committed transaction that took TOOK ns in the store's figures (under sq->mu). */
+/* Counts a committed transaction that took TOOK ns in the store's figures (under sq->mu).
+ * One that changed nothing (an expiry tick with nothing due) wrote no page: it is not
+ * counted as a commit, so that the timer does not flatten the commit figures. */
 static void writer_count(struct sq_store *sq, const struct txn *tx, int64_t took)
 {
     sq->total_bytes += tx->bytes;
     sq->stats.bytes = (uint64_t)sq->total_bytes;
     sq->stats.rows += tx->rows - tx->dups;
     sq->stats.dup_ignored += tx->dups;
+    sq->stats.write_error = 0;
+    if (!tx->wrote) {
+        return;
+    }
     sq->stats.flushes++;
     double ms = (double)took / 1e6;
+    sq->stats.flush_total_ms += ms;
     if (ms > sq->stats.flush_max_ms) {
         sq->stats.flush_max_ms = ms;
     }
@@ -472,6 +481,7 @@ static void writer_count(struct sq_store *sq, const struct txn *tx, int64_t took
 static void writer_failed(struct sq_store *sq, struct wop *seg, int rc, int failures)
 {
     sq->last_rc = sq_rc(rc);
+    sq->stats.write_error = sq->last_rc != 0 ? sq->last_rc : STORE_E_IO;
     snprintf(sq->last_err, sizeof sq->last_err, "%s: %s", sq->path, sqlite3_errmsg(sq->wdb));
     sq->fail_gen++;
     /* At shutdown a write that keeps failing is given up after a few tries. */

@@ -189,6 +189,11 @@ int store_expire(struct store *st, int64_t now_ms)
     return st->ops->expire(st, now_ms);
 }
 
+int store_batch_counts(struct store *st, uint64_t out[STORE_NSTATES])
+{
+    return st->ops->batch_counts(st, out);
+}
+
 void store_stats_get(struct store *st, struct store_stats *out)
 {
     st->ops->stats(st, out);

@@ -196,9 +196,10 @@ struct store_info {
     uint64_t last_seq;
 };
 
-/* Reads batch ID for OWNER into *OUT. Returns 0, STORE_E_NOT_FOUND (never issued, forgotten,
- * or another owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state) or
- * STORE_E_IO. */
+/* Reads batch ID for OWNER into *OUT (OWNER NULL: whoever owns it, for the server's own use;
+ * "no owner" is a non-NULL pointer with OWNER_LEN 0). Returns 0, STORE_E_NOT_FOUND (never
+ * issued, forgotten, or another owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state)
+ * or STORE_E_IO. */
 int store_batch_get(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                     struct store_info *out);
 
@@ -261,6 +262,10 @@ struct store_stats {
     uint64_t dup_ignored;  /* results the database refused as a second of their job */
     uint64_t checkpoints;  /* WAL checkpoints run */
     double flush_max_ms;   /* the slowest commit */
+    double flush_total_ms; /* the time of every commit, summed */
+    /* 0, or the STORE_E_* code of the last write transaction while it failed: it is set by
+     * a failed commit and cleared by the next one that succeeds (for /readyz). */
+    int write_error;
     /* commits by duration: [k] counts those under 2^(k/4) microseconds (16 s at most) */
     uint64_t flush_hist[STORE_HIST_BUCKETS];
 };
@@ -269,11 +274,20 @@ void store_stats_get(struct store *st, struct store_stats *out);
 /* The flush time under which P (0..1) of the commits took, in ms, from a stats histogram. */
 double store_stats_quantile_ms(const struct store_stats *s, double p);
 
+/* How many batches are in each state (STORE_QUEUED .. STORE_EXPIRED, the tombstones), as
+ * committed, into OUT[state]; for metrics: one cheap query, fine per scrape. Returns 0 or
+ * STORE_E_IO (OUT then all 0). */
+#define STORE_NSTATES (STORE_EXPIRED + 1)
+int store_batch_counts(struct store *st, uint64_t out[STORE_NSTATES]);
+
 /* Makes a new batch id into OUT (used by the backends; exposed for tests). NOW_MS is the
  * time part. Not thread-safe: one generator per thread. */
 void store_id_make(int64_t now_ms, char out[STORE_ID_SIZE]);
 
 /* 1 if S is a well-formed batch id. */
 int store_id_valid(const char *s);
+
+/* The creation time (ms since the epoch) that batch id ID carries, or 0 if ID is not one. */
+int64_t store_id_time_ms(const char *id);
 
 #endif

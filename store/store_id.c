@@ -78,3 +78,17 @@ int store_id_valid(const char *s)
     }
     return 1;
 }
+
+int64_t store_id_time_ms(const char *id)
+{
+    if (!store_id_valid(id)) {
+        return 0;
+    }
+    /* The first ten digits: 3 + 9 * 5 = 48 bits of milliseconds, as store_id_make wrote. */
+    uint64_t t = 0;
+    for (int d = 0; d < 10; d++) {
+        const char *p = memchr(id_alphabet, id[2 + d], sizeof id_alphabet - 1);
+        t = (t << (d == 0 ? 3 : 5)) | (uint64_t)(p - id_alphabet);
+    }
+    return (int64_t)t;
+}

@@ -586,5 +586,6 @@ static const struct store_ops sq_ops = {
     .batch_forget = sq_forget,
     .expire = sq_expire,
     .stats = sq_stats,
+    .batch_counts = sq_read_counts,
 };
 /* clang-format on */

@@ -22,7 +22,12 @@
  * jobs: the count window alone would let 256 large images pile up behind a slow first one. */
 #define BATCH_MAX_HELD_BYTES (64u * 1024 * 1024)
 
-static const char batch_cancelled_msg[] = "the batch deadline passed before this job started";
+/* Why a job that never started fails: the batch's deadline, or its owner's cancel. */
+static const char *batch_cancelled_msg(const struct dispatch_batch *b)
+{
+    return b->stopped ? "the batch was cancelled before this job started"
+                      : "the batch deadline passed before this job started";
+}
 
 /* ---------------------------------------------------------------- the ring of batches */
 
@@ -114,7 +119,7 @@ static void batch_finish(struct dispatch_batch *b)
         .workers = d->cfg.workers,
         .elapsed_ns = ipc_now_ns() - b->started_ns,
         .busy_ns = b->busy_ns,
-        .deadline_hit = b->ending,
+        .deadline_hit = b->ending && !b->stopped,
     };
     batch_ring_remove(d, b);
     b->cancelled = 1; /* no more callbacks */
@@ -270,11 +275,11 @@ void batch_pump(struct dispatch_batch *b)
         for (unsigned k = 0; k < BATCH_SYNTH_PER_PUMP && !b->paused && !b->cancelled; k++) {
             if (b->nretry > 0) {
                 uint64_t idx = b->retry[--b->nretry];
-                batch_fail_job(b, idx, -BATCHD_E_CANCELLED, batch_cancelled_msg, -1);
+                batch_fail_job(b, idx, -BATCHD_E_CANCELLED, batch_cancelled_msg(b), -1);
             } else if (b->next_job < b->desc.njobs &&
                        (b->desc.order == DISPATCH_ORDER_COMPLETED || b->next_job == b->base)) {
                 uint64_t idx = b->next_job++;
-                batch_fail_job(b, idx, -BATCHD_E_CANCELLED, batch_cancelled_msg, -1);
+                batch_fail_job(b, idx, -BATCHD_E_CANCELLED, batch_cancelled_msg(b), -1);
             } else {
                 break;
             }
@@ -357,7 +362,7 @@ int batch_synth_left(const struct dispatch_batch *b)
 void batch_requeue(struct dispatch_batch *b, uint64_t index)
 {
     if (b->ending) {
-        batch_fail_job(b, index, -BATCHD_E_CANCELLED, batch_cancelled_msg, -1);
+        batch_fail_job(b, index, -BATCHD_E_CANCELLED, batch_cancelled_msg(b), -1);
     } else if (!b->cancelled) {
         batch_retry_push(b, index);
     }

@@ -43,6 +43,7 @@ struct dispatch_batch {
     int inflight_chunks;
     size_t chunksize;
     int paused, cancelled, ending, in_pump;
+    int stopped; /* ending because its owner cancelled it (not its deadline) */
     uint64_t started_ns, deadline_ns;
     uint64_t ok, failed, busy_ns;
     uint64_t serial; /* unique in the process's life: workers key per-batch state on it */

@@ -44,8 +44,10 @@ static void dispatch_feed(struct dispatch *d)
 
 /* ---------------------------------------------------------------- timers */
 
-/* B's deadline has passed: its running jobs fail with timeout, the others are cancelled. */
-static void dispatch_end_batch(struct dispatch *d, struct dispatch_batch *b)
+/* B ends before its jobs do: its running jobs fail with ERR (their workers are stopped),
+ * the others are cancelled. */
+static void dispatch_end_batch(struct dispatch *d, struct dispatch_batch *b, int err,
+                               const char *why)
 {
     b->ending = 1;
     /* Pinned (in_pump) while its chunks fail: the pump after each one could finish and
@@ -53,7 +55,7 @@ static void dispatch_end_batch(struct dispatch *d, struct dispatch_batch *b)
     b->in_pump = 1;
     for (int i = 0; i < d->cfg.workers; i++) {
         if (d->slots[i].batch == b && d->slots[i].state == SLOT_BUSY) {
-            slot_fail(d, i, -BATCHD_E_TIMEOUT, "the batch deadline passed while this job ran");
+            slot_fail(d, i, err, why);
         }
     }
     b->in_pump = 0;
@@ -77,7 +79,8 @@ static void dispatch_check_time(struct dispatch *d)
     for (int k = 0; k < n && d->ring != NULL; k++) {
         struct dispatch_batch *next = b->next;
         if (!b->ending && b->deadline_ns != 0 && now >= b->deadline_ns) {
-            dispatch_end_batch(d, b);
+            dispatch_end_batch(d, b, -BATCHD_E_TIMEOUT,
+                               "the batch deadline passed while this job ran");
             /* b may be gone now; continue from the saved next only if the ring survives. */
             if (d->ring == NULL) {
                 break;
@@ -296,6 +299,24 @@ void dispatch_batch_cancel(struct dispatch_batch *b)
     batch_ring_remove(b->d, b);
     b->cancelled = 1;
     batch_maybe_free(b);
+}
+
+void dispatch_batch_stop(struct dispatch_batch *b)
+{
+    if (b != NULL && !b->ending && !b->cancelled) {
+        b->stopped = 1;
+        dispatch_end_batch(b->d, b, -BATCHD_E_CANCELLED,
+                           "the batch was cancelled while this job ran");
+    }
+}
+
+int dispatch_batch_running(const struct dispatch_batch *b)
+{
+    int n = 0;
+    for (int i = 0; i < b->d->cfg.workers; i++) {
+        n += b->d->slots[i].batch == b && b->d->slots[i].state == SLOT_BUSY;
+    }
+    return n;
 }
 
 void dispatch_batch_set_paused(struct dispatch_batch *b, int paused)

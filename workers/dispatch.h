@@ -116,6 +116,14 @@ struct dispatch_batch *dispatch_submit(struct dispatch *d, const struct dispatch
  * already running finish in their workers and their results are thrown away. */
 void dispatch_batch_cancel(struct dispatch_batch *b);
 
+/* The owner cancels the batch but still wants its answers: running jobs are stopped (their
+ * workers killed and replaced) and fail with cancelled, queued ones fail cancelled, then
+ * on_done runs with the summary. Callbacks go on as usual until then. */
+void dispatch_batch_stop(struct dispatch_batch *b);
+
+/* Jobs of B running in a worker right now. */
+int dispatch_batch_running(const struct dispatch_batch *b);
+
 /* The owner's output is backed up (PAUSED = 1): send no more of this batch's jobs to
  * workers; 0 resumes. */
 void dispatch_batch_set_paused(struct dispatch_batch *b, int paused);

@@ -150,8 +150,11 @@ class Batchd:
         self.workers = workers
         self.logpath = os.path.join(tmp, f'batchd-w{workers}.log')
         self.log = open(self.logpath, 'w')
+        # A state dir of its own, by environment (a baseline binary without a store ignores
+        # it; a flag would be refused).
+        env = dict(os.environ, BATCHD_STATE_DIR=tempfile.mkdtemp(prefix='state-', dir=tmp))
         self.proc = subprocess.Popen([binary, '--listen', '127.0.0.1:0', '--workers', str(workers)],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+                                     stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.port = None
         for _ in range(200):
             with open(self.logpath) as f:

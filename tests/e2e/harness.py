@@ -7,14 +7,22 @@
 
 Environment: BATCHD_BIN (the binary), BATCHD_SHARED (../shared), BATCHD_SANITIZED=1 under
 ASan/UBSan builds (tests may run smaller cases there). Only loopback is ever contacted.
+
+Every Server gets a --state-dir of its own (a new temporary folder, removed when the Server
+is left or the test ends) unless the test passes --state-dir or BATCHD_STATE_DIR: one store
+per process (a second batchd on a state dir is refused), and no batchd-state/ left in the
+build folder. A Server stopped and started again keeps its state dir (a restart).
 """
+import atexit
 import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -24,6 +32,29 @@ SHARED = os.environ.get("BATCHD_SHARED") or os.path.join(
     os.path.dirname(__file__), "..", "..", "..", "shared")
 SANITIZED = os.environ.get("BATCHD_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 
+_state_dirs = []
+
+
+def _remove_state_dirs():
+    for d in _state_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_remove_state_dirs)
+
+
+def new_state_dir():
+    """A fresh temporary state dir, removed when the test process ends."""
+    d = tempfile.mkdtemp(prefix="batchd-state-")
+    _state_dirs.append(d)
+    return d
+
+
+def has_state_dir(args, env=None):
+    """1 if ARGS or ENV name a state dir already."""
+    return (any(a == "--state-dir" or a.startswith("--state-dir=") for a in args) or
+            "BATCHD_STATE_DIR" in (env or {}))
+
 
 class Server:
     """A batchd process on 127.0.0.1 with a free port; its stderr is kept in .log."""
@@ -31,6 +62,10 @@ class Server:
     def __init__(self, workers=2, args=(), env=None, start_timeout=20):
         self.workers = workers
         self.args = list(args)
+        self.state_dir = None  # the one made here, removed on __exit__
+        if not has_state_dir(self.args, env):
+            self.state_dir = new_state_dir()
+            self.args += ["--state-dir", self.state_dir]
         self.env = dict(os.environ)
         self.env.update(env or {})
         self.start_timeout = start_timeout
@@ -99,6 +134,8 @@ class Server:
                "runtime error:" in l or "ERROR: LeakSanitizer" in l]
         if bad and exc[0] is None:
             raise AssertionError("sanitizer report in the server log:\n" + "\n".join(self.log_lines[-80:]))
+        if self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
         if rc not in (0, None) and exc[0] is None:
             raise AssertionError("batchd exited with %r:\n%s" % (rc, "\n".join(self.log_lines[-40:])))
         return False

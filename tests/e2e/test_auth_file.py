@@ -8,7 +8,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BIN, Server, Suite, check  # noqa: E402
+from harness import BIN, Server, Suite, check, new_state_dir  # noqa: E402
 
 TMP = tempfile.mkdtemp(prefix="batchd-authfile-")
 
@@ -24,7 +24,8 @@ def refused_at_start(path, want):
     """Starts batchd with the token file PATH; it must exit at once, non-zero, with WANT in
     its log (before the fix it started, and every authenticated request read past the
     stored token: an ASan abort)."""
-    cmd = [BIN, "--listen", "127.0.0.1:0", "--workers", "1", "--auth-token-file", path]
+    cmd = [BIN, "--listen", "127.0.0.1:0", "--workers", "1", "--auth-token-file", path,
+           "--state-dir", new_state_dir()]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, err = proc.communicate(timeout=15)

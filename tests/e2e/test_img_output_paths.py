@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BIN, SHARED, Server, Suite, check, results_by_index  # noqa: E402
+from harness import BIN, SHARED, Server, Suite, check, new_state_dir, results_by_index  # noqa: E402
 from imglib import open_image, post_multipart, read, rgb  # noqa: E402
 
 S = None
@@ -163,7 +163,8 @@ def test_symlink_in_the_output_tree_is_not_followed():
 
 def start_fails(args):
     """Runs batchd with ARGS; returns (exit status, stderr) if it stops within 10 s."""
-    p = subprocess.Popen([BIN, "--listen", "127.0.0.1:0", "--workers", "1"] + args,
+    p = subprocess.Popen([BIN, "--listen", "127.0.0.1:0", "--workers", "1",
+                          "--state-dir", new_state_dir()] + args,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, err = p.communicate(timeout=10)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from harness import BIN, Server, Suite, check, results_by_index
+from harness import BIN, Server, Suite, check, new_state_dir, results_by_index
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 WORDCOUNT = os.environ.get("BATCHD_WORDCOUNT") or os.path.join(ROOT, "build", "wordcount.so")
@@ -50,7 +50,8 @@ def build_tiny(tmp, name, opname='"echo_tiny"', abi="BATCHD_MODULE_ABI_VERSION",
 def start_fails(args, env=None):
     e = dict(os.environ)
     e.update(env or {})
-    p = subprocess.run([BIN, "--listen", "127.0.0.1:0", "--workers", "1"] + args,
+    p = subprocess.run([BIN, "--listen", "127.0.0.1:0", "--workers", "1",
+                        "--state-dir", new_state_dir()] + args,
                        capture_output=True, text=True, timeout=30, env=e)
     return p.returncode, p.stderr
 

@@ -71,7 +71,52 @@ static void test_defaults(void)
     CHECK_EQ_STR(cfg.log_level, "info");
     CHECK_EQ_STR(cfg.data_dir, "");
     CHECK_EQ_STR(cfg.output_dir, "");
+    CHECK_EQ_STR(cfg.state_dir, "./batchd-state");
+    CHECK_EQ_INT(cfg.result_ttl_ms, 24ull * 3600 * 1000);
+    CHECK_EQ_INT(cfg.max_stored_bytes, 10ull * 1024 * 1024 * 1024);
     CHECK_EQ_STR(err, "");
+}
+
+/* The state dir is refused when it is, holds or is inside the data or the output dir
+ * (through a path that names it another way too); a folder beside them is fine. */
+static void test_state_dir(void)
+{
+    clear_env();
+    struct config cfg;
+    char err[512];
+    static const char *const bad[][6] = {
+        {"--data-dir", "/srv/in", "--state-dir", "/srv/in", NULL, NULL},
+        {"--data-dir", "/srv/in", "--state-dir", "/srv/in/", NULL, NULL},
+        {"--data-dir", "/srv/in", "--state-dir", "/srv/in/state", NULL, NULL},
+        {"--data-dir", "/srv/in", "--state-dir", "/srv", NULL, NULL},
+        {"--data-dir", "/srv/in", "--state-dir", "/srv/in/out/state", NULL, NULL},
+        {"--data-dir", "/srv/in", "--output-dir", "/srv/out", "--state-dir", "/srv/out"},
+        {"--data-dir", "/srv/in", "--output-dir", "/srv/out", "--state-dir", "/srv/out/st"},
+        {"--state-dir", "/", "--data-dir", "/srv/in", NULL, NULL},
+        {"--state-dir", "", NULL, NULL, NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ_INT(load(&cfg, err, sizeof err, bad[i]), -1);
+        CHECK(strstr(err, "--state-dir") != NULL);
+    }
+    CHECK_EQ_INT(load(&cfg, err, sizeof err,
+                      ARGS("--data-dir", "/srv/in", "--state-dir", "/srv/state", "--result-ttl",
+                           "1s", "--max-stored-bytes", "1MiB")),
+                 0);
+    CHECK_EQ_STR(cfg.state_dir, "/srv/state");
+    CHECK_EQ_INT(cfg.result_ttl_ms, 1000);
+    CHECK_EQ_INT(cfg.max_stored_bytes, 1024 * 1024);
+    CHECK_EQ_INT(
+        load(&cfg, err, sizeof err, ARGS("--state-dir", "/srv/in-state", "--data-dir", "/srv/in")),
+        0);
+    setenv("BATCHD_STATE_DIR", "/var/lib/batchd/state", 1);
+    setenv("BATCHD_RESULT_TTL", "90m", 1);
+    CHECK_EQ_INT(load(&cfg, err, sizeof err, NULL), 0);
+    CHECK_EQ_STR(cfg.state_dir, "/var/lib/batchd/state");
+    CHECK_EQ_INT(cfg.result_ttl_ms, 90ull * 60 * 1000);
+    clear_env();
+    CHECK_EQ_INT(load(&cfg, err, sizeof err, ARGS("--result-ttl", "0")), -1);
+    CHECK(strstr(err, "--result-ttl") != NULL);
 }
 
 static void test_env_and_flags(void)
@@ -139,7 +184,8 @@ static void test_durations(void)
         const char *text;
         uint64_t ms;
     } ok[] = {
-        {"500ms", 500}, {"2", 2000}, {"2s", 2000}, {"1.5s", 1500}, {"2m", 120000}, {"0", 0},
+        {"500ms", 500}, {"2", 2000}, {"2s", 2000},      {"1.5s", 1500},
+        {"2m", 120000}, {"0", 0},    {"24h", 86400000}, {"0.5h", 1800000},
     };
     struct config cfg;
     char err[512];
@@ -147,7 +193,7 @@ static void test_durations(void)
         CHECK_EQ_INT(load(&cfg, err, sizeof err, ARGS("--job-timeout", ok[i].text)), 0);
         CHECK_EQ_INT(cfg.job_timeout_ms, ok[i].ms);
     }
-    static const char *const bad[] = {"5h", "ms", "-5s", "1.5.s"};
+    static const char *const bad[] = {"5d", "ms", "-5s", "1.5.s", "h"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_EQ_INT(load(&cfg, err, sizeof err, ARGS("--grace-period", bad[i])), -1);
         CHECK(strstr(err, "--grace-period") != NULL);
@@ -217,6 +263,7 @@ static const struct check_case cases[] = {
     {"env_and_flags", test_env_and_flags},
     {"sizes", test_sizes},
     {"durations", test_durations},
+    {"state_dir", test_state_dir},
     {"refusals", test_refusals},
     {"help_and_table", test_help_and_table},
 };

@@ -658,6 +658,74 @@ static void test_forget_expire_cap(void)
     free(dir);
 }
 
+/* Batches counted by state as they are created, started, ended and expired (the metrics'
+ * batchd_stored_batches); the commit figures add up. */
+static void test_counts_by_state(void)
+{
+    char *dir = tmpdir();
+    struct store *st = open_at(dir, 0);
+    uint64_t n[STORE_NSTATES];
+    CHECK_EQ_INT(store_batch_counts(st, n), 0);
+    for (int i = 0; i < STORE_NSTATES; i++) {
+        CHECK_EQ_INT(n[i], 0);
+    }
+    struct made a = create(st, owner_a, NULL, 0, "{}", 2);
+    struct made b = create(st, owner_a, NULL, 0, "{}", 2);
+    struct made c = create(st, owner_b, NULL, 0, "{}", 2);
+    struct made d = create(st, owner_b, NULL, 0, "{}", 2);
+    CHECK_EQ_INT(store_batch_counts(st, n), 0);
+    CHECK_EQ_INT(n[STORE_QUEUED], 4);
+    CHECK_EQ_INT(store_batch_start(b.sb), 0);
+    CHECK_EQ_INT(store_batch_start(c.sb), 0);
+    CHECK_EQ_INT(store_batch_start(d.sb), 0);
+    add(c.sb, 0);
+    add(c.sb, 1);
+    CHECK_EQ_INT(store_batch_end(c.sb, STORE_DONE, "{}", 2), 0);
+    CHECK_EQ_INT(store_batch_cancel(d.sb), 0);
+    CHECK_EQ_INT(store_batch_end(d.sb, STORE_CANCELLED, "{}", 2), 0);
+    /* Only what is committed counts. */
+    CHECK_EQ_INT(store_sync(st), 0);
+    CHECK_EQ_INT(store_batch_counts(st, n), 0);
+    CHECK_EQ_INT(n[STORE_QUEUED], 1);
+    CHECK_EQ_INT(n[STORE_RUNNING], 1);
+    CHECK_EQ_INT(n[STORE_DONE], 1);
+    CHECK_EQ_INT(n[STORE_CANCELLED], 1);
+    CHECK_EQ_INT(n[STORE_EXPIRED], 0);
+    atomic_store(&fake_ms, fake_now() + 60000);
+    CHECK_EQ_INT(store_expire(st, fake_now()), 0);
+    CHECK_EQ_INT(store_sync(st), 0);
+    CHECK_EQ_INT(store_batch_counts(st, n), 0);
+    CHECK_EQ_INT(n[STORE_DONE] + n[STORE_CANCELLED], 0);
+    CHECK_EQ_INT(n[STORE_EXPIRED], 2);
+    CHECK_EQ_INT(n[STORE_QUEUED] + n[STORE_RUNNING], 2);
+    struct store_stats stats;
+    store_stats_get(st, &stats);
+    CHECK_EQ_INT(stats.rows, 2);
+    CHECK_EQ_INT(stats.write_error, 0);
+    CHECK(stats.flushes >= 1);
+    CHECK(stats.flush_total_ms > 0 && stats.flush_total_ms >= stats.flush_max_ms);
+    /* An expiry tick with nothing due writes nothing: it is no commit in the figures. */
+    uint64_t commits = stats.flushes;
+    CHECK_EQ_INT(store_expire(st, fake_now()), 0);
+    CHECK_EQ_INT(store_sync(st), 0);
+    store_stats_get(st, &stats);
+    CHECK_EQ_INT(stats.flushes, commits);
+    store_batch_release(a.sb);
+    store_batch_release(b.sb);
+    store_batch_release(c.sb);
+    store_batch_release(d.sb);
+    store_close(st);
+    /* The counts are the database's: the same after a restart. */
+    st = open_at(dir, 0);
+    CHECK_EQ_INT(store_batch_counts(st, n), 0);
+    CHECK_EQ_INT(n[STORE_QUEUED], 1);
+    CHECK_EQ_INT(n[STORE_RUNNING], 1);
+    CHECK_EQ_INT(n[STORE_EXPIRED], 2);
+    store_close(st);
+    rmrf(dir);
+    free(dir);
+}
+
 /* A batch forgotten in the same transaction as its last results, and a batch created right
  * after it: the new one starts with its own counters (the rowid of a deleted batch was once
  * given again, and the old batch's counts landed on the new row), the bytes add up. */
@@ -898,6 +966,7 @@ static void test_full_at_runtime(void)
     struct store_stats stats;
     store_stats_get(st, &stats);
     CHECK(stats.pending_rows > 0); /* kept, not dropped */
+    CHECK_EQ_INT(stats.write_error, STORE_E_FULL); /* /readyz turns 503 */
     static unsigned char big[256 * 1024];
     struct store_blob in = {big, sizeof big};
     struct made b = {0};
@@ -916,6 +985,7 @@ static void test_full_at_runtime(void)
     }
     store_stats_get(st, &stats);
     CHECK_EQ_INT(stats.pending_rows, 0);
+    CHECK_EQ_INT(stats.write_error, 0); /* a commit went through: writable again */
     int rc = 0;
     struct rows r = read_rows(st, NULL, a.id, 0, 10000, &rc);
     CHECK_EQ_INT(rc, 0);
@@ -1052,6 +1122,7 @@ static const struct check_case cases[] = {
     {"status_list_owners", test_status_list_owners},
     {"forget_expire_cap", test_forget_expire_cap},
     {"forget_then_create", test_forget_then_create},
+    {"counts_by_state", test_counts_by_state},
     {"refuse_corrupt", test_refuse_corrupt},
     {"refuse_unwritable", test_refuse_unwritable},
     {"refuse_full", test_refuse_full},

@@ -1,0 +1,41 @@
+/* The results of a stored batch as a response (results.c, SPEC §8): GET
+ * /v1/batches/{id}/results, and the stream of a keyed POST. Private to server/. */
+#ifndef BATCHD_SERVER_RESULTS_H
+#define BATCHD_SERVER_RESULTS_H
+
+#include "../store/store.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdint.h>
+
+struct request;
+struct server;
+
+/* A request's results stream (in struct request). */
+struct results_state {
+    char id[STORE_ID_SIZE];
+    uint64_t after;      /* the last seq written (or skipped: ?after, Last-Event-ID) */
+    int follow;          /* wait for more until the summary */
+    int sse;             /* Server-Sent Events instead of NDJSON */
+    int document;        /* 1: §4's JSON document, 2: the tar (ended batches) */
+    int active;          /* the response is queued */
+    uint32_t next_index; /* document: the next job index to read */
+    uint64_t count;      /* document: elements written */
+    uint64_t progress_last_ns;
+    json_t *names; /* tar: the uploaded files' names */
+};
+
+/* Queues R's response with the results of batch ID (read for R's owner: the caller checked
+ * that it exists) after seq AFTER: NDJSON, or SSE; FOLLOW keeps it open until the summary.
+ * DOCUMENT 1 instead writes §4's JSON document, 2 its tar (the batch has ended). */
+enum MHD_Result results_respond(struct request *r, const char *id, uint64_t after, int follow,
+                                int sse, int document);
+
+/* New results of batch ID are committed: the streams that wait for them go on. */
+void results_wake(struct server *s, const char *id);
+
+/* R's connection is over (completed callback). */
+void results_finish(struct request *r);
+
+#endif
