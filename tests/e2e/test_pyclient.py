@@ -48,6 +48,7 @@ class CutProxy:
         self.cuts_left = cuts          # None: cut every connection; else only this many
         self.swallow = swallow
         self.swallowed = []            # the bytes of the swallowed answers
+        self.requests = []             # the request line of each connection's first request
         self.connections = 0
         self.cut = 0
         self.lock = threading.Lock()
@@ -103,15 +104,24 @@ class CutProxy:
         done = threading.Event()
 
         def up():
+            first = True
             try:
                 while not done.is_set():
                     d = c.recv(65536)
                     if not d:
                         break
+                    if first:
+                        with self.lock:
+                            self.requests.append(d.split(b"\r\n", 1)[0].decode("latin-1"))
+                        first = False
                     u.sendall(d)
             except OSError:
                 pass
             done.set()
+            try:
+                u.shutdown(socket.SHUT_RDWR)     # the client went away: so does the proxy
+            except OSError:
+                pass
 
         t = threading.Thread(target=up, daemon=True)
         t.start()
@@ -292,6 +302,47 @@ def test_a_cut_stream_raises_stream_cut():
         check(p.cut >= 3, p.cut)
 
 
+def one_answer_server(answer):
+    """A listener on 127.0.0.1 that reads one request and sends ANSWER (raw bytes), then
+    closes: for the answers the real server never gives on purpose (a stream that ends
+    cleanly, framing and all, but without its summary). Returns (port, thread)."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    ls.settimeout(10)
+
+    def serve():
+        try:
+            c, _ = ls.accept()
+            c.settimeout(10)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += c.recv(65536)
+            head, body = got.split(b"\r\n\r\n", 1)
+            n = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+                 if l.lower().startswith(b"content-length:")]
+            while n and len(body) < n[0]:
+                body += c.recv(65536)
+            c.sendall(answer)
+            c.close()
+        finally:
+            ls.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return ls.getsockname()[1], t
+
+
+def test_a_clean_end_without_summary_is_stream_cut():
+    body = b'{"index":0,"result":2.0}\n{"index":1,"result":3.0}\n'
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+              b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+    port, t = one_answer_server(answer)
+    e = expect(batchd.StreamCut, batchd.Client("http://127.0.0.1:%d" % port).map,
+               "sqrt", [4, 9])
+    check(e.received == 2, e.received)
+    t.join(10)
+
+
 def test_unreachable():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -432,6 +483,11 @@ def test_s8_results_resume_through_cut_connections():
         bb = c.batch(b.id)
         lines = list(bb.results())
         check(p.cut >= 5 and bb.reconnects >= 5, (p.cut, bb.reconnects))
+        # each reconnection asks for what follows the last seq it has
+        afters = [int(r.split("after=")[1].split()[0].split("&")[0]) for r in p.requests[1:]]
+        check(len(afters) == len(p.requests) - 1 and afters == sorted(set(afters)), p.requests)
+        check("after=" not in p.requests[0] and "follow=true" in p.requests[0], p.requests[0])
+        check(all(a in {l["seq"] for l in lines} for a in afters), afters)
     sqrt_check(lines, xs)
     check(len(lines) == len(xs), len(lines))
     check(bb.summary["jobs"] == len(xs), bb.summary)
