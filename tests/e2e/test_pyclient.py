@@ -564,6 +564,23 @@ def test_s8_results_survive_a_server_restart():
         s2.stop(signal.SIGKILL)
 
 
+def test_s8_done_in_the_status_means_the_results_are_ready():
+    """Batch.wait() returns at state done; the ended batch's JSON document and tar must then
+    be there. (Server defect seen on 2026-12-01: the status said done, finished_at null,
+    from the live runner while the end was not yet committed, and the results endpoint,
+    reading the store, answered 409 not_finished.)"""
+    bad = []
+    for i in range(20):
+        b = C.submit("square", [i, i + 1])
+        st = b.wait(poll=0.005)
+        try:
+            doc = C._json("GET", b._path + "/results", headers={"Accept": "application/json"})
+            check([r["result"] for r in doc["results"]] == [i * i, (i + 1) ** 2], doc)
+        except batchd.Conflict as e:
+            bad.append((st["state"], st.get("finished_at"), e.code))
+    check(not bad, "%d of 20 answered 409 right after a status of done: %r" % (len(bad), bad[:3]))
+
+
 def test_s8_submit_images_and_fetch_the_tar():
     paths = photos(2)
     b = C.submit_images(paths, pipeline=THUMB, format="png", params={"auto_orient": False})
