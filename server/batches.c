@@ -1,16 +1,17 @@
 /* The batch resources of SPEC §8: GET /v1/batches (the list), GET and DELETE
- * /v1/batches/{id} (status, cancel or forget) and GET /v1/batches/{id}/results. A batch is
- * read from the store for the request's owner (another owner's is 404, as one never issued),
- * with what only this process knows laid over it: counts not yet committed, jobs running
- * now. A streamed batch that is not stored is known only while it runs (stream.c). */
+ * /v1/batches/{id} (status, cancel or forget) and GET /v1/batches/{id}/results, and the POST
+ * that submits a batch: streamed (stream.c) or stored (submit.c). Status documents are
+ * status.c's. */
 #include "batches.h"
 
 #include "body.h"
 #include "internal.h"
 #include "reply.h"
 #include "results.h"
+#include "status.h"
 #include "stored.h"
 #include "stream.h"
+#include "submit.h"
 
 #include "../api/errors.h"
 #include "../api/jsonw.h"
@@ -23,195 +24,6 @@
 
 #define LIST_DEFAULT 50
 #define LIST_MAX 1000
-
-/* What a status document shows of one batch. */
-struct batch_view {
-    const struct store_info *info; /* as committed (the id, times, request id) */
-    int state;
-    uint64_t total, running, ok, failed;
-    double elapsed_s; /* time it has run, for the rate */
-};
-
-static int put_time(struct buf *b, const char *name, int64_t ms)
-{
-    int rc = buf_printf(b, ",\"%s\":", name);
-    if (ms <= 0) {
-        return rc | buf_adds(b, "null");
-    }
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    char text[40];
-    strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
-    return rc | buf_printf(b, "\"%s.%03dZ\"", text, (int)(ms % 1000));
-}
-
-/* The status document of V (SPEC §8). */
-static int put_status(struct buf *b, const struct batch_view *v)
-{
-    const struct store_info *in = v->info;
-    uint64_t done = v->ok + v->failed;
-    uint64_t running = v->state == STORE_RUNNING ? v->running : 0;
-    uint64_t queued = v->total > done + running ? v->total - done - running : 0;
-    double rate = v->elapsed_s > 0 ? (double)done / v->elapsed_s : 0.0;
-    int rc = buf_adds(b, "{\"id\":");
-    rc |= jsonw_cstr(b, in->id);
-    rc |= buf_adds(b, ",\"state\":");
-    rc |= jsonw_cstr(b, store_state_name(v->state));
-    rc |= buf_adds(b, ",\"op\":");
-    rc |= jsonw_cstr(b, in->op);
-    rc |= put_time(b, "created_at", in->created_ms);
-    rc |= put_time(b, "started_at", in->started_ms);
-    rc |= put_time(b, "finished_at", in->finished_ms);
-    rc |= put_time(b, "expires_at", in->expires_ms);
-    rc |= buf_printf(b,
-                     ",\"jobs\":{\"total\":%llu,\"queued\":%llu,\"running\":%llu,\"ok\":%llu,"
-                     "\"failed\":%llu},\"progress\":",
-                     (unsigned long long)v->total, (unsigned long long)queued,
-                     (unsigned long long)running, (unsigned long long)v->ok,
-                     (unsigned long long)v->failed);
-    rc |= jsonw_double(b, v->total > 0 ? (double)done / (double)v->total : 1.0);
-    rc |= buf_adds(b, ",\"rate_per_s\":");
-    rc |= jsonw_double(b, rate);
-    if (rate > 0 && done < v->total && v->state == STORE_RUNNING) {
-        rc |= buf_printf(b, ",\"eta_ms\":%lld",
-                         (long long)((double)(v->total - done) / rate * 1000.0));
-    } else {
-        rc |= buf_adds(b, done >= v->total ? ",\"eta_ms\":0" : ",\"eta_ms\":null");
-    }
-    rc |= buf_adds(b, ",\"request_id\":");
-    rc |= jsonw_cstr(b, in->request_id);
-    rc |= buf_printf(b, ",\"results\":\"/v1/batches/%s/results\"}", in->id);
-    return rc;
-}
-
-/* V for INFO, a batch of the store, with what this process knows of it on top. */
-static void view_stored(struct server *s, const struct store_info *info, struct batch_view *v)
-{
-    struct stored_live lv;
-    memset(v, 0, sizeof *v);
-    v->info = info;
-    v->state = info->state;
-    v->total = info->njobs;
-    v->ok = info->nok;
-    v->failed = info->nfailed;
-    if (info->finished_ms > info->started_ms && info->started_ms > 0) {
-        v->elapsed_s = (double)(info->finished_ms - info->started_ms) / 1000.0;
-    }
-    if (stored_live(s, info->id, &lv)) {
-        v->ok = lv.ok;
-        v->failed = lv.failed;
-        v->running = lv.running;
-        v->elapsed_s = lv.elapsed_s;
-        v->state = lv.started ? STORE_RUNNING : STORE_QUEUED;
-        if (lv.ended) {
-            v->state = lv.cancelling ? STORE_CANCELLED : STORE_DONE;
-        } else if (lv.cancelling) {
-            /* Its end is on its way: what is not answered yet fails with cancelled. */
-            v->state = STORE_CANCELLED;
-            v->failed = v->total - v->ok;
-            v->running = 0;
-        }
-    }
-}
-
-/* V for a streamed batch that runs now (not stored); INFO is filled from it. */
-static void view_streamed(struct request *sr, struct store_info *info, struct batch_view *v)
-{
-    struct stream_live lv;
-    stream_live(sr, &lv);
-    memset(info, 0, sizeof *info);
-    memset(v, 0, sizeof *v);
-    snprintf(info->id, sizeof info->id, "%s", sr->batch_id);
-    snprintf(info->op, sizeof info->op, "%s", prepared_op_label(&sr->prep));
-    snprintf(info->request_id, sizeof info->request_id, "%s", sr->id);
-    info->created_ms = info->started_ms = store_id_time_ms(sr->batch_id);
-    v->info = info;
-    v->state = STORE_RUNNING;
-    v->total = sr->prep.spec.njobs;
-    v->ok = lv.ok;
-    v->failed = lv.failed;
-    v->running = lv.running;
-    v->elapsed_s = lv.elapsed_s;
-    if (sr->cancelled) {
-        v->state = STORE_CANCELLED;
-        v->failed = v->total - v->ok;
-        v->running = 0;
-    }
-}
-
-static enum MHD_Result reply_json_buf(struct request *r, int status, struct buf *b,
-                                      const char *location)
-{
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(buf_len(b), (void *)buf_data(b), MHD_RESPMEM_MUST_COPY);
-    if (resp == NULL) {
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (location != NULL) {
-        MHD_add_response_header(resp, "Location", location);
-        MHD_add_response_header(resp, "Preference-Applied", "respond-async");
-    }
-    reply_add_common_headers(r, resp);
-    r->status = status;
-    enum MHD_Result mr = MHD_queue_response(r->conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    return mr;
-}
-
-/* The refusal for a store lookup's outcome RC. */
-static enum MHD_Result reply_lookup_error(struct request *r, int rc)
-{
-    if (rc == STORE_E_EXPIRED) {
-        return reply_error(r, -BATCHD_E_EXPIRED, NULL, NULL);
-    }
-    if (rc == STORE_E_NOT_FOUND) {
-        return reply_error(r, -BATCHD_E_BATCH_NOT_FOUND, NULL, NULL);
-    }
-    return reply_error(r, -BATCHD_E_STORE_UNAVAILABLE, store_err_message(rc), NULL);
-}
-
-/* Looks ID up for R: a streamed batch running here (*SR set), or one of the store (*INFO
- * filled). Returns 0 or a STORE_E_* code. */
-static int batch_lookup(struct request *r, const char *id, struct request **sr,
-                        struct store_info *info)
-{
-    *sr = stream_find(r->srv, id, r->owner, r->owner_len);
-    if (*sr != NULL) {
-        return 0;
-    }
-    if (r->srv->store == NULL) {
-        return STORE_E_NOT_FOUND;
-    }
-    return store_batch_get(r->srv->store, r->owner, r->owner_len, id, info);
-}
-
-enum MHD_Result batches_reply_status(struct request *r, const char *id, int status)
-{
-    struct request *sr;
-    struct store_info info, sinfo;
-    struct batch_view v;
-    int rc = batch_lookup(r, id, &sr, &info);
-    if (rc != 0) {
-        return reply_lookup_error(r, rc);
-    }
-    if (sr != NULL) {
-        view_streamed(sr, &sinfo, &v);
-    } else {
-        view_stored(r->srv, &info, &v);
-    }
-    struct buf b;
-    buf_init(&b, 1u << 20);
-    char where[32 + STORE_ID_SIZE];
-    snprintf(where, sizeof where, "/v1/batches/%s", id);
-    enum MHD_Result mr = put_status(&b, &v) != 0
-                             ? reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL)
-                             : reply_json_buf(r, status, &b, status == 202 ? where : NULL);
-    buf_cleanup(&b);
-    return mr;
-}
 
 /* ---------------------------------------------------------------- the list */
 
@@ -247,11 +59,8 @@ static size_t list_streamed(struct request *r, int state, const char *before, si
             (before != NULL && strcmp(sr->batch_id, before) >= 0)) {
             continue;
         }
-        struct store_info info;
-        struct batch_view v;
-        view_streamed(sr, &info, &v);
         buf_adds(b, n++ > 0 ? "," : "");
-        put_status(b, &v);
+        status_put_streamed(sr, b);
     }
     return n;
 }
@@ -281,10 +90,8 @@ static enum MHD_Result batches_list(struct request *r)
                               (size_t)limit - shown, &n);
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        struct batch_view v;
-        view_stored(r->srv, &infos[i], &v);
         buf_adds(&b, shown + i > 0 ? "," : "");
-        put_status(&b, &v);
+        status_put_stored(r->srv, &infos[i], &b);
     }
     buf_adds(&b, "],\"next\":");
     if (n > 0 && shown + n == (size_t)limit) {
@@ -294,10 +101,23 @@ static enum MHD_Result batches_list(struct request *r)
     } else {
         buf_adds(&b, "null}");
     }
-    enum MHD_Result mr = rc != 0 ? reply_lookup_error(r, rc) : reply_json_buf(r, 200, &b, NULL);
+    enum MHD_Result mr =
+        rc != 0 ? status_reply_lookup_error(r, rc) : status_reply_json(r, 200, &b, NULL);
     buf_cleanup(&b);
     free(infos);
     return mr;
+}
+
+enum MHD_Result batches_post(struct request *r)
+{
+    struct batch_error e;
+    if (prepared_build(&r->prep, r->upload, r->srv->cfg.max_jobs, &e) != 0) {
+        return reply_error(r, e.err, e.message, e.path[0] ? e.path : NULL);
+    }
+    if (submit_wanted(r)) {
+        return submit_stored(r); /* SPEC §8: async or keyed */
+    }
+    return stream_start(r);
 }
 
 enum MHD_Result batches_collection(struct request *r)
@@ -316,7 +136,7 @@ static enum MHD_Result batches_forgotten(struct request *r)
     if (r->wait_rc == STORE_OK) {
         return reply_buffer(r, 204, "application/json", "", 0, NULL, 0);
     }
-    return reply_lookup_error(r, r->wait_rc);
+    return status_reply_lookup_error(r, r->wait_rc);
 }
 
 static void batches_forget_done(void *arg, int rc, struct store_batch *sb, const char *id)
@@ -334,20 +154,34 @@ static void batches_forget_done(void *arg, int rc, struct store_batch *sb, const
     }
 }
 
+/* A cancelled stored batch: its final status once its end is committed, else sleep on. */
+static enum MHD_Result batches_cancelled(struct request *r)
+{
+    struct store_info info;
+    int rc = store_batch_get(r->srv->store, r->owner, r->owner_len, r->res.id, &info);
+    if (rc == 0 && info.state != STORE_DONE && info.state != STORE_CANCELLED) {
+        results_sleep(r, r->res.id, batches_cancelled);
+        return MHD_YES;
+    }
+    return status_reply(r, r->res.id, 200);
+}
+
 static enum MHD_Result batches_delete(struct request *r, const char *id)
 {
     struct request *sr;
     struct store_info info;
-    int rc = batch_lookup(r, id, &sr, &info);
+    int rc = status_lookup(r, id, &sr, &info);
     if (rc != 0) {
-        return reply_lookup_error(r, rc);
+        return status_reply_lookup_error(r, rc);
     }
     if (sr != NULL) {
         stream_cancel(sr);
-        return batches_reply_status(r, id, 200);
+        return status_reply(r, id, 200);
     }
+    snprintf(r->res.id, sizeof r->res.id, "%s", id);
     if (stored_cancel(r->srv, id) == 0) {
-        return batches_reply_status(r, id, 200);
+        /* Answered with the final status: once the cancelled end is committed. */
+        return batches_cancelled(r);
     }
     if (info.state != STORE_DONE && info.state != STORE_CANCELLED) {
         return reply_error(r, -BATCHD_E_STORE_UNAVAILABLE, "the batch is not running here", NULL);
@@ -390,9 +224,9 @@ static enum MHD_Result batches_results(struct request *r, const char *id)
 {
     struct request *sr;
     struct store_info info;
-    int rc = batch_lookup(r, id, &sr, &info);
+    int rc = status_lookup(r, id, &sr, &info);
     if (rc != 0) {
-        return reply_lookup_error(r, rc);
+        return status_reply_lookup_error(r, rc);
     }
     if (sr != NULL) {
         return reply_error(r, -BATCHD_E_BATCH_NOT_FOUND,
@@ -442,7 +276,7 @@ enum MHD_Result batches_item(struct request *r)
                                            "GET, HEAD, OPTIONS")
                        : batches_delete(r, id);
     }
-    return results ? batches_results(r, id) : batches_reply_status(r, id, 200);
+    return results ? batches_results(r, id) : status_reply(r, id, 200);
 }
 
 void batches_finish(struct request *r)

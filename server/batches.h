@@ -13,8 +13,8 @@ enum MHD_Result batches_collection(struct request *r);
 /* /v1/batches/{id} (GET status, DELETE cancel or forget) and /v1/batches/{id}/results. */
 enum MHD_Result batches_item(struct request *r);
 
-/* Answers R with STATUS (200, or 202 with Location) and the status document of batch ID. */
-enum MHD_Result batches_reply_status(struct request *r, const char *id, int status);
+/* /v1/batches, the body is in: the batch is checked, then streamed or stored. */
+enum MHD_Result batches_post(struct request *r);
 
 /* R's connection is over: a forget in flight goes on without it. */
 void batches_finish(struct request *r);

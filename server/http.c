@@ -47,7 +47,7 @@ struct route_row {
 };
 
 static const struct route_row routes[] = {
-    {batches_collection, stream_start, {"/v1/batches", ROUTE_BATCHES, "GET, POST, OPTIONS"}},
+    {batches_collection, batches_post, {"/v1/batches", ROUTE_BATCHES, "GET, POST, OPTIONS"}},
     {batches_item, NULL, {"/v1/batches/*", ROUTE_BATCH, "GET, DELETE, OPTIONS"}},
     {routes_ops, NULL, {"/v1/ops", ROUTE_OPS, "GET, HEAD, OPTIONS"}},
     {routes_healthz, NULL, {"/healthz", ROUTE_HEALTHZ, "GET, HEAD"}},
@@ -395,6 +395,9 @@ void http_run(struct server *s)
 {
     unsigned before = http_connections(s), after;
     int rearm;
+    /* A connection resumed before this turn (by the store's callbacks, say) is taken out of
+     * the suspended list by the first MHD_run and served by the second. */
+    int resumed_before = s->resumed;
     do {
         s->resumed = 0;
         MHD_run(s->mhd);
@@ -408,7 +411,7 @@ void http_run(struct server *s)
         after = http_connections(s);
         rearm = after < before;
         before = after;
-    } while (s->resumed || rearm);
+    } while (s->resumed || rearm || resumed_before-- > 0);
     if (s->accept_starved) {
         http_shed(s);
     }

@@ -336,12 +336,24 @@ enum MHD_Result results_respond(struct request *r, const char *id, uint64_t afte
     return mr;
 }
 
+void results_sleep(struct request *r, const char *id, results_wake_fn fn)
+{
+    if (id != r->res.id) {
+        snprintf(r->res.id, sizeof r->res.id, "%s", id);
+    }
+    r->resume_fn = fn;
+    r->suspended = 1;
+    r->follow_next = r->srv->followers;
+    r->srv->followers = r;
+    MHD_suspend_connection(r->conn);
+}
+
 void results_finish(struct request *r)
 {
+    results_unfollow(r); /* a stream, or a request that slept (results_sleep) */
     json_decref(r->res.names);
     r->res.names = NULL;
     if (r->res.active) {
-        results_unfollow(r);
         conn_watch_stream(r->cn, 0, NULL, NULL);
         r->res.active = 0;
     }

@@ -35,6 +35,11 @@ enum MHD_Result results_respond(struct request *r, const char *id, uint64_t afte
 /* New results of batch ID are committed: the streams that wait for them go on. */
 void results_wake(struct server *s, const char *id);
 
+/* R (a request without a response yet) sleeps until the store commits writes of batch ID,
+ * then FN answers it (FN may sleep again). */
+typedef enum MHD_Result (*results_wake_fn)(struct request *r);
+void results_sleep(struct request *r, const char *id, results_wake_fn fn);
+
 /* R's connection is over (completed callback). */
 void results_finish(struct request *r);
 

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "loop.h"
 #include "observe.h"
+#include "results.h"
 #include "stored.h"
 #include "stream.h"
 
@@ -98,13 +99,22 @@ static void server_store_error(void *arg, int rc, const char *message)
 /* Opens the store in --state-dir. A store that cannot open (unwritable, full, damaged, held
  * by another batchd) refuses the start with one line naming the dir and the cause: never
  * start on an empty store beside the real one. Returns 0, or -1 (logged). */
+/* The store committed writes of batch ID: stored.c forgets it once ended, and the streams
+ * that follow it read on. */
+static void server_store_progress(void *arg, const char *id, uint64_t committed_seq)
+{
+    (void)committed_seq;
+    stored_on_progress(arg, id);
+    results_wake(arg, id);
+}
+
 static int server_store_open(struct server *s)
 {
     struct store_config sc = {
         .state_dir = s->cfg.state_dir,
         .max_bytes = s->cfg.max_stored_bytes,
         .result_ttl_ms = (int64_t)s->cfg.result_ttl_ms,
-        .on_progress = stored_on_progress,
+        .on_progress = server_store_progress,
         .on_error = server_store_error,
         .arg = s,
     };

@@ -8,7 +8,6 @@
 #include "internal.h"
 #include "log.h"
 #include "observe.h"
-#include "results.h"
 
 #include "../api/errors.h"
 #include "../api/jsonw.h"
@@ -315,7 +314,7 @@ static void stored_begin(struct server *s, const char *id, struct store_batch *s
         tail = &(*tail)->next;
     }
     *tail = b;
-    if (store_batch_get(s->store, NULL, 0, id, &info) != 0) {
+    if (store_batch_get(s->store, NULL, STORE_ANY_OWNER, id, &info) != 0) {
         log_event("error", "store", "batch", id, "message", "cannot read the batch", NULL);
         sbatch_free(b);
         return;
@@ -445,15 +444,12 @@ int stored_cancel(struct server *s, const char *id)
     return 0;
 }
 
-void stored_on_progress(void *arg, const char *id, uint64_t committed_seq)
+void stored_on_progress(struct server *s, const char *id)
 {
-    struct server *s = arg;
     struct store_info info;
-    (void)committed_seq;
     struct sbatch *b = sbatch_find(s, id);
-    if (b != NULL && b->ended && store_batch_get(s->store, NULL, 0, id, &info) == 0 &&
+    if (b != NULL && b->ended && store_batch_get(s->store, NULL, STORE_ANY_OWNER, id, &info) == 0 &&
         (info.state == STORE_DONE || info.state == STORE_CANCELLED)) {
         sbatch_free(b); /* its end is committed: the store answers for it from now on */
     }
-    results_wake(s, id);
 }

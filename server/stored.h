@@ -11,9 +11,9 @@
 struct server;
 struct store_batch;
 
-/* The store's on_progress callback (ARG is the server): results of batch ID are committed
- * up to COMMITTED_SEQ; the streams that follow ID are woken. */
-void stored_on_progress(void *arg, const char *id, uint64_t committed_seq);
+/* The store committed writes of batch ID (its on_progress): a batch whose end is now
+ * committed is no longer live here. */
+void stored_on_progress(struct server *s, const char *id);
 
 /* After the store and the dispatcher exist: carries on every unfinished batch of the store
  * (jobs without a recorded result run again; a batch whose cancel was recorded ends as

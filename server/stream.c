@@ -7,7 +7,6 @@
 #include "conn.h"
 #include "internal.h"
 #include "reply.h"
-#include "submit.h"
 
 #include "../api/errors.h"
 #include "../api/job.h"
@@ -385,13 +384,6 @@ enum MHD_Result stream_start(struct request *r)
 {
     enum MHD_Result mr = MHD_NO;
     enum writer_format fmt = WRITER_NDJSON;
-    struct batch_error e;
-    if (prepared_build(&r->prep, r->upload, r->srv->cfg.max_jobs, &e) != 0) {
-        return reply_error(r, e.err, e.message, e.path[0] ? e.path : NULL);
-    }
-    if (submit_wanted(r)) {
-        return submit_stored(r); /* SPEC §8: async or keyed */
-    }
     if (stream_prepare(r, &fmt, &mr) != 0 || stream_submit(r, fmt, &mr) != 0) {
         return mr;
     }
@@ -444,8 +436,8 @@ int stream_cut_all(struct server *s)
 
 static int stream_owned(const struct request *r, const uint8_t *owner, size_t owner_len)
 {
-    return r->owner_len == owner_len && memcmp(r->owner, owner, owner_len) == 0 && !r->done &&
-           r->batch != NULL;
+    /* Known while its response lasts: until its client has read the summary. */
+    return r->owner_len == owner_len && memcmp(r->owner, owner, owner_len) == 0 && r->streaming;
 }
 
 struct request *stream_find_next(struct request *r, const uint8_t *owner, size_t owner_len)

@@ -10,8 +10,8 @@
 struct request;
 struct server;
 
-/* Starts the batch of R from its finished upload and queues the streaming response (or an
- * error response). */
+/* Starts R's prepared batch (r->prep) and queues the streaming response (or an error
+ * response). */
 enum MHD_Result stream_start(struct request *r);
 /* R's connection is over (completed callback): cancel what is left, free the stream state. */
 void stream_finish(struct request *r);

@@ -5,11 +5,11 @@
  * its results. A second POST with the key gets the first one's batch. */
 #include "submit.h"
 
-#include "batches.h"
 #include "internal.h"
 #include "log.h"
 #include "reply.h"
 #include "results.h"
+#include "status.h"
 #include "stored.h"
 
 #include "../api/errors.h"
@@ -246,7 +246,7 @@ enum MHD_Result submit_reply(struct request *r)
         return reply_error(r, -BATCHD_E_STORE_UNAVAILABLE, store_err_message(rc), NULL);
     }
     if (r->async) {
-        return batches_reply_status(r, r->batch_id, 202);
+        return status_reply(r, r->batch_id, 202);
     }
     const char *lei = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
     const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");

@@ -26,14 +26,16 @@ static int read_info(sqlite3_stmt *s, const uint8_t *owner, size_t owner_len,
     out->nok = (uint64_t)sqlite3_column_int64(s, 11);
     out->nfailed = (uint64_t)sqlite3_column_int64(s, 12);
     out->last_seq = (uint64_t)sqlite3_column_int64(s, 13);
-    return owner == NULL || (olen == owner_len && (olen == 0 || memcmp(o, owner, olen) == 0));
+    return owner_len == STORE_ANY_OWNER ||
+           (olen == owner_len && (olen == 0 || memcmp(o, owner, olen) == 0));
 }
 
 /* Looks batch ID up for OWNER: 0 and its bno, or NOT_FOUND / EXPIRED / IO. */
 static int lookup(struct sq_store *sq, const uint8_t *owner, size_t owner_len, const char *id,
                   struct store_info *info, int64_t *bno)
 {
-    if (id == NULL || !store_id_valid(id) || owner_len > STORE_OWNER_MAX) {
+    if (id == NULL || !store_id_valid(id) ||
+        (owner_len > STORE_OWNER_MAX && owner_len != STORE_ANY_OWNER)) {
         return STORE_E_NOT_FOUND;
     }
     sqlite3_stmt *s = sq->r[R_GET];

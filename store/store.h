@@ -20,6 +20,8 @@
 
 /* The owner of a batch: a hash of its bearer token, at most this many bytes (none: 0). */
 #define STORE_OWNER_MAX 32
+/* As an owner length: any owner (store_batch_get, for the server's own use). */
+#define STORE_ANY_OWNER ((size_t)-1)
 /* An Idempotency-Key, at most this many bytes. */
 #define STORE_KEY_MAX 255
 
@@ -196,9 +198,9 @@ struct store_info {
     uint64_t last_seq;
 };
 
-/* Reads batch ID for OWNER into *OUT (OWNER NULL: whoever owns it, for the server's own use;
- * "no owner" is a non-NULL pointer with OWNER_LEN 0). Returns 0, STORE_E_NOT_FOUND (never
- * issued, forgotten, or another owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state)
+/* Reads batch ID for OWNER into *OUT (OWNER_LEN STORE_ANY_OWNER: whoever owns it, for the
+ * server's own use). Returns 0, STORE_E_NOT_FOUND (never issued, forgotten, or another
+ * owner's), STORE_E_EXPIRED (past its ttl; *OUT has the id and state)
  * or STORE_E_IO. */
 int store_batch_get(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                     struct store_info *out);

@@ -222,7 +222,7 @@ def test_wrong_content_type():
 
 def test_unknown_path():
     # ("GET", "/" is the web console; "/web/" and what is under it are its files.)
-    for method, path in (("GET", "/index.html"), ("GET", "/web/nope"), ("GET", "/v2/batches"), ("POST", "/v1/batches/1"),
+    for method, path in (("GET", "/index.html"), ("GET", "/web/nope"), ("GET", "/v2/batches"), ("GET", "/v1/batches/1"),
                          ("GET", "/v1/ops/square"), ("GET", "/healthz/"), ("GET", "/nope"),
                          ("POST", "/v1/batch"), ("GET", "/metrics.txt")):
         status, hdrs, data = S.request(method, path)
@@ -231,7 +231,7 @@ def test_unknown_path():
 
 
 def test_wrong_method():
-    for method, path, must in (("GET", "/v1/batches", "POST"), ("PUT", "/v1/batches", "POST"),
+    for method, path, must in (("POST", "/v1/batches/1", "GET"), ("PUT", "/v1/batches", "POST"),
                                ("DELETE", "/v1/batches", "POST"), ("POST", "/healthz", "GET"),
                                ("POST", "/readyz", "GET"), ("DELETE", "/v1/ops", "GET"),
                                ("POST", "/metrics", "GET"), ("PATCH", "/v1/ops", "GET")):
