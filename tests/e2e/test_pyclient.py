@@ -566,9 +566,10 @@ def test_s8_results_survive_a_server_restart():
 
 def test_s8_done_in_the_status_means_the_results_are_ready():
     """Batch.wait() returns at state done; the ended batch's JSON document and tar must then
-    be there. (Server defect seen on 2026-12-01: the status said done, finished_at null,
-    from the live runner while the end was not yet committed, and the results endpoint,
-    reading the store, answered 409 not_finished.)"""
+    be there. (A defect of the first §8 server, a70d251: the status said done, finished_at
+    null, from the live runner while the end was not yet committed, and the results
+    endpoint, reading the store, answered 409 not_finished; 16 of 20 here. Fine since
+    2717bf6.)"""
     bad = []
     for i in range(20):
         b = C.submit("square", [i, i + 1])
