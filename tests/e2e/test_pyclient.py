@@ -213,7 +213,7 @@ def test_server_errors_are_exceptions_with_the_wire_code():
 def test_overloaded_and_unauthorized():
     tokens = os.path.join(TMP, "tokens")
     with open(tokens, "w") as f:
-        f.write("s3cret\n")
+        f.write("s3cret\nother\n")
     with Server(workers=1, args=["--max-queued-jobs", "3", "--auth-token-file", tokens]) as s2:
         url = "http://127.0.0.1:%d" % s2.port
         e = expect(batchd.Unauthorized, batchd.Client(url).map, "sqrt", [1])
@@ -228,6 +228,11 @@ def test_overloaded_and_unauthorized():
         check(e.status == 503 and e.code == "overloaded" and e.retry_after and
               e.retry_after > 0, (e.code, e.status, e.retry_after))
         check(list(slow) == [1500, 1500])
+        # a stored batch is its token's: for another token it does not exist (SPEC §8)
+        b = c.submit("square", [3])
+        check(b.gather() == [9])
+        e = expect(batchd.NotFound, batchd.Client(url, token="other").batch(b.id).status)
+        check(e.status == 404, e.status)
 
 
 def test_imap_streams_before_the_batch_ends():
@@ -560,6 +565,28 @@ def test_s8_results_survive_a_server_restart():
         check(sorted(l["index"] for l in lines) == list(range(20)), sorted(l["index"] for l in lines))
         check(len({l["seq"] for l in lines}) == 20)
         check(b.summary["jobs"] == 20 and b.summary["ok"] == 20, b.summary)
+        # wait() polls through a restart too
+        with CutProxy(s2.port) as p:
+            c = batchd.Client(p.url, retry_for=30)
+            b = c.submit("sleep", [300] * 6, chunksize=1)
+            seen = []
+
+            killed = []
+
+            def restart():
+                nonlocal s2
+                time.sleep(0.3)
+                s2.stop(signal.SIGKILL)
+                killed.append(b.last_status["state"])
+                s2 = Server(workers=2, args=args).start()
+                p.target = s2.port
+            t = threading.Thread(target=restart)
+            t.start()
+            st = b.wait(progress=seen.append, poll=0.05)
+            t.join()
+            check(st["state"] == "done" and st["jobs"]["ok"] == 6, st)
+            check(killed and killed[0] != "done", "the batch ended before the kill: %r" % killed)
+            check(b.gather() == [300] * 6)
     finally:
         s2.stop(signal.SIGKILL)
 
