@@ -409,6 +409,20 @@ def test_images_variants_and_errors():
     check(got.summary["failed"] == 1)
 
 
+def test_a_body_refused_while_it_is_sent_is_the_servers_error():
+    # The server answers 413 from Content-Length and closes while the client still sends:
+    # the client reports the server's answer, not a broken pipe.
+    big = max((photo(p) for p in SOME_PHOTOS), key=os.path.getsize)
+    with Server(workers=1, args=["--max-body", "100000"]) as s2:
+        c = batchd.Client("http://127.0.0.1:%d" % s2.port)
+        for _ in range(3):
+            e = expect(batchd.PayloadTooLarge, c.images, [big] * 3, pipeline=THUMB,
+                       out_dir=os.path.join(TMP, "too-large"))
+            check(e.status == 413 and e.code == "body_too_large", (e.status, e.code))
+            e = expect(batchd.PayloadTooLarge, c.map, "sqrt", list(range(200000)))
+            check(e.status == 413, e.status)
+
+
 def test_images_cut_tar_is_stream_cut():
     with CutProxy(S.port, cut_after=3000) as p:
         e = expect(batchd.StreamCut, batchd.Client(p.url).images, photos(2), pipeline=THUMB,
