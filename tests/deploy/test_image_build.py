@@ -34,6 +34,7 @@ build; ctest's label nosan keeps tests/run-all.sh from running it twice).
 
 Logs of the last run (debootstrap, buildah bud, batchd, timings): BUILD/artifacts/image/.
 """
+import ctypes
 import glob
 import hashlib
 import json
@@ -61,7 +62,8 @@ WORK = os.path.abspath(os.environ.get("BATCHD_IMAGE_WORK") or os.path.join(BUILD
 CACHE = os.path.abspath(os.environ.get("BATCHD_IMAGE_CACHE")
                         or os.path.join(os.path.dirname(WORK), "image-cache"))
 ARTIFACTS = os.path.join(os.path.dirname(WORK), "artifacts", "image")
-DOCKERFILE = os.path.join(dl.ROOT, "Dockerfile")
+DOCKERFILE = os.path.abspath(os.environ.get("BATCHD_DOCKERFILE")
+                             or os.path.join(dl.ROOT, "Dockerfile"))
 CACHE_DAYS = 7  # a cached base older than this is made again (the mirror moves on)
 WATCHDOG_S = 600  # ctest's TIMEOUT for this test is 660 s (CMakeLists.txt)
 
@@ -70,7 +72,7 @@ IMAGE_TAG = "localhost/batchd-imagetest:latest"
 
 # Size bounds, in bytes of file contents (hard links counted once).
 # What the runtime stage adds to its base: eleven shared libraries (~5 MB installed), the
-# stripped binary (~1-2 MB), the docs and dpkg's records of the new packages: measured 6.5 MB.
+# stripped binary (0.5 MB), the docs and dpkg's records of the new packages: measured 5.9 MB.
 # 20 MB leaves room for growth, while any one of the mistakes this image must not make goes
 # past it: a compiler (gcc-12 alone is ~70 MB), the -dev packages, apt's lists (~45 MB) or
 # its pkgcache.bin + srcpkgcache.bin (2 x 39 MB), or the build tree copied over.
@@ -129,7 +131,8 @@ def reexec_with_sudo_or_skip():
     keep = [f"{k}={v}" for k, v in os.environ.items()
             if k.startswith("BATCHD_") or k in ("PATH", "http_proxy", "https_proxy")]
     print("re-running under sudo -n", flush=True)
-    os.makedirs(CACHE, exist_ok=True)  # owned by the user, so that `rm -rf build` works
+    for d in (CACHE, ARTIFACTS):  # owned by the user, so that `rm -rf build` works
+        os.makedirs(d, exist_ok=True)
     os.execvp("sudo", ["sudo", "-n", "env", *keep, "BATCHD_IMAGE_SUDO=1", sys.executable,
                        os.path.abspath(__file__)])
 
@@ -244,6 +247,7 @@ class Cleanup:
                 return
             self.done = True
             dl._kill_all()
+            kill_chrooted()
             for mp in reversed(self.binds):
                 umount(mp)
             for c in reversed(self.containers):
@@ -260,9 +264,35 @@ def umount(mp):
         subprocess.run(["umount", "-l", mp], capture_output=True, text=True)
 
 
+def kill_chrooted():
+    """SIGKILLs the processes whose root is under WORK: what this test started in a chroot
+    there (a RUN of the build, the entrypoint, debootstrap's second stage), also those of a
+    run that was killed before it could clean up, and those that left its process groups."""
+    for _ in range(3):
+        found = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == os.getpid():
+                continue
+            try:
+                root = os.readlink(f"/proc/{d}/root")
+            except OSError:
+                continue
+            if root.startswith(WORK + "/"):
+                found.append(int(d))
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not found:
+            return
+        time.sleep(0.5)
+
+
 def wipe_work():
     """Removes WORK, after unmounting whatever is still mounted under it (a killed run's
     container mounts, binds, or debootstrap's /proc)."""
+    kill_chrooted()
     for mp in _mounts_under(WORK):
         umount(mp)
     shutil.rmtree(WORK, ignore_errors=True)
@@ -305,16 +335,60 @@ def buildah(*args, check=True, timeout=300):
     return r.stdout.strip()
 
 
+def _die_with_parent():
+    """preexec_fn: SIGKILL this child if the test is killed (prctl PR_SET_PDEATHSIG), so a
+    test killed outright leaves no buildah or debootstrap running on."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(argv, env=None, stdout=None, stderr=None):
+    p = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                         start_new_session=True, preexec_fn=_die_with_parent)
+    with dl._lock:
+        dl._procs.append(p)
+    return p
+
+
 def run_logged(argv, logpath, timeout, env=None):
     """Runs ARGV with its output in LOGPATH, killable by the cleanup; returns its code."""
     with open(logpath, "wb") as log:
-        p = dl.spawn(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        p = spawn(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             return p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
             return f"timeout after {timeout} s"
+
+
+def run_timed(argv, logpath, timeout, env=None):
+    """Like run_logged, each output line prefixed with the seconds since the start; returns
+    (code, {step: seconds}) where the steps are buildah's `[i/n] STEP k/m: ...` lines."""
+    t0 = time.monotonic()
+    steps, last = {}, None
+    with open(logpath, "wb") as log:
+        p = spawn(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        timer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            for raw in p.stdout:
+                now = time.monotonic() - t0
+                log.write(b"%7.1f " % now + raw)
+                line = raw.decode("utf-8", "replace").strip()
+                m = re.match(r"\[\d+/\d+\] STEP \d+/\d+: (.*)", line)
+                if m or line.startswith("[") and "COMMIT" in line.split()[1:2]:
+                    if last:
+                        steps[last[0]] = round(now - last[1], 1)
+                    last = ((line.split(":", 1)[0] + ": " + (m.group(1) if m else "COMMIT"))[:90],
+                            now)
+            code = p.wait()
+        finally:
+            timer.cancel()
+    if last:
+        steps[last[0]] = round(time.monotonic() - t0 - last[1], 1)
+    if code < 0:
+        code = f"killed after {timeout} s"
+    return code, steps
 
 
 def tail(path, n=40):
@@ -395,15 +469,15 @@ def base_tarball(mirror):
     logpath = os.path.join(ARTIFACTS, "debootstrap.log")
     with Stage("debootstrap"):
         code = run_logged(argv, logpath, timeout=WATCHDOG_S / 2)
-    if code != 0:
-        raise RuntimeError(f"debootstrap -> {code}:\n{tail(logpath)}")
-    for mp in _mounts_under(rootfs):  # debootstrap unmounts its /proc; be sure
-        umount(mp)
-    slim(rootfs)
-    part = tar + ".part"
-    subprocess.run(["tar", "-C", rootfs, "--numeric-owner", "-cf", part, "."], check=True)
-    os.replace(part, tar)
-    shutil.rmtree(rootfs, ignore_errors=True)
+        if code != 0:
+            raise RuntimeError(f"debootstrap -> {code}:\n{tail(logpath)}")
+        for mp in _mounts_under(rootfs):  # debootstrap unmounts its /proc; be sure
+            umount(mp)
+        slim(rootfs)
+        part = tar + ".part"
+        subprocess.run(["tar", "-C", rootfs, "--numeric-owner", "-cf", part, "."], check=True)
+        os.replace(part, tar)
+        shutil.rmtree(rootfs, ignore_errors=True)
     print(f"  base cached as {tar} ({os.path.getsize(tar) / 1e6:.0f} MB)")
     return tar
 
@@ -706,17 +780,14 @@ def image_batch(port, mnt, data_dir, uid, gid):
     check(len(res) == 2 and all(r.get("width") == 32 and r.get("height") == 16 for r in res),
           f"image results 32x16 {[l for l in st.lines if 'index' in l][:2]}")
     for r in res:
-        rel = r.get("path", "")
-        cands = [os.path.join(mnt, data_dir.lstrip("/"), rel),
-                 os.path.join(mnt, data_dir.lstrip("/"), "out", rel), os.path.join(mnt, rel.lstrip("/"))]
-        found = [c for c in cands if rel and os.path.isfile(c)]
-        if not check(bool(found), f"output {rel!r} written under {data_dir}"):
+        rel = r.get("path", "")  # relative to the data dir: out/NAME.png
+        out = os.path.join(mnt, data_dir.lstrip("/"), rel)
+        if not check(bool(rel) and os.path.isfile(out), f"output {rel!r} under {data_dir}"):
             continue
-        with open(found[0], "rb") as f:
-            data = f.read()
-        check(png_size(data) == (32, 16), f"  a 32x16 PNG owned by uid "
-              f"{os.stat(found[0]).st_uid}")
-        check(os.stat(found[0]).st_uid == uid, f"  written by the image's user {uid}")
+        with open(out, "rb") as f:
+            size = png_size(f.read())
+        owner = os.stat(out).st_uid
+        check(size == (32, 16) and owner == uid, f"  a {size} PNG written by uid {owner}")
     # A JPEG inline: libjpeg-turbo in the image too.
     st = dl.Stream(port, {"op": "image", "inputs": [{"path": "imagetest-in.png"}],
                           "params": {"format": "jpeg", "quality": 80}}, timeout=60).read_all()
@@ -892,7 +963,11 @@ def main():
                 "-f", DOCKERFILE, "-t", IMAGE_TAG, dl.ROOT]
         print("  " + " ".join(argv), flush=True)
         with Stage("bud"):
-            code = run_logged(argv, logpath, timeout=WATCHDOG_S * 0.7, env=BENV)
+            code, steps = run_timed(argv, logpath, timeout=WATCHDOG_S * 0.7, env=BENV)
+        for step, took in steps.items():
+            if took >= 1:
+                print(f"  {took:6.1f} s  {step}")
+        timings["bud_steps"] = steps
         CLEANUP.images.append(IMAGE_TAG)
         if not check(code == 0, f"buildah bud -> {code}"):
             print(tail(logpath, 60))
