@@ -837,13 +837,17 @@ def run_image(mnt, cfg):
         CLEANUP.binds.append(target)
         print(f"  VOLUME {path}: a writable directory owned by {uid}:{gid}")
     env = dict(e.partition("=")[::2] for e in cfg.get("Env") or [])
-    # The image's directories for state and data must be there and writable by its user.
+    # The image's directories for state and data must be writable by its user: there and
+    # its own, or (for one batchd makes at start) under a directory of its own.
     for k, v in sorted(env.items()):
         if k.startswith("BATCHD_") and k.endswith("_DIR") and v.startswith("/"):
             p = os.path.join(mnt, v.lstrip("/"))
-            st = os.stat(p) if os.path.isdir(p) else None
-            check(st is not None and st.st_uid == uid and st.st_mode & 0o200,
-                  f"{k}={v} is a directory the user {uid} owns and may write")
+            while not os.path.lexists(p) and p != mnt:
+                p = os.path.dirname(p)
+            st = os.stat(p)
+            check(os.path.isdir(p) and st.st_uid == uid and st.st_mode & 0o200,
+                  f"{k}={v}: /{os.path.relpath(p, mnt)} is a directory the user {uid} owns "
+                  "and may write")
     port = dl.free_port()
     env["BATCHD_LISTEN"] = f"{dl.HOST}:{port}"
     argv = list(cfg["Entrypoint"]) + list(cfg.get("Cmd") or [])
