@@ -20,14 +20,18 @@
 # because apt needs them), plus the stripped binary (~1 MB) and docs: about 81 MB, under the
 # 100 MB bar.
 
-FROM debian:12.12-slim@sha256:d5d3f9c23164ea16f31852f95bd5959aad1c5e854332fe00f7b3a20fcc9f635c AS build
+# Both stages' base, overridable for a build without a registry (`--build-arg BASE=IMAGE`,
+# e.g. a Debian 12 made by debootstrap: tests/deploy/test_image_build.py); the default is
+# the pin above.
+ARG BASE=debian:12.12-slim@sha256:d5d3f9c23164ea16f31852f95bd5959aad1c5e854332fe00f7b3a20fcc9f635c
+FROM ${BASE} AS build
 # Dependencies first, in their own layer, so that editing the sources does not reinstall them.
 COPY docker/build.sh /src/docker/build.sh
 RUN /src/docker/build.sh --deps-only && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN BATCHD_BUILD_DIR=/tmp/build /src/docker/build.sh /out
 
-FROM debian:12.12-slim@sha256:d5d3f9c23164ea16f31852f95bd5959aad1c5e854332fe00f7b3a20fcc9f635c AS runtime
+FROM ${BASE} AS runtime
 # Only the shared libraries the binary links against (tests/deploy/test_build_script.py
 # checks this list against the binary's NEEDED entries).
 RUN apt-get update \

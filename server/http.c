@@ -422,6 +422,8 @@ void http_flush(struct server *s, uint64_t until_ns)
     if (s->mhd == NULL) {
         return;
     }
+    /* Connections resumed just now are served by the second run. */
+    MHD_run(s->mhd);
     MHD_run(s->mhd);
     while (s->stream_list != NULL && ipc_now_ns() < until_ns) {
         if (s->loop != NULL) {

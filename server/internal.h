@@ -33,6 +33,7 @@ struct server {
     uint64_t store_expire_every; /* ns between those */
     uint16_t port;
     int draining;
+    int closing; /* server_cleanup runs: nothing may sleep any more */
     int stop;
     uint64_t drain_deadline_ns;
     int streams; /* batch responses not yet finished */

@@ -95,7 +95,7 @@ static void results_progress(struct request *r)
     }
     r->res.progress_last_ns = now;
     uint64_t done = lv.ok + lv.failed;
-    double rate = lv.elapsed_s > 0 ? (double)done / lv.elapsed_s : 0.0;
+    double rate = lv.elapsed_s > 0 ? (double)(done - lv.done_before) / lv.elapsed_s : 0.0;
     int rc = buf_printf(&r->out,
                         "%s{\"progress\":{\"done\":%llu,\"total\":%llu,\"ok\":%llu,"
                         "\"failed\":%llu,\"rate_per_s\":",
@@ -334,6 +334,20 @@ enum MHD_Result results_respond(struct request *r, const char *id, uint64_t afte
     enum MHD_Result mr = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     return mr;
+}
+
+void results_cut_all(struct server *s)
+{
+    while (s->followers != NULL) {
+        struct request *r = s->followers;
+        if (r->res.active) {
+            r->client_gone = 1; /* a cut stream: no summary */
+        }
+        results_resume(r); /* unlinks it; a sleeper's resume_fn answers without sleeping */
+        if (s->followers == r) {
+            results_unfollow(r);
+        }
+    }
 }
 
 void results_sleep(struct request *r, const char *id, results_wake_fn fn)

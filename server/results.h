@@ -40,6 +40,10 @@ void results_wake(struct server *s, const char *id);
 typedef enum MHD_Result (*results_wake_fn)(struct request *r);
 void results_sleep(struct request *r, const char *id, results_wake_fn fn);
 
+/* The server stops: every stream that follows a stored batch ends without its summary, and
+ * every request that sleeps is woken (and answered: see struct server's closing). */
+void results_cut_all(struct server *s);
+
 /* R's connection is over (completed callback). */
 void results_finish(struct request *r);
 

@@ -315,6 +315,13 @@ void server_cleanup(struct server *s)
      * end without a summary, which tells clients they were cut off. Give MHD a moment to
      * send what is buffered and close them. */
     if (s->mhd != NULL) {
+        /* Creations queued get their answers (202 or a refusal), followers of stored batches
+         * end without a summary (their batches carry on after a restart). */
+        s->closing = 1;
+        if (s->store != NULL) {
+            store_sync(s->store);
+        }
+        results_cut_all(s);
         int cut = stream_cut_all(s);
         if (cut > 0) {
             char n[16];

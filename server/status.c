@@ -21,7 +21,8 @@ struct batch_view {
     const struct store_info *info; /* as committed (the id, times, request id) */
     int state;
     uint64_t total, running, ok, failed;
-    double elapsed_s; /* time it has run, for the rate */
+    double elapsed_s;     /* time it has run, for the rate */
+    uint64_t done_before; /* jobs answered before that time (a restart) */
 };
 
 static int put_time(struct buf *b, const char *name, int64_t ms)
@@ -45,7 +46,9 @@ static int put_status(struct buf *b, const struct batch_view *v)
     uint64_t done = v->ok + v->failed;
     uint64_t running = v->state == STORE_RUNNING ? v->running : 0;
     uint64_t queued = v->total > done + running ? v->total - done - running : 0;
-    double rate = v->elapsed_s > 0 ? (double)done / v->elapsed_s : 0.0;
+    double rate = v->elapsed_s > 0 && done >= v->done_before
+                      ? (double)(done - v->done_before) / v->elapsed_s
+                      : 0.0;
     int rc = buf_adds(b, "{\"id\":");
     rc |= jsonw_cstr(b, in->id);
     rc |= buf_adds(b, ",\"state\":");
@@ -95,6 +98,7 @@ static void view_stored(struct server *s, const struct store_info *info, struct 
         v->failed = lv.failed;
         v->running = lv.running;
         v->elapsed_s = lv.elapsed_s;
+        v->done_before = lv.done_before;
         /* Done or cancelled only once the store says so: then every result is readable. */
         v->state = lv.started || lv.ended ? STORE_RUNNING : STORE_QUEUED;
     }

@@ -33,6 +33,7 @@ struct sbatch {
     struct writer writer;      /* formats one result line */
     struct buf line;
     uint64_t njobs, ok, failed;
+    uint64_t done_before; /* answered before this process took the batch on (a restart) */
     int64_t created_ms;
     uint64_t started_ns;
     int cancel; /* a cancel was asked (DELETE, or recorded before a restart) */
@@ -323,6 +324,7 @@ static void stored_begin(struct server *s, const char *id, struct store_batch *s
     b->njobs = info.njobs;
     b->ok = info.nok;
     b->failed = info.nfailed;
+    b->done_before = info.nok + info.nfailed;
     b->created_ms = info.created_ms;
     b->cancel = info.cancel_requested;
     struct batch_error e = {0};
@@ -415,6 +417,7 @@ int stored_live(const struct server *s, const char *id, struct stored_live *out)
     out->njobs = b->njobs;
     out->ok = b->ok;
     out->failed = b->failed;
+    out->done_before = b->done_before;
     out->running = b->db != NULL ? (uint64_t)dispatch_batch_running(b->db) : 0;
     out->started = b->db != NULL;
     out->cancelling = b->cancel;

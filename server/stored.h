@@ -39,6 +39,7 @@ void stored_pump(struct server *s);
  * running now. */
 struct stored_live {
     uint64_t njobs, ok, failed, running;
+    uint64_t done_before; /* jobs answered before this process took it on (for the rate) */
     int started;          /* on the dispatcher (else waiting for room) */
     int cancelling;       /* a cancel was asked; the summary is coming */
     int ended;            /* its summary is queued, not yet committed */

@@ -481,6 +481,35 @@ def test_restart_carries_on_and_keeps_results():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def test_stop_with_followers():
+    """SIGTERM while a stream follows a stored batch: the server
+    still stops cleanly (libmicrohttpd aborts on suspended connections), the followed stream
+    ends without a summary (cut), and the batch carries on after a restart."""
+    d = tempfile.mkdtemp(prefix="batchd-state-")
+    srv = Server(workers=1, args=["--state-dir", d]).start()
+    bid = accepted(srv, {"op": "sleep", "inputs": [300] * 20, "chunksize": 1})
+    got = []
+
+    def follow():
+        head, body = raw_get(srv.port, "/v1/batches/%s/results?follow=true" % bid)
+        got.append(body)
+
+    t = threading.Thread(target=follow)
+    t.start()
+    time.sleep(0.5)
+    rc = srv.stop()
+    t.join(10)
+    check(rc == 0, (rc, srv.log_lines[-10:]))
+    text = dechunk(got[0]).decode() if got else ""
+    check(got and "summary" not in text, text[-300:])
+    with Server(workers=2, args=["--state-dir", d]) as srv2:
+        doc = wait_state(srv2, bid)
+        check(doc["jobs"]["ok"] == 20, doc)
+        check_complete(results(srv2, bid)[0], 20, lambda i: 300)
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
+
+
 if __name__ == "__main__":
     with Server(workers=2) as S:
         rc = Suite("test_stored").run(globals())
