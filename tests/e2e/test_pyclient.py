@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
 import batchd  # noqa: E402
-from harness import SANITIZED, Server, Suite, check  # noqa: E402
+from harness import Server, Suite, check  # noqa: E402
 from imglib import SOME_PHOTOS, check_thumb, photo, ref_thumbnail  # noqa: E402
 
 S = None            # the main server
