@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import tarfile
 import time
 import urllib.parse
@@ -229,6 +230,18 @@ def _ndjson_blocks(resp):
         raise StreamCut("the stream ended in the middle of a line")
 
 
+def _keepalive(sock):
+    """TCP keepalive after 30 s of silence, 3 probes 10 s apart: a connection whose peer
+    vanished (a NAT or load balancer that dropped it) fails instead of hanging."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, v in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), v)
+    except OSError:
+        pass
+
+
 def _duration_ms(seconds):
     return None if seconds is None else max(0, int(round(seconds * 1000)))
 
@@ -237,13 +250,17 @@ def _duration_ms(seconds):
 class Client:
     """A batchd server at URL (http:// or https://, with an optional path prefix).
 
-    token: a bearer token (--auth-token-file). timeout: the socket timeout in seconds for
-    connecting and for each read (a followed stream that stays silent that long is
-    reconnected). retry_for: how long (s) submit() retries a POST whose connection failed
-    (same Idempotency-Key) and Batch.results()/wait() keep reconnecting while the server is
-    away (503, refused, reset)."""
+    token: a bearer token (--auth-token-file). timeout: seconds for connecting, for an
+    answer's head and for whole JSON documents. stream_timeout: the longest silence between
+    two reads of a streamed body (map, imap, images, Batch.results); None (default) waits as
+    long as the batch needs (a job may run for minutes, and in input order nothing is sent
+    until it ends), while TCP keepalive still finds a dead connection in about a minute.
+    retry_for: how long (s) submit() retries a POST whose connection failed (same
+    Idempotency-Key) and Batch.results()/wait() keep reconnecting while the server is away
+    (503, refused, reset)."""
 
-    def __init__(self, url="http://localhost:8080", token=None, timeout=60.0, retry_for=60.0):
+    def __init__(self, url="http://localhost:8080", token=None, timeout=60.0, retry_for=60.0,
+                 stream_timeout=None):
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https"):
             raise ValueError("batchd URL must be http:// or https://: %r" % url)
@@ -254,6 +271,7 @@ class Client:
         self._prefix = u.path.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.stream_timeout = stream_timeout
         self.retry_for = retry_for
 
     # ------------------------------------------------------------------ HTTP
@@ -271,12 +289,14 @@ class Client:
     def _path(self, path):
         return self._prefix + path
 
-    def _open(self, method, path, body=None, headers=None):
+    def _open(self, method, path, body=None, headers=None, stream=False):
         """Sends one request on a fresh connection; returns (conn, resp) for a 2xx answer
         (the caller reads and closes), raises the Error of a refusal, Unreachable when no
-        answer came."""
+        answer came. STREAM: the body is a stream, read with stream_timeout."""
         conn = self._conn()
         try:
+            conn.connect()
+            _keepalive(conn.sock)
             try:
                 conn.request(method, self._path(path), body=body() if callable(body) else body,
                              headers=self._headers(headers))
@@ -295,6 +315,8 @@ class Client:
                 data = b""
             conn.close()
             raise _error_from(resp, data)
+        if stream and conn.sock is not None:
+            conn.sock.settimeout(self.stream_timeout)
         return conn, resp
 
     def _json(self, method, path, body=None, headers=None):
@@ -358,7 +380,7 @@ class Client:
         body = json.dumps(batch).encode()
         h = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
         h.update(headers or {})
-        conn, resp = self._open("POST", "/v1/batches", body, h)
+        conn, resp = self._open("POST", "/v1/batches", body, h, stream=True)
         received = 0
         try:
             for lines in _ndjson_blocks(resp):
@@ -538,7 +560,7 @@ class Client:
                             _image_params(pipeline, variants, format, quality, params), order)
         body, ctype, length = _multipart(batch, paths)
         h = {"Content-Type": ctype, "Content-Length": str(length), "Accept": "application/x-tar"}
-        conn, resp = self._open("POST", "/v1/batches", body, h)
+        conn, resp = self._open("POST", "/v1/batches", body, h, stream=True)
         try:
             return _untar(resp, out_dir, paths, raise_errors)
         finally:
@@ -736,7 +758,7 @@ class Batch:
         {"seq", "index", "error"}), in the order the server recorded them (GET
         /v1/batches/{id}/results?follow=true). It follows the batch live until its summary
         (then in .summary) and ends there. After a dropped connection, a silent one past
-        Client.timeout, or a 503 (server restarting) it reconnects by itself with
+        Client.stream_timeout (when set), or a 503 (server restarting) it reconnects with
         ?after=<last seq> (backoff, for up to Client.retry_for seconds without an answer),
         and never yields a line twice. Progress lines are skipped. after: start past this
         seq. follow=False: only what is recorded now (ends without a summary if the batch
@@ -751,7 +773,8 @@ class Batch:
                 q["after"] = str(last)
             path = self._path + "/results" + ("?" + urllib.parse.urlencode(q) if q else "")
             try:
-                conn, resp = self.client._open("GET", path, headers={"Accept": "application/x-ndjson"})
+                conn, resp = self.client._open("GET", path, headers={"Accept": "application/x-ndjson"},
+                                               stream=True)
             except (Unreachable, Unavailable) as e:
                 if time.monotonic() + delay > deadline:
                     raise StreamCut("batch %s: the server stayed away (%s); %d lines received, "
@@ -818,7 +841,7 @@ class Batch:
         written into out_dir, as Client.images does; paths (the uploaded files, in order)
         only name the files in the JobErrors."""
         conn, resp = self._retrying(lambda: self.client._open(
-            "GET", self._path + "/results", headers={"Accept": "application/x-tar"}))
+            "GET", self._path + "/results", headers={"Accept": "application/x-tar"}, stream=True))
         try:
             return _untar(resp, out_dir, [os.fspath(p) for p in paths or []], raise_errors)
         finally:

@@ -273,7 +273,29 @@ def metric(name):
     raise AssertionError("no metric " + name)
 
 
+def test_a_stream_may_stay_silent_longer_than_the_client_timeout():
+    # In input order nothing is written while job 0 runs: 2.5 s of silence on a client
+    # whose timeout is 1 s is a slow batch, not a dead connection.
+    c = batchd.Client("http://127.0.0.1:%d" % S.port, timeout=1)
+    check(c.map("sleep", [2500, 0], chunksize=1) == [2500, 0])
+    check(list(c.imap_unordered("sleep", [2500])) == [2500])
+    # stream_timeout bounds it when asked
+    c = batchd.Client("http://127.0.0.1:%d" % S.port, timeout=5, stream_timeout=0.5)
+    expect(batchd.StreamCut, c.map, "sleep", [2500])
+    idle()
+
+
+def idle(limit=15):
+    """Waits until the main server runs no batch (one a test abandoned ends when the server
+    next writes to its closed connection)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end and metric("batchd_batches_in_flight") > 0:
+        time.sleep(0.05)
+    check(metric("batchd_batches_in_flight") == 0, "a batch still runs")
+
+
 def test_closing_an_imap_early_cancels_the_batch():
+    idle()
     # 16 jobs of 2 s on 2 workers: 16 s if the batch ran to its end.
     it = C.imap("sleep", [0] + [2000] * 16, chunksize=1)
     check(next(it) == 0)
