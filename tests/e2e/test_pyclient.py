@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
 import batchd  # noqa: E402
-from harness import Server, Suite, check  # noqa: E402
+from harness import SANITIZED, Server, Suite, check  # noqa: E402
 from imglib import SOME_PHOTOS, check_thumb, photo, ref_thumbnail  # noqa: E402
 
 S = None            # the main server
@@ -443,6 +444,34 @@ def test_a_body_refused_while_it_is_sent_is_the_servers_error():
             check(e.status == 413 and e.code == "body_too_large", (e.status, e.code))
             e = expect(batchd.PayloadTooLarge, c.map, "sqrt", list(range(200000)))
             check(e.status == 413, e.status)
+
+
+RSS_PROBE = r"""
+import resource, sys
+sys.path.insert(0, sys.argv[1])
+import batchd
+c = batchd.Client(sys.argv[2])
+w = c.images([sys.argv[3]] * int(sys.argv[4]),
+             pipeline=[{"op": "thumbnail", "width": 64, "height": 64}], out_dir=sys.argv[5])
+print(len(w), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_images_upload_streams_from_disk():
+    # One photo sent N times (over 100 MB, 50 MB under sanitizers) by a process of its own:
+    # its peak RSS stays far below the body it sent.
+    big = photo("Infinite-Sea_by_Aury88.jpg")
+    n = 8 if SANITIZED else 16
+    total = n * os.path.getsize(big)
+    out = os.path.join(TMP, "rss")
+    r = subprocess.run([sys.executable, "-c", RSS_PROBE, os.path.dirname(batchd.__file__),
+                        "http://127.0.0.1:%d" % S.port, big, str(n), out],
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0, r.stderr[-2000:])
+    written, rss_kib = map(int, r.stdout.split())
+    check(written == n and len(os.listdir(out)) == n, (written, os.listdir(out)))
+    check(rss_kib * 1024 < min(total / 2, 60 << 20),
+          "peak RSS %d MiB for a %d MiB upload" % (rss_kib >> 10, total >> 20))
 
 
 def test_images_cut_tar_is_stream_cut():
