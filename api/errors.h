@@ -29,7 +29,7 @@
     XX(NOT_FINISHED, "not_finished", "the batch has not ended yet", 409, 0)                     \
     XX(KEY_REUSED, "idempotency_key_reused", "this Idempotency-Key was used with another "       \
        "body", 422, 0)                                                                          \
-    XX(STORE_FULL, "store_full", "the store holds --max-stored-bytes; retry later", 507, 0)     \
+    XX(STORE_FULL, "store_full", "the batch would take the store past --max-stored-bytes", 507, 0) \
     XX(STORE_UNAVAILABLE, "store_unavailable", "the batch store cannot be written now; retry "  \
        "later", 503, 0)                                                                         \
     XX(INVALID_INPUT, "invalid_input", "the input is not valid for this op", 0, 1)              \

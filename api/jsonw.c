@@ -471,3 +471,21 @@ int jsonw_error_object(struct buf *b, int err, const char *message, const char *
     rc |= buf_adds(b, "}");
     return rc ? -1 : 0;
 }
+
+int jsonw_progress(struct buf *b, uint64_t done, uint64_t total, uint64_t ok, uint64_t failed,
+                   double rate_per_s)
+{
+    int rc = buf_printf(b,
+                        "{\"progress\":{\"done\":%llu,\"total\":%llu,\"ok\":%llu,\"failed\":%llu,"
+                        "\"rate_per_s\":",
+                        (unsigned long long)done, (unsigned long long)total, (unsigned long long)ok,
+                        (unsigned long long)failed);
+    rc |= jsonw_double(b, rate_per_s);
+    if (rate_per_s > 0 && total >= done) {
+        rc |= buf_printf(b, ",\"eta_ms\":%lld}}",
+                         (long long)((double)(total - done) / rate_per_s * 1000.0));
+    } else {
+        rc |= buf_adds(b, ",\"eta_ms\":null}}");
+    }
+    return rc;
+}

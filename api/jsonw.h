@@ -39,4 +39,9 @@ int jsonw_result_line(struct buf *b, uint64_t index, const char *result, size_t 
 /* Writes {"code":...,"message":...} for an error (message may be NULL: the code's default). */
 int jsonw_error_object(struct buf *b, int err, const char *message, const char *path);
 
+/* Writes SPEC §8's progress line {"progress":{"done","total","ok","failed","rate_per_s",
+ * "eta_ms"}} (no newline; eta_ms null while no rate is known). Returns as buf_add. */
+int jsonw_progress(struct buf *b, uint64_t done, uint64_t total, uint64_t ok, uint64_t failed,
+                   double rate_per_s);
+
 #endif

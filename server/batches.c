@@ -252,6 +252,11 @@ static enum MHD_Result batches_results(struct request *r, const char *id)
         return reply_error(r, -BATCHD_E_BAD_REQUEST, "after and Last-Event-ID are a seq (integer)",
                            "after");
     }
+    if (fmt == 1 && lei != NULL && ended && after > info.last_seq) {
+        /* Past the summary's own id: the client has it all. 204 tells an EventSource not to
+         * reconnect again (the HTML standard's rule), so the summary never comes twice. */
+        return reply_buffer(r, 204, "text/event-stream", "", 0, NULL, 0);
+    }
     int follow = follow_q != NULL && (strcmp(follow_q, "true") == 0 || strcmp(follow_q, "1") == 0);
     return results_respond(r, id, after, follow, fmt == 1, fmt >= 2 ? fmt - 1 : 0);
 }
@@ -272,9 +277,9 @@ enum MHD_Result batches_item(struct request *r)
         return reply_error(r, -BATCHD_E_BATCH_NOT_FOUND, NULL, NULL);
     }
     if (strcmp(r->method, "DELETE") == 0) {
-        return results ? reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL,
-                                           "GET, HEAD, OPTIONS")
-                       : batches_delete(r, id);
+        return results
+                   ? reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL, "GET, OPTIONS")
+                   : batches_delete(r, id);
     }
     return results ? batches_results(r, id) : status_reply(r, id, 200);
 }

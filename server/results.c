@@ -96,17 +96,9 @@ static void results_progress(struct request *r)
     r->res.progress_last_ns = now;
     uint64_t done = lv.ok + lv.failed;
     double rate = lv.elapsed_s > 0 ? (double)(done - lv.done_before) / lv.elapsed_s : 0.0;
-    int rc = buf_printf(&r->out,
-                        "%s{\"progress\":{\"done\":%llu,\"total\":%llu,\"ok\":%llu,"
-                        "\"failed\":%llu,\"rate_per_s\":",
-                        r->res.sse ? "event: progress\ndata: " : "", (unsigned long long)done,
-                        (unsigned long long)lv.njobs, (unsigned long long)lv.ok,
-                        (unsigned long long)lv.failed);
-    rc |= jsonw_double(&r->out, rate);
-    rc |= buf_printf(&r->out, ",\"eta_ms\":%lld}}%s",
-                     rate > 0 ? (long long)((double)(lv.njobs - done) / rate * 1000.0) : -1LL,
-                     r->res.sse ? "\n\n" : "\n");
-    (void)rc;
+    buf_adds(&r->out, r->res.sse ? "event: progress\ndata: " : "");
+    jsonw_progress(&r->out, done, lv.njobs, lv.ok, lv.failed, rate);
+    buf_adds(&r->out, r->res.sse ? "\n\n" : "\n");
 }
 
 /* The summary of an ended batch, and the end of the stream. */

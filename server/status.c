@@ -23,6 +23,7 @@ struct batch_view {
     uint64_t total, running, ok, failed;
     double elapsed_s;     /* time it has run, for the rate */
     uint64_t done_before; /* jobs answered before that time (a restart) */
+    int64_t started_ms;   /* the store's, or this process's while the store has none yet */
 };
 
 static int put_time(struct buf *b, const char *name, int64_t ms)
@@ -56,7 +57,7 @@ static int put_status(struct buf *b, const struct batch_view *v)
     rc |= buf_adds(b, ",\"op\":");
     rc |= jsonw_cstr(b, in->op);
     rc |= put_time(b, "created_at", in->created_ms);
-    rc |= put_time(b, "started_at", in->started_ms);
+    rc |= put_time(b, "started_at", v->started_ms);
     rc |= put_time(b, "finished_at", in->finished_ms);
     rc |= put_time(b, "expires_at", in->expires_ms);
     rc |= buf_printf(b,
@@ -90,6 +91,7 @@ static void view_stored(struct server *s, const struct store_info *info, struct 
     v->total = info->njobs;
     v->ok = info->nok;
     v->failed = info->nfailed;
+    v->started_ms = info->started_ms;
     if (info->finished_ms > info->started_ms && info->started_ms > 0) {
         v->elapsed_s = (double)(info->finished_ms - info->started_ms) / 1000.0;
     }
@@ -99,6 +101,7 @@ static void view_stored(struct server *s, const struct store_info *info, struct 
         v->running = lv.running;
         v->elapsed_s = lv.elapsed_s;
         v->done_before = lv.done_before;
+        v->started_ms = v->started_ms > 0 ? v->started_ms : lv.started_ms;
         /* Done or cancelled only once the store says so: then every result is readable. */
         v->state = lv.started || lv.ended ? STORE_RUNNING : STORE_QUEUED;
     }
@@ -116,6 +119,7 @@ static void view_streamed(struct request *sr, struct store_info *info, struct ba
     snprintf(info->request_id, sizeof info->request_id, "%s", sr->id);
     info->created_ms = info->started_ms = store_id_time_ms(sr->batch_id);
     v->info = info;
+    v->started_ms = info->started_ms;
     v->state = STORE_RUNNING;
     v->total = sr->prep.spec.njobs;
     v->ok = lv.ok;

@@ -34,7 +34,7 @@ struct sbatch {
     struct buf line;
     uint64_t njobs, ok, failed;
     uint64_t done_before; /* answered before this process took the batch on (a restart) */
-    int64_t created_ms;
+    int64_t created_ms, started_ms; /* wall clock */
     uint64_t started_ns;
     int cancel; /* a cancel was asked (DELETE, or recorded before a restart) */
     int ended;  /* its end is queued in the store, not yet committed: it stays listed until
@@ -231,6 +231,7 @@ static int sbatch_submit(struct sbatch *b)
         return -1;
     }
     b->started_ns = ipc_now_ns();
+    b->started_ms = wall_ms();
     store_batch_start(b->sb);
     return 0;
 }
@@ -420,6 +421,7 @@ int stored_live(const struct server *s, const char *id, struct stored_live *out)
     out->done_before = b->done_before;
     out->running = b->db != NULL ? (uint64_t)dispatch_batch_running(b->db) : 0;
     out->started = b->db != NULL;
+    out->started_ms = b->started_ms;
     out->cancelling = b->cancel;
     out->ended = b->ended;
     out->progress_ms = b->prep.spec.progress_ms;

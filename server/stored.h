@@ -41,6 +41,7 @@ struct stored_live {
     uint64_t njobs, ok, failed, running;
     uint64_t done_before; /* jobs answered before this process took it on (for the rate) */
     int started;          /* on the dispatcher (else waiting for room) */
+    int64_t started_ms;   /* when, wall clock (0: not yet) */
     int cancelling;       /* a cancel was asked; the summary is coming */
     int ended;            /* its summary is queued, not yet committed */
     uint64_t progress_ms; /* the batch's "progress_ms" */

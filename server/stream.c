@@ -75,14 +75,8 @@ static void stream_progress(struct request *r)
     uint64_t done = r->n_ok + r->n_failed, total = r->prep.spec.njobs;
     double secs = (double)(now - r->started_ns) / 1e9;
     double rate = secs > 0 ? (double)done / secs : 0.0;
-    int rc = buf_printf(&r->out,
-                        "{\"progress\":{\"done\":%llu,\"total\":%llu,\"ok\":%llu,\"failed\":%llu,"
-                        "\"rate_per_s\":",
-                        (unsigned long long)done, (unsigned long long)total,
-                        (unsigned long long)r->n_ok, (unsigned long long)r->n_failed);
-    rc |= jsonw_double(&r->out, rate);
-    rc |= buf_printf(&r->out, ",\"eta_ms\":%lld}}\n",
-                     rate > 0 ? (long long)((double)(total - done) / rate * 1000.0) : -1LL);
+    int rc = jsonw_progress(&r->out, done, total, r->n_ok, r->n_failed, rate);
+    rc |= buf_adds(&r->out, "\n");
     if (rc != 0) {
         stream_break(r, "output buffer full");
     }

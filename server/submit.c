@@ -15,6 +15,7 @@
 #include "../api/errors.h"
 #include "../api/sha256.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,11 @@ enum MHD_Result submit_stored(struct request *r)
         free(w);
         return reply_error(r, -BATCHD_E_STORE_UNAVAILABLE, NULL, NULL);
     }
+    if (r->prep.spec.njobs > UINT32_MAX) {
+        free(w); /* the store counts a batch's jobs in 32 bits */
+        return reply_error(r, -BATCHD_E_TOO_MANY_JOBS, "a stored batch has at most 4294967295 jobs",
+                           "inputs");
+    }
     w->s = s;
     const struct buf *json = upload_json(r->upload);
     w->spec_len = buf_len(json);
@@ -249,8 +255,10 @@ enum MHD_Result submit_reply(struct request *r)
         return status_reply(r, r->batch_id, 202);
     }
     const char *lei = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    const char *after_q = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
     const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
-    uint64_t after = lei != NULL ? strtoull(lei, NULL, 10) : 0;
+    const char *from = lei != NULL ? lei : after_q;
+    uint64_t after = from != NULL ? strtoull(from, NULL, 10) : 0;
     int sse = accept != NULL && strcasestr(accept, "text/event-stream") != NULL;
     return results_respond(r, r->batch_id, after, 1, sse, 0);
 }

@@ -120,6 +120,7 @@ def test_async_prefer_status_and_results():
               "progress", "rate_per_s", "eta_ms", "request_id", "results"):
         check(k in doc, (k, doc))
     check(doc["jobs"]["total"] == 200 and doc["op"] == "sqrt", doc)
+    check(doc["state"] == "queued" or doc["started_at"] is not None, doc)
     check(doc["results"] == "/v1/batches/%s/results" % doc["id"], doc)
     check(doc["request_id"] == hdrs["x-request-id"], (doc, hdrs))
     final = wait_state(S, doc["id"])
@@ -163,6 +164,10 @@ def test_resume_with_after_and_last_event_id():
     kinds = [l[7:] for e in events for l in e.split("\n") if l.startswith("event: ")]
     check(ids[:-1] == list(range(half + 1, n + 1)), ids[:10])
     check(kinds[-1] == "summary" and set(kinds[:-1]) == {"result"}, kinds[-3:])
+    # an EventSource that reconnects after the summary is told to stop (204), not sent it again
+    st, _, data = S.request("GET", "/v1/batches/%s/results" % bid,
+                            headers={"Accept": "text/event-stream", "Last-Event-ID": str(ids[-1])})
+    check(st == 204 and data == b"", (st, data))
     # a client that drops mid-stream, then resumes from the last line it read whole
     head, body = raw_get(S.port, "/v1/batches/%s/results" % bid, read_bytes=3000)
     part = dechunk(body + b"\r\n").decode(errors="replace").split("\n")[:-1]
@@ -369,6 +374,10 @@ def test_idempotency_replay_and_422():
     check(lines2 == lines1 and hdrs2["content-location"] == hdrs["content-location"], (lines1, lines2))
     lines3, st, _ = S.batch(batch, headers=dict(key2, **{"Last-Event-ID": "2"}))
     check([l["seq"] for l in lines3 if "seq" in l] == [3], lines3)
+    st, _, data = S.request("POST", "/v1/batches?after=1", body=json.dumps(batch),
+                            headers=dict(JSON, **key2))
+    lines4 = [json.loads(l) for l in data.decode().splitlines()]
+    check(st == 200 and [l["seq"] for l in lines4 if "seq" in l] == [2, 3], lines4)
     for bad in ("", "x" * 256, "tab\there"):
         st, _, _ = submit(S, batch, {"Idempotency-Key": bad})
         check(st == 400, (bad, st))
