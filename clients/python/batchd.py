@@ -767,6 +767,7 @@ class Batch:
         delay = 0.1
         deadline = time.monotonic() + self.client.retry_for
         received = 0
+        empty_ends = 0        # clean ends without a line since the last line
         while True:
             q = {"follow": "true"} if follow else {}
             if last:
@@ -785,9 +786,15 @@ class Batch:
                 self.reconnects += 1
                 continue
             deadline = time.monotonic() + self.client.retry_for
+            if resp.status == 204:
+                # No content (SSE answers so past the summary; NDJSON repeats the summary).
+                conn.close()
+                return
             before = received
+            lines = 0
             try:
                 for line in _ndjson(resp):
+                    lines += 1
                     if "summary" in line:
                         self.summary = line["summary"]
                         return
@@ -802,11 +809,16 @@ class Batch:
                     yield line
                 if not follow:
                     return
-                # The connection ended cleanly but without the summary: resume.
+                # The connection ended cleanly but without the summary (a server stopping
+                # its followers): resume, but not forever from a server that keeps doing so.
+                empty_ends = 0 if lines else empty_ends + 1
             except StreamCut:
-                pass
+                empty_ends = 0 if lines else empty_ends   # a cut: resume
             finally:
                 conn.close()
+            if empty_ends >= 5:
+                raise StreamCut("batch %s: the server ended the stream %d times without a "
+                                "line or the summary" % (self.id, empty_ends), received)
             self.reconnects += 1
             if received == before:
                 # Nothing new on that connection: back off before the next one.

@@ -518,6 +518,11 @@ def test_s8_submit_status_wait_results():
     rest = list(b.results(after=mid))
     check([l["seq"] for l in rest] == [l["seq"] for l in lines[1000:]], len(rest))
     check(b.gather() == [math.sqrt(x) for x in xs])
+    # past the last result: just the summary; past the summary (its SSE id): nothing, at once
+    check(list(b.results(after=lines[-1]["seq"])) == [] and b.summary["jobs"] == len(xs))
+    t0 = time.monotonic()
+    check(list(b.results(after=lines[-1]["seq"] + 1)) == [])
+    check(time.monotonic() - t0 < 5, time.monotonic() - t0)
     # an ended batch: DELETE forgets it (204), then 404
     check(b.cancel() is None)
     e = expect(batchd.NotFound, b.status)
