@@ -488,6 +488,37 @@ def test_images_upload_refused_is_reported():
     check(e.status == 400 and e.code, (e.code, e.status))
 
 
+def test_the_readmes_tutorials():
+    """clients/python/README.md's three examples against the server, checked independently:
+    the photos' thumbnails against Pillow's sizes, sqrt against math.sqrt, intensive_task
+    against its closed form."""
+    from PIL import Image
+    names = sorted(os.listdir(os.path.join(os.path.dirname(photo("x")))))
+    names = [n for n in names if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+    if SANITIZED:
+        names = names[:4]
+    paths = [photo(n) for n in names]
+    out = os.path.join(TMP, "processed")
+    written = C.images(paths, pipeline=[{"op": "blur", "sigma": 15},
+                                        {"op": "thumbnail", "width": 1200, "height": 1200}],
+                       out_dir=out)
+    check(len(written) == len(paths), (len(written), len(paths)))
+    for w, p in zip(written, paths):
+        check(os.path.splitext(os.path.basename(w))[0] == os.path.splitext(os.path.basename(p))[0],
+              (w, p))
+        with Image.open(p) as im:      # Pillow's thumbnail size of the upright photo
+            size = im.size[::-1] if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else im.size
+        ref = Image.new("L", size)
+        ref.thumbnail((1200, 1200))
+        with Image.open(w) as im:
+            check(im.size == ref.size, (w, im.size, ref.size))
+    n = 50_000 if SANITIZED else 200_000
+    roots = C.map("sqrt", range(10, n), chunksize=50_000)
+    check(roots == [math.sqrt(x) for x in range(10, n)])
+    tasks = [{"n": 5_000_000, "x": x} for x in range(8)]
+    check(C.map("cpu_loop", tasks) == [sum(range(5_000_000)) + 5_000_000 * x for x in range(8)])
+
+
 # ---------------------------------------------------------------- stored batches (§8)
 def sqrt_check(lines, xs):
     """every index once, each result math.sqrt of its input; seqs strictly increasing."""
