@@ -402,16 +402,20 @@ class Client:
             conn.close()
 
     def _results(self, batch, return_exceptions, with_index=False):
-        for line in self.stream(batch):
-            if "index" not in line:
-                continue          # the summary, progress lines
-            if "error" in line:
-                value = _job_error(line)
-                if not return_exceptions:
-                    raise value
-            else:
-                value = line.get("result")
-            yield (line["index"], value) if with_index else value
+        lines = self.stream(batch)
+        try:
+            for line in lines:
+                if "index" not in line:
+                    continue          # the summary, progress lines
+                if "error" in line:
+                    value = _job_error(line)
+                    if not return_exceptions:
+                        raise value
+                else:
+                    value = line.get("result")
+                yield (line["index"], value) if with_index else value
+        finally:
+            lines.close()             # the connection too: the server cancels the rest
 
     def map(self, op, inputs, chunksize=None, timeout=None, params=None,
             return_exceptions=False, deadline=None):
@@ -426,18 +430,22 @@ class Client:
         n = len(batch["inputs"])
         out = [None] * n
         seen = 0
-        for lines in self._stream_blocks(batch):
-            for line in lines:
-                if "index" not in line:
-                    continue          # the summary, progress lines
-                if "error" in line:
-                    e = _job_error(line)
-                    if not return_exceptions:
-                        raise e
-                    out[line["index"]] = e
-                else:
-                    out[line["index"]] = line.get("result")
-                seen += 1
+        blocks = self._stream_blocks(batch)
+        try:
+            for lines in blocks:
+                for line in lines:
+                    if "index" not in line:
+                        continue          # the summary, progress lines
+                    if "error" in line:
+                        e = _job_error(line)
+                        if not return_exceptions:
+                            raise e
+                        out[line["index"]] = e
+                    else:
+                        out[line["index"]] = line.get("result")
+                    seen += 1
+        finally:
+            blocks.close()                # the connection too: the server cancels the rest
         if seen != n:
             raise StreamCut("%d of %d results received" % (seen, n), seen)
         return out
@@ -445,7 +453,9 @@ class Client:
     def imap(self, op, inputs, chunksize=None, timeout=None, params=None,
              return_exceptions=False, deadline=None, with_index=False):
         """A generator of the results in input order (Pool.imap), each yielded as soon as the
-        server streams it. Same arguments as map(); with_index=True yields (index, result)."""
+        server streams it. Same arguments as map(); with_index=True yields (index, result).
+        The batch is sent when the iteration starts; closing the generator (or leaving the
+        loop) closes the connection, and the server cancels what has not run."""
         batch = self._batch(op, inputs, chunksize, timeout, params, "input", deadline)
         return self._results(batch, return_exceptions, with_index)
 

@@ -198,6 +198,18 @@ def test_map_job_error_raises_or_returns():
     check(got[0] == 0 and isinstance(got[1], batchd.JobError) and got[1].code == "timeout", got)
 
 
+def test_a_failed_job_in_map_cancels_the_rest():
+    idle()
+    # job 1 fails at once; jobs 2.. would keep 2 workers busy for 8 s
+    e = expect(batchd.JobError, C.map, "sleep", [0, -1] + [1000] * 16, chunksize=1)
+    check(e.index == 1, e.index)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 6 and metric("batchd_batches_in_flight") > 0:
+        time.sleep(0.1)
+    check(metric("batchd_batches_in_flight") == 0,
+          "the batch still runs %.1fs after map raised" % (time.monotonic() - t0))
+
+
 def test_server_errors_are_exceptions_with_the_wire_code():
     e = expect(batchd.BadRequest, C.map, "no_such_op", [1])
     check(e.code == "unknown_op" and e.status == 400 and e.path == "op", (e.code, e.status, e.path))
