@@ -645,6 +645,11 @@ def test_s8_idempotency_key():
     check(b2.gather() == [1, 4, 9])
     e = expect(batchd.Unprocessable, C.submit, "square", [1, 2, 4], idempotency_key=key)
     check(e.code == "idempotency_key_reused" and e.status == 422, (e.code, e.status))
+    # mixed jobs, and no key at all
+    b = C.submit(jobs=[{"op": "sqrt", "input": 2}, {"op": "sort", "input": [3, 1, 2]}],
+                 idempotency_key=False)
+    check(b.idempotency_key is None)
+    check(b.gather() == [math.sqrt(2), [1, 2, 3]])
 
 
 def test_s8_submit_retried_after_a_lost_answer_runs_once():
