@@ -1,6 +1,6 @@
 """The store's state dir (SPEC §8, --state-dir): batchd refuses to start, exiting non-zero
 with one log line that names the folder and the cause, on a state dir it cannot write, a
-damaged or foreign database, a folder another batchd holds, or one that mixes with the data
+full file system, a damaged or foreign database, a folder another batchd holds, or one that mixes with the data
 or output dir, and never starts on an empty store instead. A working store shows in /readyz
 and /metrics; a plain streamed batch (no key, not async) stores nothing.
 
@@ -86,6 +86,20 @@ def test_a_read_only_file_system_is_refused():
         return
     try:
         check_refusal(path, "Read-only file system")
+    finally:
+        subprocess.run(["umount", path], check=True)
+
+
+def test_a_full_file_system_is_refused():
+    path = os.path.join(TMP, "full-mount")
+    os.mkdir(path)
+    # 1 MiB: less than the 8 MiB the store wants free at start (store/sq_internal.h).
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", path],
+                      capture_output=True).returncode != 0:
+        print("  skipped: cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
+        return
+    try:
+        check_refusal(path, "full")
     finally:
         subprocess.run(["umount", path], check=True)
 
