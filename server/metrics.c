@@ -389,8 +389,9 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, stru
             }
         }
     }
-    if (render_gauge(out, "batchd_queue_depth", "Jobs accepted and not yet finished (queued or running)",
-                     "gauge", (double)g->queue_depth) != 0 ||
+    if (render_gauge(out, "batchd_queue_depth",
+                     "Jobs accepted and not yet finished (queued or running)", "gauge",
+                     (double)g->queue_depth) != 0 ||
         render_gauge(out, "batchd_batches_in_flight", "Batches accepted and not yet ended", "gauge",
                      (double)g->batches_in_flight) != 0 ||
         buf_printf(out,
