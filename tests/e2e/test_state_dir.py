@@ -316,18 +316,21 @@ def test_readyz_is_503_while_the_state_dir_is_full():
             fill(path)
             status, doc = wait_ready_state(s, 503)
             check(status == 503 and doc["store"] == "full", (status, doc))
-            # A stored batch is refused now (507), and /readyz stays 503 after the failed
-            # write, even once the expiry timer has committed again.
+            # A stored batch meanwhile: 507 when its commit fails (logged), or 202 when SQLite
+            # could still write it into the WAL file's pages, which stay allocated between
+            # checkpoints. Either way /readyz stays 503, also after the expiry timer has
+            # committed again.
             sub = submit_async(s, [1, 4, 9])
             if sub is not None:
-                check(sub[0] == 507, sub)
+                check(sub[0] in (202, 507), sub)
                 status, doc = wait_ready_state(s, 200, timeout=1.5)
                 check(status == 503, (status, doc))
+                if sub[0] == 507:
+                    check([l for l in s.log_lines if "event=store_error" in l],
+                          "no store_error logged:\n" + "\n".join(s.log_lines))
             os.unlink(os.path.join(path, "filler"))
             status, doc = wait_ready_state(s, 200)
             check(status == 200 and doc["store"] == "ok", (status, doc))
-            errors = [l for l in s.log_lines if "event=store_error" in l]
-            check(sub is None or errors, "no store_error logged:\n" + "\n".join(s.log_lines))
     finally:
         subprocess.run(["umount", path], check=True)
 
