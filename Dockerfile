@@ -42,7 +42,8 @@ RUN apt-get update \
     && groupadd --system --gid 10001 batchd \
     && useradd --system --uid 10001 --gid batchd --home-dir /var/lib/batchd \
         --shell /usr/sbin/nologin batchd \
-    && install -d -o batchd -g batchd -m 0750 /var/lib/batchd
+    && install -d -o batchd -g batchd -m 0750 /var/lib/batchd \
+    && install -d -o batchd -g batchd -m 0700 /var/lib/batchd-state
 
 COPY --from=build /out/ /
 
@@ -50,10 +51,17 @@ COPY --from=build /out/ /
 # image needs no config file and no command line. These are the image's defaults; override
 # any of them with `-e` / compose `environment:` / the k8s Deployment's `env:`.
 # BATCHD_WORKERS=auto reads the container's CPU limit (cgroup cpu.max).
+# BATCHD_STATE_DIR is the store of stored batches (SPEC §8, SQLite): beside the data dir, not
+# in it (batchd refuses a state dir inside --data-dir), owned by the image's user.
 ENV BATCHD_LISTEN=0.0.0.0:8080 \
     BATCHD_WORKERS=auto \
     BATCHD_DATA_DIR=/var/lib/batchd \
+    BATCHD_STATE_DIR=/var/lib/batchd-state \
     BATCHD_LOG_FORMAT=json
+# The store outlives the container only on a volume: name one (`-v batchd-state:/var/lib/
+# batchd-state`), one per container. Two batchd on one state dir are refused at start (the
+# second finds its lock held), so replicas never share it.
+VOLUME ["/var/lib/batchd-state"]
 
 WORKDIR /var/lib/batchd
 USER 10001:10001

@@ -48,7 +48,8 @@ static const struct cfg_opt cfg_opts[] = {
     OPT_N("result-ttl", "BATCHD_RESULT_TTL", CFG_MS, result_ttl_ms, "24h",
           "how long a stored batch and its results are kept after it ends; then 410"),
     OPT_N("max-stored-bytes", "BATCHD_MAX_STORED_BYTES", CFG_BYTES, max_stored_bytes, "10GiB",
-          "bytes the store may hold (specs, inputs, results); past it, new stored batches 507"),
+          "bytes the store may hold (specs, inputs, results); past it, new stored batches 507; "
+          "0 = no cap"),
     OPT_N("max-body", "BATCHD_MAX_BODY", CFG_BYTES, max_body_bytes, "1GiB",
           "largest request body"),
     OPT_S("max-upload-memory", "BATCHD_MAX_UPLOAD_MEMORY", max_upload_memory_arg, "auto",

@@ -26,9 +26,16 @@ enum MHD_Result routes_healthz(struct request *r)
     return reply_buffer(r, 200, "application/json", body, strlen(body), NULL, 0);
 }
 
+/* Less free space than this on the state dir's file system is "full": the store's own
+ * start-up bar (store/sq_internal.h, SQ_MIN_FREE). */
+#define ROUTES_STORE_MIN_FREE (8ull << 20)
+
 /* "ok" when the store can take writes, else why not: the code of a background write that
- * failed and has not been followed by a commit yet (full, unwritable, io...), or
- * "read_only" when the state dir's file system was remounted read-only. Static. */
+ * failed and has not been followed by a commit yet (full, unwritable, io...), "read_only"
+ * when the state dir's file system was remounted read-only, or "full" when it has less room
+ * than the store wants at start. The last two are asked of the file system each time: a
+ * write that failed once is cleared by the next commit (the expiry timer's included, which
+ * writes nothing), so a full disk stays 503 until there is room again. Static. */
 static const char *routes_store_state(struct server *s)
 {
     if (s->store == NULL) {
@@ -40,8 +47,13 @@ static const char *routes_store_state(struct server *s)
         return store_err_name(st.write_error);
     }
     struct statvfs vfs;
-    if (statvfs(s->cfg.state_dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY) != 0) {
-        return "read_only";
+    if (statvfs(s->cfg.state_dir, &vfs) == 0) {
+        if ((vfs.f_flag & ST_RDONLY) != 0) {
+            return "read_only";
+        }
+        if ((unsigned long long)vfs.f_bavail * vfs.f_frsize < ROUTES_STORE_MIN_FREE) {
+            return "full";
+        }
     }
     return "ok";
 }

@@ -126,6 +126,11 @@ static int server_store_open(struct server *s)
         s->store = NULL;
         return -1;
     }
+    struct store_stats st;
+    store_stats_get(s->store, &st);
+    char bytes[24];
+    snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)st.bytes);
+    log_event("info", "store_opened", "state_dir", s->cfg.state_dir, "bytes", bytes, NULL);
     /* Expiry runs every quarter of the ttl, between 250 ms and 30 s, so that a short ttl
      * (tests) expires within about 1.25 ttl; the first one at once, for what expired while
      * the server was down. */

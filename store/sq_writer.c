@@ -460,7 +460,7 @@ static void writer_count(struct sq_store *sq, const struct txn *tx, int64_t took
     sq->stats.bytes = (uint64_t)sq->total_bytes;
     sq->stats.rows += tx->rows - tx->dups;
     sq->stats.dup_ignored += tx->dups;
-    sq->stats.write_error = 0;
+    sq->stats.write_error = 0; /* an empty commit too: the writer can commit again */
     if (!tx->wrote) {
         return;
     }

@@ -266,7 +266,8 @@ struct store_stats {
     double flush_max_ms;   /* the slowest commit */
     double flush_total_ms; /* the time of every commit, summed */
     /* 0, or the STORE_E_* code of the last write transaction while it failed: it is set by
-     * a failed commit and cleared by the next one that succeeds (for /readyz). */
+     * a failed commit and cleared by the next one that succeeds, an expiry that wrote
+     * nothing included (for /readyz). */
     int write_error;
     /* commits by duration: [k] counts those under 2^(k/4) microseconds (16 s at most) */
     uint64_t flush_hist[STORE_HIST_BUCKETS];

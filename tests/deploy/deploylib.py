@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,7 +107,9 @@ _PORT_RES = [
 
 
 class Batchd:
-    """One batchd process on a loopback port, configured by environment like the image."""
+    """One batchd process on a loopback port, configured by environment like the image.
+    Its store (BATCHD_STATE_DIR) is a folder of its own in its work dir, removed by stop(),
+    unless ENV names one (a test that restarts a replica on its state passes it)."""
 
     def __init__(self, name="batchd", workers=1, env=None, args=(), workdir=None, port=0):
         self.name = name
@@ -115,6 +118,10 @@ class Batchd:
         self.errpath = os.path.join(self.dir, "stderr.log")
         e = dict(os.environ)
         e.update({"BATCHD_LISTEN": f"{HOST}:{port}", "BATCHD_WORKERS": str(workers)})
+        self.state_dir = None
+        if "BATCHD_STATE_DIR" not in (env or {}):
+            self.state_dir = os.path.join(self.dir, "state")
+            e["BATCHD_STATE_DIR"] = self.state_dir
         if env:
             e.update(env)
         self.err = open(self.errpath, "wb")
@@ -169,6 +176,8 @@ class Batchd:
                 pass
             self.proc.wait(timeout=10)
         self.err.close()
+        if self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 def request(port, method, path, body=None, headers=None, timeout=30):

@@ -180,6 +180,32 @@ class DockerfileTest(unittest.TestCase):
             flags = [w for w in words[1:] if w.startswith("--")]
             self.assertEqual(flags, [], "configure by BATCHD_* environment, not by flags")
 
+    def test_state_dir_is_a_volume_the_user_owns(self):
+        """The store (SPEC §8) lives in BATCHD_STATE_DIR: set, apart from the data dir (batchd
+        refuses a state dir inside it, and WORKDIR's ./batchd-state would be), a VOLUME, and
+        made by the runtime stage owned by the user the image runs as."""
+        runtime = self.stages[-1]
+        env = {}
+        for args, _ in self.instructions(runtime, "ENV"):
+            for word in shlex.split(args):
+                k, _, v = word.partition("=")
+                env[k] = v
+        state, data = env.get("BATCHD_STATE_DIR"), env.get("BATCHD_DATA_DIR")
+        self.assertTrue(state and state.startswith("/"), "BATCHD_STATE_DIR must be absolute")
+        if data:
+            self.assertNotEqual(os.path.commonpath([state, data]), data,
+                                "the state dir is inside the data dir: batchd refuses it")
+        volumes = " ".join(a for a, _ in self.instructions(runtime, "VOLUME"))
+        self.assertIn(state, volumes, "the state dir must be a VOLUME")
+        runs = " ".join(a for a, _ in self.instructions(runtime, "RUN"))
+        (user,) = [a for a, _ in self.instructions(runtime, "USER")][-1:]
+        uid = user.split(":")[0]
+        made = re.search(r"install -d -o (\S+) -g \S+ -m 0?7[0-7]{2} " + re.escape(state) + r"\b",
+                         runs)
+        self.assertTrue(made, "the state dir must be made owned by the image's user")
+        self.assertIn(made.group(1), (uid, "batchd"))
+        self.assertRegex(runs, r"useradd[^&]*--uid " + re.escape(uid) + r"\b[^&]* batchd\b")
+
     def test_no_secrets_in_env_or_arg(self):
         entries = list(self.preamble)
         for st in self.stages:

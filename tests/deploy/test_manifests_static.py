@@ -2,7 +2,8 @@
 """Static checks of docker/nginx.conf, docker/compose.yaml and docker/k8s.yaml, and of the
 promises between them and batchd: the same port, the same body limit, shutdown timers that
 nest (an orchestrator's kill comes after batchd's drain), probes on the right endpoints,
-selectors that match the pods. nginx.conf is also rendered for loopback and passed through
+selectors that match the pods, a state dir (the store, SPEC §8) that is a writable volume
+of each replica's own, apart from the data dir. nginx.conf is also rendered for loopback and passed through
 `nginx -t`. Needs python3-yaml (Debian) for the YAML files.
 """
 import os
@@ -128,22 +129,42 @@ class ComposeTest(unittest.TestCase):
         self.assertTrue(any(v.startswith("./nginx.conf:") for v in nginx["volumes"]))
         self.assertNotIn("latest", nginx["image"])
 
+    def test_a_state_volume_per_replica(self):
+        svcs = self.c["services"]
+        replicas = sorted(n for n in svcs if n.startswith("batchd"))
+        seen = set()
+        for name in replicas:
+            state = svcs[name]["environment"]["BATCHD_STATE_DIR"]
+            data = svcs[name]["environment"].get("BATCHD_DATA_DIR", "/var/lib/batchd")
+            mounts = dict(reversed(v.split(":")[:2]) for v in svcs[name]["volumes"])
+            self.assertIn(state, mounts, f"{name}: its state dir is not a volume")
+            self.assertNotEqual(os.path.commonpath([state, data]), data,
+                                f"{name}: the state dir is inside the data dir")
+            vol = mounts[state]
+            self.assertIn(vol, self.c["volumes"], f"{name}: {vol} is not a named volume")
+            self.assertNotIn(vol, seen, f"{vol} is shared: a second batchd on it is refused")
+            seen.add(vol)
+
 
 @unittest.skipIf(yaml is None, "python3-yaml not installed")
 class KubernetesTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         docs = [d for d in yaml.safe_load_all(read("k8s.yaml")) if d]
-        cls.by_kind = {d["kind"]: d for d in docs}
+        cls.docs = docs
+        # The Service clients use: the one with a cluster IP (the headless one is the
+        # StatefulSet's, for per-pod DNS).
+        cls.by_kind = {d["kind"]: d for d in docs
+                       if not (d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")}
 
     def test_kinds_and_versions(self):
-        self.assertEqual(self.by_kind["Deployment"]["apiVersion"], "apps/v1")
+        self.assertEqual(self.by_kind["StatefulSet"]["apiVersion"], "apps/v1")
         self.assertEqual(self.by_kind["Service"]["apiVersion"], "v1")
         self.assertEqual(self.by_kind["HorizontalPodAutoscaler"]["apiVersion"], "autoscaling/v2")
         self.assertEqual(self.by_kind["PodDisruptionBudget"]["apiVersion"], "policy/v1")
 
     def pod(self):
-        return self.by_kind["Deployment"]["spec"]["template"]
+        return self.by_kind["StatefulSet"]["spec"]["template"]
 
     def container(self):
         (c,) = self.pod()["spec"]["containers"]
@@ -181,7 +202,7 @@ class KubernetesTest(unittest.TestCase):
 
     def test_selectors_match(self):
         labels = self.pod()["metadata"]["labels"]
-        dep = self.by_kind["Deployment"]
+        dep = self.by_kind["StatefulSet"]
         for sel in (dep["spec"]["selector"]["matchLabels"],
                     self.by_kind["Service"]["spec"]["selector"],
                     self.by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]):
@@ -193,9 +214,9 @@ class KubernetesTest(unittest.TestCase):
 
     def test_hpa_on_cpu(self):
         hpa = self.by_kind["HorizontalPodAutoscaler"]["spec"]
-        self.assertEqual(hpa["scaleTargetRef"]["kind"], "Deployment")
+        self.assertEqual(hpa["scaleTargetRef"]["kind"], "StatefulSet")
         self.assertEqual(hpa["scaleTargetRef"]["name"],
-                         self.by_kind["Deployment"]["metadata"]["name"])
+                         self.by_kind["StatefulSet"]["metadata"]["name"])
         (m,) = hpa["metrics"]
         self.assertEqual(m["resource"]["name"], "cpu")
         self.assertGreaterEqual(hpa["maxReplicas"], hpa["minReplicas"])
@@ -203,6 +224,29 @@ class KubernetesTest(unittest.TestCase):
         # The PDB must leave room for voluntary evictions, or node drains hang.
         if "minAvailable" in pdb:
             self.assertLess(pdb["minAvailable"], hpa["minReplicas"])
+
+    def test_state_dir_is_a_claim_per_pod(self):
+        sts = self.by_kind["StatefulSet"]["spec"]
+        c = self.container()
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        state, data = env["BATCHD_STATE_DIR"], env["BATCHD_DATA_DIR"]
+        self.assertNotEqual(os.path.commonpath([state, data]), data,
+                            "the state dir is inside the data dir: batchd refuses it")
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        self.assertIn(state, mounts, "the state dir is not mounted")
+        claims = {t["metadata"]["name"]: t["spec"] for t in sts["volumeClaimTemplates"]}
+        self.assertIn(mounts[state], claims, "the state dir is not a per-pod claim")
+        self.assertEqual(claims[mounts[state]]["accessModes"], ["ReadWriteOnce"])
+        pod_volumes = {v["name"] for v in self.pod()["spec"].get("volumes", [])}
+        self.assertNotIn(mounts[state], pod_volumes, "a pod volume shadows the claim")
+        # Writable by the image's user (uid 10001), root file system read-only.
+        self.assertEqual(self.pod()["spec"]["securityContext"]["fsGroup"], 10001)
+        # The headless Service the StatefulSet names exists and selects its pods.
+        (headless,) = [d for d in self.docs if d["kind"] == "Service" and
+                       d["metadata"]["name"] == sts["serviceName"]]
+        self.assertEqual(headless["spec"]["clusterIP"], "None")
+        self.assertLessEqual(headless["spec"]["selector"].items(),
+                             self.pod()["metadata"]["labels"].items())
 
 
 if __name__ == "__main__":

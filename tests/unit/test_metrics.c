@@ -114,8 +114,50 @@ static void test_caps(void)
 }
 
 /* clang-format off */
+/* The store's figures (sampled by observe.c from store_stats and store_batch_counts): the
+ * gauges, the two counters and the commit summary with its quantiles, sum and count. */
+static void test_store_figures(void)
+{
+    struct metrics *m = metrics_create();
+    struct buf out;
+    struct metrics_gauges g = {
+        .store_bytes = 123456,
+        .store_pending_rows = 17,
+        .store_rows = 9000,
+        .store_commits = 12,
+        .store_commit_p50_s = 0.002,
+        .store_commit_p99_s = 0.125,
+        .store_commit_sum_s = 0.5,
+        .stored_batches = {1, 2, 3, 4},
+    };
+
+    buf_init(&out, 1 << 20);
+    CHECK(m != NULL);
+    CHECK_EQ_INT(metrics_render(m, &g, &out), 0);
+    CHECK(has_line(&out, "# TYPE batchd_store_bytes gauge"));
+    CHECK(has_line(&out, "batchd_store_bytes 123456"));
+    CHECK(has_line(&out, "batchd_store_pending_rows 17"));
+    CHECK(has_line(&out, "# TYPE batchd_store_rows_total counter"));
+    CHECK(has_line(&out, "batchd_store_rows_total 9000"));
+    CHECK(has_line(&out, "# TYPE batchd_store_commits_total counter"));
+    CHECK(has_line(&out, "batchd_store_commits_total 12"));
+    CHECK(has_line(&out, "# TYPE batchd_store_commit_seconds summary"));
+    CHECK(has_line(&out, "batchd_store_commit_seconds{quantile=\"0.5\"} 0.002"));
+    CHECK(has_line(&out, "batchd_store_commit_seconds{quantile=\"0.99\"} 0.125"));
+    CHECK(has_line(&out, "batchd_store_commit_seconds_sum 0.5"));
+    CHECK(has_line(&out, "batchd_store_commit_seconds_count 12"));
+    CHECK(has_line(&out, "# TYPE batchd_stored_batches gauge"));
+    CHECK(has_line(&out, "batchd_stored_batches{state=\"queued\"} 1"));
+    CHECK(has_line(&out, "batchd_stored_batches{state=\"running\"} 2"));
+    CHECK(has_line(&out, "batchd_stored_batches{state=\"done\"} 3"));
+    CHECK(has_line(&out, "batchd_stored_batches{state=\"cancelled\"} 4"));
+    buf_cleanup(&out);
+    metrics_destroy(m);
+}
+
 static const struct check_case cases[] = {
     {"counters", test_counters},
+    {"store_figures", test_store_figures},
     {"histogram", test_histogram},
     {"caps", test_caps},
 };
