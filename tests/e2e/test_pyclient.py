@@ -568,6 +568,9 @@ def test_s8_submit_status_wait_results():
     t0 = time.monotonic()
     check(list(b.results(after=lines[-1]["seq"] + 1)) == [])
     check(time.monotonic() - t0 < 5, time.monotonic() - t0)
+    listed = C.batches(state="done", limit=50)
+    check(any(x["id"] == b.id for x in listed) and all(x["state"] == "done" for x in listed),
+          [x["id"] for x in listed][:5])
     # an ended batch: DELETE forgets it (204), then 404
     check(b.cancel() is None)
     e = expect(batchd.NotFound, b.status)
