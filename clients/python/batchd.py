@@ -508,27 +508,27 @@ class Client:
         while True:
             try:
                 conn, resp = self._open("POST", "/v1/batches", body, h)
+                if resp.status != 202:
+                    # A server without SPEC §8 streams the batch instead: closing the
+                    # connection unread cancels it (SPEC §7).
+                    conn.close()
+                    raise Error("not_async", "the server answered %d to Prefer: respond-async "
+                                "(a server without SPEC §8?)" % resp.status, status=resp.status)
+                try:
+                    data = resp.read()
+                except _TRANSPORT as e:
+                    raise Unreachable("the 202 answer was cut: %s" % (e,)) from e
+                finally:
+                    conn.close()
                 break
             except (Unreachable, Unavailable) as e:
-                # Without a key a retry could run the batch twice: only a refused connection
-                # (nothing was sent) is safe then, and we do not tell that apart: no retry.
+                # The same key again answers for the batch the server may already have. Without
+                # a key a retry could run the batch twice: no retry then.
                 if not idempotency_key or time.monotonic() + delay > end:
                     raise
                 wait = min(e.retry_after, 5.0) if getattr(e, "retry_after", None) else delay
                 time.sleep(wait)
                 delay = min(delay * 2, 2.0)
-        if resp.status != 202:
-            # A server without SPEC §8 streams the batch instead: closing the connection
-            # unread cancels it (SPEC §7).
-            conn.close()
-            raise Error("not_async", "the server answered %d to Prefer: respond-async (a "
-                        "server without SPEC §8?)" % resp.status, status=resp.status)
-        try:
-            data = resp.read()
-        except _TRANSPORT as e:
-            raise StreamCut("the 202 answer was cut: %s" % (e,)) from e
-        finally:
-            conn.close()
         doc = json.loads(data) if data else {}
         loc = resp.getheader("Location") or ""
         bid = doc.get("id") or loc.rstrip("/").rsplit("/", 1)[-1]

@@ -666,6 +666,15 @@ def test_s8_submit_retried_after_a_lost_answer_runs_once():
         check(" 202 " in lost.split("\r\n")[0], lost[:200])
         check("/v1/batches/" + b.id in lost, (b.id, lost[:400]))
         check(b.gather() == [i * i for i in range(10)])
+        head = len(lost.split("\r\n\r\n")[0]) + 4
+    # The 202's head arrives, its body is cut: the same again, by the same key.
+    with CutProxy(S.port, cut_after=head + 30, cuts=1) as p:
+        c = batchd.Client(p.url, retry_for=20)
+        b = c.submit("cube", list(range(10)))
+        check(p.cut == 1 and p.connections >= 2, (p.cut, p.connections))
+        check(len(p.requests) == 2 and all(r.startswith("POST ") for r in p.requests), p.requests)
+        check(b.gather() == [i ** 3 for i in range(10)])
+        check(len([x for x in C.batches(limit=20) if x["op"] == "cube"]) == 1)
 
 
 def test_s8_results_survive_a_server_restart():
