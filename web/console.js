@@ -863,10 +863,52 @@ async function followStored(r, id, doc) {
       if (r.forgotten || r.state === 'cancelled') sessionStorage.removeItem(FOLLOW_KEY);
       if (r.forgotten) finish(r, r.summary ? 'done' : 'stopped', `Stored batch ${id} had ended before the cancel; the server has now forgotten it.`);
       else finish(r, r.state === 'cancelled' ? 'cancelled' : 'stopped', r.state === 'cancelled' ? `Cancelled stored batch ${id}.` : `Stopped following ${id}; it goes on on the server.`);
+    } else if (e instanceof BatchdError && e.status === 404 && r.done === 0 && doc) {
+      // a streamed batch (listed while it runs): its results go only to its own client
+      sessionStorage.removeItem(FOLLOW_KEY);
+      watchStatus(r, id);
     } else {
       sessionStorage.removeItem(FOLLOW_KEY);
       finish(r, 'failed', describeError(e));
     }
+  }
+}
+
+// A streamed batch of another client, watched from its status document (SPEC §8: it can be
+// read and cancelled while it runs; its id is 404 once it ends, and it keeps no results).
+async function watchStatus(r, id) {
+  const ctl = new AbortController();
+  r.storedId = null;
+  r.download = null;
+  r.abort = () => ctl.abort();
+  r.cancel = async () => {
+    r.cancelRequested = true;
+    render();
+    try {
+      await withAuth(() => client.cancel(id));
+    } catch (e) {
+      $('w-message').textContent = `Cancel failed: ${describeError(e)}`;
+    }
+  };
+  const note = `Batch ${id} streams its results to the client that sent it: only its counts are shown here.`;
+  $('w-message').textContent = note;
+  for (;;) {
+    let doc;
+    try {
+      doc = await client.status(id, { signal: ctl.signal });
+    } catch (e) {
+      if (e.name === 'AbortError') return finish(r, 'stopped', `Stopped watching ${id}.`);
+      if (e instanceof BatchdError && e.status === 404) return finish(r, r.cancelRequested ? 'cancelled' : 'ended', `Batch ${id} has ended; a streamed batch is not kept.`);
+      return finish(r, 'failed', describeError(e));
+    }
+    const j = doc.jobs || {};
+    r.total = j.total || r.total;
+    r.ok = j.ok || 0;
+    r.failed = j.failed || 0;
+    r.done = r.ok + r.failed;
+    if (doc.state === 'done' || doc.state === 'cancelled') return finish(r, doc.state, note);
+    render();
+    await new Promise((resolve) => setTimeout(resolve, 500));
   }
 }
 

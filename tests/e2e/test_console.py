@@ -556,6 +556,36 @@ def test_8c_stored_cancel_downloads_and_history():
         wait(lambda: text("w-state") == "cancelled", "the cancelled batch watched again")
         check(text("w-done") == "%d / %d" % (n, n) and int(text("w-failed")) == failed,
               (text("w-done"), text("w-failed")))
+
+        # Another client's streamed batch is listed while it runs; Watch shows its counts
+        # from its status (its results go only to its own stream), and it is left alone.
+        import threading
+        streamed = {}
+        t = threading.Thread(target=lambda: streamed.update(out=r.batch(
+            {"op": "sleep", "inputs": [200] * 20, "chunksize": 1})))
+        t.start()
+        try:
+            end = time.time() + WAIT
+            while time.time() < end and newest_batch(r)["id"] == images["id"]:
+                time.sleep(0.05)
+            sid = newest_batch(r)["id"]
+            drain_logs()
+            before = len(CONSOLE)
+            D.find_element(By.ID, "tab-history").click()
+            wait(lambda: len(D.find_elements(By.CSS_SELECTOR, "#h-table tbody tr")) == 3, "the streamed batch listed")
+            D.find_element(By.CSS_SELECTOR, "#h-table tbody tr:nth-child(1) button").click()
+            wait(lambda: "streams its results" in text("w-message"), "the streamed batch watched")
+            wait(lambda: text("w-state") in ("done", "ended"), "the streamed batch to end")
+        finally:
+            t.join(WAIT)
+        # the page learns it from a 404 on the results and again once the batch is gone:
+        # Chromium logs both, and only those
+        drain_logs()
+        seen = CONSOLE[before:]
+        del CONSOLE[before:]
+        check(len(seen) <= 2 and all(sid in e["message"] and "404" in e["message"] for e in seen), seen)
+        lines, status, _ = streamed["out"]
+        check(status == 200 and len(lines) == 21 and "summary" in lines[-1], lines[-1:])
         D.get("about:blank")
 
 
