@@ -405,13 +405,13 @@ def watched_indexes():
     return sorted(int(r[0]) for r in table_rows())
 
 
-def run_stored_sleep(n, ms):
-    """Runs sleep of N x MS ms as a stored (async) batch from the Run view."""
+def run_stored(op, inputs, chunksize="auto"):
+    """Runs OP of INPUTS as a stored (async) batch from the Run view."""
     D.find_element(By.ID, "tab-run").click()
-    Select(D.find_element(By.ID, "num-op")).select_by_value("sleep")
+    Select(D.find_element(By.ID, "num-op")).select_by_value(op)
     D.find_element(By.CSS_SELECTOR, "input[name=num-src][value=paste]").click()
-    set_value("num-inputs", json.dumps([ms] * n))
-    set_value("num-chunksize", 1)
+    set_value("num-inputs", json.dumps(inputs))
+    set_value("num-chunksize", chunksize)
     box = D.find_element(By.ID, "num-async")
     if not box.is_selected():
         box.click()
@@ -430,8 +430,8 @@ def test_8b_stored_batch_survives_a_server_restart():
         STORED_ORIGINS.append("http://127.0.0.1:%d/" % r.port)
         open_console(r)
         check(D.find_element(By.ID, "num-async").get_attribute("disabled") is None, "async stays disabled")
-        n = 60
-        run_stored_sleep(n, 100)  # 60 x 100 ms on 2 workers: ~3 s
+        n = 80
+        run_stored("sleep", [100] * n, 1)  # 80 x 100 ms on 2 workers: ~4 s, killed after ~0.5 s
         wait(lambda: text("w-state") == "running" and done_count() >= 10, "the first stored results")
         drain_logs()
         before = len(CONSOLE)
@@ -464,7 +464,8 @@ def test_8b_stored_batch_survives_a_server_restart():
 
         # A reload while a stored batch runs: the page follows it again by itself and
         # rebuilds its counts from the stored results, none missing, none twice.
-        run_stored_sleep(n, 100)
+        n = 60
+        run_stored("sleep", [100] * n, 1)
         wait(lambda: text("w-state") == "running" and done_count() >= 5,
              "the second stored batch to start")
         D.refresh()
@@ -474,6 +475,13 @@ def test_8b_stored_batch_survives_a_server_restart():
               (text("w-done"), text("w-ok")))
         check(watched_indexes() == list(range(n)), watched_indexes())
         check(js("return sessionStorage.getItem('batchd.following')") is None)
+
+        # the stored lines' numbers as the server wrote them, as for a streamed batch
+        run_stored("sqrt", [4, 2])
+        wait(lambda: text("w-state") == "done", "the stored sqrt batch")
+        check("stored batch" in text("w-message"), text("w-message"))
+        check(sorted(r_[:2] for r_ in table_rows()) == [["0", "2.0"], ["1", "1.4142135623730951"]],
+              table_rows())
         D.get("about:blank")  # before the server stops: the page polls /metrics
 
 
@@ -483,7 +491,7 @@ def test_8c_stored_cancel_downloads_and_history():
         open_console(r)
         # cancel: the server records the rest as cancelled, and the page shows them all
         n = 40
-        run_stored_sleep(n, 300)  # 40 x 300 ms on 2 workers: ~6 s
+        run_stored("sleep", [300] * n, 1)  # 40 x 300 ms on 2 workers: ~6 s
         wait(lambda: text("w-state") == "running" and done_count() >= 2, "the stored batch to run")
         D.find_element(By.ID, "w-cancel").click()
         wait(lambda: text("w-state") == "cancelled", "the stored cancel")
