@@ -276,10 +276,13 @@ export class Client {
   }
 
   /**
-   * Reads Server-Sent Events from PATH over fetch, calling onEvent({ id, event, data }) for
-   * each (data parsed as JSON when it is JSON). After a dropped connection or a server
-   * restart it reconnects by itself (after the server's retry: or 1 s, growing to 10 s),
-   * sending Last-Event-ID so that no event is lost or repeated. It ends when an event named
+   * Reads Server-Sent Events from PATH over fetch, calling onEvent({ id, event, data, text })
+   * for each (data parsed as JSON when it is JSON; text: as sent, where 2.0 is still 2.0).
+   * batchd's results stream (SPEC §8) sends "result" and "summary" events with an id (the
+   * line's seq) and "progress" events without one (they do not move Last-Event-ID). After
+   * a dropped connection or a server restart it reconnects by itself (after the server's
+   * retry: or 1 s, growing to 10 s), sending Last-Event-ID so that no event is lost or
+   * repeated. It ends when an event named
    * by stopOn ("summary") arrives, on a 4xx answer (rejects with a BatchdError), or when
    * SIGNAL aborts. onState(state) hears "open", "retrying" and "closed".
    */
@@ -310,7 +313,7 @@ export class Client {
                 data = text;
               }
               if (ev.id !== null) last = ev.id;
-              onEvent({ id: ev.id, event: ev.event, data });
+              onEvent({ id: ev.id, event: ev.event, data, text });
               if (ev.event === stopOn) ended = true;
             }
             ev = { id: null, event: 'message', data: [] };
@@ -370,12 +373,21 @@ export class Client {
     return this.json(`/v1/batches/${encodeURIComponent(id)}`, opts);
   }
 
-  list({ limit = 50, state } = {}, opts) {
+  /**
+   * GET /v1/batches: { batches: [status documents, newest first], next: the URL of the
+   * older ones, or null }. BEFORE: an id, to list the batches older than it.
+   */
+  list({ limit = 50, state, before } = {}, opts) {
     const q = new URLSearchParams({ limit: String(limit) });
     if (state) q.set('state', state);
+    if (before) q.set('before', before);
     return this.json(`/v1/batches?${q}`, opts);
   }
 
+  /**
+   * DELETE /v1/batches/{id}: cancels a queued or running batch and resolves with its final
+   * status document (once the cancel is recorded); on an ended batch it forgets it (null).
+   */
   async cancel(id, opts) {
     const resp = await this.request(`/v1/batches/${encodeURIComponent(id)}`, { method: 'DELETE', ...opts });
     return resp.status === 204 ? null : resp.json();

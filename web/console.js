@@ -454,7 +454,8 @@ $('img-form').addEventListener('submit', (ev) => {
   }
   $('img-error').textContent = '';
   const names = files.map((f) => f.webkitRelativePath || f.name);
-  startRun({ kind: 'images', title: `${files.length} images: ${batch.params.pipeline.map((s) => s.op).join(' → ') || 'no steps'}`, batch, files: [...files], names, total: files.length });
+  const async = $('img-async').checked && caps.stored;
+  startRun({ kind: 'images', title: `${files.length} images: ${batch.params.pipeline.map((s) => s.op).join(' → ') || 'no steps'}`, batch, files: [...files], names, total: files.length, async });
 });
 for (const r of document.querySelectorAll('input[name="kind"]')) {
   r.addEventListener('change', () => {
@@ -666,7 +667,7 @@ function render() {
   }
   $('w-results').tBodies[0].replaceChildren(...rows);
   const running = r.state === 'running';
-  $('w-cancel').disabled = !running;
+  $('w-cancel').disabled = !running || !!r.cancelRequested;
   $('w-resubmit').disabled = running || !r.resubmit;
   $('w-dl-ndjson').disabled = running || !r.download;
   $('w-dl-json').disabled = running || !r.download;
@@ -740,8 +741,8 @@ async function startRun(desc) {
   showView('watch');
   render();
   try {
-    if (desc.kind === 'numbers' && desc.async) {
-      await runAsync(r, desc.body);
+    if (desc.async) {
+      await runAsync(r, desc);
       return;
     }
     let result;
@@ -756,10 +757,7 @@ async function startRun(desc) {
       result = await withAuth(() => {
         const up = client.upload(imageForm(desc.batch, desc.files), {
           onLine: (l, raw) => onLine(r, l, raw),
-          onUploadProgress: (loaded, total) => {
-            $('w-upload').value = total ? loaded / total : 0;
-            $('w-upload-text').textContent = total ? `${Math.round((loaded / total) * 100)}% of ${fmtBytes(total)}` : fmtBytes(loaded);
-          },
+          onUploadProgress: showUpload,
         });
         r.abort = up.abort;
         return up.promise;
@@ -780,9 +778,29 @@ async function startRun(desc) {
 }
 
 // An async (stored) batch: 202, then its results followed over SSE with reconnection.
-async function runAsync(r, body) {
-  const doc = await withAuth(() => client.submitAsync(body));
+// Images are uploaded with the same Prefer: respond-async (their progress shown).
+async function runAsync(r, desc) {
+  let doc;
+  if (desc.kind === 'numbers') {
+    doc = await withAuth(() => client.submitAsync(desc.body));
+  } else {
+    $('w-upload-box').hidden = false;
+    const result = await withAuth(() => {
+      const up = client.upload(imageForm(desc.batch, desc.files), {
+        headers: { Prefer: 'respond-async' },
+        onUploadProgress: (loaded, total) => showUpload(loaded, total),
+      });
+      r.abort = up.abort;
+      return up.promise;
+    });
+    doc = result.accepted;
+    if (!doc) throw new BatchdError(200, { code: 'not_async', message: 'the server streamed the batch instead of storing it' });
+  }
   followStored(r, doc.id, doc);
+}
+function showUpload(loaded, total) {
+  $('w-upload').value = total ? loaded / total : 0;
+  $('w-upload-text').textContent = total ? `${Math.round((loaded / total) * 100)}% of ${fmtBytes(total)}` : fmtBytes(loaded);
 }
 
 // Following stops when the page leaves the batch (abort); Cancel also cancels it on the
@@ -791,38 +809,64 @@ async function runAsync(r, body) {
 const FOLLOW_KEY = 'batchd.following';
 async function followStored(r, id, doc) {
   const ctl = new AbortController();
-  r.abort = () => ctl.abort();
-  r.cancel = () => {
-    ctl.abort();
-    client.cancel(id).catch(() => {});
+  r.abort = () => ctl.abort(); // stop following: the batch goes on on the server
+  // Cancel: DELETE answers once the cancel is committed; the cancelled jobs' lines and the
+  // summary ("cancelled": true) then arrive on the stream like any other, so the counts end
+  // complete. A batch that ended meanwhile is forgotten by that DELETE (204).
+  r.cancel = async () => {
+    r.cancelRequested = true;
+    render();
+    $('w-message').textContent = `Cancelling stored batch ${id}…`;
+    try {
+      const final = await withAuth(() => client.cancel(id));
+      if (final === null) {
+        r.forgotten = true;
+        ctl.abort();
+      }
+    } catch (e) {
+      r.cancelRequested = false;
+      $('w-message').textContent = `Cancel failed: ${describeError(e)}`;
+      render();
+    }
   };
   r.storedId = id;
-  if (doc && doc.op === 'image') r.kind = 'images';
+  const img = catalogue && imageOp();
+  if (doc && img && doc.op === img.name) r.kind = 'images';
   sessionStorage.setItem(FOLLOW_KEY, id);
   r.download = (accept) => client.resultsBlob(id, accept);
   if (doc && doc.jobs) r.total = doc.jobs.total;
+  // elapsed and rate from the batch's own start (a reload reads its stored lines at once)
+  const startedAt = doc && doc.started_at ? Date.parse(doc.started_at) : NaN;
+  if (Number.isFinite(startedAt) && Date.now() >= startedAt) r.started = performance.now() - (Date.now() - startedAt);
   $('w-message').textContent = `Stored batch ${id}: following its results (reconnects by itself).`;
   try {
     await client.follow(id, {
       signal: ctl.signal,
       onState: (s) => {
+        if (r.cancelRequested) return;
         if (s === 'retrying') $('w-message').textContent = `Connection lost; reconnecting to ${id}…`;
         if (s === 'open') $('w-message').textContent = `Stored batch ${id}: following its results live.`;
       },
       onEvent: (ev) => {
         if (ev.event === 'summary') onLine(r, { summary: ev.data.summary || ev.data });
         else if (ev.event === 'progress') onLine(r, { progress: ev.data.progress || ev.data });
-        else onLine(r, ev.data);
+        else if (ev.data && typeof ev.data === 'object') onLine(r, ev.data, ev.text);
       },
     });
     const s = r.summary || {};
     r.total = s.jobs || r.total;
     sessionStorage.removeItem(FOLLOW_KEY);
-    finish(r, 'done', `Done: ${fmtInt(r.ok)} ok, ${fmtInt(r.failed)} failed (stored batch ${id}).`);
+    const how = s.cancelled ? 'Cancelled' : 'Done';
+    finish(r, s.cancelled ? 'cancelled' : 'done', `${how}: ${fmtInt(r.ok)} ok, ${fmtInt(r.failed)} failed (stored batch ${id}).`);
   } catch (e) {
     if (e.name === 'AbortError') {
-      if (r.state === 'cancelled') sessionStorage.removeItem(FOLLOW_KEY);
-      finish(r, r.state === 'cancelled' ? 'cancelled' : 'stopped', r.state === 'cancelled' ? `Cancelled stored batch ${id}.` : `Stopped following ${id}; it goes on on the server.`);
+      if (r.forgotten || r.state === 'cancelled') sessionStorage.removeItem(FOLLOW_KEY);
+      if (r.forgotten) finish(r, r.summary ? 'done' : 'stopped', `Stored batch ${id} had ended before the cancel; the server has now forgotten it.`);
+      else finish(r, r.state === 'cancelled' ? 'cancelled' : 'stopped', r.state === 'cancelled' ? `Cancelled stored batch ${id}.` : `Stopped following ${id}; it goes on on the server.`);
+    } else if (e instanceof BatchdError && e.status === 404 && r.done === 0 && doc) {
+      // a streamed batch (listed while it runs): its results go only to its own client
+      sessionStorage.removeItem(FOLLOW_KEY);
+      watchStatus(r, id);
     } else {
       sessionStorage.removeItem(FOLLOW_KEY);
       finish(r, 'failed', describeError(e));
@@ -830,10 +874,51 @@ async function followStored(r, id, doc) {
   }
 }
 
+// A streamed batch of another client, watched from its status document (SPEC §8: it can be
+// read and cancelled while it runs; its id is 404 once it ends, and it keeps no results).
+async function watchStatus(r, id) {
+  const ctl = new AbortController();
+  r.storedId = null;
+  r.download = null;
+  r.abort = () => ctl.abort();
+  r.cancel = async () => {
+    r.cancelRequested = true;
+    render();
+    try {
+      await withAuth(() => client.cancel(id));
+    } catch (e) {
+      $('w-message').textContent = `Cancel failed: ${describeError(e)}`;
+    }
+  };
+  const note = `Batch ${id} streams its results to the client that sent it: only its counts are shown here.`;
+  $('w-message').textContent = note;
+  for (;;) {
+    let doc;
+    try {
+      doc = await client.status(id, { signal: ctl.signal });
+    } catch (e) {
+      if (e.name === 'AbortError') return finish(r, 'stopped', `Stopped watching ${id}.`);
+      if (e instanceof BatchdError && e.status === 404) return finish(r, r.cancelRequested ? 'cancelled' : 'ended', `Batch ${id} has ended; a streamed batch is not kept.`);
+      return finish(r, 'failed', describeError(e));
+    }
+    const j = doc.jobs || {};
+    r.total = j.total || r.total;
+    r.ok = j.ok || 0;
+    r.failed = j.failed || 0;
+    r.done = r.ok + r.failed;
+    if (doc.state === 'done' || doc.state === 'cancelled') return finish(r, doc.state, note);
+    render();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
 $('w-cancel').addEventListener('click', () => {
-  if (run && (run.cancel || run.abort)) {
+  if (!run || run.state !== 'running') return;
+  if (run.cancel) {
+    if (!run.cancelRequested) run.cancel();
+  } else if (run.abort) {
     run.state = 'cancelled';
-    (run.cancel || run.abort)();
+    run.abort();
   }
 });
 $('w-resubmit').addEventListener('click', () => run && run.resubmit && run.resubmit());
@@ -917,12 +1002,13 @@ async function refreshHistory() {
   }
   try {
     const list = await client.list({ limit: 50 });
-    const docs = Array.isArray(list) ? list : list.batches || list.data || [];
-    $('h-note').textContent = docs.length ? '' : 'No stored batches yet.';
+    const docs = list.batches || [];
+    $('h-note').textContent = docs.length ? '' : 'No stored batches yet: tick "Keep on the server (async)" on the Run view to make one.';
+    $('h-table').hidden = docs.length === 0;
     body.replaceChildren(...docs.map((d) => {
       const btn = el('button', { type: 'button', class: 'small', text: 'Watch', 'aria-label': `Watch ${d.id}` });
       btn.onclick = () => followId(d.id);
-      return el('tr', {}, el('td', {}, el('code', { text: d.id })), el('td', { text: d.state }), el('td', { text: d.op || '' }), el('td', { text: d.jobs ? fmtInt(d.jobs.total) : '' }), el('td', { text: d.progress !== undefined ? `${Math.round(d.progress * 100)}%` : '' }), el('td', { text: d.created_at || '' }), el('td', {}, btn));
+      return el('tr', {}, el('td', {}, el('code', { text: d.id })), el('td', {}, el('span', { class: `badge ${d.state}`, text: d.state })), el('td', { text: d.op || '' }), el('td', { text: d.jobs ? `${fmtInt(d.jobs.ok + d.jobs.failed)} / ${fmtInt(d.jobs.total)}` : '' }), el('td', { text: d.progress !== undefined ? `${Math.round(d.progress * 100)}%` : '' }), el('td', { text: d.created_at || '' }), el('td', {}, btn));
     }));
   } catch (e) {
     $('h-note').textContent = `Cannot list batches: ${describeError(e)}`;
@@ -942,6 +1028,7 @@ async function start() {
     n.textContent = caps.stored ? '' : 'Needs stored batches (SPEC §8), which this server does not offer.';
   }
   $('num-async').disabled = !caps.stored;
+  $('img-async').disabled = !caps.stored;
   $('follow-id').disabled = !caps.stored;
   $('follow-btn').disabled = !caps.stored;
   try {

@@ -56,10 +56,20 @@ def has_state_dir(args, env=None):
             "BATCHD_STATE_DIR" in (env or {}))
 
 
-class Server:
-    """A batchd process on 127.0.0.1 with a free port; its stderr is kept in .log."""
+def free_port():
+    """A TCP port on 127.0.0.1 that is free now (for a Server that must keep its port)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, workers=2, args=(), env=None, start_timeout=20):
+
+class Server:
+    """A batchd process on 127.0.0.1 with a free port (or PORT, kept over a restart: a
+    client that reconnects by itself finds the server again); its stderr is kept in .log."""
+
+    def __init__(self, workers=2, args=(), env=None, start_timeout=20, port=0):
+        self.listen_port = port
         self.workers = workers
         self.args = list(args)
         self.state_dir = None  # the one made here, removed on __exit__
@@ -75,7 +85,9 @@ class Server:
         self._reader = None
 
     def start(self):
-        cmd = [BIN, "--listen", "127.0.0.1:0", "--workers", str(self.workers)] + self.args
+        cmd = [BIN, "--listen", "127.0.0.1:%d" % self.listen_port, "--workers",
+               str(self.workers)] + self.args
+        self.port = None
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      env=self.env)
         got = threading.Event()
