@@ -81,7 +81,8 @@ def raw_get(port, path, headers=(), read_bytes=None, timeout=30):
     """GET on a raw socket; with READ_BYTES, closes after that many body bytes (a client that
     drops the connection). Returns the bytes read after the headers."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    req = "GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, "".join("%s: %s\r\n" % h for h in headers))
+    req = "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n" % (
+        path, "".join("%s: %s\r\n" % h for h in headers))
     s.sendall(req.encode())
     data = b""
     while b"\r\n\r\n" not in data:
