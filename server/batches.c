@@ -103,10 +103,10 @@ static void view_stored(struct server *s, const struct store_info *info, struct 
         v->failed = lv.failed;
         v->running = lv.running;
         v->elapsed_s = lv.elapsed_s;
-        v->state = lv.started ? STORE_RUNNING : STORE_QUEUED;
-        if (lv.ended) {
-            v->state = lv.cancelling ? STORE_CANCELLED : STORE_DONE;
-        } else if (lv.cancelling) {
+        /* An ended batch is done only once its end is committed, and the store answers:
+         * until then its results lack lines and the summary. */
+        v->state = lv.started || lv.ended ? STORE_RUNNING : STORE_QUEUED;
+        if (lv.cancelling) {
             /* Its end is on its way: what is not answered yet fails with cancelled. */
             v->state = STORE_CANCELLED;
             v->failed = v->total - v->ok;
