@@ -359,7 +359,8 @@ def test_kill_9_at_random_moments():
         s.stop(signal.SIGKILL)
         nkill += 1
         resumed += sum(1 for l in s.log_lines if "batch_resumed" in l)
-        errors += [l for l in s.log_lines if "level=error" in l]
+        errors += [l for l in s.log_lines if "level=error" in l or "Sanitizer" in l or
+                   "runtime error:" in l]
         if mode == "at_start":
             th.start()  # against a dead server: every POST is cut off
         th.join(60)
@@ -395,7 +396,8 @@ def test_kill_9_at_random_moments():
         lost = [p for p in posts if p.id is not None and p.id not in {b["id"] for b in listed}]
         check(not lost, "accepted batches missing from the list: %r" % [p.id for p in lost])
         check(resumed >= KILLS // 5, "only %d batches resumed after %d kills" % (resumed, KILLS))
-        errors += [l for l in s.log_lines if "level=error" in l]
+        errors += [l for l in s.log_lines if "level=error" in l or "Sanitizer" in l or
+                   "runtime error:" in l]
         check(not errors, "errors in the server's logs:\n" + "\n".join(errors[:20]))
         njobs = sum(len(p.answers) for p in posts if p.id is not None)
         print("  %d kills in %.1fs (%r), %d batches resumed, %d POSTs, %d batches stored (%d jobs), %d cut-off keys "
