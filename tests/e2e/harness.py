@@ -76,6 +76,7 @@ class Server:
 
     def start(self):
         cmd = [BIN, "--listen", "127.0.0.1:0", "--workers", str(self.workers)] + self.args
+        self.port = None  # a restart listens on a new port
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      env=self.env)
         got = threading.Event()
