@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 enum conn_phase {
@@ -23,18 +24,30 @@ enum conn_phase {
     CONN_IDLE,    /* keep-alive, between requests: --connection-timeout (libmicrohttpd's) */
 };
 
-enum conn_watch { CONN_WATCH_NONE, CONN_WATCH_IDLE, CONN_WATCH_BODY, CONN_WATCH_STREAM };
+/* Who is told of a hang-up: a body being read, or a stream while it is suspended. */
+enum conn_owner { CONN_OWNER_NONE, CONN_OWNER_BODY, CONN_OWNER_STREAM };
+
+/* The socket is in the loop from accept to close, edge-triggered, for the three things we
+ * watch it for: the first byte of a keep-alive request (EPOLLIN while idle), the client's FIN
+ * (EPOLLRDHUP) and a reset or an error (EPOLLERR, EPOLLHUP). One registration per connection:
+ * changing a watch per request cost two to four epoll_ctl calls per keep-alive request, a
+ * tenth of a small batch's syscalls. What is seen is latched (peer_shut_wr, peer_gone), so
+ * that a watcher that starts later still hears of it (conn_rearm). */
+#define CONN_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
 
 struct conn {
-    struct loop_watch lw; /* its socket in the loop, while watched */
+    struct loop_watch lw; /* its socket in the loop (watched), from accept to close */
     struct server *srv;
     int fd;
     enum conn_phase phase;
     uint64_t since_ns; /* start of the phase */
     uint64_t body_bytes;
     uint64_t deadline_ns; /* 0: none */
-    enum conn_watch watch;
+    int watched;          /* the socket is in the loop */
+    enum conn_owner owner;
     int peer_shut_wr;         /* the client sent its FIN: it may still read */
+    int peer_gone;            /* a reset or an error was seen */
+    int input_in_answer;      /* bytes came while an answer went out: the next request's */
     int cut;                  /* shut down for a missed deadline */
     conn_hangup_fn on_hangup; /* the stream's or the body's watcher, and its pointer */
     void *hangup_ud;
@@ -50,21 +63,19 @@ static const char *const conn_phase_names[] = {
 
 static void conn_on_event(struct loop_watch *w, uint32_t events);
 
-static void conn_unwatch(struct conn *cn)
+static void conn_disown(struct conn *cn)
 {
-    if (cn->watch != CONN_WATCH_NONE) {
-        loop_remove(cn->srv->loop, &cn->lw);
-        cn->watch = CONN_WATCH_NONE;
-        cn->on_hangup = NULL;
-        cn->hangup_ud = NULL;
-    }
+    cn->owner = CONN_OWNER_NONE;
+    cn->on_hangup = NULL;
+    cn->hangup_ud = NULL;
 }
 
-/* Watches the socket for EVENTS (EPOLLERR and EPOLLHUP are always reported). */
-static void conn_watch(struct conn *cn, enum conn_watch w, uint32_t events)
+/* Makes the loop report the socket's present state again (epoll_ctl MOD polls it), for a
+ * watcher that starts after what it waits for was already seen. */
+static void conn_rearm(struct conn *cn)
 {
-    if (cn->fd >= 0 && loop_add(cn->srv->loop, &cn->lw, events) == 0) {
-        cn->watch = w;
+    if (cn->watched) {
+        loop_modify(cn->srv->loop, &cn->lw, CONN_EVENTS);
     }
 }
 
@@ -92,9 +103,7 @@ static void conn_enter(struct conn *cn, enum conn_phase phase)
     cn->phase = phase;
     cn->since_ns = ipc_now_ns();
     cn->body_bytes = 0;
-    if (cn->watch == CONN_WATCH_IDLE) {
-        conn_unwatch(cn);
-    }
+    cn->input_in_answer = 0;
     conn_set_deadline(cn);
 }
 
@@ -107,7 +116,9 @@ void conn_on_notify(void *cls, struct MHD_Connection *c, void **socket_context,
         if (cn == NULL) {
             return;
         }
-        conn_unwatch(cn);
+        if (cn->watched) {
+            loop_remove(s->loop, &cn->lw);
+        }
         if (cn->prev != NULL) {
             cn->prev->next = cn->next;
         } else {
@@ -133,6 +144,7 @@ void conn_on_notify(void *cls, struct MHD_Connection *c, void **socket_context,
     cn->srv = s;
     cn->fd = ci != NULL ? ci->connect_fd : -1;
     loop_watch_init(&cn->lw, cn->fd, conn_on_event, cn);
+    cn->watched = cn->fd >= 0 && loop_add(s->loop, &cn->lw, CONN_EVENTS) == 0;
     cn->next = s->conn_list;
     if (s->conn_list != NULL) {
         s->conn_list->prev = cn;
@@ -164,20 +176,27 @@ void conn_on_request(struct conn *cn, int first, size_t piece, int answered)
     }
 }
 
+/* 1 if bytes wait unread in the socket of CN. */
+static int conn_has_input(const struct conn *cn)
+{
+    int pending = 0;
+    return ioctl(cn->fd, FIONREAD, &pending) == 0 && pending > 0;
+}
+
 void conn_on_request_end(struct conn *cn, int keep)
 {
     if (cn == NULL) {
         return;
     }
-    if (cn->watch == CONN_WATCH_STREAM) {
-        conn_unwatch(cn);
+    if (cn->owner == CONN_OWNER_STREAM) {
+        conn_disown(cn);
     }
-    conn_enter(cn, CONN_IDLE);
-    if (keep && !cn->cut) {
-        /* The next request's header deadline starts at its first byte: until then the
-         * connection is idle, and libmicrohttpd's --connection-timeout applies. */
-        conn_watch(cn, CONN_WATCH_IDLE, EPOLLIN);
-    }
+    /* The next request's header deadline starts at its first byte: until then the
+     * connection is idle, and libmicrohttpd's --connection-timeout applies. A first byte
+     * that came while the answer went out had its edge then: it is looked for here (one
+     * ioctl, only then); later bytes bring their own edge (conn_on_event). */
+    int next_begun = keep && !cn->cut && cn->watched && cn->input_in_answer && conn_has_input(cn);
+    conn_enter(cn, next_begun ? CONN_HEADERS : CONN_IDLE);
 }
 
 void conn_watch_stream(struct conn *cn, int on, conn_hangup_fn fn, void *ud)
@@ -186,16 +205,21 @@ void conn_watch_stream(struct conn *cn, int on, conn_hangup_fn fn, void *ud)
         return;
     }
     if (!on) {
-        if (cn->watch == CONN_WATCH_STREAM) {
-            conn_unwatch(cn);
+        if (cn->owner == CONN_OWNER_STREAM) {
+            conn_disown(cn);
         }
         return;
     }
-    /* Until the client's FIN, watch for it; after it, only for a reset or an error (always
-     * reported): the FIN stays readable, and a half-closed client may still read. */
-    conn_watch(cn, CONN_WATCH_STREAM, cn->peer_shut_wr ? 0 : EPOLLRDHUP);
+    if (!cn->watched || cn->owner == CONN_OWNER_BODY) {
+        return;
+    }
+    /* A half-close (the FIN) is not a hang-up: a half-closed client may still read. */
+    cn->owner = CONN_OWNER_STREAM;
     cn->on_hangup = fn;
     cn->hangup_ud = ud;
+    if (cn->peer_gone) {
+        conn_rearm(cn); /* the reset came while nobody watched: report it now */
+    }
 }
 
 int conn_watch_body(struct conn *cn, int on, conn_hangup_fn fn, void *ud)
@@ -204,22 +228,23 @@ int conn_watch_body(struct conn *cn, int on, conn_hangup_fn fn, void *ud)
         return -1;
     }
     if (!on) {
-        if (cn->watch == CONN_WATCH_BODY) {
-            conn_unwatch(cn);
+        if (cn->owner == CONN_OWNER_BODY) {
+            conn_disown(cn);
         }
         return 0;
     }
-    if (cn->watch != CONN_WATCH_NONE && cn->watch != CONN_WATCH_BODY) {
+    if (!cn->watched || (cn->owner != CONN_OWNER_NONE && cn->owner != CONN_OWNER_BODY)) {
         return -1;
     }
-    /* Edge-triggered, re-armed (a MOD) after each piece once the client is gone: see
-     * body.c. */
-    conn_watch(cn, CONN_WATCH_BODY, EPOLLRDHUP | EPOLLET);
-    if (cn->watch != CONN_WATCH_BODY) {
-        return -1;
-    }
+    /* Edge-triggered, re-armed after each piece once the client is gone (see body.c), or
+     * at once when its FIN or reset came before the watch. */
+    int again = cn->owner == CONN_OWNER_BODY;
+    cn->owner = CONN_OWNER_BODY;
     cn->on_hangup = fn;
     cn->hangup_ud = ud;
+    if (again || cn->peer_shut_wr || cn->peer_gone) {
+        conn_rearm(cn);
+    }
     return 0;
 }
 
@@ -231,28 +256,34 @@ int conn_fd(const struct conn *cn)
 static void conn_on_event(struct loop_watch *w, uint32_t events)
 {
     struct conn *cn = w->ud;
-    if (cn->watch == CONN_WATCH_BODY) {
-        cn->on_hangup(cn->hangup_ud);
-        return;
+    int hangup = (events & (EPOLLERR | EPOLLHUP)) != 0;
+    if (hangup) {
+        cn->peer_gone = 1;
     }
-    if (cn->watch == CONN_WATCH_IDLE) {
-        /* The first byte of the next request (or the client's close, which MHD reads). */
-        conn_enter(cn, CONN_HEADERS);
-        return;
-    }
-    if (cn->watch != CONN_WATCH_STREAM) {
-        return;
+    if (events & EPOLLRDHUP) {
+        /* A half-close (shutdown(SHUT_WR)) or a close: the same FIN. A stream keeps going;
+         * a client that closed answers the next write with a reset, which ends the batch. */
+        cn->peer_shut_wr = 1;
     }
     conn_hangup_fn fn = cn->on_hangup;
     void *ud = cn->hangup_ud;
-    if (events & (EPOLLERR | EPOLLHUP)) {
-        conn_unwatch(cn);
+    if (cn->owner == CONN_OWNER_BODY && (hangup || (events & EPOLLRDHUP))) {
         fn(ud);
-    } else if (events & EPOLLRDHUP) {
-        /* A half-close (shutdown(SHUT_WR)) or a close: the same FIN. Keep streaming; a
-         * client that closed answers the next write with a reset, which ends the batch. */
-        cn->peer_shut_wr = 1;
-        conn_watch(cn, CONN_WATCH_STREAM, 0);
+        return;
+    }
+    if (cn->owner == CONN_OWNER_STREAM && hangup) {
+        conn_disown(cn);
+        fn(ud);
+        return;
+    }
+    if (!(events & EPOLLIN)) {
+        return;
+    }
+    if (cn->phase == CONN_IDLE && !cn->cut) {
+        /* The first byte of the next request (or the client's close, which MHD reads). */
+        conn_enter(cn, CONN_HEADERS);
+    } else if (cn->phase == CONN_ANSWER) {
+        cn->input_in_answer = 1;
     }
 }
 

@@ -138,15 +138,21 @@ static struct request *request_create(struct server *s, struct MHD_Connection *c
     return r;
 }
 
-/* The request's headers are in: framing, route, method, CORS preflight and auth are checked
- * in that order, then its route's handler runs. */
+/* 1 if the request on C has no body: no Transfer-Encoding, and no Content-Length or one of
+ * 0 (libmicrohttpd has refused a malformed one already). */
+static int request_has_no_body(struct MHD_Connection *c)
+{
+    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding") != NULL) {
+        return 0;
+    }
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    return cl == NULL || (cl[0] != '\0' && cl[strspn(cl, "0")] == '\0');
+}
+
+/* The request's headers are in (and its framing checked): route, method, CORS preflight and
+ * auth are checked in that order, then its route's handler runs. */
 static enum MHD_Result serve_headers(struct request *r, const char *url, const char *method)
 {
-    const char *bad_framing = body_framing_problem(r->conn);
-    if (bad_framing != NULL) {
-        /* Answered before the body is read: MHD then closes the connection. */
-        return reply_error(r, -BATCHD_E_BAD_REQUEST, bad_framing, NULL);
-    }
     const struct route_row *rr = route_find(url);
     if (rr == NULL) {
         return reply_error(r, -BATCHD_E_NOT_FOUND_ROUTE, NULL, NULL);
@@ -179,6 +185,18 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
             return MHD_NO;
         }
         *con_cls = r;
+        const char *bad_framing = body_framing_problem(c);
+        if (bad_framing != NULL) {
+            /* Answered before the body is read: MHD then closes the connection. */
+            return reply_error(r, -BATCHD_E_BAD_REQUEST, bad_framing, NULL);
+        }
+        if (request_has_no_body(c)) {
+            /* Answered on the next call, when MHD has the whole request: libmicrohttpd
+             * 0.9.75 takes a response queued on this first call for one sent before the
+             * body and closes the connection after it, so GETs never kept theirs. */
+            r->deferred = 1;
+            return MHD_YES;
+        }
         return serve_headers(r, url, method);
     }
     if (r->resume_fn != NULL) {
@@ -187,7 +205,15 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
         r->resume_fn = NULL;
         return fn(r);
     }
-    if (*upload_data_size > 0) {
+    if (r->deferred) {
+        /* A request without a body, complete now. */
+        r->deferred = 0;
+        enum MHD_Result rc = serve_headers(r, url, method);
+        if (rc != MHD_YES || r->status != 0 || r->upload == NULL) {
+            return rc;
+        }
+        /* A batch with an empty body: on as one whose body is complete. */
+    } else if (*upload_data_size > 0) {
         /* After a malformed part the rest (bounded by its Content-Length or --max-body) is
          * read and dropped; that refusal goes out at the end. */
         size_t n = *upload_data_size;

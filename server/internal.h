@@ -81,6 +81,7 @@ struct request {
     const char *url; /* as the client sent it; borrowed from libmicrohttpd, valid while the
                       * access handler runs */
     int tortured;    /* torture builds: it armed the allocation-failure counter */
+    int deferred;    /* no body: served on the call after the headers' (http.c) */
     /* the upload */
     struct upload *upload;    /* batch requests only */
     uint64_t upload_reserved; /* this body's share of srv->upload_held */

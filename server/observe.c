@@ -67,9 +67,11 @@ void observe_request_done(struct request *r)
     metrics_add(m, METRICS_HTTP_REQUESTS, route, status, 1);
     metrics_add(m, METRICS_HTTP_IN, route, NULL, (double)(r->upload ? upload_bytes(r->upload) : 0));
     metrics_add(m, METRICS_HTTP_OUT, route, NULL, (double)r->bytes_out);
-    if (r->route == ROUTE_BATCHES && r->status != 0) {
+    if (r->route == ROUTE_BATCHES && r->status != 0 && strcmp(r->method, "POST") == 0) {
         const char *outcome = "refused";
-        if (r->status == 200) {
+        if (r->status == 202 || (r->status == 200 && r->res.active)) {
+            outcome = "stored"; /* SPEC §8: its jobs are counted as they run, not with this */
+        } else if (r->status == 200) {
             outcome = r->done ? "completed" : (r->client_gone ? "cancelled" : "cut");
         }
         metrics_add(m, METRICS_BATCHES, prepared_op_label(&r->prep), outcome, 1);

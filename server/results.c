@@ -265,6 +265,11 @@ static ssize_t results_read(void *cls, uint64_t pos, char *out, size_t max)
         if (r->out_off == buf_len(&r->out)) {
             buf_reset(&r->out);
             r->out_off = 0;
+        } else if (r->out_off > RESULTS_LOW_WATER && r->out_off >= results_pending(r)) {
+            /* What was sent goes (as in stream.c): the buffer is refilled before it is ever
+             * empty, and would otherwise grow to the whole body. */
+            buf_consume(&r->out, r->out_off);
+            r->out_off = 0;
         }
         return (ssize_t)n;
     }

@@ -24,6 +24,7 @@ struct batch_view {
     double elapsed_s;     /* time it has run, for the rate */
     uint64_t done_before; /* jobs answered before that time (a restart) */
     int64_t started_ms;   /* the store's, or this process's while the store has none yet */
+    int streamed;         /* not stored: its results go only to its own stream */
 };
 
 static int put_time(struct buf *b, const char *name, int64_t ms)
@@ -77,7 +78,11 @@ static int put_status(struct buf *b, const struct batch_view *v)
     }
     rc |= buf_adds(b, ",\"request_id\":");
     rc |= jsonw_cstr(b, in->request_id);
-    rc |= buf_printf(b, ",\"results\":\"/v1/batches/%s/results\"}", in->id);
+    if (v->streamed) {
+        rc |= buf_adds(b, ",\"results\":null,\"stored\":false}"); /* its results: its stream */
+    } else {
+        rc |= buf_printf(b, ",\"results\":\"/v1/batches/%s/results\",\"stored\":true}", in->id);
+    }
     return rc;
 }
 
@@ -120,6 +125,7 @@ static void view_streamed(struct request *sr, struct store_info *info, struct ba
     info->created_ms = info->started_ms = store_id_time_ms(sr->batch_id);
     v->info = info;
     v->started_ms = info->started_ms;
+    v->streamed = 1;
     v->state = STORE_RUNNING;
     v->total = sr->prep.spec.njobs;
     v->ok = lv.ok;
@@ -151,6 +157,7 @@ enum MHD_Result status_reply_json(struct request *r, int status, struct buf *b,
     }
     reply_add_common_headers(r, resp);
     r->status = status;
+    r->bytes_out += buf_len(b);
     enum MHD_Result mr = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return mr;

@@ -18,6 +18,14 @@
 #include <string.h>
 #include <time.h>
 
+/* Results queued in the store and not yet committed, over which the stored batches get no
+ * more jobs, and under which they go on: the workers answer much faster than the store
+ * commits (1M sqrt: about a second against tens), and what waits is held in memory. */
+#define STORED_HIGH_ROWS 65536u
+#define STORED_LOW_ROWS 16384u
+/* Per-job results recorded between two looks at the store's queue. */
+#define STORED_CHECK_EVERY 64u
+
 struct sbatch {
     struct server *srv;
     struct sbatch *next;
@@ -39,6 +47,8 @@ struct sbatch {
     int cancel; /* a cancel was asked (DELETE, or recorded before a restart) */
     int ended;  /* its end is queued in the store, not yet committed: it stays listed until
                  * then, so that its status never goes back to running */
+    int paused; /* held back while the store's queue is long (stored_throttle) */
+    unsigned since_check;
 };
 
 static int64_t wall_ms(void)
@@ -79,6 +89,26 @@ static struct sbatch *sbatch_find(const struct server *s, const char *id)
 
 /* ---------------------------------------------------------------- results into the store */
 
+/* Holds back the stored batches while the store's queue of uncommitted results is over
+ * STORED_HIGH_ROWS, and lets them go on once it is under STORED_LOW_ROWS: memory stays
+ * bounded whatever a batch's size. Called as results come and after each commit. */
+static void stored_throttle(struct server *s)
+{
+    struct store_stats ss;
+    store_stats_get(s->store, &ss);
+    for (struct sbatch *b = s->stored_list; b != NULL; b = b->next) {
+        b->since_check = 0;
+        if (b->db == NULL) {
+            continue;
+        }
+        int hold = ss.pending_rows > (b->paused ? STORED_LOW_ROWS : STORED_HIGH_ROWS);
+        if (hold != b->paused) {
+            b->paused = hold;
+            dispatch_batch_set_paused(b->db, hold);
+        }
+    }
+}
+
 /* Queues the line in b->line (without its newline) as job INDEX's result. */
 static void sbatch_record(struct sbatch *b, uint64_t index, int ok, const char *line, size_t len)
 {
@@ -106,6 +136,9 @@ static void sbatch_on_result(void *ud, const struct job_result *res)
         return;
     }
     sbatch_record(b, r.index, r.err == 0, buf_data(&b->line), buf_len(&b->line) - 1);
+    if (++b->since_check >= STORED_CHECK_EVERY) {
+        stored_throttle(b->srv);
+    }
 }
 
 /* Ready-made lines {"index":I,"result":R}\n of jobs INDEX.. (only when todo is NULL, so
@@ -122,6 +155,7 @@ static void sbatch_on_block(void *ud, uint64_t index, uint64_t count, const char
         sbatch_record(b, index + k, 1, p, n);
         p += n + 1;
     }
+    stored_throttle(b->srv);
 }
 
 /* The summary line of B ({"summary":{...}}, SPEC §4) into b->line. */
@@ -232,7 +266,9 @@ static int sbatch_submit(struct sbatch *b)
     }
     b->started_ns = ipc_now_ns();
     b->started_ms = wall_ms();
+    b->paused = 0;
     store_batch_start(b->sb);
+    stored_throttle(s);
     return 0;
 }
 
@@ -452,6 +488,7 @@ int stored_cancel(struct server *s, const char *id)
 void stored_on_progress(struct server *s, const char *id)
 {
     struct store_info info;
+    stored_throttle(s);
     struct sbatch *b = sbatch_find(s, id);
     if (b != NULL && b->ended && store_batch_get(s->store, NULL, STORE_ANY_OWNER, id, &info) == 0 &&
         (info.state == STORE_DONE || info.state == STORE_CANCELLED)) {

@@ -136,8 +136,10 @@ static void stream_on_done(void *ud, const struct dispatch_summary *sum)
     if (r->cancelled) {
         rc |= buf_adds(&b, ",\"cancelled\":true");
     }
-    rc |= buf_adds(&b, ",\"batch\":");
-    rc |= jsonw_cstr(&b, r->batch_id);
+    /* The id is base32 (store_id_make) or empty: nothing in it to escape. */
+    rc |= buf_adds(&b, ",\"batch\":\"");
+    rc |= buf_adds(&b, r->batch_id);
+    rc |= buf_adds(&b, "\"");
     rc |= buf_adds(&b, ",\"request_id\":");
     rc |= jsonw_cstr(&b, r->id);
     rc |= buf_adds(&b, "}");
@@ -357,8 +359,10 @@ static enum MHD_Result stream_respond(struct request *r, enum writer_format fmt)
     MHD_add_response_header(resp, "Content-Type", writer_content_type(fmt));
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    char where[16 + STORE_ID_SIZE];
-    snprintf(where, sizeof where, "/v1/batches/%s", r->batch_id);
+    static const char prefix[] = "/v1/batches/";
+    char where[sizeof prefix + STORE_ID_SIZE];
+    memcpy(where, prefix, sizeof prefix - 1);
+    memcpy(where + sizeof prefix - 1, r->batch_id, STORE_ID_SIZE);
     MHD_add_response_header(resp, "Content-Location", where);
     reply_add_common_headers(r, resp);
     r->status = 200;

@@ -11,21 +11,36 @@ static const char id_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 static _Thread_local int64_t id_last_ms = -1;
 static _Thread_local uint8_t id_last_rand[10];
 
+/* Random bytes are drawn ID_POOL at a time: one getrandom per new millisecond was half a
+ * syscall per small batch at 13k batches/s. Workers are exec'd, never forked with a pool. */
+#define ID_POOL 320
+static _Thread_local uint8_t id_pool[ID_POOL];
+static _Thread_local size_t id_pool_left;
+
 static void id_random(uint8_t r[10])
 {
-    size_t got = 0;
-    while (got < 10) {
-        ssize_t n = getrandom(r + got, 10 - got, 0);
-        if (n <= 0) {
-            break;
+    if (id_pool_left < 10) {
+        size_t got = 0;
+        while (got < ID_POOL) {
+            ssize_t n = getrandom(id_pool + got, ID_POOL - got, 0);
+            if (n <= 0) {
+                break;
+            }
+            got += (size_t)n;
         }
-        got += (size_t)n;
+        id_pool_left = got;
     }
+    if (id_pool_left < 10) {
+        memset(r, 0, 10); /* no entropy at all: ids stay unique by time and count */
+        return;
+    }
+    memcpy(r, id_pool + ID_POOL - id_pool_left, 10);
+    memset(id_pool + ID_POOL - id_pool_left, 0, 10); /* used bytes do not linger */
+    id_pool_left -= 10;
 }
 
 void store_id_make(int64_t now_ms, char out[STORE_ID_SIZE])
 {
-    uint8_t b[16];
     if (now_ms < 0) {
         now_ms = 0;
     }
@@ -42,23 +57,29 @@ void store_id_make(int64_t now_ms, char out[STORE_ID_SIZE])
         id_last_rand[0] &= 0x7f; /* room to count up within one millisecond */
         id_last_ms = now_ms;
     }
-    uint64_t t = (uint64_t)now_ms & 0xffffffffffffull;
-    for (int i = 0; i < 6; i++) {
-        b[i] = (uint8_t)(t >> (40 - 8 * i));
+    /* The 128 bits as two words: the 48-bit time and the first 2 random bytes, then the
+     * other 8 random bytes. */
+    uint64_t hi = ((uint64_t)now_ms & 0xffffffffffffull) << 16;
+    hi |= (uint64_t)id_last_rand[0] << 8 | id_last_rand[1];
+    uint64_t lo = 0;
+    for (int i = 2; i < 10; i++) {
+        lo = lo << 8 | id_last_rand[i];
     }
-    memcpy(b + 6, id_last_rand, 10);
     out[0] = 'b';
     out[1] = '_';
-    /* 128 bits as 26 base32 digits: the first digit carries the top 3 bits. */
+    /* 26 base32 digits, most significant first: digit d holds bits 5(25-d) and up (the
+     * first only the top 3). */
     for (int d = 0; d < 26; d++) {
-        int bit = d == 0 ? 0 : 3 + (d - 1) * 5; /* first bit of this digit, MSB first */
-        int width = d == 0 ? 3 : 5;
-        unsigned v = 0;
-        for (int k = 0; k < width; k++) {
-            int pos = bit + k;
-            v = (v << 1) | ((b[pos / 8] >> (7 - pos % 8)) & 1u);
+        unsigned shift = 5u * (unsigned)(25 - d);
+        uint64_t v;
+        if (shift >= 64) {
+            v = hi >> (shift - 64);
+        } else if (shift > 59) {
+            v = lo >> shift | hi << (64 - shift);
+        } else {
+            v = lo >> shift;
         }
-        out[2 + d] = id_alphabet[v];
+        out[2 + d] = id_alphabet[v & 31u];
     }
     out[STORE_ID_LEN] = '\0';
 }

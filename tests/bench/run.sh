@@ -7,7 +7,7 @@
 # tests/bench/results/YYYY-MM-DD-HHMM.md (also printed). See tests/bench/README.md.
 #
 # Environment: REPS (default 3), WRK_SECS (default 8, at most 20), ONLY (comma list of
-# photos,thumbs,sqrt,cpu,http,memory; default all), PHOTOS (default ../shared/data/photos),
+# photos,thumbs,sqrt,cpu,http,memory; default all; or just stored, see below), PHOTOS (default ../shared/data/photos),
 # SKIP_BUILD=1 (reuse build-bench/), BATCHD_BIN (bench another binary; implies SKIP_BUILD).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,5 +45,12 @@ mkdir -p "$repo/build-bench"
 cc -O2 -std=c11 -o "$repo/build-bench/cloop" "$here/cloop.c"
 
 mkdir -p "$here/results"
+# ONLY=stored: the stored-batches benchmark alone (stored_bench.py); BASE_BIN=other/batchd adds
+# the plain path of this binary against that one.
+if [ "${ONLY:-}" = stored ]; then
+  exec /usr/bin/python3 "$here/stored_bench.py" --bin "$BATCHD_BIN" ${BASE_BIN:+--base-bin "$BASE_BIN"} \
+    --reps "${REPS:-3}" --out "$here/results/$(date -u +%Y-%m-%d-%H%M)-stored.md" \
+    --command "ONLY=stored${BASE_BIN:+ BASE_BIN=$BASE_BIN}${REPS:+ REPS=$REPS} tests/bench/run.sh"
+fi
 exec /usr/bin/python3 "$here/bench.py" --bin "$BATCHD_BIN" --cloop "$repo/build-bench/cloop" \
   --reps "${REPS:-3}" --results "$here/results" --command "tests/bench/run.sh${REPS:+ (REPS=$REPS)}"

@@ -151,7 +151,7 @@ def test_normal_clients_are_served_under_slowloris():
 def test_keepalive_idle_is_not_timed_but_the_next_request_is():
     s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
     try:
-        # (GETs are answered before their body and libmicrohttpd then closes: batches.)
+        # (Batches here; GETs keep their connection as well: test_keepalive.)
         body = json.dumps({"op": "square", "inputs": [2]}).encode()
         for _ in range(2):
             s.sendall(b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"

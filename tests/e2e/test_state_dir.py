@@ -378,6 +378,63 @@ def test_data_survives_a_restart():
         check(m["batchd_store_rows_total"].value() == 0, "rows_total counts since start")
 
 
+def stored_batch(s, n=50):
+    """An async batch of N sqrt (two failing), run to its end. Returns (id, results body)."""
+    import json
+    import time
+    status, hdrs, body = s.request("POST", "/v1/batches", {"op": "sqrt", "async": True,
+                                                            "inputs": list(range(n - 2)) + [-1, -2]})
+    check(status == 202, (status, body[:200]))
+    bid = hdrs["location"].rsplit("/", 1)[1]
+    end = time.time() + 30
+    while json.loads(s.request("GET", "/v1/batches/" + bid)[2])["state"] != "done":
+        check(time.time() < end, "batch %s not done" % bid)
+        time.sleep(0.02)
+    status, _, data = s.request("GET", "/v1/batches/%s/results" % bid)
+    check(status == 200 and data.count(b"\n") == n + 1 and b'"failed":2' in data, data[-300:])
+    return bid, data
+
+
+def results_of(path, bid):
+    with Server(workers=1, args=["--state-dir", path]) as s:
+        status, _, data = s.request("GET", "/v1/batches/%s/results" % bid)
+        check(status == 200, (status, data[:200]))
+        return data
+
+
+def test_a_full_file_system_under_a_store_is_refused():
+    # A full disk under an existing store: refused, with code=full; the store is untouched,
+    # and once there is room again it starts with its batch whole. A new state dir on a file
+    # system with less room than the store's minimum is refused too.
+    path = os.path.join(TMP, "full-under-a-store")
+    os.mkdir(path)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", path],
+                      capture_output=True).returncode != 0:
+        print("  skipped: cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
+        return
+    try:
+        state = os.path.join(path, "state")
+        with Server(workers=1, args=["--state-dir", state]) as s:
+            bid, data = stored_batch(s)
+        size = os.path.getsize(os.path.join(state, DB))
+        filler = os.path.join(path, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        check_refusal(state, "code=full")
+        check(os.path.getsize(os.path.join(state, DB)) == size, "the store changed")
+        os.truncate(filler, 8 << 20)  # room again, but less than the minimum for a new store
+        check_refusal(os.path.join(path, "new"), "its file system is full")
+        os.unlink(filler)
+        check(results_of(state, bid) == data, "the results changed")
+    finally:
+        subprocess.run(["umount", path], check=True)
+
+
 def main():
     try:
         rc = Suite("state_dir").run(globals())

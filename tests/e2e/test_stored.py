@@ -81,7 +81,8 @@ def raw_get(port, path, headers=(), read_bytes=None, timeout=30):
     """GET on a raw socket; with READ_BYTES, closes after that many body bytes (a client that
     drops the connection). Returns the bytes read after the headers."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    req = "GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, "".join("%s: %s\r\n" % h for h in headers))
+    req = "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n" % (
+        path, "".join("%s: %s\r\n" % h for h in headers))
     s.sendall(req.encode())
     data = b""
     while b"\r\n\r\n" not in data:
@@ -121,13 +122,20 @@ def test_async_prefer_status_and_results():
         check(k in doc, (k, doc))
     check(doc["jobs"]["total"] == 200 and doc["op"] == "sqrt", doc)
     check(doc["state"] == "queued" or doc["started_at"] is not None, doc)
-    check(doc["results"] == "/v1/batches/%s/results" % doc["id"], doc)
+    check(doc["results"] == "/v1/batches/%s/results" % doc["id"] and doc["stored"] is True, doc)
     check(doc["request_id"] == hdrs["x-request-id"], (doc, hdrs))
     final = wait_state(S, doc["id"])
     check(final["state"] == "done" and final["jobs"]["ok"] == 200 and final["progress"] == 1.0, final)
     check(final["finished_at"] and final["expires_at"] > final["finished_at"], final)
     lines, rh = results(S, doc["id"])
     check(rh["content-type"].startswith("application/x-ndjson"), rh)
+    # the POST counts as a stored batch in the metrics, the list and status GETs as nothing
+    st, _, m = S.request("GET", "/metrics")
+    text = m.decode()
+    mine = [l for l in text.splitlines() if l.startswith('batchd_batches_total{op="sqrt"')]
+    check(any('outcome="stored"' in l for l in mine), mine)
+    check(not any('outcome="refused"' in l for l in mine), mine)
+    check('op="none",outcome="cut"' not in text, "the GETs of /v1/batches are not batches")
     check_complete(lines, 200, lambda i: math.sqrt(i))
 
 
@@ -304,6 +312,7 @@ def test_streamed_batch_status_cancel_and_404_after():
     bid = r.getheader("Content-Location").split("/")[-1]
     st, doc = status_of(S, bid)
     check(st == 200 and doc["state"] == "running" and doc["jobs"]["total"] == 8, (st, doc))
+    check(doc["stored"] is False and doc["results"] is None, doc)
     st, _, data = S.request("GET", "/v1/batches?state=running")
     check(bid in [d["id"] for d in json.loads(data)["batches"]], data)
     st, _, data = S.request("DELETE", "/v1/batches/" + bid)

@@ -220,6 +220,17 @@ static void test_ids(void)
     CHECK(strcmp(a, b) < 0); /* same millisecond: still increasing */
     CHECK(strcmp(b, c) < 0);
     CHECK(strncmp(a, c, 2 + 9) == 0); /* the time part leads */
+    CHECK(strncmp(a + 2, "01HF7YAT00", 10) == 0); /* 1700000000000 as a ULID's time */
+    /* A new millisecond draws new random bytes, past the end of the pool they come from. */
+    char prev[STORE_ID_SIZE];
+    memcpy(prev, c, sizeof prev);
+    for (int i = 2; i < 100; i++) {
+        char d[STORE_ID_SIZE];
+        store_id_make(1700000000000 + i, d);
+        CHECK(store_id_valid(d) && strcmp(prev, d) < 0);
+        CHECK(strcmp(prev + 12, d + 12) != 0);
+        memcpy(prev, d, sizeof prev);
+    }
     CHECK(!store_id_valid("b_0123"));
     CHECK(!store_id_valid("x_01HZZZZZZZZZZZZZZZZZZZZZZZ"));
     CHECK(!store_id_valid("b_01HZZZZZZZZZZZZZZZZZZZZZZU")); /* U is not Crockford */
