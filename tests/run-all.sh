@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the build and the tests need (the tests use Pillow as the reference; the
 # web console's test drives Debian's Chromium through chromedriver and selenium).
 pkgs=(gcc cmake ninja-build pkg-config libmicrohttpd-dev libjansson-dev libjpeg62-turbo-dev
-      libturbojpeg0-dev libpng-dev liblua5.4-dev liblcms2-dev libwebp-dev libsqlite3-dev
+      libturbojpeg0-dev libpng-dev libdeflate-dev liblua5.4-dev liblcms2-dev libwebp-dev libsqlite3-dev
       python3 python3-pil python3-numpy python3-yaml curl nginx-light clang-format-14 git clang
       libclang-rt-14-dev wrk chromium chromium-driver python3-selenium
       colord-data icc-profiles-free libgs-common)  # the last three: ICC profiles for the tests

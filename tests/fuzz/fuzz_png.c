@@ -1,6 +1,7 @@
 /* Fuzz target: the PNG decoder alone (workers/ops/img_png.c), then, for images small enough
  * to be cheap, an encode of what it decoded and a second decode that must give back the same
- * pixels (a lossless round trip). Any input must decode or fail with a per-job code. */
+ * pixels (a lossless round trip). Any input must decode or fail with a per-job code, and
+ * the fast path must give what libpng alone gives (img_png_decode_libpng). */
 #include "api/buf.h"
 #include "api/errors.h"
 #include "workers/ops/img_png.h"
@@ -70,6 +71,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                msg[0] == '\0') {
         fail("a failure must be too_large or corrupt_image, with a message and no image", rc, msg);
     }
+    /* The fast path (img_png_idat.c) must agree with libpng alone, on every input. */
+    struct img_header rhdr;
+    struct img *ref = NULL;
+    char rmsg[256] = "";
+    int rrc = img_png_decode_libpng(data, size, &opts, &rhdr, &ref, rmsg, sizeof rmsg);
+    if (rrc != rc) {
+        fail("the fast path and libpng disagree on the outcome", rc, rmsg);
+    }
+    if (rc == 0 &&
+        (ref->width != im->width || ref->height != im->height || ref->channels != im->channels ||
+         memcmp(ref->px, im->px, (size_t)im->height * im->stride) != 0)) {
+        fail("the fast path and libpng decode other pixels", 0, "");
+    }
+    img_destroy(ref);
     img_destroy(im);
     return 0;
 }
