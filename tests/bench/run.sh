@@ -7,8 +7,10 @@
 # tests/bench/results/YYYY-MM-DD-HHMM.md (also printed). See tests/bench/README.md.
 #
 # Environment: REPS (default 3), WRK_SECS (default 8, at most 20), ONLY (comma list of
-# photos,thumbs,sqrt,cpu,http,memory; default all), PHOTOS (default ../shared/data/photos),
-# SKIP_BUILD=1 (reuse build-bench/), BATCHD_BIN (bench another binary; implies SKIP_BUILD).
+# photos,thumbs,sqrt,cpu,http,memory; default all; or img alone: tests/bench/img_table.py,
+# BATCHD_BIN_BEFORE then names an older binary to measure beside), PHOTOS (default
+# ../shared/data/photos), SKIP_BUILD=1 (reuse build-bench/), BATCHD_BIN (bench another
+# binary; implies SKIP_BUILD).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -45,5 +47,11 @@ mkdir -p "$repo/build-bench"
 cc -O2 -std=c11 -o "$repo/build-bench/cloop" "$here/cloop.c"
 
 mkdir -p "$here/results"
+if [ "${ONLY:-}" = img ]; then
+  # Issue 14's image table (img_table.py): per photo, the batch, formats and profiles.
+  exec /usr/bin/python3 "$here/img_table.py" --bin "$BATCHD_BIN" --reps "${REPS:-3}" \
+    --results "$here/results" ${BATCHD_BIN_BEFORE:+--bin-before "$BATCHD_BIN_BEFORE"} \
+    --command "ONLY=img tests/bench/run.sh${REPS:+ (REPS=$REPS)}"
+fi
 exec /usr/bin/python3 "$here/bench.py" --bin "$BATCHD_BIN" --cloop "$repo/build-bench/cloop" \
   --reps "${REPS:-3}" --results "$here/results" --command "tests/bench/run.sh${REPS:+ (REPS=$REPS)}"
