@@ -205,7 +205,8 @@ static int decode_body(struct png_ctx *c)
                 (ctype & PNG_COLOR_MASK_PALETTE) == 0 && !png_get_valid(png, info, PNG_INFO_tRNS) &&
                 (want & IMG_WANT_META) == 0;
     if (plain && !c->libpng_only) {
-        int rc = img_png_idat_decode(c->data, c->len, depth, c->im, c->msg, c->msglen);
+        int rc = img_png_idat_decode(c->data, c->len, depth, c->opts->max_memory, c->im, c->msg,
+                                     c->msglen);
         if (rc <= 0) {
             return rc < 0 ? rc : read_meta(c, want);
         }

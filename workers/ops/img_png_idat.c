@@ -309,8 +309,8 @@ static int unfilter_16(uint8_t *px, uint8_t *cur, uint8_t *prev, size_t rb, size
     return 0;
 }
 
-int img_png_idat_decode(const uint8_t *data, size_t len, int depth, struct img *im, char *msg,
-                        size_t msglen)
+int img_png_idat_decode(const uint8_t *data, size_t len, int depth, size_t max_copy, struct img *im,
+                        char *msg, size_t msglen)
 {
     int rc = 1;
     uint8_t *owned = NULL, *rows = NULL;
@@ -320,7 +320,7 @@ int img_png_idat_decode(const uint8_t *data, size_t len, int depth, struct img *
     size_t bpp = (size_t)im->channels * (size_t)(depth / 8);
     size_t rb = (size_t)im->width * bpp;
     size_t need = (rb + 1) * (size_t)im->height;
-    if (len < 8 || walk(data, len, &first, &zlen, &count) != 0) {
+    if (len < 8 || walk(data, len, &first, &zlen, &count) != 0 || (count > 1 && zlen > max_copy)) {
         goto out;
     }
     rc = gather(data, first, zlen, count, &z, &owned);
