@@ -12,7 +12,8 @@ shared machine spreads over all of them):
     JPEG q85" and "thumbnail 256, JPEG q85"; with --bin-before, the same on a second server
     running the older binary, in the same rounds;
   - Pillow 9.4 in this process: open, GaussianBlur(15), thumbnail((1200, 1200)), save JPEG
-    q85; and open, thumbnail((256, 256)) (which drafts JPEGs: DCT scaling), save;
+    q85; and open, thumbnail((256, 256)) (which drafts JPEGs: DCT scaling to no less than
+    twice the output), save;
   - vipsthumbnail (one process per photo, VIPS_CONCURRENCY=1, as ../shared/peers/vips.sh):
     -s 256x256 to JPEG Q=85.
 The batch: all photos in one request on a two-worker batchd, against ProcessPoolExecutor(2)
@@ -152,11 +153,13 @@ def pil_blur(path):
 
 def pil_thumb(path, box=256, fmt="JPEG", kw=None):
     """Pillow as a user writes a thumbnail; with a profile, converted to sRGB as batchd
-    does by default (tests/bench/img_formats.py)."""
+    does by default. The draft is the one thumbnail() itself asks for (reducing_gap=2: DCT
+    scaling down to no less than twice the output), made before the conversion."""
     t = time.perf_counter()
     im = Image.open(path)
     icc = im.info.get("icc_profile")
-    im.draft(im.mode, (box, box))
+    r = min(box / im.width, box / im.height)
+    im.draft(im.mode, (2 * round(im.width * r), 2 * round(im.height * r)))
     if icc:
         im = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
                                        ImageCms.createProfile("sRGB"), outputMode="RGB")
