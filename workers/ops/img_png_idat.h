@@ -15,11 +15,15 @@
  * interlacing, colour type gray, gray+alpha, RGB or RGBA, no tRNS); 16-bit samples keep
  * their high byte. IM->px may be reallocated (to hold the inflated rows, which are one byte
  * a row longer). An IDAT run of several chunks is copied into one buffer first: above
- * MAX_COPY bytes (the decoder's working memory), it is left to libpng, which streams. Returns 0
- * when the pixels are decoded; 1 when the file is not plainly valid (a chunk out of order or cut, a
- * CRC or Adler-32 mismatch, a zlib stream that does not give exactly the rows, a bad filter byte):
- * IM's pixels are then garbage and the caller must decode with libpng, which decides;
- * -BATCHD_E_TOO_LARGE when memory ran out, with MSG set. */
+ * MAX_COPY bytes (the decoder's working memory) it is left to libpng, which streams.
+ * Returns 0 when the pixels are decoded; 1 when the file is not plainly valid (a chunk out
+ * of order or cut, a CRC or Adler-32 mismatch, a zlib stream that does not give exactly the
+ * rows, a bad filter byte): IM's pixels are then garbage and the caller must decode with
+ * libpng, which decides; -BATCHD_E_TOO_LARGE when memory ran out, with MSG set.
+ * One leniency is libdeflate's: a few invalid DEFLATE codes that zlib stops at (the fixed
+ * code's never-used symbols, some incomplete codes) are remapped, and when the rows and the
+ * Adler-32 still come out right the image decodes where libpng calls it corrupt: it is the
+ * checksummed data, never garbage. */
 int img_png_idat_decode(const uint8_t *data, size_t len, int depth, size_t max_copy, struct img *im,
                         char *msg, size_t msglen);
 
