@@ -296,8 +296,8 @@ static void test_valid_crcs_wrong_content(void)
     free(b.p);
 }
 
-/* An IDAT run of several chunks above the copy bound is left to libpng, which streams it;
- * one chunk is never copied, so the bound does not apply. */
+/* Past the bound on working memory (here 16 bytes: the 11 filter bytes fit, the copy of an
+ * IDAT run in several chunks does not), the file is left to libpng, which streams it. */
 static void test_copy_bound(void)
 {
     for (int parts = 1; parts <= 3; parts += 2) {

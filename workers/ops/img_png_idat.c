@@ -320,7 +320,10 @@ int img_png_idat_decode(const uint8_t *data, size_t len, int depth, size_t max_c
     size_t bpp = (size_t)im->channels * (size_t)(depth / 8);
     size_t rb = (size_t)im->width * bpp;
     size_t need = (rb + 1) * (size_t)im->height;
-    if (len < 8 || walk(data, len, &first, &zlen, &count) != 0 || (count > 1 && zlen > max_copy)) {
+    /* The working memory beyond the image: the filter bytes (and the 16-bit rows' low bytes)
+     * until the rows are in place, and the copy of an IDAT run in several chunks. */
+    if (len < 8 || walk(data, len, &first, &zlen, &count) != 0 ||
+        need - im->stride * (size_t)im->height + (count > 1 ? zlen : 0) > max_copy) {
         goto out;
     }
     rc = gather(data, first, zlen, count, &z, &owned);

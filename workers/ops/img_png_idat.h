@@ -14,8 +14,9 @@
  * (libpng read and checked the header: the caller guarantees bit DEPTH 8 or 16, no
  * interlacing, colour type gray, gray+alpha, RGB or RGBA, no tRNS); 16-bit samples keep
  * their high byte. IM->px may be reallocated (to hold the inflated rows, which are one byte
- * a row longer). An IDAT run of several chunks is copied into one buffer first: above
- * MAX_COPY bytes (the decoder's working memory) it is left to libpng, which streams.
+ * a row longer, and twice as long for 16 bits), and an IDAT run of several chunks is copied
+ * into one buffer first: when that takes more than MAX_COPY bytes beyond the image (the
+ * decoder's working memory), the file is left to libpng (1), which streams row by row.
  * Returns 0 when the pixels are decoded; 1 when the file is not plainly valid (a chunk out
  * of order or cut, a CRC or Adler-32 mismatch, a zlib stream that does not give exactly the
  * rows, a bad filter byte): IM's pixels are then garbage and the caller must decode with
