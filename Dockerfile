@@ -14,7 +14,7 @@
 #
 # Size (estimated from Debian's Installed-Size, since no engine can build it here):
 # debian:12.12-slim ~75 MB, plus libmicrohttpd12 225 kB, libjansson4 101 kB,
-# libjpeg62-turbo 677 kB, libturbojpeg0 789 kB, libpng16-16 417 kB, libsqlite3-0 1.7 MB,
+# libjpeg62-turbo 677 kB, libturbojpeg0 789 kB, libpng16-16 417 kB, libdeflate0 161 kB, libsqlite3-0 1.7 MB,
 # liblua5.4-0 545 kB, liblcms2-2 ~420 kB, libwebp7 + libwebpmux3 + libwebpdemux2 ~600 kB
 # (their other dependencies, libgnutls30 and zlib1g among them, are already in the slim base
 # because apt needs them), plus the stripped binary (~1 MB) and docs: about 81 MB, under the
@@ -36,7 +36,7 @@ FROM ${BASE} AS runtime
 # checks this list against the binary's NEEDED entries).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16 libsqlite3-0 liblua5.4-0 \
+        libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16 libdeflate0 libsqlite3-0 liblua5.4-0 \
         liblcms2-2 libwebp7 libwebpmux3 libwebpdemux2 \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 batchd \

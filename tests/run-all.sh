@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 # web console's test drives Debian's Chromium through chromedriver and selenium; the image
 # test builds the Dockerfile with buildah on a base made by debootstrap).
 pkgs=(gcc cmake ninja-build pkg-config libmicrohttpd-dev libjansson-dev libjpeg62-turbo-dev
-      libturbojpeg0-dev libpng-dev liblua5.4-dev liblcms2-dev libwebp-dev libsqlite3-dev
+      libturbojpeg0-dev libpng-dev libdeflate-dev liblua5.4-dev liblcms2-dev libwebp-dev libsqlite3-dev
       python3 python3-pil python3-numpy python3-yaml curl nginx-light clang-format-14 git clang
       libclang-rt-14-dev wrk chromium chromium-driver python3-selenium
       buildah debootstrap

@@ -7,8 +7,11 @@
 # tests/bench/results/YYYY-MM-DD-HHMM.md (also printed). See tests/bench/README.md.
 #
 # Environment: REPS (default 3), WRK_SECS (default 8, at most 20), ONLY (comma list of
-# photos,thumbs,sqrt,cpu,http,memory; default all; or just stored, see below), PHOTOS (default ../shared/data/photos),
-# SKIP_BUILD=1 (reuse build-bench/), BATCHD_BIN (bench another binary; implies SKIP_BUILD).
+# photos,thumbs,sqrt,cpu,http,memory; default all; or stored alone: stored_bench.py, with
+# BASE_BIN naming an older binary for the plain path beside; or img alone: img_table.py,
+# BATCHD_BIN_BEFORE then names an older binary to measure beside), PHOTOS (default
+# ../shared/data/photos), SKIP_BUILD=1 (reuse build-bench/), BATCHD_BIN (bench another
+# binary; implies SKIP_BUILD).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -51,6 +54,12 @@ if [ "${ONLY:-}" = stored ]; then
   exec /usr/bin/python3 "$here/stored_bench.py" --bin "$BATCHD_BIN" ${BASE_BIN:+--base-bin "$BASE_BIN"} \
     --reps "${REPS:-3}" --out "$here/results/$(date -u +%Y-%m-%d-%H%M)-stored.md" \
     --command "ONLY=stored${BASE_BIN:+ BASE_BIN=$BASE_BIN}${REPS:+ REPS=$REPS} tests/bench/run.sh"
+fi
+if [ "${ONLY:-}" = img ]; then
+  # Issue 14's image table (img_table.py): per photo, the batch, formats and profiles.
+  exec /usr/bin/python3 "$here/img_table.py" --bin "$BATCHD_BIN" --reps "${REPS:-3}" \
+    --results "$here/results" ${BATCHD_BIN_BEFORE:+--bin-before "$BATCHD_BIN_BEFORE"} \
+    --command "ONLY=img tests/bench/run.sh${REPS:+ (REPS=$REPS)}"
 fi
 exec /usr/bin/python3 "$here/bench.py" --bin "$BATCHD_BIN" --cloop "$repo/build-bench/cloop" \
   --reps "${REPS:-3}" --results "$here/results" --command "tests/bench/run.sh${REPS:+ (REPS=$REPS)}"

@@ -5,6 +5,7 @@
 
 #include "../../api/errors.h"
 #include "img_meta.h"
+#include "img_png_idat.h"
 
 #include <errno.h>
 #include <png.h>
@@ -29,6 +30,7 @@ struct png_ctx {
     const uint8_t *data;
     size_t len, pos;
     const struct img_decode_opts *opts;
+    int libpng_only; /* img_png_decode_libpng: no fast path */
     struct img_header *hdr;
     struct img *im;
     png_bytep *rows;
@@ -192,8 +194,25 @@ static int decode_body(struct png_ctx *c)
         }
     }
     c->im = img_create((int)w, (int)h, ch);
+    if (c->im == NULL) {
+        snprintf(c->msg, c->msglen, "out of memory for %ux%u pixels", (unsigned)w, (unsigned)h);
+        return -BATCHD_E_TOO_LARGE;
+    }
+    /* The plain case, which is most large PNGs, skips libpng's row loop; anything else, and
+     * any file the fast path finds less than plainly valid, is libpng's. Metadata chunks may
+     * follow the pixels, and only libpng's png_read_end reads them. */
+    int plain = (depth == 8 || depth == 16) && interlace == PNG_INTERLACE_NONE &&
+                (ctype & PNG_COLOR_MASK_PALETTE) == 0 && !png_get_valid(png, info, PNG_INFO_tRNS) &&
+                (want & IMG_WANT_META) == 0;
+    if (plain && !c->libpng_only) {
+        int rc = img_png_idat_decode(c->data, c->len, depth, c->opts->max_memory, c->im, c->msg,
+                                     c->msglen);
+        if (rc <= 0) {
+            return rc < 0 ? rc : read_meta(c, want);
+        }
+    }
     c->rows = malloc(sizeof *c->rows * h);
-    if (c->im == NULL || c->rows == NULL) {
+    if (c->rows == NULL) {
         snprintf(c->msg, c->msglen, "out of memory for %ux%u pixels", (unsigned)w, (unsigned)h);
         return -BATCHD_E_TOO_LARGE;
     }
@@ -271,8 +290,9 @@ static int png_guarded(struct png_ctx *c, int (*body)(struct png_ctx *))
     return body(c);
 }
 
-int img_png_decode(const uint8_t *data, size_t len, const struct img_decode_opts *opts,
-                   struct img_header *hdr, struct img **out, char *msg, size_t msglen)
+static int decode(const uint8_t *data, size_t len, const struct img_decode_opts *opts,
+                  int libpng_only, struct img_header *hdr, struct img **out, char *msg,
+                  size_t msglen)
 {
     *out = NULL;
     msg[0] = '\0';
@@ -285,6 +305,7 @@ int img_png_decode(const uint8_t *data, size_t len, const struct img_decode_opts
     c->data = data;
     c->len = len;
     c->opts = opts;
+    c->libpng_only = libpng_only;
     c->hdr = hdr;
     c->msg = msg;
     c->msglen = msglen;
@@ -307,6 +328,18 @@ out:
     free(c->rows);
     free(c);
     return rc;
+}
+
+int img_png_decode(const uint8_t *data, size_t len, const struct img_decode_opts *opts,
+                   struct img_header *hdr, struct img **out, char *msg, size_t msglen)
+{
+    return decode(data, len, opts, 0, hdr, out, msg, msglen);
+}
+
+int img_png_decode_libpng(const uint8_t *data, size_t len, const struct img_decode_opts *opts,
+                          struct img_header *hdr, struct img **out, char *msg, size_t msglen)
+{
+    return decode(data, len, opts, 1, hdr, out, msg, msglen);
 }
 
 int img_png_encode(const struct img *im, int level, const struct img_meta *meta, struct buf *out,

@@ -16,6 +16,11 @@
 int img_png_decode(const uint8_t *data, size_t len, const struct img_decode_opts *opts,
                    struct img_header *hdr, struct img **out, char *msg, size_t msglen);
 
+/* img_png_decode with libpng alone, without the fast path of img_png_idat.c (which must
+ * give the same result): for tests and the fuzz target. */
+int img_png_decode_libpng(const uint8_t *data, size_t len, const struct img_decode_opts *opts,
+                          struct img_header *hdr, struct img **out, char *msg, size_t msglen);
+
 /* Appends IM (not premultiplied) to OUT as a PNG at zlib LEVEL 0..9, with META's blocks (may
  * be NULL: none) as iCCP, eXIf and an iTXt "XML:com.adobe.xmp". Levels 0-3 use the SUB
  * filter only (fast: level 3 + SUB is ~3x faster than libpng's default and ~10% larger),
