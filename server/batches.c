@@ -50,7 +50,7 @@ static int list_state(const char *q)
 /* The streamed batches of R's owner that run now and match STATE, newest first (their ids
  * are the newest: they run now), into B. Returns how many. */
 static size_t list_streamed(struct request *r, int state, const char *before, size_t max,
-                            struct buf *b)
+                            struct buf *b, int *rc)
 {
     size_t n = 0;
     for (struct request *sr = stream_find(r->srv, NULL, r->owner, r->owner_len);
@@ -59,8 +59,8 @@ static size_t list_streamed(struct request *r, int state, const char *before, si
             (before != NULL && strcmp(sr->batch_id, before) >= 0)) {
             continue;
         }
-        buf_adds(b, n++ > 0 ? "," : "");
-        status_put_streamed(sr, b);
+        *rc |= buf_adds(b, n++ > 0 ? "," : "");
+        *rc |= status_put_streamed(sr, b);
     }
     return n;
 }
@@ -83,26 +83,27 @@ static enum MHD_Result batches_list(struct request *r)
     buf_init(&b, SIZE_MAX / 2);
     size_t n = 0, shown = 0;
     int rc = infos == NULL ? STORE_E_NOMEM : 0;
-    buf_adds(&b, "{\"batches\":[");
-    shown = rc == 0 ? list_streamed(r, state, before, (size_t)limit, &b) : 0;
+    int brc = buf_adds(&b, "{\"batches\":["); /* the document's bytes: all or a 500 */
+    shown = rc == 0 ? list_streamed(r, state, before, (size_t)limit, &b, &brc) : 0;
     if (rc == 0 && r->srv->store != NULL) {
         rc = store_batch_list(r->srv->store, r->owner, r->owner_len, state, before, infos,
                               (size_t)limit - shown, &n);
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        buf_adds(&b, shown + i > 0 ? "," : "");
-        status_put_stored(r->srv, &infos[i], &b);
+        brc |= buf_adds(&b, shown + i > 0 ? "," : "");
+        brc |= status_put_stored(r->srv, &infos[i], &b);
     }
-    buf_adds(&b, "],\"next\":");
+    brc |= buf_adds(&b, "],\"next\":");
     if (n > 0 && shown + n == (size_t)limit) {
-        buf_printf(&b, "\"/v1/batches?limit=%ld&before=%s%s%s\"}", limit, infos[n - 1].id,
-                   state != STORE_ANY_STATE ? "&state=" : "",
-                   state != STORE_ANY_STATE ? store_state_name(state) : "");
+        brc |= buf_printf(&b, "\"/v1/batches?limit=%ld&before=%s%s%s\"}", limit, infos[n - 1].id,
+                          state != STORE_ANY_STATE ? "&state=" : "",
+                          state != STORE_ANY_STATE ? store_state_name(state) : "");
     } else {
-        buf_adds(&b, "null}");
+        brc |= buf_adds(&b, "null}");
     }
-    enum MHD_Result mr =
-        rc != 0 ? status_reply_lookup_error(r, rc) : status_reply_json(r, 200, &b, NULL);
+    enum MHD_Result mr = rc != 0    ? status_reply_lookup_error(r, rc)
+                         : brc != 0 ? reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL)
+                                    : status_reply_json(r, 200, &b, NULL);
     buf_cleanup(&b);
     free(infos);
     return mr;
