@@ -247,9 +247,8 @@ static enum MHD_Result batches_results(struct request *r, const char *id)
     const char *after_q = query(r, "after"), *follow_q = query(r, "follow");
     const char *lei = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
     const char *from = lei != NULL ? lei : after_q;
-    char *end = NULL;
-    unsigned long long after = from != NULL ? strtoull(from, &end, 10) : 0;
-    if (from != NULL && (end == from || *end != '\0')) {
+    uint64_t after = 0;
+    if (from != NULL && results_parse_seq(from, &after) != 0) {
         return reply_error(r, -BATCHD_E_BAD_REQUEST, "after and Last-Event-ID are a seq (integer)",
                            "after");
     }

@@ -258,6 +258,23 @@ static void results_fill_document(struct request *r)
 
 /* ---------------------------------------------------------------- the response */
 
+int results_parse_seq(const char *text, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (text == NULL || text[0] == '\0') {
+        return -1;
+    }
+    for (const char *p = text; *p != '\0'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (d > 9 || v > (UINT64_MAX - d) / 10) {
+            return -1; /* strtoull would take "-1" as 2^64-1 and skip every line */
+        }
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
 static void results_client_gone(void *ud)
 {
     struct request *r = ud;

@@ -3,6 +3,7 @@
 that drop while their request sleeps. Every answer must be right, an honest error, or (a
 stream already begun) cut without its summary; the server keeps serving and, under the
 sanitizers, leaks nothing (the harness checks its log and exit code)."""
+import atexit
 import http.client
 import json
 import os
@@ -257,5 +258,128 @@ def test_torture_stored_routes():
     check(not bad, "%d bad answers:\n%s" % (len(bad), "\n".join(bad[:20])))
 
 
+
+# ---------------------------------------------------------------------------- hostile values
+
+HS = None
+
+
+def hs():
+    """One server for the value tests (stopped by test_zz_stop, or at exit)."""
+    global HS
+    if HS is None:
+        HS = Server(workers=1).__enter__()
+        atexit.register(lambda: HS is not None and HS.__exit__(None, None, None))
+    return HS
+
+
+def test_after_values():
+    """?after= and Last-Event-ID take a seq: digits only; a negative or overflowing one is a
+    400, never read as 2**64-1 (which skips every line)."""
+    s = hs()
+    bid = accepted(s, {"op": "sqrt", "inputs": [1, 4, 9]})
+    wait_ended(s, bid)
+    path = "/v1/batches/%s/results" % bid
+    for q in ("-1", "-0", "+1", "%201", "1%20", "18446744073709551616", "99999999999999999999999",
+              "0x10", "1e3", "", "abc", "%00"):
+        st, _, data = s.request("GET", path + "?after=" + q)
+        check(st == 400, (q, st, data[:200]))
+        st, _, data = s.request("GET", path, headers={"Last-Event-ID": q,
+                                                      "Accept": "text/event-stream"})
+        if "%" not in q:
+            check(st == 400, ("Last-Event-ID", q, st, data[:200]))
+    for q, n in (("0", 3), ("2", 1), ("3", 0), ("18446744073709551615", 0)):
+        st, _, data = s.request("GET", path + "?after=" + q)
+        lines = [json.loads(l) for l in data.decode().splitlines()]
+        check(st == 200 and len(lines) == n + 1 and "summary" in lines[-1], (q, st, lines))
+    # a keyed replay honours them the same way
+    body = json.dumps({"op": "sqrt", "inputs": [1, 4, 9]})
+    h = dict(JSON, **{"Idempotency-Key": "after-values"})
+    st, _, data = s.request("POST", "/v1/batches", body=body, headers=h)
+    check(st == 200, (st, data[:200]))
+    st, _, data = s.request("POST", "/v1/batches?after=-1", body=body, headers=h)
+    check(st == 400, (st, data[:300]))
+    st, _, data = s.request("POST", "/v1/batches?after=2", body=body, headers=h)
+    lines = [json.loads(l) for l in data.decode().splitlines()]
+    check(st == 200 and [l.get("seq") for l in lines] == [3, None], (st, lines))
+
+
+def test_odd_ids_and_paths():
+    s = hs()
+    bid = accepted(s, {"op": "sqrt", "inputs": [1]})
+    wait_ended(s, bid)
+    for path, want in (("/v1/batches//results", (404,)), ("/v1/batches/%s/results/extra" % bid, (404,)),
+                       ("/v1/batches/%s/" % bid, (404,)), ("/v1/batches/" + bid.lower(), (404,)),
+                       ("/v1/batches/" + bid[:-1] + "%41", (404,)),
+                       ("/v1/batches/" + "b_" + "Z" * 26, (404,)),
+                       ("/v1/batches/" + "b_" + "0" * 2000, (404, 414)),
+                       ("/v1/batches/%s/results%%2F" % bid, (404,)),
+                       ("/v1/batches?before=" + bid + "x", (400,)),
+                       ("/v1/batches?limit=0", (400,)), ("/v1/batches?limit=1001", (400,)),
+                       ("/v1/batches?limit=-1", (400,)), ("/v1/batches?limit=1x", (400,)),
+                       ("/v1/batches?limit=99999999999999999999", (400,)),
+                       ("/v1/batches?state=DONE", (400,))):
+        st, _, data = s.request("GET", path)
+        check(st in want, (path, st, data[:200]))
+        if st >= 400:
+            check(error_doc(data), (path, data[:200]))
+    for q in ("limit=1", "limit=1000", "before=" + bid, "state=done&limit=1"):
+        st, _, data = s.request("GET", "/v1/batches?" + q)
+        check(st == 200 and "batches" in json.loads(data), (q, st, data[:200]))
+
+
+def test_idempotency_key_and_prefer_values():
+    s = hs()
+    body = json.dumps({"op": "sqrt", "inputs": [4]})
+    for key in ("", '""', "x" * 256, "a\x01b"):
+        st, _, data = raw_post(s, body, [("Idempotency-Key", key)])
+        check(st == 400, (key[:20], st, data[:200]))
+    st, _, data = raw_post(s, body, [("Idempotency-Key", "k\xff\xfe".encode("latin-1"))])
+    check(st == 400, (st, data[:200]))
+    for prefer in ("respond-async ; wait=5", "RESPOND-ASYNC", "wait=5, respond-async",
+                   "respond-async;wait=5", "respond-async\t;wait=5"):
+        st, hdrs, data = raw_post(s, body, [("Prefer", prefer)])
+        check(st == 202, (prefer, st, data[:200]))
+    for prefer in ("respond-asyncx", "x-respond-async", "return=minimal"):
+        st, hdrs, data = raw_post(s, body, [("Prefer", prefer)])
+        check(st == 200, (prefer, st, data[:200]))
+    for v, want in ((True, 202), (False, 200), ("yes", 400), (1, 400), (None, 400)):
+        st, _, data = s.request("POST", "/v1/batches",
+                                body=json.dumps({"op": "sqrt", "inputs": [4], "async": v}),
+                                headers=JSON)
+        check(st == want, (v, st, data[:200]))
+    for v, want in ((0, 400), (-1, 400), (1e12, 400), ("5", 400), (10, 200), (1.5, 400)):
+        st, _, data = s.request("POST", "/v1/batches",
+                                body=json.dumps({"op": "sqrt", "inputs": [4], "progress_ms": v}),
+                                headers=JSON)
+        check(st == want or (isinstance(want, tuple) and st in want), (v, st, data[:200]))
+
+
+def raw_post(s, body, headers):
+    """POST with raw header bytes (values as str are sent as latin-1)."""
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    req = b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    for k, v in headers:
+        req += k.encode() + b": " + (v if isinstance(v, bytes) else v.encode("latin-1")) + b"\r\n"
+    body = body.encode()
+    req += b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    c.sendall(req)
+    data = b""
+    while True:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    c.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    st = int(head.split(b" ")[1])
+    return st, head, rest
+
+
+def test_zz_stop():
+    global HS
+    if HS is not None:
+        HS.__exit__(None, None, None)
+        HS = None
 if __name__ == "__main__":
     sys.exit(Suite("stored_hostile").run(globals()))
