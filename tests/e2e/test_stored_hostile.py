@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import socket
+import struct
 import sys
 import time
 
@@ -374,6 +375,134 @@ def raw_post(s, body, headers):
     head, _, rest = data.partition(b"\r\n\r\n")
     st = int(head.split(b" ")[1])
     return st, head, rest
+
+
+# ---------------------------------------------------------------------------- clients that go
+
+
+def rst(sock):
+    """Closes SOCK with a reset (SO_LINGER 0): a client that vanishes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def raw_send(s, data):
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    c.sendall(data)
+    return c
+
+
+def post_bytes(body, headers=()):
+    h = b"".join(k.encode() + b": " + v.encode() + b"\r\n" for k, v in headers)
+    return (b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + h +
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def test_vanishing_clients():
+    """Clients that reset their connection while their request sleeps: an async POST waiting
+    for the store's commit, a follower, a DELETE waiting for the cancel to commit. Nothing
+    leaks (the harness's LeakSanitizer check at exit), the server serves, the batches end
+    right and an async batch whose client vanished still runs."""
+    s = hs()
+    body = json.dumps({"op": "sqrt", "inputs": [4, 9]}).encode()
+    mark = len(s.log_lines)
+    for i in range(20):
+        c = raw_send(s, post_bytes(body, [("Prefer", "respond-async")]))
+        time.sleep(0.001 * (i % 10))  # at one moment or another of its sleep
+        rst(c)
+    # one byte at a time, then gone before the answer
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    for b in post_bytes(body, [("Prefer", "respond-async"), ("Idempotency-Key", "bytes")]):
+        c.send(bytes([b]))
+    rst(c)
+    # (a reset that overtakes the body leaves no batch: only those created are counted)
+    end = time.time() + 20
+    while time.time() < end:
+        made = [l for l in s.log_lines[mark:] if "event=batch_stored " in l]
+        ended = [l for l in s.log_lines[mark:] if "event=batch_stored_end" in l]
+        if len(ended) >= len(made):
+            break
+        time.sleep(0.05)
+    check(len(ended) == len(made), "%d of %d vanished clients' batches ended" %
+          (len(ended), len(made)))
+    print("vanished clients: %d batches made" % len(made), flush=True)
+    # the keyed one answers its replay
+    st, _, data = s.request("POST", "/v1/batches", body=body,
+                            headers=dict(JSON, **{"Prefer": "respond-async",
+                                                  "Idempotency-Key": "bytes"}))
+    check(st == 202, (st, data[:200]))
+    # followers that vanish while suspended, many at once
+    bid = accepted(s, {"op": "sleep", "inputs": [50] * 20, "chunksize": 1})
+    path = "/v1/batches/%s/results?follow=true" % bid
+    socks = [raw_send(s, ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+             for _ in range(100)]
+    time.sleep(0.3)
+    for k in socks[:50]:
+        rst(k)
+    # a DELETE that waits for the cancel to commit, gone before its answer
+    time.sleep(0.1)
+    c = raw_send(s, ("DELETE /v1/batches/%s HTTP/1.1\r\nHost: x\r\n\r\n" % bid).encode())
+    time.sleep(0.005)
+    rst(c)
+    time.sleep(0.3)
+    if status_view(json.loads(s.request("GET", "/v1/batches/" + bid)[2]))[1] == "running":
+        s.request("DELETE", "/v1/batches/" + bid)  # the reset overtook that one
+    doc = wait_ended(s, bid)
+    check(doc["state"] == "cancelled", doc)
+    # the other followers get the whole stream, summary last
+    for k in socks[50:]:
+        k.settimeout(30)
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = k.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        k.close()
+        check(b'"summary"' in data and b'"cancelled":true' in data, data[-300:])
+    st, _, _ = s.request("GET", "/healthz")
+    check(st == 200, st)
+
+
+def test_delete_races():
+    """Two DELETEs of one ended batch at once: one 204, the other 204 or 404, never a crash;
+    a DELETE (forget) while a slow client reads the results: its stream is cut or whole."""
+    s = hs()
+    bid = accepted(s, {"op": "sqrt", "inputs": list(range(4000))})
+    wait_ended(s, bid, timeout=60)
+    slow = raw_send(s, ("GET /v1/batches/%s/results HTTP/1.1\r\nHost: x\r\n\r\n" % bid).encode())
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    first = slow.recv(1000)
+    check(first.startswith(b"HTTP/1.1 200"), first[:100])
+    req = ("DELETE /v1/batches/%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % bid).encode()
+    a, b = raw_send(s, req), raw_send(s, req)
+    got = []
+    for k in (a, b):
+        data = b""
+        while True:
+            chunk = k.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        k.close()
+        got.append(int(data.split(b" ")[1]))
+    check(sorted(got) in ([204, 204], [204, 404]), got)
+    st, _, _ = s.request("GET", "/v1/batches/" + bid)
+    check(st == 404, st)
+    slow.settimeout(30)
+    data = first
+    while True:
+        try:
+            chunk = slow.recv(65536)
+        except ConnectionError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    slow.close()
+    tail = data[-400:]
+    # whole (summary, then the last chunk) or cut (no last chunk)
+    check(not data.endswith(b"0\r\n\r\n") or b'"summary"' in tail, tail)
 
 
 def test_zz_stop():
