@@ -346,12 +346,17 @@ enum MHD_Result results_respond(struct request *r, const char *id, uint64_t afte
         void *names = NULL;
         size_t len = 0;
         writer_init(&r->writer, WRITER_TAR, 0, 0);
-        if (store_batch_blob(r->srv->store, id, STORE_PART_INPUT, 0, &names, &len) == 0) {
+        int rc = store_batch_blob(r->srv->store, id, STORE_PART_INPUT, 0, &names, &len);
+        if (rc == 0) {
             r->res.names = json_loadb(names, len, 0, NULL);
             r->writer.name_of = results_name_of;
             r->writer.ud = r;
         }
         free(names);
+        if (rc == STORE_E_NOMEM || (rc == 0 && r->res.names == NULL)) {
+            /* Out of memory: members named by index instead of the files' names are wrong. */
+            return reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        }
     }
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, results_read, r, NULL);

@@ -5,15 +5,18 @@ stream already begun) cut without its summary; the server keeps serving and, und
 sanitizers, leaks nothing (the harness checks its log and exit code)."""
 import atexit
 import http.client
+import io
 import json
 import os
 import socket
 import struct
 import sys
+import tarfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Server, Suite, check  # noqa: E402
+from harness import SHARED, Server, Suite, check  # noqa: E402
+from imglib import multipart  # noqa: E402
 
 TORTURE = os.environ.get("BATCHD_TORTURE", "0") in ("1", "ON", "TRUE", "true")
 TIMEOUT = 30
@@ -229,6 +232,54 @@ def test_torture_stored_routes():
         def deleted_ok(k, st, h, d):
             return None if st == 204 and d == b"" else "%d %r" % (st, d[:300])
 
+        png = open(os.path.join(SHARED, "data", "pngsuite", "basn2c08.png"), "rb").read()
+        form, form_type = multipart({"op": "image", "async": True, "params": {
+            "pipeline": [{"op": "thumbnail", "width": 8, "height": 8}], "format": "png"}},
+            [("a.png", png), ("b.png", png)])
+        st, _, data = s.request("POST", "/v1/batches", body=form,
+                                headers={"Content-Type": form_type})
+        check(st == 202, (st, data[:200]))
+        images = json.loads(data)["id"]
+        wait_ended(s, images)
+        tp = "/v1/batches/%s/results" % images
+        want_tar = s.request("GET", tp, headers={"Accept": "application/x-tar"})[2]
+        check(len(want_tar) > 1024, len(want_tar))
+
+        def members(data):
+            with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+                return [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()]
+
+        want_members = members(want_tar)
+
+        def tar_ok(k, st, h, d):
+            try:
+                ok = st == 200 and members(d) == want_members
+            except (tarfile.TarError, EOFError):
+                ok = False
+            return None if ok else "%d, %d bytes" % (st, len(d))
+
+        def post_form():
+            return "POST", "/v1/batches", form, {"Content-Type": form_type}
+
+        def form_ok(k, st, h, d):
+            if st != 202:
+                return "%d %r" % (st, d[:300])
+            made.append(json.loads(d)["id"])
+            return None
+
+        def delete_running():
+            bid = accepted(s, {"op": "sleep", "inputs": [20] * 40, "chunksize": 1})
+            made.append(bid)
+            return "DELETE", "/v1/batches/" + bid, None, {}
+
+        def cancelled_ok(k, st, h, d):
+            try:
+                doc = json.loads(d)
+            except ValueError:
+                return "%d %r" % (st, d[:300])
+            return None if st == 200 and doc.get("state") == "cancelled" else \
+                "%d %r" % (st, d[:300])
+
         rp = "/v1/batches/%s/results" % done
         routes = [
             ("status", lambda: ("GET", "/v1/batches/" + done, None, {}), status_ok),
@@ -241,6 +292,12 @@ def test_torture_stored_routes():
             ("post_async", post_async, post_ok),
             ("post_keyed", post_keyed, keyed_ok),
             ("delete_ended", delete_ended, deleted_ok),
+            ("results_tar", lambda: ("GET", tp, None, {"Accept": "application/x-tar"}),
+             tar_ok),
+            ("results_sse_follow", lambda: ("GET", rp + "?follow=true", None,
+                                            {"Accept": "text/event-stream"}), exact(want_sse)),
+            ("post_form", post_form, form_ok),
+            ("delete_running", delete_running, cancelled_ok),
         ]
         only = os.environ.get("TORTURE_ROUTE")
         for name, make, judge in routes:
@@ -256,7 +313,7 @@ def test_torture_stored_routes():
         # and the server still answers right
         check(status_ok(None, *s.request("GET", "/v1/batches/" + done)[0:1],
                         None, s.request("GET", "/v1/batches/" + done)[2]) is None, "status")
-    check(not bad, "%d bad answers:\n%s" % (len(bad), "\n".join(bad[:20])))
+    check(not bad, "%d bad answers:\n%s" % (len(bad), "\n".join(b[:160] for b in bad[:40])))
 
 
 
