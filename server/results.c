@@ -289,6 +289,12 @@ static ssize_t results_read(void *cls, uint64_t pos, char *out, size_t max)
     if (r->client_gone) {
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
+    if (r->out_off > 0 && results_pending(r) < RESULTS_LOW_WATER) {
+        /* Drop what was sent before reading more: a slow reader takes a few bytes a call,
+         * and a buffer emptied only when drained would keep every byte of the batch. */
+        buf_consume(&r->out, r->out_off);
+        r->out_off = 0;
+    }
     while (results_pending(r) < RESULTS_LOW_WATER && !r->done && !r->client_gone) {
         size_t before = results_pending(r);
         if (r->res.document) {
