@@ -160,7 +160,11 @@ static enum MHD_Result batches_cancelled(struct request *r)
 {
     struct store_info info;
     int rc = store_batch_get(r->srv->store, r->owner, r->owner_len, r->res.id, &info);
-    if (rc == 0 && info.state != STORE_DONE && info.state != STORE_CANCELLED && !r->srv->closing) {
+    if (rc != 0) {
+        /* Not "running" as if that were the final status (out of memory, say). */
+        return status_reply_lookup_error(r, rc);
+    }
+    if (info.state != STORE_DONE && info.state != STORE_CANCELLED && !r->srv->closing) {
         results_sleep(r, r->res.id, batches_cancelled);
         return MHD_YES;
     }
