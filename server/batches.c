@@ -50,7 +50,7 @@ static int list_state(const char *q)
 /* The streamed batches of R's owner that run now and match STATE, newest first (their ids
  * are the newest: they run now), into B. Returns how many. */
 static size_t list_streamed(struct request *r, int state, const char *before, size_t max,
-                            struct buf *b, int *rc)
+                            struct buf *b, int *rc, char last[STORE_ID_SIZE])
 {
     size_t n = 0;
     for (struct request *sr = stream_find(r->srv, NULL, r->owner, r->owner_len);
@@ -61,6 +61,7 @@ static size_t list_streamed(struct request *r, int state, const char *before, si
         }
         *rc |= buf_adds(b, n++ > 0 ? "," : "");
         *rc |= status_put_streamed(sr, b);
+        snprintf(last, STORE_ID_SIZE, "%s", sr->batch_id);
     }
     return n;
 }
@@ -82,9 +83,10 @@ static enum MHD_Result batches_list(struct request *r)
     struct buf b;
     buf_init(&b, SIZE_MAX / 2);
     size_t n = 0, shown = 0;
+    char last[STORE_ID_SIZE] = ""; /* the oldest shown: where the next page starts */
     int rc = infos == NULL ? STORE_E_NOMEM : 0;
     int brc = buf_adds(&b, "{\"batches\":["); /* the document's bytes: all or a 500 */
-    shown = rc == 0 ? list_streamed(r, state, before, (size_t)limit, &b, &brc) : 0;
+    shown = rc == 0 ? list_streamed(r, state, before, (size_t)limit, &b, &brc, last) : 0;
     if (rc == 0 && r->srv->store != NULL) {
         rc = store_batch_list(r->srv->store, r->owner, r->owner_len, state, before, infos,
                               (size_t)limit - shown, &n);
@@ -94,8 +96,12 @@ static enum MHD_Result batches_list(struct request *r)
         brc |= status_put_stored(r->srv, &infos[i], &b);
     }
     brc |= buf_adds(&b, "],\"next\":");
-    if (n > 0 && shown + n == (size_t)limit) {
-        brc |= buf_printf(&b, "\"/v1/batches?limit=%ld&before=%s%s%s\"}", limit, infos[n - 1].id,
+    if (n > 0) {
+        snprintf(last, sizeof last, "%s", infos[n - 1].id);
+    }
+    /* A full page may have more behind it, streamed ones' too (they come first). */
+    if (rc == 0 && last[0] != '\0' && shown + n == (size_t)limit) {
+        brc |= buf_printf(&b, "\"/v1/batches?limit=%ld&before=%s%s%s\"}", limit, last,
                           state != STORE_ANY_STATE ? "&state=" : "",
                           state != STORE_ANY_STATE ? store_state_name(state) : "");
     } else {
