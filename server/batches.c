@@ -210,23 +210,50 @@ static enum MHD_Result batches_delete(struct request *r, const char *id)
     return MHD_YES;
 }
 
+/* 1 when media range parameters P (after the type, up to the next ',') hold q=0: "not
+ * acceptable" (RFC 9110 §12.4.2). */
+static int accept_q_zero(const char *p)
+{
+    for (; *p != '\0' && *p != ','; p++) {
+        if (*p != ';') {
+            continue;
+        }
+        p += strspn(p + 1, " \t") + 1;
+        if ((p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+            const char *v = p + 2;
+            size_t zeros = v[0] == '0' ? 1 + (v[1] == '.' ? 1 + strspn(v + 2, "0") : 0) : 0;
+            return zeros > 0 && strchr(",; \t", v[zeros]) != NULL;
+        }
+    }
+    return 0;
+}
+
 /* What GET .../results asks for: FORMAT (0 NDJSON, 1 SSE, 2 JSON, 3 tar), or -1 when it
- * accepts none of them. */
+ * accepts none of them. As for a POST (stream.c): the first type we produce that the client
+ * lists wins, one with q=0 excepted. */
 static int results_format(const char *accept)
 {
-    static const char *const types[] = {"text/event-stream", "application/json",
-                                        "application/x-tar"};
+    static const struct {
+        const char *type;
+        int fmt;
+    } types[] = {
+        {"text/event-stream", 1},     {"application/json", 2},        {"application/x-tar", 3},
+        {"application/x-ndjson", 0},  {"application/ndjson", 0},      {"application/jsonl", 0},
+        {"application/jsonlines", 0}, {"application/x-jsonlines", 0}, {"*/*", 0},
+        {"application/*", 0},
+    };
     if (accept == NULL || accept[0] == '\0') {
         return 0;
     }
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        if (strcasestr(accept, types[i]) != NULL) {
-            return (int)i + 1;
+    for (const char *p = accept; p != NULL && *p != '\0'; p = strchr(p, ',')) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ",; \t");
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+            if (strlen(types[i].type) == n && strncasecmp(p, types[i].type, n) == 0 &&
+                !accept_q_zero(p + n)) {
+                return types[i].fmt;
+            }
         }
-    }
-    if (strcasestr(accept, "ndjson") != NULL || strcasestr(accept, "jsonl") != NULL ||
-        strstr(accept, "*/*") != NULL || strstr(accept, "application/*") != NULL) {
-        return 0;
     }
     return -1;
 }

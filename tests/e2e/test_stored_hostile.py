@@ -632,6 +632,29 @@ def test_list_pages_past_streamed_batches():
         c.close()
 
 
+def test_results_accept_lists():
+    """Accept on .../results as on a POST: the first type we produce that the client lists
+    wins, and q=0 means not that one. It was a fixed order (SSE, JSON, tar first wherever
+    listed), so "application/x-ndjson, application/json" on a running batch got 409."""
+    s = hs()
+    bid = accepted(s, {"op": "sleep", "inputs": [200] * 6, "chunksize": 1})
+    path = "/v1/batches/%s/results" % bid
+    for accept, want in (("application/x-ndjson, application/json", "application/x-ndjson"),
+                         ("application/json;q=0, application/x-ndjson", "application/x-ndjson"),
+                         ("text/event-stream; q=0.0, */*", "application/x-ndjson"),
+                         ("text/event-stream;q=0.5, application/json", "text/event-stream"),
+                         ("*/*;q=0.1", "application/x-ndjson"),
+                         ("APPLICATION/X-NDJSON", "application/x-ndjson")):
+        st, hdrs, data = s.request("GET", path, headers={"Accept": accept})
+        check(st == 200 and hdrs["content-type"].startswith(want), (accept, st, hdrs, data[:200]))
+    for accept in ("application/json;q=0", "text/html", "application/jsonx", "text/*"):
+        st, _, data = s.request("GET", path, headers={"Accept": accept})
+        check(st == 406, (accept, st, data[:200]))
+    st, _, data = s.request("GET", path, headers={"Accept": "application/json, text/plain"})
+    check(st == 409, (st, data[:200]))  # JSON asked for, and the batch runs
+    s.request("DELETE", "/v1/batches/" + bid)
+
+
 def test_zz_stop():
     global HS
     if HS is not None:
