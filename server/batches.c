@@ -314,9 +314,9 @@ enum MHD_Result batches_item(struct request *r)
         return reply_error(r, -BATCHD_E_BATCH_NOT_FOUND, NULL, NULL);
     }
     if (strcmp(r->method, "DELETE") == 0) {
-        return results
-                   ? reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL, "GET, OPTIONS")
-                   : batches_delete(r, id);
+        return results ? reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL,
+                                           "GET, HEAD, OPTIONS")
+                       : batches_delete(r, id);
     }
     return results ? batches_results(r, id) : status_reply(r, id, 200);
 }

@@ -655,6 +655,22 @@ def test_results_accept_lists():
     s.request("DELETE", "/v1/batches/" + bid)
 
 
+def test_head_on_batch_resources():
+    """HEAD wherever GET is (RFC 9110 §9.3.2): status, list and results, a following one
+    included, answer the GET's status and headers at once, without a body; they were 405."""
+    s = hs()
+    bid = accepted(s, {"op": "sleep", "inputs": [200] * 4, "chunksize": 1})
+    for path in ("/v1/batches/" + bid, "/v1/batches", "/v1/batches/%s/results" % bid,
+                 "/v1/batches/%s/results?follow=true" % bid):
+        t0 = time.time()
+        st, hdrs, data = s.request("HEAD", path, timeout=10)
+        check(st == 200 and data == b"" and time.time() - t0 < 5, (path, st, data[:100]))
+        check(hdrs["content-type"].startswith(("application/json", "application/x-ndjson")), hdrs)
+    st, hdrs, _ = s.request("OPTIONS", "/v1/batches/" + bid)
+    check("HEAD" in hdrs.get("allow", ""), hdrs)
+    s.request("DELETE", "/v1/batches/" + bid)
+
+
 def test_zz_stop():
     global HS
     if HS is not None:
