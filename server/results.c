@@ -324,6 +324,12 @@ static ssize_t results_read(void *cls, uint64_t pos, char *out, size_t max)
     if (r->done) {
         return MHD_CONTENT_READER_END_OF_STREAM;
     }
+    if (r->srv->closing) {
+        /* The server stops: results_cut_all has run, and MHD_stop_daemon aborts on a
+         * connection that sleeps. A follower that was busy then is cut now. */
+        r->client_gone = 1;
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
     /* Following, and nothing new: sleep until the store commits more for this batch. */
     r->suspended = 1;
     r->follow_next = r->srv->followers;
