@@ -50,7 +50,7 @@ static int list_state(const char *q)
 /* The streamed batches of R's owner that run now and match STATE, newest first (their ids
  * are the newest: they run now), into B. Returns how many. */
 static size_t list_streamed(struct request *r, int state, const char *before, size_t max,
-                            struct buf *b)
+                            struct buf *b, int *rc, char last[STORE_ID_SIZE])
 {
     size_t n = 0;
     for (struct request *sr = stream_find(r->srv, NULL, r->owner, r->owner_len);
@@ -59,8 +59,9 @@ static size_t list_streamed(struct request *r, int state, const char *before, si
             (before != NULL && strcmp(sr->batch_id, before) >= 0)) {
             continue;
         }
-        buf_adds(b, n++ > 0 ? "," : "");
-        status_put_streamed(sr, b);
+        *rc |= buf_adds(b, n++ > 0 ? "," : "");
+        *rc |= status_put_streamed(sr, b);
+        snprintf(last, STORE_ID_SIZE, "%s", sr->batch_id);
     }
     return n;
 }
@@ -82,27 +83,33 @@ static enum MHD_Result batches_list(struct request *r)
     struct buf b;
     buf_init(&b, SIZE_MAX / 2);
     size_t n = 0, shown = 0;
+    char last[STORE_ID_SIZE] = ""; /* the oldest shown: where the next page starts */
     int rc = infos == NULL ? STORE_E_NOMEM : 0;
-    buf_adds(&b, "{\"batches\":[");
-    shown = rc == 0 ? list_streamed(r, state, before, (size_t)limit, &b) : 0;
+    int brc = buf_adds(&b, "{\"batches\":["); /* the document's bytes: all or a 500 */
+    shown = rc == 0 ? list_streamed(r, state, before, (size_t)limit, &b, &brc, last) : 0;
     if (rc == 0 && r->srv->store != NULL) {
         rc = store_batch_list(r->srv->store, r->owner, r->owner_len, state, before, infos,
                               (size_t)limit - shown, &n);
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        buf_adds(&b, shown + i > 0 ? "," : "");
-        status_put_stored(r->srv, &infos[i], &b);
+        brc |= buf_adds(&b, shown + i > 0 ? "," : "");
+        brc |= status_put_stored(r->srv, &infos[i], &b);
     }
-    buf_adds(&b, "],\"next\":");
-    if (n > 0 && shown + n == (size_t)limit) {
-        buf_printf(&b, "\"/v1/batches?limit=%ld&before=%s%s%s\"}", limit, infos[n - 1].id,
-                   state != STORE_ANY_STATE ? "&state=" : "",
-                   state != STORE_ANY_STATE ? store_state_name(state) : "");
+    brc |= buf_adds(&b, "],\"next\":");
+    if (n > 0) {
+        snprintf(last, sizeof last, "%s", infos[n - 1].id);
+    }
+    /* A full page may have more behind it, streamed ones' too (they come first). */
+    if (rc == 0 && last[0] != '\0' && shown + n == (size_t)limit) {
+        brc |= buf_printf(&b, "\"/v1/batches?limit=%ld&before=%s%s%s\"}", limit, last,
+                          state != STORE_ANY_STATE ? "&state=" : "",
+                          state != STORE_ANY_STATE ? store_state_name(state) : "");
     } else {
-        buf_adds(&b, "null}");
+        brc |= buf_adds(&b, "null}");
     }
-    enum MHD_Result mr =
-        rc != 0 ? status_reply_lookup_error(r, rc) : status_reply_json(r, 200, &b, NULL);
+    enum MHD_Result mr = rc != 0    ? status_reply_lookup_error(r, rc)
+                         : brc != 0 ? reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL)
+                                    : status_reply_json(r, 200, &b, NULL);
     buf_cleanup(&b);
     free(infos);
     return mr;
@@ -159,7 +166,11 @@ static enum MHD_Result batches_cancelled(struct request *r)
 {
     struct store_info info;
     int rc = store_batch_get(r->srv->store, r->owner, r->owner_len, r->res.id, &info);
-    if (rc == 0 && info.state != STORE_DONE && info.state != STORE_CANCELLED && !r->srv->closing) {
+    if (rc != 0) {
+        /* Not "running" as if that were the final status (out of memory, say). */
+        return status_reply_lookup_error(r, rc);
+    }
+    if (info.state != STORE_DONE && info.state != STORE_CANCELLED && !r->srv->closing) {
         results_sleep(r, r->res.id, batches_cancelled);
         return MHD_YES;
     }
@@ -186,6 +197,9 @@ static enum MHD_Result batches_delete(struct request *r, const char *id)
     if (info.state != STORE_DONE && info.state != STORE_CANCELLED) {
         return reply_error(r, -BATCHD_E_STORE_UNAVAILABLE, "the batch is not running here", NULL);
     }
+    if (r->srv->closing) {
+        return reply_error(r, -BATCHD_E_DRAINING, NULL, NULL); /* no sleeping at a stop */
+    }
     /* Ended: forget it and its results; answered once that is committed. */
     struct request **slot = malloc(sizeof *slot);
     if (slot == NULL || store_batch_forget(r->srv->store, r->owner, r->owner_len, id,
@@ -199,23 +213,50 @@ static enum MHD_Result batches_delete(struct request *r, const char *id)
     return MHD_YES;
 }
 
+/* 1 when media range parameters P (after the type, up to the next ',') hold q=0: "not
+ * acceptable" (RFC 9110 §12.4.2). */
+static int accept_q_zero(const char *p)
+{
+    for (; *p != '\0' && *p != ','; p++) {
+        if (*p != ';') {
+            continue;
+        }
+        p += strspn(p + 1, " \t") + 1;
+        if ((p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+            const char *v = p + 2;
+            size_t zeros = v[0] == '0' ? 1 + (v[1] == '.' ? 1 + strspn(v + 2, "0") : 0) : 0;
+            return zeros > 0 && strchr(",; \t", v[zeros]) != NULL;
+        }
+    }
+    return 0;
+}
+
 /* What GET .../results asks for: FORMAT (0 NDJSON, 1 SSE, 2 JSON, 3 tar), or -1 when it
- * accepts none of them. */
+ * accepts none of them. As for a POST (stream.c): the first type we produce that the client
+ * lists wins, one with q=0 excepted. */
 static int results_format(const char *accept)
 {
-    static const char *const types[] = {"text/event-stream", "application/json",
-                                        "application/x-tar"};
+    static const struct {
+        const char *type;
+        int fmt;
+    } types[] = {
+        {"text/event-stream", 1},     {"application/json", 2},        {"application/x-tar", 3},
+        {"application/x-ndjson", 0},  {"application/ndjson", 0},      {"application/jsonl", 0},
+        {"application/jsonlines", 0}, {"application/x-jsonlines", 0}, {"*/*", 0},
+        {"application/*", 0},
+    };
     if (accept == NULL || accept[0] == '\0') {
         return 0;
     }
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        if (strcasestr(accept, types[i]) != NULL) {
-            return (int)i + 1;
+    for (const char *p = accept; p != NULL && *p != '\0'; p = strchr(p, ',')) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ",; \t");
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+            if (strlen(types[i].type) == n && strncasecmp(p, types[i].type, n) == 0 &&
+                !accept_q_zero(p + n)) {
+                return types[i].fmt;
+            }
         }
-    }
-    if (strcasestr(accept, "ndjson") != NULL || strcasestr(accept, "jsonl") != NULL ||
-        strstr(accept, "*/*") != NULL || strstr(accept, "application/*") != NULL) {
-        return 0;
     }
     return -1;
 }
@@ -246,9 +287,8 @@ static enum MHD_Result batches_results(struct request *r, const char *id)
     const char *after_q = query(r, "after"), *follow_q = query(r, "follow");
     const char *lei = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
     const char *from = lei != NULL ? lei : after_q;
-    char *end = NULL;
-    unsigned long long after = from != NULL ? strtoull(from, &end, 10) : 0;
-    if (from != NULL && (end == from || *end != '\0')) {
+    uint64_t after = 0;
+    if (from != NULL && results_parse_seq(from, &after) != 0) {
         return reply_error(r, -BATCHD_E_BAD_REQUEST, "after and Last-Event-ID are a seq (integer)",
                            "after");
     }
@@ -277,9 +317,9 @@ enum MHD_Result batches_item(struct request *r)
         return reply_error(r, -BATCHD_E_BATCH_NOT_FOUND, NULL, NULL);
     }
     if (strcmp(r->method, "DELETE") == 0) {
-        return results
-                   ? reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL, "GET, OPTIONS")
-                   : batches_delete(r, id);
+        return results ? reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL,
+                                           "GET, HEAD, OPTIONS")
+                       : batches_delete(r, id);
     }
     return results ? batches_results(r, id) : status_reply(r, id, 200);
 }

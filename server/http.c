@@ -47,8 +47,8 @@ struct route_row {
 };
 
 static const struct route_row routes[] = {
-    {batches_collection, batches_post, {"/v1/batches", ROUTE_BATCHES, "GET, POST, OPTIONS"}},
-    {batches_item, NULL, {"/v1/batches/*", ROUTE_BATCH, "GET, DELETE, OPTIONS"}},
+    {batches_collection, batches_post, {"/v1/batches", ROUTE_BATCHES, "GET, HEAD, POST, OPTIONS"}},
+    {batches_item, NULL, {"/v1/batches/*", ROUTE_BATCH, "GET, HEAD, DELETE, OPTIONS"}},
     {routes_ops, NULL, {"/v1/ops", ROUTE_OPS, "GET, HEAD, OPTIONS"}},
     {routes_healthz, NULL, {"/healthz", ROUTE_HEALTHZ, "GET, HEAD"}},
     {routes_readyz, NULL, {"/readyz", ROUTE_READYZ, "GET, HEAD"}},

@@ -72,15 +72,21 @@ static int results_row(void *arg, uint64_t seq, uint32_t index, int ok, const vo
     struct request *r = arg;
     (void)index;
     (void)ok;
+    size_t start = buf_len(&r->out);
     int rc = 0;
     if (r->res.sse) {
-        rc |= buf_printf(&r->out, "id: %llu\nevent: result\ndata: ", (unsigned long long)seq);
+        rc = buf_printf(&r->out, "id: %llu\nevent: result\ndata: ", (unsigned long long)seq);
     }
-    rc |= buf_printf(&r->out, "{\"seq\":%llu,", (unsigned long long)seq);
-    rc |= buf_add(&r->out, (const char *)line + 1, len - 1);
-    rc |= buf_adds(&r->out, r->res.sse ? "\n\n" : "\n");
+    rc = rc != 0 ? rc : buf_printf(&r->out, "{\"seq\":%llu,", (unsigned long long)seq);
+    rc = rc != 0 ? rc : buf_add(&r->out, (const char *)line + 1, len - 1);
+    rc = rc != 0 ? rc : buf_adds(&r->out, r->res.sse ? "\n\n" : "\n");
+    if (rc != 0) {
+        buf_truncate(&r->out, start); /* never half a line: the stream is cut before it */
+        r->client_gone = 1;
+        return rc;
+    }
     r->res.after = seq;
-    return rc;
+    return 0;
 }
 
 /* A line that is neither a result nor the summary (SPEC §8: clients skip it) while the
@@ -106,14 +112,20 @@ static void results_summary(struct request *r, uint64_t last_seq)
 {
     void *line = NULL;
     size_t len = 0;
-    if (store_batch_blob(r->srv->store, r->res.id, STORE_PART_SUMMARY, 0, &line, &len) == 0) {
-        if (r->res.sse) {
-            buf_printf(&r->out,
-                       "id: %llu\nevent: summary\ndata: ", (unsigned long long)last_seq + 1);
-        }
-        buf_add(&r->out, line, len);
-        buf_adds(&r->out, r->res.sse ? "\n\n" : "\n");
-        free(line);
+    size_t start = buf_len(&r->out);
+    int rc = store_batch_blob(r->srv->store, r->res.id, STORE_PART_SUMMARY, 0, &line, &len);
+    if (rc == 0 && r->res.sse) {
+        rc = buf_printf(&r->out,
+                        "id: %llu\nevent: summary\ndata: ", (unsigned long long)last_seq + 1);
+    }
+    rc = rc != 0 ? rc : buf_add(&r->out, line, len);
+    rc = rc != 0 ? rc : buf_adds(&r->out, r->res.sse ? "\n\n" : "\n");
+    free(line);
+    if (rc != 0) {
+        /* No summary (out of memory): the stream must end cut, not as if whole. */
+        buf_truncate(&r->out, start);
+        r->client_gone = 1;
+        return;
     }
     r->done = 1;
 }
@@ -161,10 +173,17 @@ static int results_element(void *arg, uint64_t seq, uint32_t index, int ok, cons
     if (comma == NULL) {
         return -1;
     }
-    int rc = buf_adds(&r->out, r->res.count++ > 0 ? ",{" : "{");
-    rc |= buf_add(&r->out, comma + 1, len - (size_t)(comma + 1 - p));
+    size_t start = buf_len(&r->out);
+    int rc = buf_adds(&r->out, r->res.count > 0 ? ",{" : "{");
+    rc = rc != 0 ? rc : buf_add(&r->out, comma + 1, len - (size_t)(comma + 1 - p));
+    if (rc != 0) {
+        buf_truncate(&r->out, start); /* the store goes on past it: cut the document */
+        r->client_gone = 1;
+        return rc;
+    }
+    r->res.count++;
     r->res.next_index = index + 1;
-    return rc;
+    return 0;
 }
 
 /* One stored line as tar members. */
@@ -175,7 +194,9 @@ static int results_tar_row(void *arg, uint64_t seq, uint32_t index, int ok, cons
     (void)seq;
     (void)ok;
     r->res.next_index = index + 1;
-    return results_tar_line(&r->writer, &r->out, index, line, len);
+    int rc = results_tar_line(&r->writer, &r->out, index, line, len);
+    r->client_gone |= rc != 0; /* the store goes on past it: cut the tar */
+    return rc;
 }
 
 static const char *results_name_of(void *ud, uint64_t i)
@@ -213,23 +234,46 @@ static void results_fill_document(struct request *r)
     }
     void *line = NULL;
     size_t len = 0;
-    int have =
-        store_batch_blob(r->srv->store, r->res.id, STORE_PART_SUMMARY, 0, &line, &len) == 0 &&
-        len > 12;
+    rc = store_batch_blob(r->srv->store, r->res.id, STORE_PART_SUMMARY, 0, &line, &len);
+    int have = rc == 0 && len > 12;
     const char *inner = have ? (const char *)line + 11 : "null"; /* {"summary":X} -> X */
     size_t inner_len = have ? len - 12 : 4;
-    if (tar) {
+    size_t start = buf_len(&r->out);
+    if (rc == STORE_E_NOMEM) {
+        r->client_gone = 1; /* the summary is there, but not in memory: a cut document */
+    } else if (tar) {
         results_tar_end(r, inner, inner_len);
     } else {
-        buf_adds(&r->out, "],\"summary\":");
-        buf_add(&r->out, inner, inner_len);
-        buf_adds(&r->out, "}\n");
+        rc = buf_adds(&r->out, "],\"summary\":");
+        rc = rc != 0 ? rc : buf_add(&r->out, inner, inner_len);
+        rc = rc != 0 ? rc : buf_adds(&r->out, "}\n");
+        if (rc != 0) {
+            buf_truncate(&r->out, start);
+            r->client_gone = 1;
+        }
     }
     free(line);
-    r->done = 1;
+    r->done = !r->client_gone;
 }
 
 /* ---------------------------------------------------------------- the response */
+
+int results_parse_seq(const char *text, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (text == NULL || text[0] == '\0') {
+        return -1;
+    }
+    for (const char *p = text; *p != '\0'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (d > 9 || v > (UINT64_MAX - d) / 10) {
+            return -1; /* strtoull would take "-1" as 2^64-1 and skip every line */
+        }
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
 
 static void results_client_gone(void *ud)
 {
@@ -244,6 +288,12 @@ static ssize_t results_read(void *cls, uint64_t pos, char *out, size_t max)
     (void)pos;
     if (r->client_gone) {
         return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    if (r->out_off > 0 && results_pending(r) < RESULTS_LOW_WATER) {
+        /* Drop what was sent before reading more: a slow reader takes a few bytes a call,
+         * and a buffer emptied only when drained would keep every byte of the batch. */
+        buf_consume(&r->out, r->out_off);
+        r->out_off = 0;
     }
     while (results_pending(r) < RESULTS_LOW_WATER && !r->done && !r->client_gone) {
         size_t before = results_pending(r);
@@ -279,6 +329,12 @@ static ssize_t results_read(void *cls, uint64_t pos, char *out, size_t max)
     if (r->done) {
         return MHD_CONTENT_READER_END_OF_STREAM;
     }
+    if (r->srv->closing) {
+        /* The server stops: results_cut_all has run, and MHD_stop_daemon aborts on a
+         * connection that sleeps. A follower that was busy then is cut now. */
+        r->client_gone = 1;
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
     /* Following, and nothing new: sleep until the store commits more for this batch. */
     r->suspended = 1;
     r->follow_next = r->srv->followers;
@@ -299,20 +355,25 @@ enum MHD_Result results_respond(struct request *r, const char *id, uint64_t afte
     static const char *const types[] = {"application/x-ndjson", "application/json",
                                         "application/x-tar"};
     const char *ctype = sse && !document ? "text/event-stream" : types[document];
-    if (document == 1) {
-        buf_adds(&r->out, "{\"results\":[");
+    if (document == 1 && buf_adds(&r->out, "{\"results\":[") != 0) {
+        return reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
     }
     if (document == 2) {
         /* Uploaded files keep their names in the tar, as in a streamed one. */
         void *names = NULL;
         size_t len = 0;
         writer_init(&r->writer, WRITER_TAR, 0, 0);
-        if (store_batch_blob(r->srv->store, id, STORE_PART_INPUT, 0, &names, &len) == 0) {
+        int rc = store_batch_blob(r->srv->store, id, STORE_PART_INPUT, 0, &names, &len);
+        if (rc == 0) {
             r->res.names = json_loadb(names, len, 0, NULL);
             r->writer.name_of = results_name_of;
             r->writer.ud = r;
         }
         free(names);
+        if (rc == STORE_E_NOMEM || (rc == 0 && r->res.names == NULL)) {
+            /* Out of memory: members named by index instead of the files' names are wrong. */
+            return reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        }
     }
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, results_read, r, NULL);

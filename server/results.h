@@ -26,6 +26,10 @@ struct results_state {
     json_t *names; /* tar: the uploaded files' names */
 };
 
+/* Parses TEXT (?after=, Last-Event-ID) as a seq into *OUT: decimal digits only, at most
+ * 2^64-1. Returns 0, or -1 (empty, a sign, spaces, other characters, overflow). */
+int results_parse_seq(const char *text, uint64_t *out);
+
 /* Queues R's response with the results of batch ID (read for R's owner: the caller checked
  * that it exists) after seq AFTER: NDJSON, or SSE; FOLLOW keeps it open until the summary.
  * DOCUMENT 1 instead writes §4's JSON document, 2 its tar (the batch has ended). */

@@ -15,7 +15,9 @@
 
 #define TAR_MAX_BLOBS 16 /* variants of one job (the op allows fewer) */
 
-/* One image of a result ({"format", "data"}) as blob NAME into B (decoded into D). */
+/* One image of a result ({"format", "data"}) as blob NAME into B (decoded into D). Returns 0,
+ * -1 (not an inline image) or -2 (its data could not be decoded: out of memory, since the
+ * store holds what the server wrote). */
 static int tar_blob(const json_t *img, const char *variant, struct buf *d, char *name, size_t n,
                     struct result_blob *b)
 {
@@ -26,7 +28,7 @@ static int tar_blob(const json_t *img, const char *variant, struct buf *d, char 
     }
     buf_reset(d);
     if (base64_decode(d, json_string_value(data), json_string_length(data)) != 0) {
-        return -1;
+        return -2;
     }
     if (variant != NULL) {
         snprintf(name, n, "%s.%s", variant, fmt);
@@ -49,7 +51,10 @@ int results_tar_line(struct writer *w, struct buf *out, uint32_t index, const ch
     struct buf data[TAR_MAX_BLOBS];
     char names[TAR_MAX_BLOBS][80];
     size_t nb = 0;
-    int rc = 0;
+    int rc = 0, oom = 0;
+    if (root == NULL) {
+        return -1; /* out of memory: the stored line is JSON. Never an error member instead */
+    }
     if (res == NULL) {
         /* An error: the writer lists it in errors.ndjson. */
         json_t *err = json_object_get(root, "error");
@@ -77,24 +82,29 @@ int results_tar_line(struct writer *w, struct buf *out, uint32_t index, const ch
                 break;
             }
             buf_init(&data[nb], SIZE_MAX / 2);
-            rc |= tar_blob(img, vname, &data[nb], names[nb], sizeof names[nb], &blobs[nb]);
+            int brc = tar_blob(img, vname, &data[nb], names[nb], sizeof names[nb], &blobs[nb]);
+            rc |= brc;
+            oom |= brc == -2;
             nb++;
         }
     } else {
         buf_init(&data[0], SIZE_MAX / 2);
-        rc |= tar_blob(res, NULL, &data[0], names[0], sizeof names[0], &blobs[0]);
+        rc = tar_blob(res, NULL, &data[0], names[0], sizeof names[0], &blobs[0]);
+        oom = rc == -2;
         nb = 1;
     }
-    if (rc == 0) {
+    if (oom) {
+        rc = -1;
+    } else if (rc == 0) {
         r.blobs = blobs;
         r.nblobs = nb;
         rc = writer_result(w, out, &r);
     } else {
         /* Not an inline image (output "path", or a numeric job): its JSON is the member. */
         char *dump = json_dumps(res, JSON_COMPACT | JSON_ENCODE_ANY);
-        r.text = dump != NULL ? dump : line;
-        r.text_len = strlen(r.text);
-        rc = writer_result(w, out, &r);
+        r.text = dump;
+        r.text_len = dump != NULL ? strlen(dump) : 0;
+        rc = dump != NULL ? writer_result(w, out, &r) : -1;
         free(dump);
     }
     for (size_t i = 0; i < nb; i++) {

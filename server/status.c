@@ -100,7 +100,9 @@ static void view_stored(struct server *s, const struct store_info *info, struct 
     if (info->finished_ms > info->started_ms && info->started_ms > 0) {
         v->elapsed_s = (double)(info->finished_ms - info->started_ms) / 1000.0;
     }
-    if (stored_live(s, info->id, &lv)) {
+    int ended = info->state == STORE_DONE || info->state == STORE_CANCELLED;
+    if (!ended && stored_live(s, info->id, &lv)) {
+        /* (Once the store has the end, it answers: the live batch may linger a moment.) */
         v->ok = lv.ok;
         v->failed = lv.failed;
         v->running = lv.running;

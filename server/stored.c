@@ -49,6 +49,11 @@ struct sbatch {
                  * then, so that its status never goes back to running */
     int paused; /* held back while the store's queue is long (stored_throttle) */
     unsigned since_check;
+    uint64_t lost;  /* results the store could not take (out of memory) */
+    int end_queued; /* the end reached the store's queue (else stored_pump tries again) */
+    int recheck;    /* whether the end is committed could not be read: stored_pump asks */
+    int has_sum;
+    struct dispatch_summary sum; /* the dispatcher's, for the summary */
 };
 
 static int64_t wall_ms(void)
@@ -118,6 +123,7 @@ static void sbatch_record(struct sbatch *b, uint64_t index, int ok, const char *
     }
     if (rc != 0) {
         log_event("error", "store", "batch", b->id, "message", store_err_message(rc), NULL);
+        b->lost += rc == STORE_E_NOMEM; /* sbatch_end records an error for it instead */
         return;
     }
     b->ok += ok ? 1 : 0;
@@ -186,32 +192,55 @@ static int sbatch_summary(struct sbatch *b, const struct dispatch_summary *sum)
     return rc;
 }
 
+/* Queues the end of ended batch B (its summary after its results). Out of memory, B keeps
+ * its handle and stored_pump tries again: a batch whose end never reached the store would
+ * stay running for ever. */
+static void sbatch_end_queue(struct sbatch *b)
+{
+    int rc = sbatch_summary(b, b->has_sum ? &b->sum : NULL) != 0
+                 ? STORE_E_NOMEM
+                 : store_batch_end(b->sb, b->cancel ? STORE_CANCELLED : STORE_DONE,
+                                   buf_data(&b->line), buf_len(&b->line));
+    if (rc == STORE_E_NOMEM) {
+        return;
+    }
+    log_event("info", "batch_stored_end", "batch", b->id, "state", b->cancel ? "cancelled" : "done",
+              NULL);
+    b->end_queued = 1;
+    store_batch_release(b->sb);
+    b->sb = NULL;
+}
+
 /* B is over: its summary is queued after its results; B goes once that is committed. */
 static void sbatch_end(struct sbatch *b, const struct dispatch_summary *sum)
 {
     b->db = NULL;
-    if (sbatch_summary(b, sum) == 0) {
-        store_batch_end(b->sb, b->cancel ? STORE_CANCELLED : STORE_DONE, buf_data(&b->line),
-                        buf_len(&b->line));
+    b->has_sum = sum != NULL;
+    if (sum != NULL) {
+        b->sum = *sum;
     }
-    log_event("info", "batch_stored_end", "batch", b->id, "state", b->cancel ? "cancelled" : "done",
-              NULL);
     b->ended = 1;
-    store_batch_release(b->sb);
-    b->sb = NULL;
     prepared_cleanup(&b->prep);
     upload_destroy(b->upload);
     b->upload = NULL;
+    sbatch_end_queue(b);
 }
+
+static void sbatch_fail_missing(struct sbatch *b, int err, const char *message);
 
 static void sbatch_on_done(void *ud, const struct dispatch_summary *sum)
 {
-    sbatch_end(ud, sum);
+    struct sbatch *b = ud;
+    if (b->lost > 0) {
+        /* Every job answered (SPEC §8): those whose result the store could not take fail. */
+        b->lost = 0;
+        sbatch_fail_missing(b, -BATCHD_E_INTERNAL, "out of memory recording the result");
+    }
+    sbatch_end(b, sum);
 }
 
-/* The jobs of B without a result fail with ERR and MESSAGE (a cancel before they ran, or a
- * batch that can no longer be read), and B ends. */
-static void sbatch_fail_rest(struct sbatch *b, int err, const char *message)
+/* The jobs of B without a result fail with ERR and MESSAGE. */
+static void sbatch_fail_missing(struct sbatch *b, int err, const char *message)
 {
     for (int64_t i = store_batch_next_missing(b->sb, 0); i >= 0;
          i = store_batch_next_missing(b->sb, (uint32_t)i + 1)) {
@@ -226,6 +255,13 @@ static void sbatch_fail_rest(struct sbatch *b, int err, const char *message)
             break;
         }
     }
+}
+
+/* The jobs of B without a result fail with ERR and MESSAGE (a cancel before they ran, or a
+ * batch that can no longer be read), and B ends. */
+static void sbatch_fail_rest(struct sbatch *b, int err, const char *message)
+{
+    sbatch_fail_missing(b, err, message);
     sbatch_end(b, NULL);
 }
 
@@ -338,9 +374,14 @@ static struct upload *stored_upload(struct store *st, const char *id)
 static void stored_begin(struct server *s, const char *id, struct store_batch *sb)
 {
     struct store_info info;
+    if (sbatch_find(s, id) != NULL) {
+        store_batch_release(sb); /* taken on already (stored_rescan found it first) */
+        return;
+    }
     struct sbatch *b = calloc(1, sizeof *b);
     if (b == NULL) {
         store_batch_release(sb);
+        s->stored_rescan = 1; /* it stays unfinished in the store: stored_pump finds it */
         return;
     }
     b->srv = s;
@@ -352,9 +393,11 @@ static void stored_begin(struct server *s, const char *id, struct store_batch *s
         tail = &(*tail)->next;
     }
     *tail = b;
-    if (store_batch_get(s->store, NULL, STORE_ANY_OWNER, id, &info) != 0) {
+    int grc = store_batch_get(s->store, NULL, STORE_ANY_OWNER, id, &info);
+    if (grc != 0) {
         log_event("error", "store", "batch", id, "message", "cannot read the batch", NULL);
         sbatch_free(b);
+        s->stored_rescan = grc == STORE_E_NOMEM || grc == STORE_E_IO;
         return;
     }
     snprintf(b->request_id, sizeof b->request_id, "%s", info.request_id);
@@ -391,9 +434,13 @@ static void stored_resume_one(void *arg, const char *id)
 {
     struct server *s = arg;
     struct store_batch *sb = NULL;
+    if (sbatch_find(s, id) != NULL) {
+        return; /* live here (a rescan) */
+    }
     int rc = store_batch_open(s->store, id, &sb);
     if (rc != 0) {
         log_event("error", "store", "batch", id, "message", store_err_message(rc), NULL);
+        s->stored_rescan |= rc == STORE_E_NOMEM;
         return;
     }
     log_event("info", "batch_resumed", "batch", id, NULL);
@@ -408,8 +455,32 @@ int stored_resume(struct server *s)
     return store_unfinished(s->store, stored_resume_one, s) == 0 ? 0 : -1;
 }
 
+/* Whether ended batch B's end is committed: then it goes (the store answers for it). Sets
+ * b->recheck when that could not be read. */
+static void sbatch_check_end(struct server *s, struct sbatch *b)
+{
+    struct store_info info;
+    int rc = store_batch_get(s->store, NULL, STORE_ANY_OWNER, b->id, &info);
+    b->recheck = rc == STORE_E_NOMEM || rc == STORE_E_IO;
+    if (rc == 0 && (info.state == STORE_DONE || info.state == STORE_CANCELLED)) {
+        sbatch_free(b); /* its end is committed: the store answers for it from now on */
+    }
+}
+
 void stored_pump(struct server *s)
 {
+    if (s->stored_rescan && s->store != NULL) {
+        s->stored_rescan = 0; /* a batch that could not be taken on: it is unfinished there */
+        s->stored_rescan = store_unfinished(s->store, stored_resume_one, s) != 0;
+    }
+    for (struct sbatch *b = s->stored_list, *next; b != NULL; b = next) {
+        next = b->next;
+        if (b->ended && !b->end_queued) {
+            sbatch_end_queue(b);
+        } else if (b->recheck) {
+            sbatch_check_end(s, b);
+        }
+    }
     for (struct sbatch *b = s->stored_list; b != NULL; b = b->next) {
         if (!b->ended && b->db == NULL && sbatch_submit(b) != 0) {
             return; /* still no room: the oldest waiting goes first */
@@ -487,11 +558,9 @@ int stored_cancel(struct server *s, const char *id)
 
 void stored_on_progress(struct server *s, const char *id)
 {
-    struct store_info info;
     stored_throttle(s);
     struct sbatch *b = sbatch_find(s, id);
-    if (b != NULL && b->ended && store_batch_get(s->store, NULL, STORE_ANY_OWNER, id, &info) == 0 &&
-        (info.state == STORE_DONE || info.state == STORE_CANCELLED)) {
-        sbatch_free(b); /* its end is committed: the store answers for it from now on */
+    if (b != NULL && b->ended && b->end_queued) {
+        sbatch_check_end(s, b);
     }
 }

@@ -59,7 +59,7 @@ static int prefer_has(const char *h, const char *token)
             p++;
         }
         if (strncasecmp(p, token, n) == 0 &&
-            (p[n] == '\0' || p[n] == ',' || p[n] == ';' || p[n] == ' ')) {
+            (p[n] == '\0' || p[n] == ',' || p[n] == ';' || p[n] == ' ' || p[n] == '\t')) {
             return 1;
         }
         p = strchr(p, ',');
@@ -181,6 +181,16 @@ static void submit_done(void *arg, int rc, struct store_batch *sb, const char *i
     submit_wait_free(w);
 }
 
+/* 1 when R's ?after= or Last-Event-ID (where its results stream resumes) is not a seq. */
+static int submit_after_bad(struct request *r)
+{
+    const char *lei = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    const char *after_q = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
+    const char *from = lei != NULL ? lei : after_q;
+    uint64_t after;
+    return !r->async && from != NULL && results_parse_seq(from, &after) != 0;
+}
+
 enum MHD_Result submit_stored(struct request *r)
 {
     struct server *s = r->srv;
@@ -194,6 +204,15 @@ enum MHD_Result submit_stored(struct request *r)
         return reply_error(r, -BATCHD_E_BAD_REQUEST,
                            "Idempotency-Key must be 1 to 255 printable ASCII characters",
                            "Idempotency-Key");
+    }
+    if (submit_after_bad(r)) {
+        free(w); /* refused before the batch exists: it would run with nobody to read it */
+        return reply_error(r, -BATCHD_E_BAD_REQUEST, "after and Last-Event-ID are a seq (integer)",
+                           "after");
+    }
+    if (s->closing) {
+        free(w); /* the server stops: nothing may sleep on the store any more */
+        return reply_error(r, -BATCHD_E_DRAINING, NULL, NULL);
     }
     if (s->store == NULL) {
         free(w);
@@ -258,7 +277,10 @@ enum MHD_Result submit_reply(struct request *r)
     const char *after_q = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
     const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
     const char *from = lei != NULL ? lei : after_q;
-    uint64_t after = from != NULL ? strtoull(from, NULL, 10) : 0;
+    uint64_t after = 0;
+    if (from != NULL) {
+        (void)results_parse_seq(from, &after); /* checked by submit_stored */
+    }
     int sse = accept != NULL && strcasestr(accept, "text/event-stream") != NULL;
     return results_respond(r, r->batch_id, after, 1, sse, 0);
 }
