@@ -10,6 +10,7 @@
 #include "reply.h"
 #include "results_tar.h"
 #include "stored.h"
+#include "stream.h"
 
 #include "../api/errors.h"
 #include "../api/jsonw.h"
@@ -306,21 +307,8 @@ static ssize_t results_read(void *cls, uint64_t pos, char *out, size_t max)
             break; /* nothing committed yet */
         }
     }
-    size_t n = results_pending(r);
+    size_t n = stream_copy_out(r, out, max, RESULTS_LOW_WATER);
     if (n > 0) {
-        n = n > max ? max : n;
-        memcpy(out, buf_data(&r->out) + r->out_off, n);
-        r->out_off += n;
-        r->bytes_out += n;
-        if (r->out_off == buf_len(&r->out)) {
-            buf_reset(&r->out);
-            r->out_off = 0;
-        } else if (r->out_off > RESULTS_LOW_WATER && r->out_off >= results_pending(r)) {
-            /* What was sent goes (as in stream.c): the buffer is refilled before it is ever
-             * empty, and would otherwise grow to the whole body. */
-            buf_consume(&r->out, r->out_off);
-            r->out_off = 0;
-        }
         return (ssize_t)n;
     }
     if (r->client_gone) {

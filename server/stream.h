@@ -32,6 +32,11 @@ struct stream_live {
 };
 void stream_live(const struct request *r, struct stream_live *out);
 
+/* Copies up to MAX bytes of R's buffered output (r->out from r->out_off) to OUT, counts
+ * them, and drops what was sent once it is past LOW_WATER and no shorter than what is left.
+ * Returns the bytes copied. The one reader of a response buffer (streams and results.c). */
+size_t stream_copy_out(struct request *r, char *out, size_t max, size_t low_water);
+
 /* Cancels R's batch (SPEC §8 DELETE): queued jobs fail with cancelled, running ones are
  * stopped, and the stream ends with its summary as usual. */
 void stream_cancel(struct request *r);
