@@ -124,10 +124,22 @@ class Batchd:
             e["BATCHD_STATE_DIR"] = self.state_dir
         if env:
             e.update(env)
+        self.env, self.args = e, list(args)
         self.err = open(self.errpath, "wb")
         self.proc = spawn([batchd_bin(), *args], env=e, stdout=self.err, stderr=self.err,
                           cwd=self.dir)
         self.port = port or self._read_port()
+
+    def restart(self):
+        """Starts the process again (after stop() or a kill) with the same environment and
+        arguments on the same port, its log appended to the same file."""
+        if self.proc.poll() is None:
+            raise RuntimeError(f"{self.name} is still running")
+        self.err.close()
+        self.env["BATCHD_LISTEN"] = f"{HOST}:{self.port}"
+        self.err = open(self.errpath, "ab")
+        self.proc = spawn([batchd_bin(), *self.args], env=self.env, stdout=self.err,
+                          stderr=self.err, cwd=self.dir)
 
     def _read_port(self, timeout=20):
         deadline = time.monotonic() + timeout
@@ -165,16 +177,25 @@ class Batchd:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def signal_group(self, sig):
+        """SIG to the server and its workers (its process group): SIGKILL is a node lost,
+        SIGSTOP a node frozen."""
+        os.killpg(self.proc.pid, sig)
+
     def wait(self, timeout):
         return self.proc.wait(timeout=timeout)
 
-    def stop(self):
+    def kill(self):
+        """kill -9 of the server and its workers; waits for the server's exit."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.proc.wait(timeout=10)
+
+    def stop(self):
+        self.kill()
         self.err.close()
         if self.state_dir is not None:
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -345,3 +366,103 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
+
+
+class RedisServer:
+    """Debian's redis-server on a free 127.0.0.1 port for one test, with the persistence a
+    cluster relies on (SPEC §9: AOF, fsync on every write, no RDB snapshots) in a dir of its
+    own. kill() is kill -9; restart() starts it again on the same port and dir (it loads its
+    AOF back); cli(...) runs redis-cli against it.
+
+        r = RedisServer()            # started, answers PING
+        r.url                        # redis://127.0.0.1:PORT
+        r.cli("DBSIZE")              # '0'
+        r.kill(); r.restart()
+    """
+
+    def __init__(self, port=0, workdir=None, start=True):
+        self.bin = which("redis-server")
+        self.cli_bin = which("redis-cli")
+        if not self.bin or not self.cli_bin:
+            raise FileNotFoundError("redis-server not installed (apt-get install redis-server)")
+        self.dir = workdir or tempfile.mkdtemp(prefix="redis-")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.logpath = os.path.join(self.dir, "redis.log")
+        self.proc = None
+        self._out = None
+        if start:
+            self.start()
+
+    @property
+    def url(self):
+        return f"redis://{HOST}:{self.port}"
+
+    def argv(self):
+        return [self.bin, "--port", str(self.port), "--bind", HOST, "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir,
+                "--daemonize", "no", "--logfile", "", "--protected-mode", "yes"]
+
+    def start(self, timeout=20):
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("redis-server is still running")
+        if self._out is not None:
+            self._out.close()
+        self._out = open(self.logpath, "ab")
+        self.proc = spawn(self.argv(), stdout=self._out, stderr=self._out, cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited {self.proc.returncode}:\n{self.log()}")
+            r = subprocess.run(self._cli_argv("PING"), capture_output=True, text=True,
+                               timeout=5)
+            if r.returncode == 0 and r.stdout.strip() == "PONG":  # not LOADING: AOF read back
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server not up after {timeout} s:\n{self.log()}")
+
+    def _cli_argv(self, *args):
+        return [self.cli_bin, "-h", HOST, "-p", str(self.port), "--raw", *map(str, args)]
+
+    def cli(self, *args, timeout=10):
+        """One redis-cli command; returns its output (--raw: one line per element)."""
+        r = subprocess.run(self._cli_argv(*args), capture_output=True, text=True,
+                           timeout=timeout)
+        if r.returncode != 0 or r.stdout.startswith("ERR") or r.stdout.startswith("WRONGTYPE"):
+            raise RuntimeError(f"redis-cli {' '.join(map(str, args))}: rc {r.returncode} "
+                               f"{r.stdout}{r.stderr}")
+        return r.stdout.rstrip("\n")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        """kill -9: what the AOF has fsynced is all that survives."""
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self, timeout=20):
+        """Starts it again on the same port and dir (after kill() or stop())."""
+        self.kill()
+        return self.start(timeout)
+
+    def stop(self):
+        """A clean shutdown (SIGTERM: redis-server fsyncs and exits)."""
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
