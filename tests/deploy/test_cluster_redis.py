@@ -1,0 +1,899 @@
+#!/usr/bin/env python3
+"""Cluster mode (SPEC §9, issue 11) end to end: a real redis-server (Debian's, AOF with fsync
+always), 3 batchd replicas `--redis --replica-name rK --claim-timeout 1s --workers 2`, and
+nginx with the project's docker/nginx.conf rendered for loopback. Every result is checked
+against Python's own arithmetic, and every index is counted: exactly once, seq 1..N, the
+summary adding up.
+
+1. scale: 60 x sleep 200 ms as one async batch on 3 replicas takes < 0.6x the time of the
+   same batch on one replica (measured here, first); each replica's metrics show it claimed
+   chunks; the status names all three replicas (`cluster`).
+2. submit on r1, follow on r2 (NDJSON and SSE), cancel on r3: the followers see every line
+   once then the summary with cancelled:true, within about a second of the DELETE (the
+   running jobs sleep 3 s: they are stopped, not waited for).
+3. SIGKILL of a random replica (its whole process group) at random moments, restarted with
+   the same name, >= 20 times (CLUSTER_KILLS) while async batches of numeric and sleep jobs
+   run: every batch that got a 202 ends done with each index exactly once.
+4. a replica SIGSTOPped past the claim timeout, then continued: exactly once still, and the
+   re-claim shows in the metrics (reclaimed / duplicates).
+5. redis-server kill -9 mid-batch and restarted on its dir: /readyz 503 (store) on every
+   replica and new stored batches 503 store_unavailable during the outage, while a plain
+   streamed batch through nginx works; after it every accepted batch completes exactly once.
+6. plain streamed batches through nginx unchanged; a stored batch submitted through nginx is
+   answered by each replica directly (status, NDJSON, JSON, list), Idempotency-Key across
+   replicas, forget on one replica seen by another, and --cluster-max-upload's local batch.
+
+Environment: CLUSTER_KILLS (default 20) kills in 3; CLUSTER_SEED for the random moments.
+Exit 77 (skipped) only when redis-server or nginx is not installed.
+"""
+import concurrent.futures as cf
+import http.client
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import deploylib as dl  # noqa: E402
+import promtext  # noqa: E402
+
+HOST = dl.HOST
+NAMES = ["r1", "r2", "r3"]
+CLAIM_TIMEOUT_S = 1.0
+KILLS = int(os.environ.get("CLUSTER_KILLS", "20"))
+SEED = int(os.environ.get("CLUSTER_SEED", str(int(time.time()) % 100000)))
+SHARED = os.environ.get("BATCHD_SHARED") or os.path.join(dl.ROOT, "..", "shared")
+MAX_UPLOAD = 64 * 1024  # --cluster-max-upload for every replica (64KiB)
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+# ----------------------------------------------------------------------------- HTTP helpers
+
+
+def req(port, method, path, body=None, headers=None, timeout=30):
+    return dl.request(port, method, path, body=body, headers=headers, timeout=timeout)
+
+
+def jdoc(data):
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return {"raw": data[:300].decode("utf-8", "replace")}
+
+
+def err_code(data):
+    doc = jdoc(data)
+    return (doc or {}).get("error", {}).get("code") if isinstance(doc, dict) else None
+
+
+def submit(port, batch, headers=None):
+    """An async POST; returns (status, headers, doc)."""
+    h = {"Prefer": "respond-async"}
+    h.update(headers or {})
+    s, hd, data = req(port, "POST", "/v1/batches", body=batch, headers=h)
+    return s, hd, jdoc(data)
+
+
+def status_of(port, bid, timeout=10):
+    s, _, data = req(port, "GET", "/v1/batches/" + bid, timeout=timeout)
+    return s, jdoc(data)
+
+
+def ndjson(data):
+    return [json.loads(l) for l in data.decode().splitlines() if l.strip()]
+
+
+def results_of(port, bid, query="", headers=None):
+    s, hd, data = req(port, "GET", f"/v1/batches/{bid}/results{query}", headers=headers,
+                      timeout=60)
+    return s, (ndjson(data) if s == 200 else jdoc(data))
+
+
+def metrics(port):
+    _, _, body = req(port, "GET", "/metrics", timeout=10)
+    return promtext.parse(body.decode())
+
+
+def counter(fams, family, name):
+    """The sum of FAMILY's samples labelled replica=NAME (None: no such family)."""
+    f = fams.get(family)
+    return None if f is None else f.sum(replica=name)
+
+
+def wait_state(ports, bid, states=("done", "cancelled"), timeout=60):
+    """Polls the status on the replicas in turn until STATE; tolerates replicas that are
+    down or 503 meanwhile. Returns the last status document (None on timeout)."""
+    deadline = time.monotonic() + timeout
+    k = 0
+    doc = None
+    while time.monotonic() < deadline:
+        port = ports[k % len(ports)]
+        k += 1
+        try:
+            s, d = status_of(port, bid, timeout=5)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        if s == 200:
+            doc = d
+            if d.get("state") in states:
+                return d
+        time.sleep(0.05)
+    print(f"  batch {bid} not in {states} after {timeout} s: {doc}")
+    return None
+
+
+def problems(lines, n, expect=None, cancelled=False):
+    """What is wrong with a batch's result lines: every index 0..N-1 exactly once, seq 1..N
+    in order, the summary last and adding up (cancelled or not as said), each result what
+    EXPECT(i) says (when given). Returns a list of strings (empty: all right)."""
+    out = []
+    if not isinstance(lines, list) or not lines:
+        return [f"no lines: {lines!r}"[:300]]
+    rows = [l for l in lines if "index" in l]
+    idx = [l["index"] for l in rows]
+    if sorted(idx) != list(range(n)):
+        seen, dup = set(), set()
+        for i in idx:
+            (dup if i in seen else seen).add(i)
+        missing = sorted(set(range(n)) - seen)
+        out.append(f"{len(idx)} result lines for {n} jobs: twice {sorted(dup)[:20]}, "
+                   f"missing {missing[:20]}")
+    seqs = [l.get("seq") for l in rows]
+    if seqs != list(range(1, len(rows) + 1)):
+        out.append(f"seqs not 1..{len(rows)}: {seqs[:30]}")
+    last = lines[-1]
+    if "summary" not in last:
+        out.append(f"last line is not the summary: {last}")
+        return out
+    summ = last["summary"]
+    ok = sum(1 for l in rows if "result" in l)
+    failed = sum(1 for l in rows if "error" in l)
+    if summ.get("jobs") != n or summ.get("ok") != ok or summ.get("failed") != failed:
+        out.append(f"summary {summ} does not add up: {ok} ok, {failed} failed of {n}")
+    if bool(summ.get("cancelled", False)) != cancelled:
+        out.append(f"summary cancelled={summ.get('cancelled')}, expected {cancelled}")
+    if expect is not None:
+        wrong = [l for l in rows if l.get("result") != expect(l["index"])]
+        if wrong:
+            out.append(f"{len(wrong)} wrong results, e.g. {wrong[:3]} "
+                       f"(expected {expect(wrong[0]['index'])!r})")
+    return out
+
+
+def check_batch(port, bid, n, expect, what, cancelled=False):
+    s, lines = results_of(port, bid)
+    if not check(s == 200, f"{what}: results -> {s}"):
+        print("  ", lines)
+        return None
+    p = problems(lines, n, expect, cancelled)
+    check(not p, f"{what}: {n} jobs, each index once, seq 1..{n}, summary adds up, results "
+                 f"right" + ("" if not p else ": " + "; ".join(p)))
+    return lines
+
+
+def sqrt_of(i):
+    return math.sqrt(i)
+
+
+class Follower(threading.Thread):
+    """GET .../results?follow=true (NDJSON, or SSE with sse=True), each line or event kept
+    with its arrival time (monotonic)."""
+
+    def __init__(self, port, bid, sse=False, headers=None, timeout=60):
+        super().__init__(daemon=True)
+        self.port, self.bid, self.sse, self.timeout = port, bid, sse, timeout
+        self.headers = dict(headers or {})
+        if sse:
+            self.headers["Accept"] = "text/event-stream"
+        self.items = []  # (time, obj): obj a line, or an event {"id","event","data"}
+        self.status = None
+        self.error = None
+        self.opened = threading.Event()
+
+    def run(self):
+        try:
+            conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+            conn.request("GET", f"/v1/batches/{self.bid}/results?follow=true",
+                         headers=self.headers)
+            r = conn.getresponse()
+            self.status = r.status
+            self.opened.set()
+            ev = {}
+            while True:
+                line = r.readline()
+                if not line:
+                    break
+                if not self.sse:
+                    if line.strip():
+                        self.items.append((time.monotonic(), json.loads(line)))
+                    continue
+                line = line.decode().rstrip("\r\n")
+                if line == "":
+                    if ev:
+                        self.items.append((time.monotonic(), ev))
+                        ev = {}
+                    continue
+                if line.startswith(":"):
+                    continue
+                k, _, v = line.partition(":")
+                ev[k] = v[1:] if v.startswith(" ") else v
+            conn.close()
+        except Exception as e:  # reported by the test
+            self.error = repr(e)
+        finally:
+            self.opened.set()
+
+    def lines(self):
+        """The NDJSON lines, or the SSE events' data as lines (result and summary events)."""
+        if not self.sse:
+            return [o for _, o in self.items if "index" in o or "summary" in o]
+        return [json.loads(e["data"]) for _, e in self.items
+                if e.get("event") in ("result", "summary")]
+
+    def summary_time(self):
+        for t, o in self.items:
+            if ("summary" in o) if not self.sse else (o.get("event") == "summary"):
+                return t
+        return None
+
+
+def multipart(batch, files):
+    boundary = "----clustertest%08x" % random.getrandbits(32)
+    out = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"batch\"\r\n"
+           f"Content-Type: application/json\r\n\r\n{json.dumps(batch)}\r\n".encode()]
+    for name, data in files:
+        out.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                   f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                   .encode() + data + b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out), f"multipart/form-data; boundary={boundary}"
+
+
+# ----------------------------------------------------------------------------- the cluster
+
+
+class Cluster:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.redis = dl.RedisServer(workdir=os.path.join(tmp, "redis"))
+        self.ports = [dl.free_port() for _ in NAMES]
+        self.reps = [None] * len(NAMES)
+        self.nginx = None
+        self.lock = threading.Lock()
+        print(f"  redis on {self.redis.port}, replicas {dict(zip(NAMES, self.ports))}")
+
+    def env(self, name):
+        return {"BATCHD_REDIS": self.redis.url, "BATCHD_REPLICA_NAME": name,
+                "BATCHD_CLAIM_TIMEOUT": "1s", "BATCHD_LOG_FORMAT": "json",
+                "BATCHD_CLUSTER_MAX_UPLOAD": "64KiB", "BATCHD_MAX_BATCHES": "256"}
+
+    def start(self, k):
+        name = NAMES[k]
+        self.reps[k] = dl.Batchd(name, workers=2, port=self.ports[k], env=self.env(name),
+                                 workdir=os.path.join(self.tmp, name))
+        return self.reps[k]
+
+    def restart(self, k, tries=5):
+        """Starts replica K again on its port with its name (after a kill); a restart that
+        races the dead process' port (EADDRINUSE) is tried again."""
+        rep = self.reps[k]
+        for _ in range(tries):
+            rep.restart()
+            time.sleep(0.1)
+            if rep.proc.poll() is None:
+                return rep
+            time.sleep(0.3)
+        raise RuntimeError(f"{NAMES[k]} does not restart:\n{rep.log()[-3000:]}")
+
+    def alive_ports(self):
+        return [p for r, p in zip(self.reps, self.ports) if r and r.proc.poll() is None]
+
+    def wait_all_ready(self, timeout=30):
+        for k, r in enumerate(self.reps):
+            if r.proc.poll() is not None:
+                print(f"  {NAMES[k]} had exited ({r.proc.returncode}): restarting")
+                self.restart(k)
+            r.wait_ready(timeout=timeout)
+
+    def start_nginx(self):
+        self.nginx = dl.Nginx(self.ports, prefix=os.path.join(self.tmp, "nginx"))
+        print(f"  nginx on {self.nginx.port}")
+
+
+def follow_to_end(port, bid, timeout=120):
+    f = Follower(port, bid, timeout=timeout)
+    f.run()
+    return f
+
+
+# ----------------------------------------------------------------------------- 1. scale
+
+
+def scenario_scale(c):
+    n, ms = 60, 200
+    batch = {"op": "sleep", "inputs": [ms] * n}
+
+    def timed(port):
+        t0 = time.monotonic()
+        s, _, doc = submit(port, batch)
+        if not check(s == 202, f"scale: async POST -> {s} {doc}"):
+            return None, None
+        f = follow_to_end(port, doc["id"])
+        took = time.monotonic() - t0
+        check(f.status == 200 and f.error is None, f"scale: follow -> {f.status} {f.error}")
+        p = problems(f.lines(), n, lambda i: ms)
+        check(not p, f"scale: {n} sleeps, each once, right: " + "; ".join(p))
+        return doc["id"], took
+
+    # One replica alone first (r1 is the only one started).
+    _, one = timed(c.ports[0])
+    c.start(1)
+    c.start(2)
+    c.wait_all_ready()
+    c.start_nginx()
+    before = [metrics(p) for p in c.ports]
+    bid, three = timed(c.nginx.port)
+    if one is None or three is None:
+        return
+    check(three < 0.6 * one, f"scale: 3 replicas took {three:.2f} s, one {one:.2f} s "
+                             f"(ratio {three / one:.2f} < 0.6; ideal 0.33)")
+    after = [metrics(p) for p in c.ports]
+    claimed = []
+    for k, name in enumerate(NAMES):
+        a = counter(after[k], "batchd_cluster_chunks_claimed_total", name)
+        b = counter(before[k], "batchd_cluster_chunks_claimed_total", name)
+        claimed.append(None if a is None else a - (b or 0))
+    check(all(x is not None and x > 0 for x in claimed),
+          f"scale: batchd_cluster_chunks_claimed_total{{replica}} grew on every replica: "
+          f"{dict(zip(NAMES, claimed))}")
+    up = [counter(after[k], "batchd_redis_up", name) for k, name in enumerate(NAMES)]
+    check(up == [1, 1, 1], f"scale: batchd_redis_up{{replica}} = 1 on each: {up}")
+    s, doc = status_of(c.ports[1], bid)
+    cl = (doc or {}).get("cluster")
+    check(s == 200 and isinstance(cl, dict) and cl.get("queue") is True
+          and sorted(cl.get("replicas", [])) == NAMES,
+          f"scale: status' cluster = queue true, replicas all three: {cl}")
+
+
+# ----------------------------------------------------------------------------- 2. cancel
+
+
+def scenario_follow_cancel(c):
+    a, b, cc = c.ports
+    n, ms = 30, 3000
+    s, _, doc = submit(a, {"op": "sleep", "inputs": [ms] * n})
+    if not check(s == 202, f"follow/cancel: POST on r1 -> {s} {doc}"):
+        return
+    bid = doc["id"]
+    nd = Follower(b, bid)
+    sse = Follower(b, bid, sse=True)
+    nd.start()
+    sse.start()
+    # The first round of 6 jobs ends after 3 s; cancel while the second round runs.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(nd.items) < 6:
+        time.sleep(0.02)
+    check(len(nd.items) >= 6, f"follow/cancel: the NDJSON follower on r2 got the first round "
+                              f"({len(nd.items)} lines)")
+    time.sleep(0.4)
+    t0 = time.monotonic()
+    s, _, data = req(cc, "DELETE", "/v1/batches/" + bid, timeout=20)
+    t_del = time.monotonic() - t0
+    doc = jdoc(data)
+    check(s == 200 and doc.get("state") == "cancelled",
+          f"follow/cancel: DELETE on r3 -> {s} state {doc.get('state') if doc else None}")
+    jobs = (doc or {}).get("jobs", {})
+    check(jobs.get("ok", 0) + jobs.get("failed", 0) == n,
+          f"follow/cancel: the DELETE's final status counts every job: {jobs}")
+    check(t_del < 1.5, f"follow/cancel: DELETE answered in {t_del:.2f} s (< 1.5 s; the "
+                       f"running jobs had ~2.5 s to go)")
+    nd.join(10)
+    sse.join(10)
+    for f, what in ((nd, "NDJSON"), (sse, "SSE")):
+        check(f.status == 200 and f.error is None and not f.is_alive(),
+              f"follow/cancel: {what} follower on r2 ended: {f.status} {f.error}")
+        lines = f.lines()
+        p = problems(lines, n, cancelled=True)
+        check(not p, f"follow/cancel: {what} follower saw every line once, then the "
+                     f"summary cancelled:true" + ("" if not p else ": " + "; ".join(p)))
+        rows = [l for l in lines if "index" in l]
+        bad = [l for l in rows if not (l.get("result") == ms or
+                                       l.get("error", {}).get("code") == "cancelled")]
+        check(not bad, f"follow/cancel: {what}: each line a {ms} or a cancelled error "
+                       f"{bad[:3]}")
+        check(any("error" in l for l in rows) and any("result" in l for l in rows),
+              f"follow/cancel: {what}: some ran, some cancelled")
+        ts = f.summary_time()
+        check(ts is not None and ts - t0 < 1.8,
+              f"follow/cancel: {what} summary {None if ts is None else round(ts - t0, 2)} s "
+              f"after the DELETE (< 1.8 s)")
+    ids = [int(e["id"]) for _, e in sse.items if e.get("event") == "result"]
+    check(ids == list(range(1, len(ids) + 1)), f"follow/cancel: SSE ids are the seqs {ids[:10]}")
+    # An EventSource that lost r2 reconnects to r3 with Last-Event-ID: the rest, nothing twice.
+    first = nd.lines()
+    s, hd, data = req(cc, "GET", f"/v1/batches/{bid}/results",
+                      headers={"Accept": "text/event-stream", "Last-Event-ID": "4"})
+    evs = [e for e in data.decode().split("\n\n") if e.strip()]
+    got = [int(l[4:]) for e in evs for l in e.split("\n") if l.startswith("id: ")]
+    check(s == 200 and got[:-1] == list(range(5, n + 1)) and "event: summary" in evs[-1],
+          f"follow/cancel: SSE on r3 after Last-Event-ID 4 resumes at 5 {got[:5]}..")
+    # Stored, the same lines on every replica.
+    for port, name in zip(c.ports, NAMES):
+        s, lines = results_of(port, bid)
+        check(s == 200 and lines == first, f"follow/cancel: {name} serves the same lines")
+    # Running jobs were stopped on every replica: no worker still sleeps 3 s.
+    time.sleep(0.3)
+    busy = [metrics(port)["batchd_workers"].sum(state="busy") for port in c.ports]
+    check(all(x == 0 for x in busy), f"follow/cancel: no worker busy on any replica after "
+                                     f"the cancel {dict(zip(NAMES, busy))}")
+
+
+# ----------------------------------------------------------------------------- 3. kills
+
+
+def kill_batches():
+    """An endless rotation of batches: (batch, njobs, expect)."""
+    k = 0
+    while True:
+        k += 1
+        base = 1000 * k
+        if k % 3 == 1:
+            n = 120
+            yield {"op": "sleep", "inputs": [100] * n}, n, (lambda i: 100)
+        elif k % 3 == 2:
+            n = 200
+            jobs = [{"op": "sleep", "input": 150} if i % 4 == 0 else
+                    {"op": "sqrt", "input": base + i} for i in range(n)]
+            yield ({"jobs": jobs}, n,
+                   (lambda i, b=base: 150 if i % 4 == 0 else math.sqrt(b + i)))
+        else:
+            n = 3000
+            yield ({"op": "sqrt", "inputs": list(range(base, base + n))}, n,
+                   (lambda i, b=base: math.sqrt(b + i)))
+
+
+def scenario_kills(c, rng):
+    inflight = 3
+    accepted = []  # (bid, n, expect)
+    ended = set()
+    stop = threading.Event()
+    gen = kill_batches()
+    lock = threading.Lock()
+    stats = {"refused": 0}
+
+    def submitter():
+        pending = None
+        while not stop.is_set():
+            with lock:
+                running = [a for a in accepted if a[0] not in ended]
+            if len(running) < inflight:
+                if pending is None:
+                    pending = next(gen)
+                batch, n, expect = pending
+                try:
+                    s, _, doc = submit(c.nginx.port, batch)
+                except OSError:
+                    s, doc = None, None
+                if s == 202:
+                    with lock:
+                        accepted.append((doc["id"], n, expect))
+                    pending = None
+                else:
+                    stats["refused"] += 1
+                    time.sleep(0.2)
+                continue
+            for bid, _, _ in running:
+                try:
+                    s, d = status_of(c.nginx.port, bid, timeout=5)
+                except OSError:
+                    continue
+                if s == 200 and d.get("state") in ("done", "cancelled"):
+                    with lock:
+                        ended.add(bid)
+            time.sleep(0.1)
+
+    th = threading.Thread(target=submitter, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    mid = 0
+    t0 = time.monotonic()
+    for i in range(KILLS):
+        time.sleep(rng.uniform(0.2, 1.2))
+        k = rng.randrange(len(NAMES))
+        with lock:
+            if any(a[0] not in ended for a in accepted):
+                mid += 1
+        c.reps[k].kill()
+        time.sleep(rng.uniform(0.0, 0.6))
+        c.restart(k)
+    took = time.monotonic() - t0
+    stop.set()
+    th.join(30)
+    print(f"  {KILLS} kills in {took:.1f} s; {len(accepted)} batches accepted, "
+          f"{stats['refused']} POSTs refused or cut meanwhile")
+    check(mid == KILLS, f"kills: every one of the {KILLS} kills hit a running batch ({mid})")
+    c.wait_all_ready()
+    wrong = []
+    for bid, n, expect in accepted:
+        d = wait_state(c.ports, bid, timeout=90)
+        if d is None or d.get("state") != "done":
+            wrong.append(f"{bid}: state {None if d is None else d.get('state')}")
+            continue
+        port = rng.choice(c.ports)
+        s, lines = results_of(port, bid)
+        p = [f"results -> {s}"] if s != 200 else problems(lines, n, expect)
+        if p:
+            wrong.append(f"{bid} ({n} jobs): " + "; ".join(p))
+            continue
+        # The same count in Redis itself (the design's key schema).
+        key = "batchd:{%s}:" % bid
+        nb = c.redis.cli("BITCOUNT", key + "bits")
+        nr = c.redis.cli("HLEN", key + "res")
+        no = c.redis.cli("LLEN", key + "order")
+        if (nb, nr, no) != (str(n),) * 3:
+            wrong.append(f"{bid}: Redis has bits {nb}, res {nr}, order {no} for {n} jobs")
+    check(len(accepted) >= 3 and not wrong,
+          f"kills: all {len(accepted)} accepted batches done, each index exactly once, "
+          f"seq 1..N, summaries add up, results right vs Python" +
+          ("" if not wrong else ":\n    " + "\n    ".join(wrong)))
+    rec = []
+    for port, name in zip(c.ports, NAMES):
+        rec.append(counter(metrics(port), "batchd_cluster_chunks_reclaimed_total", name))
+    print(f"  reclaimed since the last restart of each replica: {dict(zip(NAMES, rec))}")
+
+
+# ----------------------------------------------------------------------------- 4. SIGSTOP
+
+
+def scenario_sigstop(c):
+    victim = 1
+    name = NAMES[victim]
+    n, ms = 40, 400
+    before = [metrics(p) for p in c.ports]
+    s, _, doc = submit(c.ports[0], {"op": "sleep", "inputs": [ms] * n})
+    if not check(s == 202, f"sigstop: POST -> {s} {doc}"):
+        return
+    bid = doc["id"]
+    base = counter(before[victim], "batchd_cluster_chunks_claimed_total", name) or 0
+    deadline = time.monotonic() + 10
+    holds = False
+    while time.monotonic() < deadline and not holds:
+        v = counter(metrics(c.ports[victim]), "batchd_cluster_chunks_claimed_total", name)
+        holds = v is not None and v > base
+        time.sleep(0.02)
+    check(holds, f"sigstop: {name} claimed chunks of the batch")
+    time.sleep(0.1)
+    c.reps[victim].signal_group(signal.SIGSTOP)
+    time.sleep(CLAIM_TIMEOUT_S + 1.5)
+    c.reps[victim].signal_group(signal.SIGCONT)
+    d = wait_state(c.ports, bid, timeout=60)
+    check(d is not None and d.get("state") == "done", f"sigstop: batch done {d and d['jobs']}")
+    check_batch(c.ports[victim], bid, n, lambda i: ms, f"sigstop: read on {name}")
+    after = [metrics(p) for p in c.ports]
+    recl = sum((counter(after[k], "batchd_cluster_chunks_reclaimed_total", nm) or 0) -
+               (counter(before[k], "batchd_cluster_chunks_reclaimed_total", nm) or 0)
+               for k, nm in enumerate(NAMES) if k != victim)
+    dups = ((counter(after[victim], "batchd_cluster_duplicates_total", name) or 0) -
+            (counter(before[victim], "batchd_cluster_duplicates_total", name) or 0))
+    check(recl > 0, f"sigstop: the others re-claimed {name}'s chunks "
+                    f"(batchd_cluster_chunks_reclaimed_total +{recl}; {name}'s duplicates "
+                    f"refused +{dups})")
+    c.reps[victim].wait_ready(timeout=10)
+
+
+# ----------------------------------------------------------------------------- 5. Redis down
+
+
+def scenario_redis_down(c):
+    ng = c.nginx.port
+    n1, n2 = 60, 128
+    b1 = {"op": "sleep", "inputs": [150] * n1}
+    b2 = {"jobs": [{"op": "sleep", "input": 100} if i % 2 == 0 else {"op": "sqrt", "input": i}
+                   for i in range(n2)]}
+    exp1 = lambda i: 150  # noqa: E731
+    exp2 = lambda i: 100 if i % 2 == 0 else math.sqrt(i)  # noqa: E731
+    ids = []
+    for b, n, e in ((b1, n1, exp1), (b2, n2, exp2)):
+        s, _, doc = submit(ng, b)
+        if not check(s == 202, f"redis down: POST through nginx -> {s} {doc}"):
+            return
+        ids.append((doc["id"], n, e))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        s, d = status_of(c.ports[0], ids[0][0])
+        if s == 200 and d["jobs"]["ok"] >= 10:
+            break
+        time.sleep(0.02)
+    c.redis.kill()
+    t_down = time.monotonic()
+    print("  redis-server killed (-9)")
+    # /readyz turns 503 on every replica, naming the store.
+    for port, name in zip(c.ports, NAMES):
+        deadline = time.monotonic() + 5
+        s, body = None, b""
+        while time.monotonic() < deadline:
+            s, _, body = req(port, "GET", "/readyz", timeout=5)
+            if s == 503:
+                break
+            time.sleep(0.05)
+        d = jdoc(body) or {}
+        check(s == 503 and d.get("store") not in (None, "ok"),
+              f"redis down: {name} /readyz -> {s} {body.decode().strip()}")
+    up = counter(metrics(c.ports[2]), "batchd_redis_up", NAMES[2])
+    check(up == 0, f"redis down: batchd_redis_up{{replica=\"r3\"}} = {up}")
+    s, hd, doc = submit(c.ports[0], {"op": "sqrt", "inputs": [1, 4]})
+    code = (doc or {}).get("error", {}).get("code")
+    check(s == 503 and code == "store_unavailable",
+          f"redis down: a new async POST on r1 -> {s} {code}")
+    s, hd, doc = submit(ng, {"op": "sqrt", "inputs": [1, 4]})
+    code = (doc or {}).get("error", {}).get("code")
+    check(s == 503 and code == "store_unavailable",
+          f"redis down: a new async POST through nginx -> {s} {code}")
+    s, d = status_of(c.ports[1], ids[0][0])
+    code = (d or {}).get("error", {}).get("code")
+    check(s == 503 and code == "store_unavailable",
+          f"redis down: status of a stored batch on r2 -> {s} {code}")
+    inputs = list(range(500))
+    st = dl.Stream(ng, {"op": "sqrt", "inputs": inputs}, timeout=30).read_all()
+    got = [l for l in st.lines if "index" in l]
+    p = problems(st.lines, len(inputs), sqrt_of) if st.status == 200 else [str(st.status)]
+    check(st.status == 200 and st.complete and not p and [l["index"] for l in got] == inputs,
+          f"redis down: a plain streamed batch through nginx works ({st.status}, "
+          f"{len(got)} results) " + "; ".join(p))
+    # Down for longer than the claim timeout: the chunks held meanwhile look stale after.
+    time.sleep(max(0.0, CLAIM_TIMEOUT_S + 1.0 - (time.monotonic() - t_down)))
+    c.redis.restart()
+    print(f"  redis-server back after {time.monotonic() - t_down:.1f} s (AOF)")
+    t_back = time.monotonic()
+    for r in c.reps:
+        r.wait_ready(timeout=20)
+    print(f"  every replica ready {time.monotonic() - t_back:.1f} s later")
+    for bid, n, e in ids:
+        d = wait_state(c.ports, bid, timeout=60)
+        check(d is not None and d.get("state") == "done",
+              f"redis down: accepted batch {bid} done after the outage")
+        check_batch(c.ports[2], bid, n, e, f"redis down: {bid}")
+    up = [counter(metrics(p), "batchd_redis_up", nm) for p, nm in zip(c.ports, NAMES)]
+    check(up == [1, 1, 1], f"redis down: batchd_redis_up back to 1: {up}")
+
+
+# ----------------------------------------------------------------------------- 6. any replica
+
+
+def one_stream(ng, k):
+    if k % 3 == 0:
+        inputs = list(range(k, k + 300))
+        st = dl.Stream(ng, {"op": "sqrt", "inputs": inputs}, timeout=60).read_all()
+        return st, len(inputs), lambda i: math.sqrt(inputs[i])
+    if k % 3 == 1:
+        inputs = [k * 1000 + i for i in range(100)]
+        st = dl.Stream(ng, {"op": "square", "inputs": inputs}, timeout=60).read_all()
+        return st, len(inputs), lambda i: inputs[i] * inputs[i]
+    jobs = [{"op": "sleep", "input": 20} if i % 5 == 0 else {"op": "cube", "input": i - 7}
+            for i in range(40)]
+    st = dl.Stream(ng, {"jobs": jobs}, timeout=60).read_all()
+    return st, len(jobs), lambda i: 20 if i % 5 == 0 else (i - 7) ** 3
+
+
+def scenario_any_replica(c):
+    ng = c.nginx.port
+    with cf.ThreadPoolExecutor(max_workers=8) as ex:
+        outs = list(ex.map(lambda k: one_stream(ng, k), range(30)))
+    bad = []
+    for st, n, e in outs:
+        p = [f"status {st.status}"] if st.status != 200 else problems(st.lines, n, e)
+        if st.status == 200 and not st.complete:
+            p.append("cut")
+        if st.status == 200 and [l["index"] for l in st.lines if "index" in l] != list(range(n)):
+            p.append("not in input order")
+        if p:
+            bad.append("; ".join(p))
+    check(not bad, f"streamed: 30 plain batches through nginx complete, in order, right "
+                   f"{bad[:3]}")
+    loc = [st.headers.get("content-location", "") for st, _, _ in outs]
+    check(all(l.startswith("/v1/batches/b_") for l in loc), "streamed: Content-Location names "
+                                                           "each batch")
+
+    n = 1000
+    s, _, doc = submit(ng, {"op": "sqrt", "inputs": list(range(n))})
+    if not check(s == 202, f"any replica: POST through nginx -> {s}"):
+        return
+    bid = doc["id"]
+    d = wait_state([ng], bid, timeout=60)
+    first = None
+    for port, name in zip(c.ports, NAMES):
+        s, d = status_of(port, bid)
+        cl = (d or {}).get("cluster") or {}
+        check(s == 200 and d["state"] == "done" and d["jobs"]["ok"] == n and d["progress"] == 1
+              and cl.get("queue") is True and cl.get("replicas")
+              and set(cl["replicas"]) <= set(NAMES)
+              and len(set(cl["replicas"])) == len(cl["replicas"]),
+              f"any replica: {name} status: done, {n} ok, cluster {cl}")
+        lines = check_batch(port, bid, n, sqrt_of, f"any replica: {name} NDJSON results")
+        if first is None:
+            first = lines
+        else:
+            check(lines == first, f"any replica: {name} gives the same lines as r1")
+        s, _, data = req(port, "GET", f"/v1/batches/{bid}/results",
+                         headers={"Accept": "application/json"})
+        jd = jdoc(data) or {}
+        res = [r.get("result") for r in jd.get("results", [])]
+        check(s == 200 and res == [math.sqrt(i) for i in range(n)]
+              and jd.get("summary", {}).get("ok") == n,
+              f"any replica: {name} JSON document in input order")
+        s, _, data = req(port, "GET", "/v1/batches?limit=50")
+        listed = [x.get("id") for x in (jdoc(data) or {}).get("batches", [])]
+        check(s == 200 and bid in listed, f"any replica: {name} lists the batch")
+
+    # Idempotency-Key across replicas.
+    key = {"Idempotency-Key": f"clustertest-{SEED}"}
+    body = {"op": "square", "inputs": [1, 2, 3, 4]}
+    s1, _, d1 = submit(c.ports[0], body, key)
+    s2, _, d2 = submit(c.ports[1], body, key)
+    s3, _, d3 = submit(c.ports[2], {"op": "square", "inputs": [5]}, key)
+    check(s1 == 202 and s2 == 202 and d1["id"] == d2["id"],
+          f"idempotency: same key and body on r1 then r2 -> one batch ({s1}, {s2})")
+    check(s3 == 422 and (d3 or {}).get("error", {}).get("code") == "idempotency_key_reused",
+          f"idempotency: same key, other body on r3 -> {s3}")
+    if s1 == 202:
+        wait_state(c.ports, d1["id"])
+        check_batch(c.ports[2], d1["id"], 4, lambda i: (i + 1) ** 2, "idempotency: results")
+    # Forget on r3, gone on r1.
+    s, _, _ = req(c.ports[2], "DELETE", "/v1/batches/" + bid)
+    check(s == 204, f"forget: DELETE of an ended batch on r3 -> {s}")
+    s, d = status_of(c.ports[0], bid)
+    check(s == 404, f"forget: then its status on r1 -> {s}")
+
+    # --cluster-max-upload: a bigger upload runs on the replica that got it, and says so.
+    jpg = open(os.path.join(SHARED, "data", "jpeg", "libjxl-flower",
+                            "flower_small.q85_420_non_interleaved.jpg"), "rb").read()
+    png = open(os.path.join(SHARED, "data", "pngsuite", "basn6a08.png"), "rb").read()
+    params = {"pipeline": [{"op": "thumbnail", "width": 8, "height": 8}], "format": "png"}
+    for files, local, what in (([("a.jpg", jpg), ("b.jpg", jpg)], True, "over"),
+                               ([("a.png", png), ("b.png", png)], False, "under")):
+        total = sum(len(d) for _, d in files)
+        mp, ctype = multipart({"op": "image", "async": True, "params": params}, files)
+        s, _, data = req(c.ports[1], "POST", "/v1/batches", body=mp,
+                         headers={"Content-Type": ctype})
+        doc = jdoc(data) or {}
+        if not check(s == 202, f"upload {what} the limit ({total} B): POST on r2 -> {s} {doc}"):
+            continue
+        d = wait_state(c.ports, doc["id"], timeout=60)
+        cl = (d or {}).get("cluster")
+        want = {"queue": False, "replicas": ["r2"]} if local else None
+        if local:
+            check(cl == want, f"upload over --cluster-max-upload: runs on r2 only: {cl}")
+        else:
+            check(isinstance(cl, dict) and cl.get("queue") is True,
+                  f"upload under --cluster-max-upload: in the cluster queue: {cl}")
+        s, lines = results_of(c.ports[2], doc["id"])
+        p = problems(lines, 2) if s == 200 else [str(s)]
+        rows = [l for l in lines if "index" in l] if s == 200 else []
+        check(not p and all(l["result"]["width"] == 8 for l in rows),
+              f"upload {what} the limit: results read on r3 " + "; ".join(p))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def logs_name_the_replica(c):
+    bad, n = [], 0
+    for r, name in zip(c.reps, NAMES):
+        for line in r.log().splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            n += 1
+            if d.get("replica") != name:
+                bad.append(f"{name}: {line[:200]}")
+    check(n > 0 and not bad, f"logs: every JSON log line ({n}) names its replica {bad[:3]}")
+
+
+def sanitizer_reports(c):
+    bad = []
+    for r, name in zip(c.reps, NAMES):
+        text = r.log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in text:
+                i = text.index(marker)
+                bad.append(f"{name}: {text[max(0, i - 200):i + 2000]}")
+    check(not bad, "no sanitizer report in the replicas' logs" + ("\n" + "\n".join(bad)
+                                                                   if bad else ""))
+
+
+def main():
+    for prog, pkg in (("redis-server", "redis-server"), ("redis-cli", "redis-tools"),
+                      ("nginx", "nginx-light")):
+        if not dl.which(prog):
+            print(f"skipped: {prog} is not installed (apt-get install {pkg})")
+            return dl.SKIP
+    dl.watchdog(540)
+    rng = random.Random(SEED)
+    print(f"  CLUSTER_SEED={SEED} CLUSTER_KILLS={KILLS} sanitized={dl.sanitized()}")
+    tmp = tempfile.mkdtemp(prefix="cluster-redis-")
+    c = Cluster(tmp)
+    t_all = time.monotonic()
+    c.start(0).wait_ready()
+    scenarios = [("scale", lambda: scenario_scale(c)),
+                 ("follow/cancel", lambda: scenario_follow_cancel(c)),
+                 ("any replica", lambda: scenario_any_replica(c)),
+                 ("sigstop", lambda: scenario_sigstop(c)),
+                 ("redis down", lambda: scenario_redis_down(c)),
+                 ("kills", lambda: scenario_kills(c, rng))]
+    for name, fn in scenarios:
+        t0 = time.monotonic()
+        try:
+            if name != "scale" and c.nginx is None:  # scale failed before starting them
+                for k in range(1, len(NAMES)):
+                    if c.reps[k] is None:
+                        c.start(k)
+                c.wait_all_ready()
+                c.start_nginx()
+            fn()
+        except Exception:
+            check(False, f"{name}: raised\n{traceback.format_exc()}")
+        print(f"  -- {name}: {time.monotonic() - t0:.1f} s", flush=True)
+        try:
+            if not c.redis.running():
+                c.redis.restart()
+            c.wait_all_ready(timeout=30)
+        except Exception:
+            check(False, f"after {name}: the cluster does not come back\n"
+                         f"{traceback.format_exc()}")
+            break
+    logs_name_the_replica(c)
+    written = [os.path.join(d, f) for r in c.reps if r and r.state_dir
+               for d, _, fs in os.walk(r.state_dir) for f in fs]
+    check(not written, f"--state-dir is not used with --redis: {written[:5]}")
+    if c.nginx:
+        c.nginx.stop()
+    for r, name in zip(c.reps, NAMES):
+        if r is None:
+            continue
+        if r.proc.poll() is None:
+            r.signal(signal.SIGTERM)
+            try:
+                rc = r.wait(timeout=30)
+            except Exception:
+                rc = "timeout"
+            check(rc == 0, f"{name} exits 0 on SIGTERM ({rc})")
+    sanitizer_reports(c)
+    for r in c.reps:
+        if r:
+            r.stop()
+    c.redis.stop()
+    print(f"  whole test {time.monotonic() - t_all:.1f} s")
+    if failures:
+        print(f"  logs kept in {tmp}")
+        for r, name in zip(c.reps, NAMES):
+            if r:
+                print(f"---- {name} log (last 40 lines)")
+                print("\n".join(r.log().splitlines()[-40:]))
+        print("FAILED: " + "; ".join(f.splitlines()[0] for f in failures))
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
