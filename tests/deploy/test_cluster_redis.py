@@ -81,6 +81,15 @@ def err_code(data):
     return (doc or {}).get("error", {}).get("code") if isinstance(doc, dict) else None
 
 
+def brief(doc):
+    """An answer in a few words: its error code, or its id and state."""
+    if not isinstance(doc, dict):
+        return repr(doc)[:200]
+    if "error" in doc:
+        return f"error {doc['error'].get('code')}: {doc['error'].get('message')}"
+    return f"{doc.get('id')} {doc.get('state')}"
+
+
 def submit(port, batch, headers=None):
     """An async POST; returns (status, headers, doc)."""
     h = {"Prefer": "respond-async"}
@@ -133,15 +142,19 @@ def wait_state(ports, bid, states=("done", "cancelled"), timeout=60):
             doc = d
             if d.get("state") in states:
                 return d
+        elif s in (404, 410):  # never, for a batch that got its 202
+            print(f"  batch {bid}: status {s} on port {port}: {brief(d)}")
+            return None
         time.sleep(0.05)
-    print(f"  batch {bid} not in {states} after {timeout} s: {doc}")
+    print(f"  batch {bid} not in {states} after {timeout} s: {brief(doc)}")
     return None
 
 
-def problems(lines, n, expect=None, cancelled=False):
+def problems(lines, n, expect=None, cancelled=False, stored=True):
     """What is wrong with a batch's result lines: every index 0..N-1 exactly once, seq 1..N
-    in order, the summary last and adding up (cancelled or not as said), each result what
-    EXPECT(i) says (when given). Returns a list of strings (empty: all right)."""
+    in order (STORED; a plain stream has no seq), the summary last and adding up (cancelled
+    or not as said), each result what EXPECT(i) says (when given). Returns a list of strings
+    (empty: all right)."""
     out = []
     if not isinstance(lines, list) or not lines:
         return [f"no lines: {lines!r}"[:300]]
@@ -155,7 +168,7 @@ def problems(lines, n, expect=None, cancelled=False):
         out.append(f"{len(idx)} result lines for {n} jobs: twice {sorted(dup)[:20]}, "
                    f"missing {missing[:20]}")
     seqs = [l.get("seq") for l in rows]
-    if seqs != list(range(1, len(rows) + 1)):
+    if stored and seqs != list(range(1, len(rows) + 1)):
         out.append(f"seqs not 1..{len(rows)}: {seqs[:30]}")
     last = lines[-1]
     if "summary" not in last:
@@ -332,13 +345,15 @@ def scenario_scale(c):
     def timed(port):
         t0 = time.monotonic()
         s, _, doc = submit(port, batch)
-        if not check(s == 202, f"scale: async POST -> {s} {doc}"):
+        if not check(s == 202, f"scale: async POST -> {s} {brief(doc)}"):
             return None, None
         f = follow_to_end(port, doc["id"])
         took = time.monotonic() - t0
-        check(f.status == 200 and f.error is None, f"scale: follow -> {f.status} {f.error}")
+        if not check(f.status == 200 and f.error is None,
+                     f"scale: follow -> {f.status} {f.error}"):
+            return doc["id"], None
         p = problems(f.lines(), n, lambda i: ms)
-        check(not p, f"scale: {n} sleeps, each once, right: " + "; ".join(p))
+        check(not p, f"scale: {n} sleeps, each once, right " + "; ".join(p))
         return doc["id"], took
 
     # One replica alone first (r1 is the only one started).
@@ -349,10 +364,11 @@ def scenario_scale(c):
     c.start_nginx()
     before = [metrics(p) for p in c.ports]
     bid, three = timed(c.nginx.port)
-    if one is None or three is None:
+    if one is not None and three is not None:
+        check(three < 0.6 * one, f"scale: 3 replicas took {three:.2f} s, one {one:.2f} s "
+                                 f"(ratio {three / one:.2f} < 0.6; ideal 0.33)")
+    if bid is None:
         return
-    check(three < 0.6 * one, f"scale: 3 replicas took {three:.2f} s, one {one:.2f} s "
-                             f"(ratio {three / one:.2f} < 0.6; ideal 0.33)")
     after = [metrics(p) for p in c.ports]
     claimed = []
     for k, name in enumerate(NAMES):
@@ -378,7 +394,7 @@ def scenario_follow_cancel(c):
     a, b, cc = c.ports
     n, ms = 30, 3000
     s, _, doc = submit(a, {"op": "sleep", "inputs": [ms] * n})
-    if not check(s == 202, f"follow/cancel: POST on r1 -> {s} {doc}"):
+    if not check(s == 202, f"follow/cancel: POST on r1 -> {s} {brief(doc)}"):
         return
     bid = doc["id"]
     nd = Follower(b, bid)
@@ -387,7 +403,7 @@ def scenario_follow_cancel(c):
     sse.start()
     # The first round of 6 jobs ends after 3 s; cancel while the second round runs.
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(nd.items) < 6:
+    while time.monotonic() < deadline and len(nd.items) < 6 and nd.is_alive():
         time.sleep(0.02)
     check(len(nd.items) >= 6, f"follow/cancel: the NDJSON follower on r2 got the first round "
                               f"({len(nd.items)} lines)")
@@ -438,8 +454,12 @@ def scenario_follow_cancel(c):
         s, lines = results_of(port, bid)
         check(s == 200 and lines == first, f"follow/cancel: {name} serves the same lines")
     # Running jobs were stopped on every replica: no worker still sleeps 3 s.
-    time.sleep(0.3)
-    busy = [metrics(port)["batchd_workers"].sum(state="busy") for port in c.ports]
+    deadline = time.monotonic() + 1.0
+    while True:
+        busy = [metrics(port)["batchd_workers"].sum(state="busy") for port in c.ports]
+        if all(x == 0 for x in busy) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     check(all(x == 0 for x in busy), f"follow/cancel: no worker busy on any replica after "
                                      f"the cancel {dict(zip(NAMES, busy))}")
 
@@ -567,7 +587,7 @@ def scenario_sigstop(c):
     n, ms = 40, 400
     before = [metrics(p) for p in c.ports]
     s, _, doc = submit(c.ports[0], {"op": "sleep", "inputs": [ms] * n})
-    if not check(s == 202, f"sigstop: POST -> {s} {doc}"):
+    if not check(s == 202, f"sigstop: POST -> {s} {brief(doc)}"):
         return
     bid = doc["id"]
     base = counter(before[victim], "batchd_cluster_chunks_claimed_total", name) or 0
@@ -611,7 +631,7 @@ def scenario_redis_down(c):
     ids = []
     for b, n, e in ((b1, n1, exp1), (b2, n2, exp2)):
         s, _, doc = submit(ng, b)
-        if not check(s == 202, f"redis down: POST through nginx -> {s} {doc}"):
+        if not check(s == 202, f"redis down: POST through nginx -> {s} {brief(doc)}"):
             return
         ids.append((doc["id"], n, e))
     deadline = time.monotonic() + 10
@@ -652,7 +672,8 @@ def scenario_redis_down(c):
     inputs = list(range(500))
     st = dl.Stream(ng, {"op": "sqrt", "inputs": inputs}, timeout=30).read_all()
     got = [l for l in st.lines if "index" in l]
-    p = problems(st.lines, len(inputs), sqrt_of) if st.status == 200 else [str(st.status)]
+    p = (problems(st.lines, len(inputs), sqrt_of, stored=False) if st.status == 200
+         else [str(st.status)])
     check(st.status == 200 and st.complete and not p and [l["index"] for l in got] == inputs,
           f"redis down: a plain streamed batch through nginx works ({st.status}, "
           f"{len(got)} results) " + "; ".join(p))
@@ -697,7 +718,8 @@ def scenario_any_replica(c):
         outs = list(ex.map(lambda k: one_stream(ng, k), range(30)))
     bad = []
     for st, n, e in outs:
-        p = [f"status {st.status}"] if st.status != 200 else problems(st.lines, n, e)
+        p = ([f"status {st.status}"] if st.status != 200 else
+             problems(st.lines, n, e, stored=False))
         if st.status == 200 and not st.complete:
             p.append("cut")
         if st.status == 200 and [l["index"] for l in st.lines if "index" in l] != list(range(n)):
@@ -772,13 +794,14 @@ def scenario_any_replica(c):
         s, _, data = req(c.ports[1], "POST", "/v1/batches", body=mp,
                          headers={"Content-Type": ctype})
         doc = jdoc(data) or {}
-        if not check(s == 202, f"upload {what} the limit ({total} B): POST on r2 -> {s} {doc}"):
+        if not check(s == 202, f"upload {what} the limit ({total} B): POST on r2 -> {s} {brief(doc)}"):
             continue
         d = wait_state(c.ports, doc["id"], timeout=60)
         cl = (d or {}).get("cluster")
-        want = {"queue": False, "replicas": ["r2"]} if local else None
         if local:
-            check(cl == want, f"upload over --cluster-max-upload: runs on r2 only: {cl}")
+            check(isinstance(cl, dict) and cl.get("queue") is False
+                  and cl.get("replicas") == ["r2"],
+                  f"upload over --cluster-max-upload: runs on r2 only: {cl}")
         else:
             check(isinstance(cl, dict) and cl.get("queue") is True,
                   f"upload under --cluster-max-upload: in the cluster queue: {cl}")
@@ -886,8 +909,9 @@ def main():
         print(f"  logs kept in {tmp}")
         for r, name in zip(c.reps, NAMES):
             if r:
-                print(f"---- {name} log (last 40 lines)")
-                print("\n".join(r.log().splitlines()[-40:]))
+                lines = [l for l in r.log().splitlines() if '"event":"request"' not in l]
+                print(f"---- {name} log (last 40 lines but requests)")
+                print("\n".join(lines[-40:]))
         print("FAILED: " + "; ".join(f.splitlines()[0] for f in failures))
         return 1
     shutil.rmtree(tmp, ignore_errors=True)
