@@ -22,6 +22,8 @@ summary adding up.
 6. plain streamed batches through nginx unchanged; a stored batch submitted through nginx is
    answered by each replica directly (status, NDJSON, JSON, list), Idempotency-Key across
    replicas, forget on one replica seen by another, and --cluster-max-upload's local batch.
+7. a job over its timeout_ms, and a replica's workers killed under their jobs: those jobs
+   fail alone (timeout, worker_crashed), the replica is not taken for dead (no re-claim).
 
 Environment: CLUSTER_KILLS (default 20) kills in 3; CLUSTER_SEED for the random moments.
 Exit 77 (skipped) only when redis-server or nginx is not installed.
@@ -578,6 +580,82 @@ def scenario_kills(c, rng):
     print(f"  reclaimed since the last restart of each replica: {dict(zip(NAMES, rec))}")
 
 
+# ----------------------------------------------------------------------------- job faults
+
+
+def children(pid):
+    """The pids of PID's child processes (a replica's workers)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def reclaimed(c):
+    return {nm: counter(metrics(p), "batchd_cluster_chunks_reclaimed_total", nm) or 0
+            for p, nm in zip(c.ports, NAMES)}
+
+
+def scenario_job_faults(c):
+    """A job that times out, and a worker killed under its job, fail that job alone: not
+    taken for a dead replica (nothing re-claimed), the rest of the batch right."""
+    before = reclaimed(c)
+    n, long_i = 13, 6
+    inputs = [300] * n
+    inputs[long_i] = 4000
+    s, _, doc = submit(c.ports[0], {"op": "sleep", "inputs": inputs, "timeout_ms": 1200})
+    if check(s == 202, f"timeout: POST -> {s} {brief(doc)}"):
+        d = wait_state(c.ports, doc["id"], timeout=30)
+        check(d is not None and d["state"] == "done", "timeout: batch done")
+        lines = check_batch(c.ports[1], doc["id"], n, None, "timeout")
+        rows = {l["index"]: l for l in lines or [] if "index" in l}
+        code = rows.get(long_i, {}).get("error", {}).get("code")
+        others = all(rows.get(i, {}).get("result") == 300 for i in range(n) if i != long_i)
+        check(code == "timeout" and others,
+              f"timeout: job {long_i} fails timeout ({code}), the others slept 300 ms")
+    # Both workers of r3 killed in the middle of their jobs.
+    n, ms = 24, 600
+    s, _, doc = submit(c.ports[0], {"op": "sleep", "inputs": [ms] * n})
+    if not check(s == 202, f"worker crash: POST -> {s} {brief(doc)}"):
+        return
+    bid = doc["id"]
+    victim = c.reps[2]
+    deadline = time.monotonic() + 10
+    busy = 0
+    while time.monotonic() < deadline:
+        busy = metrics(c.ports[2])["batchd_workers"].sum(state="busy")
+        if busy == 2:
+            break
+        time.sleep(0.02)
+    pids = children(victim.proc.pid)
+    check(busy == 2 and len(pids) == 2, f"worker crash: r3's 2 workers busy {pids}")
+    time.sleep(0.1)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    d = wait_state(c.ports, bid, timeout=30)
+    check(d is not None and d["state"] == "done", "worker crash: batch done")
+    lines = check_batch(c.ports[0], bid, n, None, "worker crash") or []
+    rows = [l for l in lines if "index" in l]
+    crashed = [l for l in rows if "error" in l]
+    check(1 <= len(crashed) <= 2 and all(l["error"]["code"] == "worker_crashed" and
+                                         "SIGKILL" in l["error"]["message"] for l in crashed)
+          and all(l.get("result") == ms for l in rows if "error" not in l),
+          f"worker crash: {len(crashed)} jobs fail worker_crashed (SIGKILL), the rest right "
+          f"{[l['error'] for l in crashed][:3]}")
+    after = reclaimed(c)
+    check(after == before, f"job faults: no chunk re-claimed (not a dead replica): "
+                           f"{before} -> {after}")
+
+
 # ----------------------------------------------------------------------------- 4. SIGSTOP
 
 
@@ -859,6 +937,7 @@ def main():
     scenarios = [("scale", lambda: scenario_scale(c)),
                  ("follow/cancel", lambda: scenario_follow_cancel(c)),
                  ("any replica", lambda: scenario_any_replica(c)),
+                 ("job faults", lambda: scenario_job_faults(c)),
                  ("sigstop", lambda: scenario_sigstop(c)),
                  ("redis down", lambda: scenario_redis_down(c)),
                  ("kills", lambda: scenario_kills(c, rng))]
