@@ -173,7 +173,19 @@ static void chunk_on_block(void *ud, uint64_t index, uint64_t count, const char 
     for (uint64_t j = 0; j < count && p < end; j++) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
-        store_chunk_result(k->srv->store, &k->c, (uint32_t)k->todo[index + j], 1, p, n);
+        /* The worker numbered the line in the chunk's own index space: renumber it. */
+        static const char head[] = "{\"index\":";
+        size_t hl = sizeof head - 1, d = hl;
+        while (d < n && p[d] >= '0' && p[d] <= '9') {
+            d++;
+        }
+        buf_reset(&k->line);
+        if (n > hl && memcmp(p, head, hl) == 0 &&
+            buf_printf(&k->line, "%s%llu", head, (unsigned long long)k->todo[index + j]) == 0 &&
+            buf_add(&k->line, p + d, n - d) == 0) {
+            store_chunk_result(k->srv->store, &k->c, (uint32_t)k->todo[index + j], 1,
+                               buf_data(&k->line), buf_len(&k->line));
+        }
         p += n + 1;
     }
     chunk_throttle(k->srv);
@@ -185,9 +197,10 @@ static int chunk_summary(struct cchunk *k, const struct store_chunk_end *e, stru
     buf_reset(o);
     int rc = buf_printf(o,
                         "{\"summary\":{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,"
-                        "\"order\":\"completed\",\"chunksize\":%d,\"workers\":%d,\"elapsed_ms\":",
+                        "\"order\":\"completed\",\"chunksize\":%llu,\"workers\":%d,\"elapsed_ms\":",
                         (unsigned long long)e->njobs, (unsigned long long)e->nok,
-                        (unsigned long long)e->nfailed, k->cb->bad ? 0 : k->cb->prep.spec.chunksize,
+                        (unsigned long long)e->nfailed,
+                        (unsigned long long)(k->cb->bad ? 0 : k->cb->prep.spec.chunksize),
                         k->srv->cfg.workers);
     rc |= jsonw_double(o, (double)(wall_ms() - e->created_ms));
     rc |= buf_adds(o, ",\"busy_ms\":");

@@ -208,14 +208,14 @@ static int cmd_write(struct rstore *rs, struct rs_cmd *c)
     const char *argv[c->argc + 3];
     size_t lens[c->argc + 3];
     int n = 0;
-    char nkeys[16];
     if (c->script >= 0) {
         argv[n] = "EVALSHA";
         lens[n++] = 7;
         argv[n] = rs->sha[c->script];
         lens[n++] = strlen(rs->sha[c->script]);
+        argv[n] = "0"; /* no KEYS: the scripts name theirs from the batch id */
+        lens[n++] = 1;
     }
-    (void)nkeys;
     for (int i = 0; i < c->argc; i++) {
         argv[n] = c->argv[i];
         lens[n++] = c->lens[i];
@@ -709,15 +709,17 @@ redisReply *rs_syncf(struct rstore *rs, const char *fmt, ...)
 redisReply *rs_sync_script(struct rstore *rs, int script, int argc, const char **argv,
                            const size_t *lens)
 {
-    const char *av[argc + 2];
-    size_t lv[argc + 2];
+    const char *av[argc + 3];
+    size_t lv[argc + 3];
     av[0] = "EVAL";
     lv[0] = 4;
     av[1] = rs_scripts[script];
     lv[1] = strlen(rs_scripts[script]);
+    av[2] = "0";
+    lv[2] = 1;
     for (int i = 0; i < argc; i++) {
-        av[i + 2] = argv[i];
-        lv[i + 2] = lens != NULL ? lens[i] : strlen(argv[i]);
+        av[i + 3] = argv[i];
+        lv[i + 3] = lens != NULL ? lens[i] : strlen(argv[i]);
     }
-    return rs_sync(rs, argc + 2, av, lv);
+    return rs_sync(rs, argc + 3, av, lv);
 }
