@@ -308,7 +308,7 @@ struct store_chunk {
     uint32_t njobs;  /* of the batch */
     int reclaimed;   /* taken over from a replica that stopped touching it */
     int cancel;      /* the batch has a cancel recorded */
-    uint8_t *bits;   /* (TO-FROM) bits: 1 = that job already has a recorded result */
+    uint8_t *bits;   /* bit K (bits[K/8] >> K%8 & 1): job FROM+K has a recorded result */
 };
 /* A claimed chunk (borrowed: copy what you keep), from store_dispatch. */
 typedef void store_chunk_fn(void *arg, const struct store_chunk *c);
@@ -350,6 +350,10 @@ int store_chunk_end_batch(struct store *st, const char *id, int state, const voi
 
 /* Acknowledges chunk C: no replica runs it again. */
 int store_chunk_ack(struct store *st, const struct store_chunk *c);
+
+/* Gives chunk C up without acking it (this replica stops: another one takes it over after
+ * the claim timeout). */
+void store_chunk_drop(struct store *st, const struct store_chunk *c);
 
 /* Records a cancel of batch ID (any replica's): every replica stops its chunks (on_cancel).
  * Returns 0, STORE_E_NOT_FOUND, STORE_E_ENDED, STORE_E_IO. DONE gets the outcome. */
