@@ -21,7 +21,6 @@ pkgs=(gcc cmake ninja-build pkg-config libmicrohttpd-dev libjansson-dev libjpeg6
       python3 python3-pil python3-numpy python3-yaml curl nginx-light clang-format-14 git clang
       libclang-rt-14-dev wrk chromium chromium-driver python3-selenium
       buildah debootstrap
-      redis-server redis-tools  # cluster mode's tests (tests/deploy/test_cluster_redis.py)
       colord-data icc-profiles-free libgs-common)  # the last three: ICC profiles for the tests
 missing=()
 for p in "${pkgs[@]}"; do
