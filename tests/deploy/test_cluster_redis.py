@@ -24,6 +24,8 @@ summary adding up.
    replicas, forget on one replica seen by another, and --cluster-max-upload's local batch.
 7. a job over its timeout_ms, and a replica's workers killed under their jobs: those jobs
    fail alone (timeout, worker_crashed), the replica is not taken for dead (no re-claim).
+8. fairness: a small batch behind a big one does not wait for all of it; a plain streamed
+   batch is its replica's own (status there, 404 elsewhere, cancel there).
 
 Environment: CLUSTER_KILLS (default 20) kills in 3; CLUSTER_SEED for the random moments.
 Exit 77 (skipped) only when redis-server or nginx is not installed.
@@ -580,6 +582,51 @@ def scenario_kills(c, rng):
     print(f"  reclaimed since the last restart of each replica: {dict(zip(NAMES, rec))}")
 
 
+# ----------------------------------------------------------------------------- fairness
+
+
+def scenario_fairness(c):
+    """Batches share the cluster: a small batch submitted behind a big one is not queued
+    behind all of it. A plain streamed batch is its replica's own: status there, 404 on
+    the others, cancelled there."""
+    big_n, ms = 120, 200  # 4 s on 6 workers
+    s, _, big = submit(c.ports[0], {"op": "sleep", "inputs": [ms] * big_n})
+    if not check(s == 202, f"fairness: big POST on r1 -> {s} {brief(big)}"):
+        return
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    s, _, small = submit(c.ports[1], {"op": "sleep", "inputs": [ms] * 6})
+    if not check(s == 202, f"fairness: small POST on r2 -> {s} {brief(small)}"):
+        return
+    f = follow_to_end(c.ports[2], small["id"])
+    t_small = time.monotonic() - t0
+    d = status_of(c.ports[0], big["id"])[1] or {}
+    left = d.get("jobs", {}).get("total", 0) - d.get("jobs", {}).get("ok", 0)
+    check(not problems(f.lines(), 6, lambda i: ms) and t_small < 2.0 and left > 24,
+          f"fairness: 6 jobs behind {big_n} end in {t_small:.2f} s (< 2 s; FIFO: ~4 s), "
+          f"{left} of the big batch's jobs still to run")
+    # The streamed batch: its status on r1, 404 elsewhere, cancel on r1.
+    conn = http.client.HTTPConnection(HOST, c.ports[0], timeout=30)
+    conn.request("POST", "/v1/batches", body=json.dumps({"op": "sleep", "inputs": [1500] * 4}),
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    bid = (r.getheader("Content-Location") or "/").rsplit("/", 1)[-1]
+    s1, d1 = status_of(c.ports[0], bid)
+    s2, _ = status_of(c.ports[1], bid)
+    check(s1 == 200 and d1.get("stored") is False and "cluster" not in d1 and s2 == 404,
+          f"streamed: its status on r1 ({s1}, stored {d1.get('stored')}, cluster "
+          f"{d1.get('cluster', 'absent')}), on r2 {s2}")
+    s, _, _ = req(c.ports[1], "DELETE", "/v1/batches/" + bid)
+    check(s == 404, f"streamed: DELETE on r2 -> {s}")
+    s, _, _ = req(c.ports[0], "DELETE", "/v1/batches/" + bid)
+    lines = ndjson(r.read())
+    conn.close()
+    check(s == 200 and lines and lines[-1].get("summary", {}).get("cancelled") is True,
+          f"streamed: DELETE on r1 -> {s}, the stream ends cancelled")
+    wait_state(c.ports, big["id"], timeout=30)
+    check_batch(c.ports[1], big["id"], big_n, lambda i: ms, "fairness: the big batch")
+
+
 # ----------------------------------------------------------------------------- job faults
 
 
@@ -718,6 +765,10 @@ def scenario_redis_down(c):
         if s == 200 and d["jobs"]["ok"] >= 10:
             break
         time.sleep(0.02)
+    # A follower open across the outage: it carries on, or is cut and resumes with ?after.
+    fol = Follower(c.ports[2], ids[0][0], timeout=60)
+    fol.start()
+    fol.opened.wait(5)
     c.redis.kill()
     t_down = time.monotonic()
     print("  redis-server killed (-9)")
@@ -770,6 +821,18 @@ def scenario_redis_down(c):
         check_batch(c.ports[2], bid, n, e, f"redis down: {bid}")
     up = [counter(metrics(p), "batchd_redis_up", nm) for p, nm in zip(c.ports, NAMES)]
     check(up == [1, 1, 1], f"redis down: batchd_redis_up back to 1: {up}")
+    fol.join(30)
+    got = fol.lines()
+    cut = not got or "summary" not in got[-1]
+    if cut:
+        last = max([l["seq"] for l in got if "seq" in l] or [0])
+        s, more = results_of(c.ports[0], ids[0][0], f"?after={last}")
+        got = got + (more if s == 200 else [])
+    p = problems(got, ids[0][1], ids[0][2])
+    check(fol.status == 200 and not fol.is_alive() and not p,
+          f"redis down: a follower on r3 across the outage "
+          f"({'cut, resumed with ?after' if cut else 'carried on'}): every line once "
+          + "; ".join(p))
 
 
 # ----------------------------------------------------------------------------- 6. any replica
@@ -937,6 +1000,7 @@ def main():
     scenarios = [("scale", lambda: scenario_scale(c)),
                  ("follow/cancel", lambda: scenario_follow_cancel(c)),
                  ("any replica", lambda: scenario_any_replica(c)),
+                 ("fairness", lambda: scenario_fairness(c)),
                  ("job faults", lambda: scenario_job_faults(c)),
                  ("sigstop", lambda: scenario_sigstop(c)),
                  ("redis down", lambda: scenario_redis_down(c)),
