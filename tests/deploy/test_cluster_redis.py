@@ -493,13 +493,24 @@ def kill_batches():
 
 
 def scenario_kills(c, rng):
+    # The replica that accepted a batch dies right after its 202: the others run it all.
+    n = 48
+    s, _, doc = submit(c.ports[0], {"op": "sleep", "inputs": [100] * n})
+    c.reps[0].kill()
+    if check(s == 202, f"kills: POST on r1 -> {s} {brief(doc)}, then r1 killed"):
+        d = wait_state(c.ports[1:], doc["id"], timeout=30)
+        check(d is not None and d["state"] == "done",
+              f"kills: r2 and r3 ran the batch of the dead r1: {d and d['jobs']}")
+        check_batch(c.ports[2], doc["id"], n, lambda i: 100, "kills: r1's batch")
+    c.restart(0)
+    c.reps[0].wait_ready()
     inflight = 3
     accepted = []  # (bid, n, expect)
     ended = set()
     stop = threading.Event()
     gen = kill_batches()
     lock = threading.Lock()
-    stats = {"refused": 0}
+    stats = {"refused": 0, "codes": {}}
 
     def submitter():
         pending = None
@@ -520,6 +531,7 @@ def scenario_kills(c, rng):
                     pending = None
                 else:
                     stats["refused"] += 1
+                    stats["codes"][s] = stats["codes"].get(s, 0) + 1
                     time.sleep(0.2)
                 continue
             for bid, _, _ in running:
@@ -550,7 +562,7 @@ def scenario_kills(c, rng):
     stop.set()
     th.join(30)
     print(f"  {KILLS} kills in {took:.1f} s; {len(accepted)} batches accepted, "
-          f"{stats['refused']} POSTs refused or cut meanwhile")
+          f"{stats['refused']} POSTs refused or cut meanwhile {stats['codes']}")
     check(mid == KILLS, f"kills: every one of the {KILLS} kills hit a running batch ({mid})")
     c.wait_all_ready()
     wrong = []
