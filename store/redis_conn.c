@@ -6,6 +6,7 @@
  * blocking connection with short timeouts (redis_read.c). */
 #include "redis_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,6 +119,16 @@ int rs_parse_url(struct rstore *rs, char *err, size_t errlen)
     }
     memcpy(rs->host, h, n);
     rs->host[n] = '\0';
+    struct in_addr a4;
+    if (strcmp(rs->host, "localhost") == 0) {
+        snprintf(rs->host, sizeof rs->host, "127.0.0.1");
+    } else if (inet_pton(AF_INET, rs->host, &a4) != 1) {
+        /* hiredis resolves a name with a blocking getaddrinfo at every (re)connect, on the
+         * loop: an unreachable DNS would stall every request. */
+        snprintf(err, errlen, "--redis %s: the host must be an IPv4 address (or a unix: socket)",
+                 u);
+        return -1;
+    }
     if (hend == colon) {
         errno = 0;
         long port = strtol(colon + 1, &end, 10);
@@ -684,26 +695,45 @@ static redisReply *sync_done(struct rstore *rs, redisReply *r)
     return r;
 }
 
+/* Reads are idempotent: one that fails on a connection that was open (Redis restarted, or
+ * closed it idle) is tried once more on a new one before the store counts as unavailable. */
 redisReply *rs_sync(struct rstore *rs, int argc, const char **argv, const size_t *lens)
 {
-    redisContext *c = sync_ctx(rs);
-    if (c == NULL) {
-        return NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = rs->sc == NULL;
+        redisContext *c = sync_ctx(rs);
+        if (c == NULL) {
+            return NULL;
+        }
+        redisReply *r = redisCommandArgv(c, argc, argv, lens);
+        if (r != NULL || fresh) {
+            return sync_done(rs, r);
+        }
+        redisFree(rs->sc);
+        rs->sc = NULL;
     }
-    return sync_done(rs, redisCommandArgv(c, argc, argv, lens));
+    return NULL;
 }
 
 redisReply *rs_syncf(struct rstore *rs, const char *fmt, ...)
 {
-    redisContext *c = sync_ctx(rs);
-    if (c == NULL) {
-        return NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = rs->sc == NULL;
+        redisContext *c = sync_ctx(rs);
+        if (c == NULL) {
+            return NULL;
+        }
+        va_list ap;
+        va_start(ap, fmt);
+        redisReply *r = redisvCommand(c, fmt, ap);
+        va_end(ap);
+        if (r != NULL || fresh) {
+            return sync_done(rs, r);
+        }
+        redisFree(rs->sc);
+        rs->sc = NULL;
     }
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    return sync_done(rs, r);
+    return NULL;
 }
 
 redisReply *rs_sync_script(struct rstore *rs, int script, int argc, const char **argv,
