@@ -695,6 +695,13 @@ static redisReply *sync_done(struct rstore *rs, redisReply *r)
     return r;
 }
 
+/* 1 when C failed because the other end closed it (not a timeout). */
+static int closed_under(const redisContext *c)
+{
+    return c->err == REDIS_ERR_EOF ||
+           (c->err == REDIS_ERR_IO && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 /* Reads are idempotent: one that fails on a connection that was open (Redis restarted, or
  * closed it idle) is tried once more on a new one before the store counts as unavailable. */
 redisReply *rs_sync(struct rstore *rs, int argc, const char **argv, const size_t *lens)
@@ -706,7 +713,7 @@ redisReply *rs_sync(struct rstore *rs, int argc, const char **argv, const size_t
             return NULL;
         }
         redisReply *r = redisCommandArgv(c, argc, argv, lens);
-        if (r != NULL || fresh) {
+        if (r != NULL || fresh || !closed_under(c)) {
             return sync_done(rs, r);
         }
         redisFree(rs->sc);
@@ -727,7 +734,7 @@ redisReply *rs_syncf(struct rstore *rs, const char *fmt, ...)
         va_start(ap, fmt);
         redisReply *r = redisvCommand(c, fmt, ap);
         va_end(ap);
-        if (r != NULL || fresh) {
+        if (r != NULL || fresh || !closed_under(c)) {
             return sync_done(rs, r);
         }
         redisFree(rs->sc);
