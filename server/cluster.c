@@ -48,7 +48,7 @@ struct cchunk {
     struct writer writer;
     struct buf line;
     uint64_t busy_ns;
-    int done;   /* ran: finishing in the store */
+    int done; /* ran: finishing in the store */
     int paused;
 };
 
@@ -195,13 +195,12 @@ static void chunk_on_block(void *ud, uint64_t index, uint64_t count, const char 
 static int chunk_summary(struct cchunk *k, const struct store_chunk_end *e, struct buf *o)
 {
     buf_reset(o);
-    int rc = buf_printf(o,
-                        "{\"summary\":{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,"
-                        "\"order\":\"completed\",\"chunksize\":%llu,\"workers\":%d,\"elapsed_ms\":",
-                        (unsigned long long)e->njobs, (unsigned long long)e->nok,
-                        (unsigned long long)e->nfailed,
-                        (unsigned long long)(k->cb->bad ? 0 : k->cb->prep.spec.chunksize),
-                        k->srv->cfg.workers);
+    int rc = buf_printf(
+        o,
+        "{\"summary\":{\"jobs\":%llu,\"ok\":%llu,\"failed\":%llu,"
+        "\"order\":\"completed\",\"chunksize\":%llu,\"workers\":%d,\"elapsed_ms\":",
+        (unsigned long long)e->njobs, (unsigned long long)e->nok, (unsigned long long)e->nfailed,
+        (unsigned long long)(k->cb->bad ? 0 : k->cb->prep.spec.chunksize), k->srv->cfg.workers);
     rc |= jsonw_double(o, (double)(wall_ms() - e->created_ms));
     rc |= buf_adds(o, ",\"busy_ms\":");
     rc |= jsonw_double(o, e->busy_ms);
@@ -420,10 +419,10 @@ void cluster_pump(struct server *s)
     struct store_stats ss;
     store_stats_get(s->store, &ss);
     unsigned running = c->nchunks;
-    unsigned want = waiting == 0 && ss.pending_rows < CLUSTER_HIGH_ROWS &&
-                            running < (unsigned)s->cfg.workers
-                        ? (unsigned)s->cfg.workers - running
-                        : 0;
+    unsigned want =
+        waiting == 0 && ss.pending_rows < CLUSTER_HIGH_ROWS && running < (unsigned)s->cfg.workers
+            ? (unsigned)s->cfg.workers - running
+            : 0;
     store_claim(s->store, want, cluster_on_chunk, s);
 }
 
@@ -448,11 +447,6 @@ void cluster_on_cancel(struct server *s, const char *id)
             chunk_fail_all(k, -BATCHD_E_CANCELLED, batchd_err_message(-BATCHD_E_CANCELLED));
         }
     }
-}
-
-unsigned cluster_chunks(const struct server *s)
-{
-    return s->cluster != NULL ? s->cluster->nchunks : 0;
 }
 
 void cluster_stop_all(struct server *s)

@@ -87,9 +87,10 @@ static int chunk_reply_ok(const redisReply *e)
 {
     return e->type == REDIS_REPLY_ARRAY && e->elements == 8 &&
            e->element[0]->type == REDIS_REPLY_STRING && e->element[1]->type == REDIS_REPLY_STRING &&
-           e->element[2]->type == REDIS_REPLY_INTEGER && e->element[3]->type == REDIS_REPLY_INTEGER &&
-           e->element[4]->type == REDIS_REPLY_INTEGER && e->element[5]->type == REDIS_REPLY_INTEGER &&
-           e->element[6]->type == REDIS_REPLY_INTEGER;
+           e->element[2]->type == REDIS_REPLY_INTEGER &&
+           e->element[3]->type == REDIS_REPLY_INTEGER &&
+           e->element[4]->type == REDIS_REPLY_INTEGER &&
+           e->element[5]->type == REDIS_REPLY_INTEGER && e->element[6]->type == REDIS_REPLY_INTEGER;
 }
 
 static void on_claimed(struct rstore *rs, redisReply *reply, void *arg)
@@ -515,5 +516,8 @@ void store_cluster_stats_get(const struct store *st, struct store_cluster_stats 
     if (rs != NULL) {
         *out = rs->cstats;
         out->up = rs->connected;
+        for (const struct rs_claimed *k = rs->claimed; k != NULL; k = k->next) {
+            out->running++;
+        }
     }
 }
