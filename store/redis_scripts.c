@@ -7,6 +7,8 @@
 
 #define LUA(...) #__VA_ARGS__
 
+/* Lua inside: clang-format would break lines before a '#', which would make it a directive. */
+/* clang-format off */
 /* ARGV: id owner op rid njobs now chunk queue local key fp max_bytes spec ninputs inputs...
  * -> {0, id} created, {1, id} replayed, {-1, id} key reused, {-2, ""} full. */
 static const char create_lua[] = LUA(
@@ -100,61 +102,81 @@ static const char record_lua[] = LUA(
 
 /* ARGV: id busy_us -> {njobs, nok, nfailed, state, cancel, created, rid, busy_us} or {}. */
 static const char finish_lua[] = LUA(
-    local m =
-        'batchd:{'..ARGV[1]..'}:meta' if redis.call('EXISTS', m) ==
-        0 then return {} end redis.call('HINCRBY', m, 'busy_us', ARGV[2]) return redis.call(
-            'HMGET', m, 'njobs', 'nok', 'nfailed', 'state', 'cancel', 'created', 'rid', 'busy_us'));
+    local m = 'batchd:{' .. ARGV[1] .. '}:meta'
+    if redis.call('EXISTS', m) == 0 then return {} end
+    redis.call('HINCRBY', m, 'busy_us', ARGV[2])
+    return redis.call('HMGET', m, 'njobs', 'nok', 'nfailed', 'state', 'cancel', 'created', 'rid',
+                      'busy_us')
+);
 
 /* ARGV: id state summary now ttl -> 1 ended now, 0 ended before, -1 no such batch. */
-static const char end_lua[] =
-    LUA(local id = ARGV[1] local p = 'batchd:{'..id..'}:' local m = p..'meta' local st =
-            redis.call('HGET', m, 'state') if not st then return -1 end st =
-                tonumber(st) if st >= 2 then return 0 end local now = tonumber(ARGV[4]) local exp =
-                    now + tonumber(ARGV[5]) redis
-                              .call('HSET', m, 'state', ARGV[2], 'summary', ARGV[3], 'finished',
-                                    now, 'expires', exp) if redis.call('HGET', m, 'started') ==
-                    '0' then redis.call('HSET', m, 'started',
-                                        now) end redis.call('HINCRBY', m, 'bytes', #ARGV[3])
-                        redis.call('INCRBY', 'batchd:bytes',
-#ARGV[3]) redis.call('HINCRBY', 'batchd:states', st, -1)
-                            redis.call('HINCRBY', 'batchd:states', ARGV[2],
-                                       1) redis.call('LREM', 'batchd:active', 0,
-                                                     id) redis.call('SREM', 'batchd:unf', id) redis
-                                .call('SREM', 'batchd:local:'..redis.call('HGET', m, 'local'), id)
-                                    redis.call('ZADD', 'batchd:ended', exp, id)
-                                        redis.call('ZADD', 'batchd:recent', now, id)
-                                            redis.call('DEL', p..'q') return 1);
+static const char end_lua[] = LUA(
+    local id = ARGV[1]
+    local p = 'batchd:{' .. id .. '}:'
+    local m = p .. 'meta'
+    local st = redis.call('HGET', m, 'state')
+    if not st then return -1 end
+    st = tonumber(st)
+    if st >= 2 then return 0 end
+    local now = tonumber(ARGV[4])
+    local exp = now + tonumber(ARGV[5])
+    redis.call('HSET', m, 'state', ARGV[2], 'summary', ARGV[3], 'finished', now, 'expires', exp)
+    if redis.call('HGET', m, 'started') == '0' then redis.call('HSET', m, 'started', now) end
+    redis.call('HINCRBY', m, 'bytes', #ARGV[3])
+    redis.call('INCRBY', 'batchd:bytes', #ARGV[3])
+    redis.call('HINCRBY', 'batchd:states', st, -1)
+    redis.call('HINCRBY', 'batchd:states', ARGV[2], 1)
+    redis.call('LREM', 'batchd:active', 0, id)
+    redis.call('SREM', 'batchd:unf', id)
+    redis.call('SREM', 'batchd:local:' .. redis.call('HGET', m, 'local'), id)
+    redis.call('ZADD', 'batchd:ended', exp, id)
+    redis.call('ZADD', 'batchd:recent', now, id)
+    redis.call('DEL', p .. 'q')
+    return 1
+);
 
 /* ARGV: id owner ('*': any) -> 1 recorded, -1 not found, -2 ended. */
-static const char cancel_lua[] =
-    LUA(local m = 'batchd:{'..ARGV[1]..'}:meta' local v =
-            redis.call('HMGET', m, 'owner', 'state') if not v[1] or
-            (ARGV[2] ~ = '*' and v[1] ~ = ARGV[2]) then return -1 end if tonumber (v[2]) >=
-                2 then return -2 end redis.call('HSET', m, 'cancel', 1) return 1);
+static const char cancel_lua[] = LUA(
+    local m = 'batchd:{' .. ARGV[1] .. '}:meta'
+    local v = redis.call('HMGET', m, 'owner', 'state')
+    if not v[1] or (ARGV[2] ~= '*' and v[1] ~= ARGV[2]) then return -1 end
+    if tonumber(v[2]) >= 2 then return -2 end
+    redis.call('HSET', m, 'cancel', 1)
+    return 1
+);
 
 /* ARGV: id now -> 1 (queued -> running) or 0. */
-static const char start_lua[] =
-    LUA(local m = 'batchd:{'..ARGV[1]..'}:meta' if redis.call('HGET', m, 'state') ~ =
-            '0' then return 0 end redis.call('HSET', m, 'state', 1, 'started', ARGV[2])
-                redis.call('HINCRBY', 'batchd:states', 0, -1)
-                    redis.call('HINCRBY', 'batchd:states', 1, 1) return 1);
+static const char start_lua[] = LUA(
+    local m = 'batchd:{' .. ARGV[1] .. '}:meta'
+    if redis.call('HGET', m, 'state') ~= '0' then return 0 end
+    redis.call('HSET', m, 'state', 1, 'started', ARGV[2])
+    redis.call('HINCRBY', 'batchd:states', 0, -1)
+    redis.call('HINCRBY', 'batchd:states', 1, 1)
+    return 1
+);
 
 /* ARGV: id owner ('*': any) -> 1 forgotten, -1 not found, -2 not finished. */
 static const char forget_lua[] = LUA(
-    local id = ARGV[1] local p = 'batchd:{'..id..'}:' local m = p..'meta' local v =
-        redis.call('HMGET', m, 'owner', 'state', 'bytes', 'key') if not v[1] or
-        (ARGV[2] ~ = '*' and v[1] ~ = ARGV[2]) then return -1 end local st =
-            tonumber(v[2]) if st ==
-                4 then return -1 end if st <
-                    2 then return -2 end redis
-                        .call('DEL', m, p..'spec', p..'in', p..'bits', p..'res', p..'order', p..'q',
-                              p..'ran') redis.call('ZREM', 'batchd:by:'..v[1], id) if v[4] and
-            v[4] ~ = '' then local kk =
-                'batchd:key:'..v[1]..':'..v[4] if redis.call('GET', kk) ==
-                id then redis.call('DEL', kk)
-                    end end redis.call('DECRBY', 'batchd:bytes', tonumber(v[3]))
-                        redis.call('HINCRBY', 'batchd:states', st, -1)
-                            redis.call('ZREM', 'batchd:ended', id) return 1);
+    local id = ARGV[1]
+    local p = 'batchd:{' .. id .. '}:'
+    local m = p .. 'meta'
+    local v = redis.call('HMGET', m, 'owner', 'state', 'bytes', 'key')
+    if not v[1] or (ARGV[2] ~= '*' and v[1] ~= ARGV[2]) then return -1 end
+    local st = tonumber(v[2])
+    if st == 4 then return -1 end
+    if st < 2 then return -2 end
+    redis.call('DEL', m, p .. 'spec', p .. 'in', p .. 'bits', p .. 'res', p .. 'order', p .. 'q',
+               p .. 'ran')
+    redis.call('ZREM', 'batchd:by:' .. v[1], id)
+    if v[4] and v[4] ~= '' then
+        local kk = 'batchd:key:' .. v[1] .. ':' .. v[4]
+        if redis.call('GET', kk) == id then redis.call('DEL', kk) end
+    end
+    redis.call('DECRBY', 'batchd:bytes', tonumber(v[3]))
+    redis.call('HINCRBY', 'batchd:states', st, -1)
+    redis.call('ZREM', 'batchd:ended', id)
+    return 1
+);
 
 /* ARGV: now ttl -> batches expired (at most 64 a call): data deleted, a tombstone for TTL. */
 static const char expire_lua[] = LUA(
@@ -187,29 +209,47 @@ static const char expire_lua[] = LUA(
  * bits}...}: one chunk per batch per turn over the active batches (fair over the cluster),
  * first a chunk idle past the claim timeout (its replica is gone), else a new one. */
 static const char claim_lua[] = LUA(
-    local out = {} local max = tonumber(ARGV[4]) local n =
-        redis.call('LLEN', 'batchd:active') local tries = math.min(n * max, 256) local i =
-            0 while i < tries and#out < max do i =
-                i + 1 local id = redis.call('LMOVE', 'batchd:active', 'batchd:active', 'LEFT',
-                                            'RIGHT') if not id then break end local p =
-                    'batchd:{'..id..'}:' local v =
-                        redis.call('HMGET', p..'meta', 'state', 'cancel', 'njobs') if not v[1] or
-                        tonumber(v[1]) >=
-                            2 then redis.call('LREM', 'batchd:active', 0, id) else local e,
-    re = false, 0 local ok,
-    pend = pcall(redis.call, 'XPENDING', p..'q', 'w', 'IDLE', ARGV[3], '-', '+', 1) if ok and
-           type(pend) == 'table' and#pend > 0 then local c =
-               redis.call('XCLAIM', p..'q', 'w', ARGV[1], ARGV[3], pend[1][1]) if type (c) ==
-                   'table' and
-               type(c[1]) == 'table' then e = c[1] re = 1 end end if not e then local ok2,
-    r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'w', ARGV[1], 'COUNT', 1, 'STREAMS', p..'q',
-              '>') if ok2 and
-        type(r) == 'table' and type(r[1]) == 'table' and
-#r[1][2]> 0 then e = r[1][2][1] end end if e then local f = tonumber(
-            e[2][2]) local t = tonumber(e[2][4]) local bits = '' if t > f then bits =
-            redis.call('GETRANGE', p..'bits', math.floor(f / 8), math.floor((t - 1) / 8))
-                end redis.call('SADD', p..'ran', ARGV[2]) out[#out + 1] = {
-                id, e[1], f, t, re, tonumber(v[2]), tonumber(v[3]), bits} end end end return out);
+    local out = {}
+    local max = tonumber(ARGV[4])
+    local n = redis.call('LLEN', 'batchd:active')
+    local tries = math.min(n * max, 256)
+    local i = 0
+    while i < tries and #out < max do
+        i = i + 1
+        local id = redis.call('LMOVE', 'batchd:active', 'batchd:active', 'LEFT', 'RIGHT')
+        if not id then break end
+        local p = 'batchd:{' .. id .. '}:'
+        local v = redis.call('HMGET', p .. 'meta', 'state', 'cancel', 'njobs')
+        if not v[1] or tonumber(v[1]) >= 2 then
+            redis.call('LREM', 'batchd:active', 0, id)
+        else
+            local e, re = false, 0
+            local ok, pend = pcall(redis.call, 'XPENDING', p .. 'q', 'w', 'IDLE', ARGV[3], '-', '+', 1)
+            if ok and type(pend) == 'table' and #pend > 0 then
+                local c = redis.call('XCLAIM', p .. 'q', 'w', ARGV[1], ARGV[3], pend[1][1])
+                if type(c) == 'table' and type(c[1]) == 'table' then e = c[1] re = 1 end
+            end
+            if not e then
+                local ok2, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'w', ARGV[1], 'COUNT', 1,
+                                     'STREAMS', p .. 'q', '>')
+                if ok2 and type(r) == 'table' and type(r[1]) == 'table' and #r[1][2] > 0 then
+                    e = r[1][2][1]
+                end
+            end
+            if e then
+                local f = tonumber(e[2][2])
+                local t = tonumber(e[2][4])
+                local bits = ''
+                if t > f then
+                    bits = redis.call('GETRANGE', p .. 'bits', math.floor(f / 8), math.floor((t - 1) / 8))
+                end
+                redis.call('SADD', p .. 'ran', ARGV[2])
+                out[#out + 1] = {id, e[1], f, t, re, tonumber(v[2]), tonumber(v[3]), bits}
+            end
+        end
+    end
+    return out
+);
 
 /* ARGV: consumer [id entry]... -> {lost, cancel}... : a heartbeat for the chunks this replica
  * runs (their idle time starts again), unless another replica has taken one over. */
@@ -248,9 +288,14 @@ static const char poll_lua[] = LUA(
 );
 
 /* ARGV: id entry: the chunk ran; no replica runs it again. */
-static const char ack_lua[] =
-    LUA(local q = 'batchd:{'..ARGV[1]..'}:q' pcall(redis.call, 'XACK', q, 'w', ARGV[2])
-                      pcall(redis.call, 'XDEL', q, ARGV[2]) return 1);
+static const char ack_lua[] = LUA(
+    local q = 'batchd:{' .. ARGV[1] .. '}:q'
+    pcall(redis.call, 'XACK', q, 'w', ARGV[2])
+    pcall(redis.call, 'XDEL', q, ARGV[2])
+    return 1
+);
+
+/* clang-format on */
 
 const char *const rs_scripts[RS_NSCRIPTS] = {
     [RS_S_CREATE] = create_lua, [RS_S_RECORD] = record_lua, [RS_S_FINISH] = finish_lua,
