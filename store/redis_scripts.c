@@ -58,6 +58,7 @@ static const char create_lua[] = LUA(
         redis.call('RPUSH', 'batchd:active', id)
     else
         redis.call('SADD', 'batchd:local:' .. ARGV[9], id)
+        redis.call('SADD', p .. 'ran', ARGV[9])
     end
     return {0, id}
 );
