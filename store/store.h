@@ -251,6 +251,13 @@ enum store_part {
 int store_batch_blob(struct store *st, const char *id, int part, uint32_t index, void **data,
                      size_t *len);
 
+/* The same without blocking: FN gets the outcome (RC as store_batch_blob; DATA borrowed
+ * during the call) from store_dispatch, or at once for a store whose reads do not wait on a
+ * network (SQLite). Returns 0 (FN will run) or STORE_E_NOMEM / STORE_E_IO (it will not). */
+typedef void store_blob_fn(void *arg, int rc, const void *data, size_t len);
+int store_batch_blob_async(struct store *st, const char *id, int part, uint32_t index,
+                           store_blob_fn *fn, void *arg);
+
 /* Calls FN with the id of every batch not ended (queued or running), oldest first: on start,
  * the batches to carry on. Returns 0 or STORE_E_IO. */
 int store_unfinished(struct store *st, void (*fn)(void *arg, const char *id), void *arg);
