@@ -335,13 +335,23 @@ static int chunk_submit(struct cchunk *k)
 {
     struct server *s = k->srv;
     const struct batch_spec *sp = &k->cb->prep.spec;
+    /* A batch's deadline counts from its creation, whichever replica runs which chunk. */
+    uint64_t deadline = sp->deadline_ms;
+    if (deadline > 0) {
+        int64_t spent = wall_ms() - k->c.created_ms;
+        if (spent >= (int64_t)deadline) {
+            chunk_fail_all(k, -BATCHD_E_TIMEOUT, "the batch deadline passed before this job ran");
+            return 0;
+        }
+        deadline -= spent > 0 ? (uint64_t)spent : 0;
+    }
     struct dispatch_batch_desc desc = {
         .njobs = k->ntodo,
         .params = sp->params,
         .chunksize = (size_t)sp->chunksize,
         .order = DISPATCH_ORDER_COMPLETED,
         .timeout_ms = sp->timeout_ms >= 0 ? (uint64_t)sp->timeout_ms : s->cfg.job_timeout_ms,
-        .deadline_ms = sp->deadline_ms,
+        .deadline_ms = deadline,
         .blob_fd = upload_fd(k->cb->upload),
         .job_at = chunk_job_at,
         .ints = k->ints,

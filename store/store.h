@@ -312,10 +312,11 @@ struct store_chunk {
     char id[STORE_ID_SIZE];
     char entry[48]; /* its entry in the batch's queue */
     uint32_t from, to;
-    uint32_t njobs; /* of the batch */
-    int reclaimed;  /* taken over from a replica that stopped touching it */
-    int cancel;     /* the batch has a cancel recorded */
-    uint8_t *bits;  /* bit K (bits[K/8] >> K%8 & 1): job FROM+K has a recorded result */
+    uint32_t njobs;     /* of the batch */
+    int reclaimed;      /* taken over from a replica that stopped touching it */
+    int cancel;         /* the batch has a cancel recorded */
+    int64_t created_ms; /* the batch's creation: its deadline counts from there */
+    uint8_t *bits;      /* bit K (bits[K/8] >> K%8 & 1): job FROM+K has a recorded result */
 };
 /* A claimed chunk (borrowed: copy what you keep), from store_dispatch. */
 typedef void store_chunk_fn(void *arg, const struct store_chunk *c);
