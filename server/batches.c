@@ -227,7 +227,8 @@ static enum MHD_Result batches_delete(struct request *r, const char *id)
         /* Answered with the final status: once the cancelled end is committed. */
         return batches_cancelled(r);
     }
-    if (info.state != STORE_DONE && info.state != STORE_CANCELLED && store_is_cluster(r->srv->store)) {
+    if (info.state != STORE_DONE && info.state != STORE_CANCELLED &&
+        store_is_cluster(r->srv->store)) {
         if (r->srv->closing) {
             return reply_error(r, -BATCHD_E_DRAINING, NULL, NULL);
         }

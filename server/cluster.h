@@ -18,9 +18,6 @@ void cluster_pump(struct server *s);
  * jobs fail cancelled, the others at once). */
 void cluster_on_cancel(struct server *s, const char *id);
 
-/* Chunks running here (metrics, drain). */
-unsigned cluster_chunks(const struct server *s);
-
 /* The server stops (before the dispatcher goes): chunks that run are given up unacknowledged
  * (another replica, or this one after a restart, runs them after the claim timeout); their
  * recorded results stay. Those finishing in the store are answered by store_close. */

@@ -382,8 +382,8 @@ static int render_cluster(struct buf *out, const struct metrics_gauges *g)
         const char *name, *help, *type;
         size_t off;
     } rows[] = {
-        {"batchd_cluster_chunks_claimed_total", "Chunks this replica claimed first-hand",
-         "counter", offsetof(struct metrics_gauges, chunks_claimed)},
+        {"batchd_cluster_chunks_claimed_total", "Chunks this replica claimed first-hand", "counter",
+         offsetof(struct metrics_gauges, chunks_claimed)},
         {"batchd_cluster_chunks_reclaimed_total",
          "Chunks this replica took over from a replica that stopped touching them", "counter",
          offsetof(struct metrics_gauges, chunks_reclaimed)},
@@ -425,8 +425,8 @@ static int render_cluster(struct buf *out, const struct metrics_gauges *g)
                    buf_printf(out, "batchd_redis_latency_seconds{replica=\"%s\",quantile=\"0.99\"}",
                               g->replica) != 0 ||
                    put_value(out, g->store_commit_p99_s) != 0 ||
-                   buf_printf(out, "batchd_redis_latency_seconds_sum{replica=\"%s\"}", g->replica) !=
-                       0 ||
+                   buf_printf(out, "batchd_redis_latency_seconds_sum{replica=\"%s\"}",
+                              g->replica) != 0 ||
                    put_value(out, g->store_commit_sum_s) != 0 ||
                    buf_printf(out, "batchd_redis_latency_seconds_count{replica=\"%s\"}",
                               g->replica) != 0 ||

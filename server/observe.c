@@ -7,7 +7,6 @@
 #include "../api/errors.h"
 #include "../workers/ops/ops.h"
 #include "internal.h"
-#include "cluster.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -119,7 +118,7 @@ int observe_render(struct server *s, struct buf *out)
             g.chunks_claimed = cs.claimed;
             g.chunks_reclaimed = cs.reclaimed;
             g.chunks_lost = cs.lost;
-            g.chunks_running = cluster_chunks(s);
+            g.chunks_running = cs.running;
             g.results_recorded = cs.recorded;
             g.results_duplicate = cs.duplicates;
         }

@@ -145,8 +145,8 @@ static int server_store_open(struct server *s)
         return -1;
     }
     if (store_is_cluster(s->store)) {
-        log_event("info", "store_opened", "redis", s->cfg.redis_url, "replica",
-                  s->cfg.replica_name, NULL);
+        log_event("info", "store_opened", "redis", s->cfg.redis_url, "replica", s->cfg.replica_name,
+                  NULL);
     }
     struct store_stats st;
     store_stats_get(s->store, &st);

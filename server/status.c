@@ -80,7 +80,8 @@ static int put_status(struct buf *b, const struct batch_view *v)
     rc |= jsonw_cstr(b, in->request_id);
     if (!v->streamed && in->queue >= 0) {
         /* Cluster (SPEC §9): where it runs, and which replicas ran chunks of it. */
-        rc |= buf_printf(b, ",\"cluster\":{\"queue\":%s,\"replicas\":[", in->queue ? "true" : "false");
+        rc |= buf_printf(b, ",\"cluster\":{\"queue\":%s,\"replicas\":[",
+                         in->queue ? "true" : "false");
         const char *p = in->replicas;
         for (int first = 1; *p != '\0'; first = 0) {
             const char *comma = strchr(p, ',');

@@ -364,7 +364,8 @@ struct upload *stored_read_upload(struct store *st, const char *id, int *io)
         size_t len = 0;
         int brc = store_batch_blob(st, id, STORE_PART_INPUT, (uint32_t)i + 1, &data, &len);
         *io |= brc == STORE_E_IO || brc == STORE_E_NOMEM;
-        bad = brc != 0 || upload_restore_file(u, json_string_value(json_array_get(names, i)), data, len) != 0;
+        bad = brc != 0 ||
+              upload_restore_file(u, json_string_value(json_array_get(names, i)), data, len) != 0;
         free(data);
     }
     json_decref(names);

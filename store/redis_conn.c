@@ -6,6 +6,7 @@
  * blocking connection with short timeouts (redis_read.c). */
 #include "redis_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,8 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RS_TICK_MS 50             /* the timer: reconnects, polls, claims, heartbeats */
-#define RS_RETRY_MS 250           /* between two connection attempts */
+#define RS_TICK_MS 50                     /* the timer: reconnects, polls, claims, heartbeats */
+#define RS_RETRY_MS 250                   /* between two connection attempts */
 #define RS_REPLY_TIMEOUT_NS 5000000000ull /* no reply for this long: the connection is dead */
 
 struct rs_cmd {
@@ -48,6 +49,11 @@ int64_t rs_now_ms(const struct rstore *rs)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct rstore *rs_of(struct store *st)
+{
+    return st != NULL && strcmp(st->ops->name, "redis") == 0 ? (struct rstore *)st : NULL;
 }
 
 void rs_owner_hex(const uint8_t *owner, size_t owner_len, char out[RS_OWNER_HEX])
@@ -109,8 +115,8 @@ int rs_parse_url(struct rstore *rs, char *err, size_t errlen)
     const char *colon = strrchr(h, ':');
     const char *slash = strchr(h, '/');
     const char *hend = colon != NULL && (slash == NULL || colon < slash) ? colon
-                       : slash != NULL                                  ? slash
-                                                                        : h + strlen(h);
+                       : slash != NULL                                   ? slash
+                                                                         : h + strlen(h);
     size_t n = (size_t)(hend - h);
     if (n == 0 || n >= sizeof rs->host || memchr(h, '@', n) != NULL) {
         snprintf(err, errlen, "--redis %s: no host (user:password@ is not supported)", u);
@@ -118,6 +124,16 @@ int rs_parse_url(struct rstore *rs, char *err, size_t errlen)
     }
     memcpy(rs->host, h, n);
     rs->host[n] = '\0';
+    struct in_addr a4;
+    if (strcmp(rs->host, "localhost") == 0) {
+        snprintf(rs->host, sizeof rs->host, "127.0.0.1");
+    } else if (inet_pton(AF_INET, rs->host, &a4) != 1) {
+        /* hiredis resolves a name with a blocking getaddrinfo at every (re)connect, on the
+         * loop: an unreachable DNS would stall every request. */
+        snprintf(err, errlen, "--redis %s: the host must be an IPv4 address (or a unix: socket)",
+                 u);
+        return -1;
+    }
     if (hend == colon) {
         errno = 0;
         long port = strtol(colon + 1, &end, 10);
@@ -184,11 +200,11 @@ static void hist_add(struct rstore *rs, uint64_t ns)
 {
     double us = (double)ns / 1000.0;
     size_t k = 0;
-    while (k + 1 < STORE_HIST_BUCKETS && us >= (double)(1ull << ((k + 1) / 4)) *
-                                                    (((k + 1) % 4) == 0   ? 1.0
-                                                     : ((k + 1) % 4) == 1 ? 1.189207
-                                                     : ((k + 1) % 4) == 2 ? 1.414214
-                                                                          : 1.681793)) {
+    while (k + 1 < STORE_HIST_BUCKETS &&
+           us >= (double)(1ull << ((k + 1) / 4)) * (((k + 1) % 4) == 0   ? 1.0
+                                                    : ((k + 1) % 4) == 1 ? 1.189207
+                                                    : ((k + 1) % 4) == 2 ? 1.414214
+                                                                         : 1.681793)) {
         k++;
     }
     rs->stats.flush_hist[k]++;
@@ -425,7 +441,8 @@ static void on_ready(struct rstore *rs, redisReply *reply, void *arg)
             rs->wait_tail = rs->retry_tail;
         }
         rs->wait_head = rs->retry_head;
-        for (struct rs_cmd *c = rs->retry_head; c != NULL && c != rs->retry_tail->next; c = c->next) {
+        for (struct rs_cmd *c = rs->retry_head; c != NULL && c != rs->retry_tail->next;
+             c = c->next) {
             rs->nwait++;
         }
         rs->retry_head = rs->retry_tail = NULL;
@@ -509,8 +526,8 @@ void rs_connect(struct rstore *rs)
     if (rs->ac != NULL || rs->connecting) {
         return;
     }
-    redisAsyncContext *ac =
-        rs->path[0] != '\0' ? redisAsyncConnectUnix(rs->path) : redisAsyncConnect(rs->host, rs->port);
+    redisAsyncContext *ac = rs->path[0] != '\0' ? redisAsyncConnectUnix(rs->path)
+                                                : redisAsyncConnect(rs->host, rs->port);
     if (ac == NULL) {
         rs->retry_at_ns = now_ns() + RS_RETRY_MS * 1000000ull;
         return;
@@ -586,8 +603,9 @@ int rs_conn_dispatch(struct rstore *rs)
     uint64_t now = now_ns();
     if (rs->ac == NULL && now >= rs->retry_at_ns) {
         rs_connect(rs);
-    } else if (rs->ac != NULL && (rs->reload || (rs->sent_head != NULL &&
-                                                 now - rs->sent_head->sent_ns > RS_REPLY_TIMEOUT_NS))) {
+    } else if (rs->ac != NULL &&
+               (rs->reload ||
+                (rs->sent_head != NULL && now - rs->sent_head->sent_ns > RS_REPLY_TIMEOUT_NS))) {
         /* No answer for seconds (a stopped Redis): start again; RS_RETRY commands survive. */
         rs->reload = 0;
         redisAsyncContext *ac = rs->ac;
@@ -684,26 +702,52 @@ static redisReply *sync_done(struct rstore *rs, redisReply *r)
     return r;
 }
 
+/* 1 when C failed because the other end closed it (not a timeout). */
+static int closed_under(const redisContext *c)
+{
+    return c->err == REDIS_ERR_EOF ||
+           (c->err == REDIS_ERR_IO && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* Reads are idempotent: one that fails on a connection that was open (Redis restarted, or
+ * closed it idle) is tried once more on a new one before the store counts as unavailable. */
 redisReply *rs_sync(struct rstore *rs, int argc, const char **argv, const size_t *lens)
 {
-    redisContext *c = sync_ctx(rs);
-    if (c == NULL) {
-        return NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = rs->sc == NULL;
+        redisContext *c = sync_ctx(rs);
+        if (c == NULL) {
+            return NULL;
+        }
+        redisReply *r = redisCommandArgv(c, argc, argv, lens);
+        if (r != NULL || fresh || !closed_under(c)) {
+            return sync_done(rs, r);
+        }
+        redisFree(rs->sc);
+        rs->sc = NULL;
     }
-    return sync_done(rs, redisCommandArgv(c, argc, argv, lens));
+    return NULL;
 }
 
 redisReply *rs_syncf(struct rstore *rs, const char *fmt, ...)
 {
-    redisContext *c = sync_ctx(rs);
-    if (c == NULL) {
-        return NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = rs->sc == NULL;
+        redisContext *c = sync_ctx(rs);
+        if (c == NULL) {
+            return NULL;
+        }
+        va_list ap;
+        va_start(ap, fmt);
+        redisReply *r = redisvCommand(c, fmt, ap);
+        va_end(ap);
+        if (r != NULL || fresh || !closed_under(c)) {
+            return sync_done(rs, r);
+        }
+        redisFree(rs->sc);
+        rs->sc = NULL;
     }
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    return sync_done(rs, r);
+    return NULL;
 }
 
 redisReply *rs_sync_script(struct rstore *rs, int script, int argc, const char **argv,

@@ -33,7 +33,8 @@
 #define RS_KEY_MAX (64 + STORE_ID_LEN + 2 * STORE_OWNER_MAX + STORE_KEY_MAX)
 #define RS_READ_TIMEOUT_MS 500 /* a read that takes longer: the store is unavailable */
 
-struct rs_cmd; /* a queued command (redis_conn.c) */
+struct rs_cmd;  /* a queued command (redis_conn.c) */
+struct rs_rows; /* results waiting to be sent for one batch (redis_rows.c) */
 
 /* The Lua scripts (redis_scripts.c). */
 enum {
@@ -70,8 +71,8 @@ struct rstore {
     int timerfd;
     redisAsyncContext *ac;
     int ac_fd;
-    unsigned ac_mask;   /* EPOLLIN / EPOLLOUT hiredis wants */
-    int connected;      /* AUTH/SELECT/SCRIPT LOAD done */
+    unsigned ac_mask; /* EPOLLIN / EPOLLOUT hiredis wants */
+    int connected;    /* AUTH/SELECT/SCRIPT LOAD done */
     int connecting;
     uint64_t retry_at_ns;
     struct rs_cmd *sent_head, *sent_tail; /* sent, waiting for their reply (FIFO) */
@@ -79,10 +80,10 @@ struct rstore {
     uint64_t nsent, nwait;
     /* reads: a blocking connection with RS_READ_TIMEOUT_MS timeouts */
     redisContext *sc;
-    uint64_t sc_down_until_ns; /* after a failure, reads fail fast for a moment */
+    uint64_t sc_down_until_ns;              /* after a failure, reads fail fast for a moment */
     struct rs_cmd *retry_head, *retry_tail; /* lost with a connection: sent again first */
     int ac_registered;
-    int reload;  /* a script was missing (Redis restarted): reconnect to load them */
+    int reload; /* a script was missing (Redis restarted): reconnect to load them */
     int closing;
     char sha[RS_NSCRIPTS][41]; /* the scripts' digests, from SCRIPT LOAD */
     /* cluster */
@@ -91,7 +92,7 @@ struct rstore {
     struct rs_claimed *claimed; /* chunks this replica runs (heartbeats) */
     unsigned claim_want;        /* chunks the server would take now */
     int claim_inflight;
-    int claim_empty;            /* the last claim found nothing: wait for a tick */
+    int claim_empty; /* the last claim found nothing: wait for a tick */
     store_chunk_fn *claim_fn;
     void *claim_arg;
     int poll_inflight, touch_inflight;
@@ -160,10 +161,31 @@ void rs_key(char *out, size_t size, const char *id, const char *suffix);
 /* Wall clock (the config's, or CLOCK_REALTIME) in ms. */
 int64_t rs_now_ms(const struct rstore *rs);
 
-/* store_redis.c ------------------------------------------------------------------------- */
+/* The handle of a batch run on this replica only (store_batch_open). */
+struct rs_batch {
+    struct store_batch base;
+    struct rstore *rs;
+    struct rs_batch *next;
+    char id[STORE_ID_SIZE];
+    uint32_t njobs;
+    uint8_t *bits; /* LSB-first: bit I = job I has a result (queued or recorded) */
+    uint64_t committed_seq;
+    int ended;
+};
 
-/* RS if ST is the Redis store, else NULL. */
+/* RS if ST is the Redis store, else NULL (redis_conn.c). */
 struct rstore *rs_of(struct store *st);
+
+/* redis_rows.c -------------------------------------------------------------------------- */
+
+/* This replica's handle of batch ID, or NULL. */
+struct rs_batch *rs_handle_find(struct rstore *rs, const char *id);
+
+/* Sends every batch's queued results now (store_sync, close). */
+void rs_rows_flush_all(struct rstore *rs);
+
+/* Frees every group (at close). */
+void rs_rows_free_all(struct rstore *rs);
 
 /* Queues the result of job INDEX of batch ID (sent in groups). 0 or STORE_E_NOMEM. */
 int rs_rows_add(struct rstore *rs, const char *id, uint32_t index, int ok, const void *line,

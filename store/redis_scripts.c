@@ -7,6 +7,8 @@
 
 #define LUA(...) #__VA_ARGS__
 
+/* Lua inside: clang-format would break lines before a '#', which would make it a directive. */
+/* clang-format off */
 /* ARGV: id owner op rid njobs now chunk queue local key fp max_bytes spec ninputs inputs...
  * -> {0, id} created, {1, id} replayed, {-1, id} key reused, {-2, ""} full. */
 static const char create_lua[] = LUA(
@@ -205,7 +207,7 @@ static const char expire_lua[] = LUA(
 );
 
 /* ARGV: consumer replica min_idle_ms max -> {{id, entry, from, to, reclaimed, cancel, njobs,
- * bits}...}: one chunk per batch per turn over the active batches (fair over the cluster),
+ * bits, created}...}: one chunk per batch per turn over the active batches (fair over the cluster),
  * first a chunk idle past the claim timeout (its replica is gone), else a new one. */
 static const char claim_lua[] = LUA(
     local out = {}
@@ -218,7 +220,7 @@ static const char claim_lua[] = LUA(
         local id = redis.call('LMOVE', 'batchd:active', 'batchd:active', 'LEFT', 'RIGHT')
         if not id then break end
         local p = 'batchd:{' .. id .. '}:'
-        local v = redis.call('HMGET', p .. 'meta', 'state', 'cancel', 'njobs')
+        local v = redis.call('HMGET', p .. 'meta', 'state', 'cancel', 'njobs', 'created')
         if not v[1] or tonumber(v[1]) >= 2 then
             redis.call('LREM', 'batchd:active', 0, id)
         else
@@ -243,7 +245,8 @@ static const char claim_lua[] = LUA(
                     bits = redis.call('GETRANGE', p .. 'bits', math.floor(f / 8), math.floor((t - 1) / 8))
                 end
                 redis.call('SADD', p .. 'ran', ARGV[2])
-                out[#out + 1] = {id, e[1], f, t, re, tonumber(v[2]), tonumber(v[3]), bits}
+                out[#out + 1] = {id, e[1], f, t, re, tonumber(v[2]), tonumber(v[3]), bits,
+                                 tonumber(v[4])}
             end
         end
     end
@@ -293,6 +296,8 @@ static const char ack_lua[] = LUA(
     pcall(redis.call, 'XDEL', q, ARGV[2])
     return 1
 );
+
+/* clang-format on */
 
 const char *const rs_scripts[RS_NSCRIPTS] = {
     [RS_S_CREATE] = create_lua, [RS_S_RECORD] = record_lua, [RS_S_FINISH] = finish_lua,

@@ -25,246 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RS_GROUP 512 /* results in one record script at most */
-
-struct rs_rows {
-    struct rs_rows *next;
-    struct rstore *rs;
-    char id[STORE_ID_SIZE];
-    size_t n, cap;
-    uint32_t *idx;
-    uint8_t *ok;
-    char **line;
-    size_t *len;
-    unsigned inflight; /* record scripts sent, not yet answered */
-};
-
-struct rs_batch {
-    struct store_batch base;
-    struct rstore *rs;
-    struct rs_batch *next;
-    char id[STORE_ID_SIZE];
-    uint32_t njobs;
-    uint8_t *bits; /* LSB-first: bit I = job I has a result (queued or recorded) */
-    uint64_t committed_seq;
-    int ended;
-};
-
 static struct rstore *rs_from(struct store *st)
 {
     return (struct rstore *)st;
-}
-
-/* ---------------------------------------------------------------- result groups */
-
-static struct rs_rows *rows_find(struct rstore *rs, const char *id, int make)
-{
-    for (struct rs_rows *r = rs->rows; r != NULL; r = r->next) {
-        if (strcmp(r->id, id) == 0) {
-            return r;
-        }
-    }
-    if (!make) {
-        return NULL;
-    }
-    struct rs_rows *r = calloc(1, sizeof *r);
-    if (r == NULL) {
-        return NULL;
-    }
-    r->rs = rs;
-    snprintf(r->id, sizeof r->id, "%s", id);
-    r->next = rs->rows;
-    rs->rows = r;
-    return r;
-}
-
-static void rows_clear(struct rs_rows *r)
-{
-    for (size_t i = 0; i < r->n; i++) {
-        free(r->line[i]);
-    }
-    r->n = 0;
-}
-
-static void rows_drop(struct rstore *rs, struct rs_rows *r)
-{
-    struct rs_rows **pp = &rs->rows;
-    while (*pp != NULL && *pp != r) {
-        pp = &(*pp)->next;
-    }
-    if (*pp == r) {
-        *pp = r->next;
-    }
-    rows_clear(r);
-    free(r->idx);
-    free(r->ok);
-    free(r->line);
-    free(r->len);
-    free(r);
-}
-
-static struct rs_batch *handle_find(struct rstore *rs, const char *id)
-{
-    for (struct rs_batch *b = rs->handles; b != NULL; b = b->next) {
-        if (strcmp(b->id, id) == 0) {
-            return b;
-        }
-    }
-    return NULL;
-}
-
-struct rows_sent {
-    struct rs_rows *rows;
-    size_t n;
-};
-
-static void rows_flush(struct rstore *rs, struct rs_rows *r);
-
-static void on_recorded(struct rstore *rs, redisReply *reply, void *arg)
-{
-    struct rows_sent *sent = arg;
-    struct rs_rows *r = sent->rows;
-    r->inflight--;
-    rs->stats.pending_rows -= sent->n;
-    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 4) {
-        uint64_t rec = (uint64_t)reply->element[0]->integer;
-        uint64_t dup = (uint64_t)reply->element[1]->integer;
-        uint64_t seq = (uint64_t)reply->element[2]->integer;
-        rs->stats.rows += rec;
-        rs->stats.dup_ignored += dup;
-        rs->cstats.recorded += rec;
-        rs->cstats.duplicates += dup;
-        struct rs_batch *b = handle_find(rs, r->id);
-        if (b != NULL && seq > b->committed_seq) {
-            b->committed_seq = seq;
-        }
-        if (rs->cfg.on_progress != NULL && rec > 0) {
-            rs->cfg.on_progress(rs->cfg.arg, r->id, seq);
-        }
-    } else if (reply != NULL && rs->cfg.on_error != NULL) {
-        rs->cfg.on_error(rs->cfg.arg, STORE_E_IO,
-                         reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply to a record");
-    }
-    free(sent);
-    if (r->n > 0) {
-        rows_flush(rs, r);
-    } else if (r->inflight == 0) {
-        rows_drop(rs, r);
-    }
-}
-
-/* Sends R's waiting results as one record script (RS_RETRY: exactly once makes it safe). */
-static void rows_flush(struct rstore *rs, struct rs_rows *r)
-{
-    if (r->n == 0) {
-        return;
-    }
-    size_t n = r->n > RS_GROUP ? RS_GROUP : r->n;
-    int argc = 2 + 3 * (int)n;
-    const char **argv = malloc((size_t)argc * sizeof *argv);
-    size_t *lens = malloc((size_t)argc * sizeof *lens);
-    char *nums = malloc(n * 16 + 32);
-    struct rows_sent *sent = malloc(sizeof *sent);
-    if (argv == NULL || lens == NULL || nums == NULL || sent == NULL) {
-        free(argv);
-        free(lens);
-        free(nums);
-        free(sent);
-        return; /* tried again with the next result or finish */
-    }
-    char *np = nums;
-    argv[0] = r->id;
-    lens[0] = strlen(r->id);
-    argv[1] = np;
-    lens[1] = (size_t)snprintf(np, 24, "%lld", (long long)rs_now_ms(rs));
-    np += 24;
-    for (size_t i = 0; i < n; i++) {
-        argv[2 + 3 * i] = np;
-        lens[2 + 3 * i] = (size_t)snprintf(np, 16, "%u", r->idx[i]);
-        np += 16;
-        argv[3 + 3 * i] = r->ok[i] ? "1" : "0";
-        lens[3 + 3 * i] = 1;
-        argv[4 + 3 * i] = r->line[i];
-        lens[4 + 3 * i] = r->len[i];
-    }
-    sent->rows = r;
-    sent->n = n;
-    if (rs_eval(rs, RS_RETRY, RS_S_RECORD, on_recorded, sent, argc, argv, lens) != 0) {
-        free(sent);
-    } else {
-        r->inflight++;
-        for (size_t i = 0; i < n; i++) {
-            free(r->line[i]);
-        }
-        memmove(r->idx, r->idx + n, (r->n - n) * sizeof *r->idx);
-        memmove(r->ok, r->ok + n, (r->n - n) * sizeof *r->ok);
-        memmove(r->line, r->line + n, (r->n - n) * sizeof *r->line);
-        memmove(r->len, r->len + n, (r->n - n) * sizeof *r->len);
-        r->n -= n;
-    }
-    free(argv);
-    free(lens);
-    free(nums);
-}
-
-int rs_rows_add(struct rstore *rs, const char *id, uint32_t index, int ok, const void *line,
-                size_t len)
-{
-    struct rs_rows *r = rows_find(rs, id, 1);
-    if (r == NULL) {
-        return STORE_E_NOMEM;
-    }
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? 2 * r->cap : 64;
-        uint32_t *idx = realloc(r->idx, cap * sizeof *idx);
-        if (idx != NULL) {
-            r->idx = idx;
-        }
-        uint8_t *okv = realloc(r->ok, cap * sizeof *okv);
-        if (okv != NULL) {
-            r->ok = okv;
-        }
-        char **lv = realloc(r->line, cap * sizeof *lv);
-        if (lv != NULL) {
-            r->line = lv;
-        }
-        size_t *lens = realloc(r->len, cap * sizeof *lens);
-        if (lens != NULL) {
-            r->len = lens;
-        }
-        if (idx == NULL || okv == NULL || lv == NULL || lens == NULL) {
-            return STORE_E_NOMEM;
-        }
-        r->cap = cap;
-    }
-    char *copy = malloc(len + 1);
-    if (copy == NULL) {
-        return STORE_E_NOMEM;
-    }
-    memcpy(copy, line, len);
-    copy[len] = '\0';
-    r->idx[r->n] = index;
-    r->ok[r->n] = ok != 0;
-    r->line[r->n] = copy;
-    r->len[r->n] = len;
-    r->n++;
-    rs->stats.pending_rows++;
-    if (r->inflight == 0 || r->n >= RS_GROUP) {
-        rows_flush(rs, r);
-    }
-    return 0;
-}
-
-void rs_rows_flush_id(struct rstore *rs, const char *id)
-{
-    struct rs_rows *r = rows_find(rs, id, 0);
-    while (r != NULL && r->n > 0) {
-        size_t before = r->n;
-        rows_flush(rs, r);
-        if (r->n == before) {
-            break; /* out of memory: left for the next call */
-        }
-    }
 }
 
 /* ---------------------------------------------------------------- creation */
@@ -425,7 +188,7 @@ static int rs_open_batch(struct store *st, const char *id, struct store_batch **
     if (!store_id_valid(id)) {
         return STORE_E_NOT_FOUND;
     }
-    if (handle_find(rs, id) != NULL) {
+    if (rs_handle_find(rs, id) != NULL) {
         return STORE_E_INVALID; /* one handle per batch */
     }
     char meta[RS_KEY_MAX], bits[RS_KEY_MAX];
@@ -441,7 +204,8 @@ static int rs_open_batch(struct store *st, const char *id, struct store_batch **
         return STORE_E_NOT_FOUND;
     }
     uint32_t njobs = (uint32_t)strtoul(m->element[0]->str, NULL, 10);
-    int state = atoi(m->element[1]->type == REDIS_REPLY_STRING ? m->element[1]->str : "0");
+    int state =
+        m->element[1]->type == REDIS_REPLY_STRING ? (int)strtol(m->element[1]->str, NULL, 10) : 0;
     freeReplyObject(m);
     if (state >= STORE_DONE) {
         return STORE_E_ENDED;
@@ -544,43 +308,6 @@ static int rs_cancel(struct store_batch *sb)
     return rs_simple(b->rs, RS_S_CANCEL, b->id, "*");
 }
 
-struct rs_end_wait {
-    char id[STORE_ID_SIZE];
-};
-
-static void on_ended(struct rstore *rs, redisReply *reply, void *arg)
-{
-    struct rs_end_wait *w = arg;
-    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && rs->cfg.on_progress != NULL) {
-        rs->cfg.on_progress(rs->cfg.arg, w->id, 0); /* its end is recorded */
-    }
-    free(w);
-}
-
-int rs_end_id(struct rstore *rs, const char *id, int state, const void *summary, size_t len)
-{
-    if (state != STORE_DONE && state != STORE_CANCELLED) {
-        return STORE_E_INVALID;
-    }
-    rs_rows_flush_id(rs, id); /* the results first, on the same connection */
-    struct rs_end_wait *w = calloc(1, sizeof *w);
-    if (w == NULL) {
-        return STORE_E_NOMEM;
-    }
-    snprintf(w->id, sizeof w->id, "%s", id);
-    char st[4], now[24], ttl[24];
-    snprintf(st, sizeof st, "%d", state);
-    snprintf(now, sizeof now, "%lld", (long long)rs_now_ms(rs));
-    snprintf(ttl, sizeof ttl, "%lld", (long long)rs->cfg.result_ttl_ms);
-    const char *argv[] = {id, st, summary, now, ttl};
-    size_t lens[] = {strlen(id), strlen(st), len, strlen(now), strlen(ttl)};
-    int rc = rs_eval(rs, RS_RETRY, RS_S_END, on_ended, w, 5, argv, lens);
-    if (rc != 0) {
-        free(w);
-    }
-    return rc;
-}
-
 static int rs_end(struct store_batch *sb, int state, const void *summary, size_t len)
 {
     struct rs_batch *b = (struct rs_batch *)sb;
@@ -590,6 +317,78 @@ static int rs_end(struct store_batch *sb, int state, const void *summary, size_t
     int rc = rs_end_id(b->rs, b->id, state, summary, len);
     if (rc == 0) {
         b->ended = 1;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- reads without waiting */
+
+struct rs_blob_wait {
+    store_blob_fn *fn;
+    void *arg;
+    int part;
+};
+
+static void on_blob(struct rstore *rs, redisReply *reply, void *arg)
+{
+    struct rs_blob_wait *w = arg;
+    (void)rs;
+    const redisReply *v = reply;
+    if (reply != NULL && w->part == STORE_PART_SUMMARY) {
+        /* HMGET state summary: none once expired (a tombstone) or before the end */
+        int ok = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                 reply->element[0]->type == REDIS_REPLY_STRING &&
+                 strcmp(reply->element[0]->str, "4") != 0;
+        v = ok ? reply->element[1] : NULL;
+        if (!ok) {
+            w->fn(w->arg, reply->type == REDIS_REPLY_ARRAY ? STORE_E_NOT_FOUND : STORE_E_IO, NULL,
+                  0);
+            free(w);
+            return;
+        }
+    }
+    if (v == NULL) {
+        w->fn(w->arg, STORE_E_IO, NULL, 0);
+    } else if (v->type == REDIS_REPLY_STRING && (w->part != STORE_PART_SUMMARY || v->len > 0)) {
+        w->fn(w->arg, 0, v->str, v->len);
+    } else if (v->type == REDIS_REPLY_NIL || v->type == REDIS_REPLY_STRING) {
+        w->fn(w->arg, STORE_E_NOT_FOUND, NULL, 0);
+    } else {
+        w->fn(w->arg, STORE_E_IO, NULL, 0);
+    }
+    free(w);
+}
+
+static int rs_blob_async(struct store *st, const char *id, int part, uint32_t index,
+                         store_blob_fn *fn, void *arg)
+{
+    struct rstore *rs = rs_from(st);
+    if (!rs->connected) {
+        return STORE_E_IO;
+    }
+    if (!store_id_valid(id) || part < STORE_PART_SPEC || part > STORE_PART_INPUT) {
+        fn(arg, !store_id_valid(id) ? STORE_E_NOT_FOUND : STORE_E_INVALID, NULL, 0);
+        return 0;
+    }
+    struct rs_blob_wait *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        return STORE_E_NOMEM;
+    }
+    w->fn = fn;
+    w->arg = arg;
+    w->part = part;
+    char key[RS_KEY_MAX], field[16];
+    static const char *const suffix[] = {"spec", "meta", "in"};
+    rs_key(key, sizeof key, id, suffix[part]);
+    snprintf(field, sizeof field, "%u", index);
+    const char *get[] = {"GET", key};
+    const char *hmget[] = {"HMGET", key, "state", "summary"};
+    const char *hget[] = {"HGET", key, field};
+    const char **argv = part == STORE_PART_SPEC ? get : part == STORE_PART_SUMMARY ? hmget : hget;
+    int argc = part == STORE_PART_SPEC ? 2 : part == STORE_PART_SUMMARY ? 4 : 3;
+    int rc = rs_send(rs, RS_ONCE, on_blob, w, argc, argv, NULL);
+    if (rc != 0) {
+        free(w);
     }
     return rc;
 }
@@ -671,9 +470,7 @@ static void rs_dispatch(struct store *st)
 static int rs_sync_all(struct store *st)
 {
     struct rstore *rs = rs_from(st);
-    for (struct rs_rows *r = rs->rows; r != NULL; r = r->next) {
-        rs_rows_flush_id(rs, r->id);
-    }
+    rs_rows_flush_all(rs);
     return rs_conn_sync(rs);
 }
 
@@ -695,9 +492,7 @@ static void rs_close(struct store *st)
         free(b->bits);
         free(b);
     }
-    while (rs->rows != NULL) {
-        rows_drop(rs, rs->rows);
-    }
+    rs_rows_free_all(rs);
     rs_cluster_free(rs);
     free(rs);
 }
@@ -723,17 +518,13 @@ static const struct store_ops rs_ops = {
     .results_read = rs_results_read,
     .results_by_index = rs_results_by_index,
     .batch_blob = rs_batch_blob,
+    .batch_blob_async = rs_blob_async,
     .unfinished = rs_unfinished,
     .batch_forget = rs_forget,
     .expire = rs_expire,
     .stats = rs_stats,
     .batch_counts = rs_batch_counts,
 };
-
-struct rstore *rs_of(struct store *st)
-{
-    return st != NULL && st->ops == &rs_ops ? (struct rstore *)st : NULL;
-}
 
 int store_redis_open(const struct store_config *cfg, struct store **out, char *err, size_t errlen)
 {
