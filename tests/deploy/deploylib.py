@@ -433,6 +433,18 @@ class RedisServer:
                                f"{r.stdout}{r.stderr}")
         return r.stdout.rstrip("\n")
 
+    def fill(self, nkeys, db=15, value_bytes=64):
+        """Writes NKEYS keys `pad:I` into DB (one pipelined redis-cli --pipe): a restart then
+        spends a while loading its AOF, answering LOADING meanwhile (300k keys: ~0.5 s)."""
+        val = b"x" * value_bytes
+        head = b"*2\r\n$6\r\nSELECT\r\n$%d\r\n%d\r\n" % (len(str(db)), db)
+        body = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" %
+                        (len(k), k, len(val), val) for k in (b"pad:%d" % i for i in range(nkeys)))
+        r = subprocess.run([self.cli_bin, "-h", HOST, "-p", str(self.port), "--pipe"],
+                           input=head + body, capture_output=True, timeout=120)
+        if r.returncode != 0 or b"errors: 0" not in r.stdout:
+            raise RuntimeError(f"redis-cli --pipe: {r.stdout[-300:]!r} {r.stderr[-300:]!r}")
+
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
