@@ -99,7 +99,7 @@ def free_port():
 # The server logs the port it bound when asked for port 0 (SPEC §1). Accept the shapes a
 # logfmt or JSON line may give it: port=123, "port":123, listen=127.0.0.1:123, ...:123.
 _PORT_RES = [
-    re.compile(r'"port"\s*:\s*(\d{1,5})'),
+    re.compile(r'"port"\s*:\s*"?(\d{1,5})'),
     re.compile(r'\bport=(\d{1,5})'),
     re.compile(r'(?:listen\w*|addr\w*|address)[=":\s]+"?(?:127\.0\.0\.1|0\.0\.0\.0|\[?::1?\]?):(\d{1,5})'),
     re.compile(r'127\.0\.0\.1:(\d{1,5})'),
@@ -146,7 +146,8 @@ class Batchd:
         while time.monotonic() < deadline:
             with open(self.errpath, "rb") as f:
                 text = f.read().decode("utf-8", "replace")
-            for line in text.splitlines():
+            # The listening line only: another may name another port (--redis's URL).
+            for line in (l for l in text.splitlines() if "listening" in l):
                 for rx in _PORT_RES:
                     m = rx.search(line)
                     if m and int(m.group(1)) != 0:

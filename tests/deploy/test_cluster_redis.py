@@ -26,6 +26,8 @@ summary adding up.
    fail alone (timeout, worker_crashed), the replica is not taken for dead (no re-claim).
 8. fairness: a small batch behind a big one does not wait for all of it; a plain streamed
    batch is its replica's own (status there, 404 elsewhere, cancel there).
+9. expiry: a batch run by a 4th replica with --result-ttl 1500ms answers 410 expired on
+   every replica after it, then 404.
 
 Environment: CLUSTER_KILLS (default 20) kills in 3; CLUSTER_SEED for the random moments;
 CLUSTER_ONLY=name,name runs only those scenarios (as named in main, e.g. "redis down").
@@ -295,6 +297,7 @@ class Cluster:
         self.redis = dl.RedisServer(workdir=os.path.join(tmp, "redis"))
         self.ports = [dl.free_port() for _ in NAMES]
         self.reps = [None] * len(NAMES)
+        self.extra = []  # replicas started for one scenario (their logs are checked too)
         self.nginx = None
         self.lock = threading.Lock()
         print(f"  redis on {self.redis.port}, replicas {dict(zip(NAMES, self.ports))}")
@@ -571,7 +574,7 @@ def scenario_kills(c, rng):
     th = threading.Thread(target=submitter, daemon=True)
     th.start()
     time.sleep(0.5)
-    mid = 0
+    mid = ndouble = 0
     t0 = time.monotonic()
     for i in range(KILLS):
         time.sleep(rng.uniform(0.2, 1.2))
@@ -579,13 +582,20 @@ def scenario_kills(c, rng):
         with lock:
             if any(a[0] not in ended for a in accepted):
                 mid += 1
-        c.reps[k].kill()
-        time.sleep(rng.uniform(0.0, 0.6))
-        c.restart(k)
+        victims = [k]
+        if rng.random() < 0.25:  # two of three down at once, for up to 1.5 claim timeouts
+            victims.append((k + 1 + rng.randrange(len(NAMES) - 1)) % len(NAMES))
+        for v in victims:
+            c.reps[v].kill()
+        time.sleep(rng.uniform(0.0, 0.6 if len(victims) == 1 else 1.5))
+        for v in victims:
+            c.restart(v)
+        ndouble += len(victims) == 2
     took = time.monotonic() - t0
     stop.set()
     th.join(30)
-    print(f"  {KILLS} kills in {took:.1f} s; {len(accepted)} batches accepted, "
+    print(f"  {KILLS} kills ({ndouble} of two replicas at once) in {took:.1f} s; "
+          f"{len(accepted)} batches accepted, "
           f"{stats['refused']} POSTs refused or cut meanwhile {stats['codes']}")
     check(mid == KILLS, f"kills: every one of the {KILLS} kills hit a running batch ({mid})")
     c.wait_all_ready()
@@ -671,6 +681,59 @@ def scenario_fairness(c):
           f"streamed: DELETE on r1 -> {s}, the stream ends cancelled")
     wait_state(c.ports, big["id"], timeout=30)
     check_batch(c.ports[1], big["id"], big_n, lambda i: ms, "fairness: the big batch")
+
+
+# ----------------------------------------------------------------------------- expiry
+
+
+def scenario_expiry(c):
+    """Results expire with the batch, cluster-wide: a 4th replica r4 with --result-ttl 1500ms
+    runs a batch of its own (an upload over --cluster-max-upload); 1.5 s after its end every
+    replica answers 410 expired, and later 404."""
+    r4 = dl.Batchd("r4", workers=1, env=dict(c.env("r4"), BATCHD_RESULT_TTL="1500ms"),
+                   workdir=os.path.join(c.tmp, "r4"))
+    c.extra.append(r4)
+    r4.wait_ready()
+    jpg = open(os.path.join(SHARED, "data", "jpeg", "libjxl-flower",
+                            "flower_small.q85_420_non_interleaved.jpg"), "rb").read()
+    params = {"pipeline": [{"op": "thumbnail", "width": 8, "height": 8}], "format": "png"}
+    mp, ctype = multipart({"op": "image", "async": True, "params": params},
+                          [("a.jpg", jpg), ("b.jpg", jpg)])
+    s, _, data = req(r4.port, "POST", "/v1/batches", body=mp, headers={"Content-Type": ctype})
+    doc = jdoc(data) or {}
+    if not check(s == 202, f"expiry: POST on r4 -> {s} {brief(doc)}"):
+        return
+    bid = doc["id"]
+    d = wait_state(c.ports, bid, timeout=30)
+    t_end = time.monotonic()
+    check(d is not None and d["state"] == "done" and (d.get("cluster") or {}).get("replicas")
+          == ["r4"], f"expiry: done on r4 {d and d.get('cluster')}")
+    s, lines = results_of(c.ports[0], bid)
+    check(s == 200 and not problems(lines, 2), f"expiry: r1 reads its results first ({s})")
+    got = {}
+    deadline = t_end + 10
+    while time.monotonic() < deadline and len(got) < 3:
+        for port, name in zip(c.ports, NAMES):
+            if name not in got:
+                st, dd = status_of(port, bid)
+                if st != 200:
+                    got[name] = (st, (dd or {}).get("error", {}).get("code"),
+                                 round(time.monotonic() - t_end, 1))
+        time.sleep(0.05)
+    check(len(got) == 3 and all(v[:2] == (410, "expired") and v[2] >= 1.0 for v in got.values()),
+          f"expiry: 410 expired on every replica about 1.5 s after the end: {got}")
+    s, _, _ = req(c.ports[1], "GET", f"/v1/batches/{bid}/results")
+    check(s == 410, f"expiry: its results on r2 -> {s}")
+    deadline = time.monotonic() + 10
+    s = None
+    while time.monotonic() < deadline:
+        s, _ = status_of(c.ports[2], bid)
+        if s == 404:
+            break
+        time.sleep(0.1)
+    check(s == 404, f"expiry: later 404 on r3 (the id forgotten) -> {s}")
+    r4.signal(signal.SIGTERM)
+    check(r4.wait(timeout=30) == 0, "expiry: r4 exits 0 on SIGTERM")
 
 
 # ----------------------------------------------------------------------------- job faults
@@ -978,6 +1041,19 @@ def scenario_any_replica(c):
           f"idempotency: same key and body on r1 then r2 -> one batch ({s1}, {s2})")
     check(s3 == 422 and (d3 or {}).get("error", {}).get("code") == "idempotency_key_reused",
           f"idempotency: same key, other body on r3 -> {s3}")
+    # The same new key on two replicas at the same moment: one batch.
+    key2 = {"Idempotency-Key": f"clustertest-race-{SEED}"}
+    body2 = {"op": "cube", "inputs": list(range(50))}
+    with cf.ThreadPoolExecutor(max_workers=3) as ex:
+        race = list(ex.map(lambda p: submit(p, body2, key2), c.ports))
+    rids = {d.get("id") for st, _, d in race if st == 202}
+    check([st for st, _, _ in race] == [202] * 3 and len(rids) == 1,
+          f"idempotency: one new key on 3 replicas at once -> one batch "
+          f"{[st for st, _, _ in race]} {rids}")
+    if len(rids) == 1:
+        rid = rids.pop()
+        wait_state(c.ports, rid)
+        check_batch(c.ports[0], rid, 50, lambda i: i ** 3, "idempotency race: results")
     if s1 == 202:
         wait_state(c.ports, d1["id"])
         check_batch(c.ports[2], d1["id"], 4, lambda i: (i + 1) ** 2, "idempotency: results")
@@ -1038,7 +1114,7 @@ def logs_name_the_replica(c):
 
 def sanitizer_reports(c):
     bad = []
-    for r, name in zip(c.reps, NAMES):
+    for r, name in list(zip(c.reps, NAMES)) + [(r, r.name) for r in c.extra]:
         text = r.log()
         for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
             if marker in text:
@@ -1065,6 +1141,7 @@ def main():
                  ("follow/cancel", lambda: scenario_follow_cancel(c)),
                  ("any replica", lambda: scenario_any_replica(c)),
                  ("fairness", lambda: scenario_fairness(c)),
+                 ("expiry", lambda: scenario_expiry(c)),
                  ("job faults", lambda: scenario_job_faults(c)),
                  ("sigstop", lambda: scenario_sigstop(c)),
                  ("redis down", lambda: scenario_redis_down(c)),
@@ -1110,7 +1187,7 @@ def main():
                 rc = "timeout"
             check(rc == 0, f"{name} exits 0 on SIGTERM ({rc})")
     sanitizer_reports(c)
-    for r in c.reps:
+    for r in c.reps + c.extra:
         if r:
             r.stop()
     c.redis.stop()
