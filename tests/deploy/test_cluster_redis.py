@@ -28,6 +28,8 @@ summary adding up.
    batch is its replica's own (status there, 404 elsewhere, cancel there).
 9. expiry: a batch run by a 4th replica with --result-ttl 1500ms answers 410 expired on
    every replica after it, then 404.
+10. redis-server SIGSTOPped past the replicas' reply timeout (5 s) while batches run and are
+   POSTed, then continued: /readyz 503 meanwhile, every accepted batch exactly once after.
 
 Environment: CLUSTER_KILLS (default 20) kills in 3; CLUSTER_SEED for the random moments;
 CLUSTER_ONLY=name,name runs only those scenarios (as named in main, e.g. "redis down").
@@ -962,6 +964,72 @@ def scenario_redis_down(c):
           + "; ".join(p))
 
 
+# ----------------------------------------------------------------------------- Redis frozen
+
+
+def scenario_redis_frozen(c):
+    """redis-server SIGSTOPped for longer than the replicas wait for a reply (5 s), while
+    batches run and new ones are POSTed, then continued: the commands the replicas gave up
+    on reach Redis after all, and are sent again on a new connection; still every accepted
+    batch ends with each index exactly once."""
+    n = 40
+    batch = {"jobs": [{"op": "sleep", "input": 150} if i % 2 else {"op": "sqrt", "input": i}
+                      for i in range(n)]}
+    expect = lambda i: 150 if i % 2 else math.sqrt(i)  # noqa: E731
+    ids = []
+    for port in c.ports[:2]:
+        s, _, doc = submit(port, batch)
+        if check(s == 202, f"redis frozen: POST -> {s} {brief(doc)}"):
+            ids.append(doc["id"])
+    time.sleep(0.3)
+    known = set(c.redis.cli("ZRANGE", "batchd:by:-", 0, -1).split())
+    c.redis.proc.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    codes = []
+
+    def post_meanwhile(port):
+        try:
+            s, _, doc = submit(port, batch)
+        except OSError as e:
+            s, doc = repr(e), None
+        codes.append(s)
+        if s == 202:
+            ids.append(doc["id"])
+
+    posters = [threading.Thread(target=post_meanwhile, args=(p,), daemon=True)
+               for p in c.ports]
+    for t in posters:
+        t.start()
+    time.sleep(6.5)
+    ready = [req(p, "GET", "/readyz", timeout=5)[0] for p in c.ports]
+    c.redis.proc.send_signal(signal.SIGCONT)
+    print(f"  redis-server stopped for {time.monotonic() - t0:.1f} s; /readyz then {ready}")
+    check(ready == [503] * 3, f"redis frozen: /readyz 503 on every replica after 6.5 s {ready}")
+    for t in posters:
+        t.join(30)
+    check(all(x in (202, 503) for x in codes),
+          f"redis frozen: POSTs during the freeze answered 202 or 503: {codes}")
+    for r, name in zip(c.reps, NAMES):
+        try:
+            r.wait_ready(timeout=15)
+        except RuntimeError:
+            check(False, f"redis frozen: {name} not ready 15 s after SIGCONT")
+            return
+    time.sleep(0.5)
+    ghosts = set(c.redis.cli("ZRANGE", "batchd:by:-", 0, -1).split()) - known - set(ids)
+    check(not ghosts, f"redis frozen: no batch exists that its client was refused (503) "
+                      f"{sorted(ghosts)}")
+    for bid in ids:
+        d = wait_state(c.ports, bid, timeout=60)
+        check(d is not None and d["state"] == "done", f"redis frozen: {bid} done")
+        check_batch(c.ports[2], bid, n, expect, f"redis frozen: {bid}")
+        # The same counts in Redis (chunks run twice would show as more results or bits).
+        key = "batchd:{%s}:" % bid
+        got = (c.redis.cli("BITCOUNT", key + "bits"), c.redis.cli("HLEN", key + "res"),
+               c.redis.cli("LLEN", key + "order"))
+        check(got == (str(n),) * 3, f"redis frozen: Redis holds {got} bits/res/order")
+
+
 # ----------------------------------------------------------------------------- 6. any replica
 
 
@@ -1145,6 +1213,7 @@ def main():
                  ("job faults", lambda: scenario_job_faults(c)),
                  ("sigstop", lambda: scenario_sigstop(c)),
                  ("redis down", lambda: scenario_redis_down(c)),
+                 ("redis frozen", lambda: scenario_redis_frozen(c)),
                  ("kills", lambda: scenario_kills(c, rng))]
     only = [x.strip() for x in os.environ.get("CLUSTER_ONLY", "").split(",") if x.strip()]
     for name, fn in scenarios:
