@@ -393,6 +393,25 @@ def scenario_scale(c):
           f"{dict(zip(NAMES, claimed))}")
     up = [counter(after[k], "batchd_redis_up", name) for k, name in enumerate(NAMES)]
     check(up == [1, 1, 1], f"scale: batchd_redis_up{{replica}} = 1 on each: {up}")
+
+    def delta(fam):
+        return sum((counter(after[k], fam, nm) or 0) - (counter(before[k], fam, nm) or 0)
+                   for k, nm in enumerate(NAMES))
+
+    rec, dup = delta("batchd_cluster_results_recorded_total"), delta(
+        "batchd_cluster_duplicates_total")
+    check(rec == n and dup == 0, f"scale: the replicas recorded {rec} results for {n} jobs, "
+                                 f"{dup} duplicates refused")
+    cnt = [after[k]["batchd_redis_latency_seconds"].sum("_count", replica=nm)
+           if "batchd_redis_latency_seconds" in after[k] else None
+           for k, nm in enumerate(NAMES)]
+    check(all(x is not None and x > 0 for x in cnt),
+          f"scale: batchd_redis_latency_seconds counts round trips on each: {cnt}")
+    unlabelled = [f"{nm}: {fam.name}" for k, nm in enumerate(NAMES) for fam in after[k].values()
+                  if fam.name.startswith(("batchd_cluster_", "batchd_redis_"))
+                  for (_, labels, _) in fam.samples if dict(labels).get("replica") != nm]
+    check(not unlabelled, f"scale: every cluster and Redis sample carries replica=NAME "
+                          f"{unlabelled[:3]}")
     s, doc = status_of(c.ports[1], bid)
     cl = (doc or {}).get("cluster")
     check(s == 200 and isinstance(cl, dict) and cl.get("queue") is True
@@ -817,13 +836,15 @@ def scenario_job_faults(c):
 # ----------------------------------------------------------------------------- 4. SIGSTOP
 
 
-def scenario_sigstop(c):
-    victim = 1
+def scenario_sigstop(c, victim=1, group=True):
+    """GROUP: the replica and its workers frozen (a paused VM); else its main process only
+    (its workers finish their jobs and wait in their pipes)."""
     name = NAMES[victim]
+    what = "sigstop" if group else "sigstop (main only)"
     n, ms = 40, 400
     before = [metrics(p) for p in c.ports]
     s, _, doc = submit(c.ports[0], {"op": "sleep", "inputs": [ms] * n})
-    if not check(s == 202, f"sigstop: POST -> {s} {brief(doc)}"):
+    if not check(s == 202, f"{what}: POST -> {s} {brief(doc)}"):
         return
     bid = doc["id"]
     base = counter(before[victim], "batchd_cluster_chunks_claimed_total", name) or 0
@@ -833,21 +854,22 @@ def scenario_sigstop(c):
         v = counter(metrics(c.ports[victim]), "batchd_cluster_chunks_claimed_total", name)
         holds = v is not None and v > base
         time.sleep(0.02)
-    check(holds, f"sigstop: {name} claimed chunks of the batch")
+    check(holds, f"{what}: {name} claimed chunks of the batch")
     time.sleep(0.1)
-    c.reps[victim].signal_group(signal.SIGSTOP)
+    send = c.reps[victim].signal_group if group else c.reps[victim].signal
+    send(signal.SIGSTOP)
     time.sleep(CLAIM_TIMEOUT_S + 1.5)
-    c.reps[victim].signal_group(signal.SIGCONT)
+    send(signal.SIGCONT)
     d = wait_state(c.ports, bid, timeout=60)
-    check(d is not None and d.get("state") == "done", f"sigstop: batch done {d and d['jobs']}")
-    check_batch(c.ports[victim], bid, n, lambda i: ms, f"sigstop: read on {name}")
+    check(d is not None and d.get("state") == "done", f"{what}: batch done {d and d['jobs']}")
+    check_batch(c.ports[victim], bid, n, lambda i: ms, f"{what}: read on {name}")
     after = [metrics(p) for p in c.ports]
     recl = sum((counter(after[k], "batchd_cluster_chunks_reclaimed_total", nm) or 0) -
                (counter(before[k], "batchd_cluster_chunks_reclaimed_total", nm) or 0)
                for k, nm in enumerate(NAMES) if k != victim)
     dups = ((counter(after[victim], "batchd_cluster_duplicates_total", name) or 0) -
             (counter(before[victim], "batchd_cluster_duplicates_total", name) or 0))
-    check(recl > 0, f"sigstop: the others re-claimed {name}'s chunks "
+    check(recl > 0, f"{what}: the others re-claimed {name}'s chunks "
                     f"(batchd_cluster_chunks_reclaimed_total +{recl}; {name}'s duplicates "
                     f"refused +{dups})")
     c.reps[victim].wait_ready(timeout=10)
@@ -1212,6 +1234,7 @@ def main():
                  ("expiry", lambda: scenario_expiry(c)),
                  ("job faults", lambda: scenario_job_faults(c)),
                  ("sigstop", lambda: scenario_sigstop(c)),
+                 ("sigstop main", lambda: scenario_sigstop(c, victim=2, group=False)),
                  ("redis down", lambda: scenario_redis_down(c)),
                  ("redis frozen", lambda: scenario_redis_frozen(c)),
                  ("kills", lambda: scenario_kills(c, rng))]
