@@ -116,9 +116,19 @@ def ndjson(data):
     return [json.loads(l) for l in data.decode().splitlines() if l.strip()]
 
 
-def results_of(port, bid, query="", headers=None):
-    s, hd, data = req(port, "GET", f"/v1/batches/{bid}/results{query}", headers=headers,
-                      timeout=60)
+READ_503 = []  # (port, path): reads answered 503 store_unavailable while Redis was up
+
+
+def results_of(port, bid, query="", headers=None, retry_503=0):
+    """GET .../results; RETRY_503 times again (0.3 s apart) on a 503, as a client would
+    after Retry-After, each such 503 kept in READ_503 (reported at the end)."""
+    for attempt in range(retry_503 + 1):
+        s, hd, data = req(port, "GET", f"/v1/batches/{bid}/results{query}", headers=headers,
+                          timeout=60)
+        if s != 503 or attempt == retry_503:
+            break
+        READ_503.append((port, f"/v1/batches/{bid}/results{query}"))
+        time.sleep(0.3)
     return s, (ndjson(data) if s == 200 else jdoc(data))
 
 
@@ -649,7 +659,7 @@ def scenario_kills(c, rng):
             wrong.append(f"{bid}: state {None if d is None else d.get('state')}, not {want}")
             continue
         port = rng.choice(c.ports)
-        s, lines = results_of(port, bid)
+        s, lines = results_of(port, bid, retry_503=10)
         p = ([f"results on {NAMES[c.ports.index(port)]} -> {s} {brief(lines)}"] if s != 200 else
              problems(lines, n, expect, cancelled=want == "cancelled"))
         if p:
@@ -1300,6 +1310,9 @@ def main():
             r.stop()
     c.redis.stop()
     print(f"  whole test {time.monotonic() - t_all:.1f} s")
+    rlog = c.redis.log()
+    print(f"  redis-server: {rlog.count('Background append only file rewriting started')} AOF "
+          f"rewrites; reads answered 503 while Redis was up (then retried): {len(READ_503)}")
     if failures:
         print(f"  logs kept in {tmp}")
         for r, name in zip(c.reps, NAMES):
