@@ -29,7 +29,10 @@ summary adding up.
 9. expiry: a batch run by a 4th replica with --result-ttl 1500ms answers 410 expired on
    every replica after it, then 404.
 10. redis-server SIGSTOPped past the replicas' reply timeout (5 s) while batches run and are
-   POSTed, then continued: /readyz 503 meanwhile, every accepted batch exactly once after.
+   POSTed, then continued: /readyz 503 meanwhile, every accepted batch exactly once after,
+   and no batch exists that its client was refused.
+11. failover: an SSE follower on r2 loses r2 (SIGKILL) and resumes through nginx with
+   Last-Event-ID: every line once.
 
 Environment: CLUSTER_KILLS (default 20) kills in 3; CLUSTER_SEED for the random moments;
 CLUSTER_ONLY=name,name runs only those scenarios (as named in main, e.g. "redis down").
@@ -730,6 +733,44 @@ def scenario_fairness(c):
     check_batch(c.ports[1], big["id"], big_n, lambda i: ms, "fairness: the big batch")
 
 
+# ----------------------------------------------------------------------------- failover
+
+
+def scenario_follower_failover(c):
+    """An EventSource following on r2 loses r2 (SIGKILL) and reconnects through nginx with
+    Last-Event-ID, as a browser does: every line once, then the summary."""
+    n, ms = 60, 150
+    s, _, doc = submit(c.ports[0], {"op": "sleep", "inputs": [ms] * n})
+    if not check(s == 202, f"failover: POST on r1 -> {s} {brief(doc)}"):
+        return
+    bid = doc["id"]
+    f = Follower(c.ports[1], bid, sse=True)
+    f.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(f.items) < 10 and f.is_alive():
+        time.sleep(0.02)
+    c.reps[1].kill()
+    f.join(10)
+    first = [e for _, e in f.items if e.get("event") == "result"]
+    last = first[-1]["id"] if first else "0"
+    s, _, data = req(c.nginx.port, "GET", f"/v1/batches/{bid}/results?follow=true",
+                     headers={"Accept": "text/event-stream", "Last-Event-ID": last}, timeout=60)
+    evs = [e for e in data.decode().split("\n\n") if e.strip()]
+    rest = []
+    for e in evs:
+        fields = dict(l.split(": ", 1) for l in e.split("\n") if ": " in l)
+        if fields.get("event") in ("result", "summary"):
+            rest.append(fields)
+    ids = [int(e["id"]) for e in first + rest if e.get("event") == "result"]
+    lines = [json.loads(e["data"]) for e in first + rest]
+    p = problems(lines, n, lambda i: ms)
+    check(s == 200 and not p and ids == list(range(1, n + 1)) and len(first) >= 10,
+          f"failover: {len(first)} events from r2 before its kill, the rest through nginx "
+          f"after Last-Event-ID {last}: every line once " + "; ".join(p))
+    c.restart(1)
+    c.reps[1].wait_ready()
+
+
 # ----------------------------------------------------------------------------- expiry
 
 
@@ -1257,6 +1298,7 @@ def main():
                  ("follow/cancel", lambda: scenario_follow_cancel(c)),
                  ("any replica", lambda: scenario_any_replica(c)),
                  ("fairness", lambda: scenario_fairness(c)),
+                 ("failover", lambda: scenario_follower_failover(c)),
                  ("expiry", lambda: scenario_expiry(c)),
                  ("job faults", lambda: scenario_job_faults(c)),
                  ("sigstop", lambda: scenario_sigstop(c)),
