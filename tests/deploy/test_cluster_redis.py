@@ -33,6 +33,7 @@ summary adding up.
    and no batch exists that its client was refused.
 11. failover: an SSE follower on r2 loses r2 (SIGKILL) and resumes through nginx with
    Last-Event-ID: every line once.
+12. volume: 100k sqrt jobs (20k under the sanitizers) with a replica killed mid-batch.
 
 Environment: CLUSTER_KILLS (default 20) kills in 3; CLUSTER_SEED for the random moments;
 CLUSTER_ONLY=name,name runs only those scenarios (as named in main, e.g. "redis down").
@@ -771,6 +772,40 @@ def scenario_follower_failover(c):
     c.reps[1].wait_ready()
 
 
+# ----------------------------------------------------------------------------- volume
+
+
+def scenario_volume(c):
+    """100k sqrt jobs as one async batch (chunks of 1563), a replica killed -9 in the middle:
+    each index exactly once, every value right; and the same counts in Redis."""
+    n = 20000 if dl.sanitized() else 100000
+    t0 = time.monotonic()
+    s, _, doc = submit(c.nginx.port, {"op": "sqrt", "inputs": list(range(n))})
+    if not check(s == 202, f"volume: POST of {n} jobs -> {s} {brief(doc)}"):
+        return
+    bid = doc["id"]
+    deadline = time.monotonic() + 30
+    done = 0
+    while time.monotonic() < deadline:
+        st, d = status_of(c.ports[0], bid)
+        done = (d or {}).get("jobs", {}).get("ok", 0)
+        if st == 200 and (done >= n // 3 or d.get("state") == "done"):
+            break
+        time.sleep(0.01)
+    c.reps[2].kill()
+    print(f"  volume: r3 killed at {done} of {n} jobs recorded")
+    d = wait_state(c.ports[:2], bid, timeout=120)
+    took = time.monotonic() - t0
+    check(d is not None and d["state"] == "done", f"volume: done in {took:.1f} s")
+    check_batch(c.ports[1], bid, n, sqrt_of, f"volume: {n} sqrt")
+    key = "batchd:{%s}:" % bid
+    got = (c.redis.cli("BITCOUNT", key + "bits"), c.redis.cli("HLEN", key + "res"),
+           c.redis.cli("LLEN", key + "order"))
+    check(got == (str(n),) * 3, f"volume: Redis holds {got} bits/res/order for {n}")
+    c.restart(2)
+    c.reps[2].wait_ready()
+
+
 # ----------------------------------------------------------------------------- expiry
 
 
@@ -1299,6 +1334,7 @@ def main():
                  ("any replica", lambda: scenario_any_replica(c)),
                  ("fairness", lambda: scenario_fairness(c)),
                  ("failover", lambda: scenario_follower_failover(c)),
+                 ("volume", lambda: scenario_volume(c)),
                  ("expiry", lambda: scenario_expiry(c)),
                  ("job faults", lambda: scenario_job_faults(c)),
                  ("sigstop", lambda: scenario_sigstop(c)),
