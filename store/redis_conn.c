@@ -678,6 +678,20 @@ int rs_conn_sync(struct rstore *rs)
 
 /* ---------------------------------------------------------------- the read connection */
 
+/* After a read that waited out its timeout (Redis stopped, or its host unreachable), reads
+ * fail at once for a second rather than stall the loop again; a refused or closed
+ * connection costs nothing to try again, so it sets no such pause. */
+static void sync_backoff(struct rstore *rs, const redisContext *c)
+{
+    int timed_out = c == NULL ||
+                    (c->err == REDIS_ERR_IO &&
+                     (errno == EAGAIN || errno == EWOULDBLOCK || errno == ETIMEDOUT)) ||
+                    (c->err != 0 && strstr(c->errstr, "timed out") != NULL);
+    if (timed_out) {
+        rs->sc_down_until_ns = now_ns() + 1000000000ull;
+    }
+}
+
 static redisContext *sync_ctx(struct rstore *rs)
 {
     if (rs->sc != NULL) {
@@ -691,8 +705,8 @@ static redisContext *sync_ctx(struct rstore *rs)
     redisContext *c = rs->path[0] != '\0' ? redisConnectUnixWithTimeout(rs->path, tv)
                                           : redisConnectWithTimeout(rs->host, rs->port, tv);
     if (c == NULL || c->err || redisSetTimeout(c, tv) != REDIS_OK) {
+        sync_backoff(rs, c);
         redisFree(c);
-        rs->sc_down_until_ns = now + 1000000000ull;
         return NULL;
     }
     if (rs->db != 0) {
@@ -700,8 +714,8 @@ static redisContext *sync_ctx(struct rstore *rs)
         int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
         freeReplyObject(r);
         if (!ok) {
+            sync_backoff(rs, c);
             redisFree(c);
-            rs->sc_down_until_ns = now + 1000000000ull;
             return NULL;
         }
     }
@@ -712,9 +726,9 @@ static redisContext *sync_ctx(struct rstore *rs)
 static redisReply *sync_done(struct rstore *rs, redisReply *r)
 {
     if (r == NULL) {
+        sync_backoff(rs, rs->sc);
         redisFree(rs->sc); /* a timeout or a lost connection: the next read connects again */
         rs->sc = NULL;
-        rs->sc_down_until_ns = now_ns() + 1000000000ull;
     }
     return r;
 }
