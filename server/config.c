@@ -50,8 +50,16 @@ static const struct cfg_opt cfg_opts[] = {
     OPT_N("max-stored-bytes", "BATCHD_MAX_STORED_BYTES", CFG_BYTES, max_stored_bytes, "10GiB",
           "bytes the store may hold (specs, inputs, results); past it, new stored batches 507; "
           "0 = no cap"),
-    OPT_N("max-body", "BATCHD_MAX_BODY", CFG_BYTES, max_body_bytes, "1GiB",
-          "largest request body"),
+    OPT_S("redis", "BATCHD_REDIS", redis_url, "",
+          "cluster mode (SPEC §9): redis://IP:PORT[/DB] or unix:/PATH[?db=N]; the store, queue "
+          "and results of stored batches go there, shared by every replica; none = --state-dir"),
+    OPT_N("claim-timeout", "BATCHD_CLAIM_TIMEOUT", CFG_MS, claim_timeout_ms, "30s",
+          "cluster: a chunk its replica has not touched for this long is run by another"),
+    OPT_N("cluster-max-upload", "BATCHD_CLUSTER_MAX_UPLOAD", CFG_BYTES, cluster_max_upload,
+          "256MiB", "cluster: a stored batch uploading more runs on the replica that got it"),
+    OPT_S("replica-name", "BATCHD_REPLICA_NAME", replica_name, "",
+          "cluster: this replica's name in logs, metrics and status (default: the host name)"),
+    OPT_N("max-body", "BATCHD_MAX_BODY", CFG_BYTES, max_body_bytes, "1GiB", "largest request body"),
     OPT_S("max-upload-memory", "BATCHD_MAX_UPLOAD_MEMORY", max_upload_memory_arg, "auto",
           "bytes of request bodies held at once over all connections; past it, 503; auto = "
           "1/4 of RAM or of the cgroup memory.max"),
@@ -64,8 +72,8 @@ static const struct cfg_opt cfg_opts[] = {
           "default per-job time limit (a batch's timeout_ms overrides it)"),
     OPT_N("max-input-pixels", "BATCHD_MAX_INPUT_PIXELS", CFG_U64, max_input_pixels, "100000000",
           "largest input image, width x height"),
-    OPT_N("max-output-pixels", "BATCHD_MAX_OUTPUT_PIXELS", CFG_U64, max_output_pixels,
-          "100000000", "largest output image, width x height"),
+    OPT_N("max-output-pixels", "BATCHD_MAX_OUTPUT_PIXELS", CFG_U64, max_output_pixels, "100000000",
+          "largest output image, width x height"),
     OPT_N("worker-memory", "BATCHD_WORKER_MEMORY", CFG_BYTES, worker_memory_bytes, "4GiB",
           "address-space limit of each worker"),
     OPT_N("lua-memory", "BATCHD_LUA_MEMORY", CFG_BYTES, lua_memory_bytes, "64MiB",
@@ -314,6 +322,37 @@ static int check_state_dir(const struct config *cfg, FILE *err)
     return 0;
 }
 
+/* Cluster mode: a replica needs a name that no other live replica has (its consumer in the
+ * queue, the label of its metrics): the host name unless given. */
+static int check_cluster(struct config *cfg, FILE *err)
+{
+    if (cfg->redis_url[0] == '\0') {
+        return 0;
+    }
+    if (strncmp(cfg->redis_url, "redis://", 8) != 0 && strncmp(cfg->redis_url, "unix:", 5) != 0) {
+        fprintf(err, "batchd: --redis must be redis://IP:PORT[/DB] or unix:/PATH[?db=N], not %s\n",
+                cfg->redis_url);
+        return -1;
+    }
+    if (cfg->claim_timeout_ms < 100 || cfg->claim_timeout_ms > 24ull * 3600 * 1000) {
+        fprintf(err, "batchd: --claim-timeout must be between 100ms and 24h\n");
+        return -1;
+    }
+    if (cfg->replica_name[0] == '\0' &&
+        gethostname(cfg->replica_name, sizeof cfg->replica_name - 1) != 0) {
+        snprintf(cfg->replica_name, sizeof cfg->replica_name, "batchd-%ld", (long)getpid());
+    }
+    for (const char *p = cfg->replica_name; *p != '\0'; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.')) {
+            fprintf(err,
+                    "batchd: --replica-name may hold letters, digits, '-', '_' and '.' only\n");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 uint64_t config_upload_memory_auto(void)
 {
     uint64_t mem = 0;
@@ -470,5 +509,5 @@ int config_load(struct config *cfg, int argc, char **argv, FILE *out, FILE *err)
         fprintf(err, "batchd: --result-ttl must be between 1ms and 100 years\n");
         return -1;
     }
-    return 0;
+    return check_cluster(cfg, err);
 }

@@ -26,6 +26,7 @@ static int read_info(sqlite3_stmt *s, const uint8_t *owner, size_t owner_len,
     out->nok = (uint64_t)sqlite3_column_int64(s, 11);
     out->nfailed = (uint64_t)sqlite3_column_int64(s, 12);
     out->last_seq = (uint64_t)sqlite3_column_int64(s, 13);
+    out->queue = -1;
     return owner_len == STORE_ANY_OWNER ||
            (olen == owner_len && (olen == 0 || memcmp(o, owner, olen) == 0));
 }

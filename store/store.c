@@ -6,6 +6,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 struct store_err_row {
     const char *name;
@@ -65,7 +67,15 @@ const char *store_state_name(int state)
 
 int store_open(const struct store_config *cfg, struct store **out, char *err, size_t errlen)
 {
+    if (cfg != NULL && cfg->redis_url != NULL && cfg->redis_url[0] != '\0') {
+        return store_redis_open(cfg, out, err, errlen);
+    }
     return store_sqlite_open(cfg, out, err, errlen);
+}
+
+int store_is_cluster(const struct store *st)
+{
+    return st != NULL && strcmp(st->ops->name, "redis") == 0;
 }
 
 void store_close(struct store *st)
@@ -171,6 +181,20 @@ int store_batch_blob(struct store *st, const char *id, int part, uint32_t index,
                      size_t *len)
 {
     return st->ops->batch_blob(st, id, part, index, data, len);
+}
+
+int store_batch_blob_async(struct store *st, const char *id, int part, uint32_t index,
+                           store_blob_fn *fn, void *arg)
+{
+    if (st->ops->batch_blob_async != NULL) {
+        return st->ops->batch_blob_async(st, id, part, index, fn, arg);
+    }
+    void *data = NULL;
+    size_t len = 0;
+    int rc = st->ops->batch_blob(st, id, part, index, &data, &len);
+    fn(arg, rc, data, len);
+    free(data);
+    return 0;
 }
 
 int store_unfinished(struct store *st, void (*fn)(void *arg, const char *id), void *arg)

@@ -97,7 +97,13 @@ struct store_config {
     int64_t (*now_ms)(void);
     store_progress_fn *on_progress; /* may be NULL */
     store_error_fn *on_error;       /* may be NULL */
-    void *arg;                      /* for the two callbacks above */
+    void *arg;                      /* for the callbacks */
+    /* Cluster mode (SPEC §9): with REDIS_URL the store is Redis, shared by every replica. */
+    const char *redis_url;        /* NULL or "": the SQLite store in state_dir */
+    const char *replica;          /* this replica's name (logs, consumer, status) */
+    uint64_t claim_timeout_ms;    /* a chunk untouched this long is claimed by another replica */
+    uint64_t cluster_max_upload;  /* a batch uploading more bytes runs where it was received */
+    store_progress_fn *on_cancel; /* cluster: batch ID got a cancel (from any replica) */
 };
 
 /* Opens the store of CFG (today: SQLite in CFG->state_dir). Returns 0 and *OUT (new: free
@@ -196,6 +202,11 @@ struct store_info {
     int64_t created_ms, started_ms, finished_ms, expires_ms; /* 0: not yet */
     uint64_t njobs, nok, nfailed;
     uint64_t last_seq;
+    /* Cluster (SPEC §9): 1 chunks in the cluster queue, 0 it runs on the replica that got it
+     * (its upload was over --cluster-max-upload), -1 not a cluster. REPLICAS: the names of
+     * the replicas that ran it, comma-separated ("" none yet). */
+    int queue;
+    char replicas[512];
 };
 
 /* Reads batch ID for OWNER into *OUT (OWNER_LEN STORE_ANY_OWNER: whoever owns it, for the
@@ -240,6 +251,13 @@ enum store_part {
 int store_batch_blob(struct store *st, const char *id, int part, uint32_t index, void **data,
                      size_t *len);
 
+/* The same without blocking: FN gets the outcome (RC as store_batch_blob; DATA borrowed
+ * during the call) from store_dispatch, or at once for a store whose reads do not wait on a
+ * network (SQLite). Returns 0 (FN will run) or STORE_E_NOMEM / STORE_E_IO (it will not). */
+typedef void store_blob_fn(void *arg, int rc, const void *data, size_t len);
+int store_batch_blob_async(struct store *st, const char *id, int part, uint32_t index,
+                           store_blob_fn *fn, void *arg);
+
 /* Calls FN with the id of every batch not ended (queued or running), oldest first: on start,
  * the batches to carry on. Returns 0 or STORE_E_IO. */
 int store_unfinished(struct store *st, void (*fn)(void *arg, const char *id), void *arg);
@@ -282,6 +300,85 @@ double store_stats_quantile_ms(const struct store_stats *s, double p);
  * STORE_E_IO (OUT then all 0). */
 #define STORE_NSTATES (STORE_EXPIRED + 1)
 int store_batch_counts(struct store *st, uint64_t out[STORE_NSTATES]);
+
+/* ---------------------------------------------------------------- cluster (SPEC §9) */
+
+/* 1 when ST is shared by replicas (Redis): stored batches are then cut into chunks that
+ * store_claim hands out; store_batch_create's DONE then gets no handle for them. */
+int store_is_cluster(const struct store *st);
+
+/* A chunk of a batch claimed by this replica: jobs FROM..TO-1 of batch ID. */
+struct store_chunk {
+    char id[STORE_ID_SIZE];
+    char entry[48]; /* its entry in the batch's queue */
+    uint32_t from, to;
+    uint32_t njobs;     /* of the batch */
+    int reclaimed;      /* taken over from a replica that stopped touching it */
+    int cancel;         /* the batch has a cancel recorded */
+    int64_t created_ms; /* the batch's creation: its deadline counts from there */
+    uint8_t *bits;      /* bit K (bits[K/8] >> K%8 & 1): job FROM+K has a recorded result */
+};
+/* A claimed chunk (borrowed: copy what you keep), from store_dispatch. */
+typedef void store_chunk_fn(void *arg, const struct store_chunk *c);
+
+/* Asks for up to MAX chunks; FN runs once per chunk claimed, later, from store_dispatch
+ * (none when there is no work: ask again, store_claim_wanted says when it is worth it).
+ * Returns 0, STORE_E_IO (Redis is not reachable) or STORE_E_INVALID (not a cluster). */
+int store_claim(struct store *st, unsigned max, store_chunk_fn *fn, void *arg);
+
+/* Claims asked for and not answered yet. */
+unsigned store_claims_pending(const struct store *st);
+
+/* Records the result of job INDEX of batch ID (run from a claimed chunk): exactly once in
+ * the cluster (a second is refused there and counted). LINE is copied. 0 or STORE_E_NOMEM. */
+int store_chunk_result(struct store *st, const struct store_chunk *c, uint32_t index, int ok,
+                       const void *line, size_t len);
+
+/* What store_chunk_finish learnt of the batch once the chunk's results were recorded. */
+struct store_chunk_end {
+    uint64_t njobs, nok, nfailed;
+    int complete; /* every job of the batch has a recorded result */
+    int ended;    /* its end is recorded already */
+    int cancel;
+    int64_t created_ms;
+    char request_id[128];
+    double busy_ms; /* the batch's busy time over the cluster */
+};
+typedef void store_chunk_end_fn(void *arg, const struct store_chunk_end *e);
+
+/* Chunk C ran (its results are queued): once they are recorded, DONE learns whether the batch
+ * is complete; the caller then ends it (store_chunk_end_batch) and acks (store_chunk_ack).
+ * BUSY_MS is the chunk's busy time. Returns 0 or STORE_E_NOMEM. */
+int store_chunk_finish(struct store *st, const struct store_chunk *c, double busy_ms,
+                       store_chunk_end_fn *done, void *arg);
+
+/* Records batch ID's end (state, summary line) unless it is recorded already. */
+int store_chunk_end_batch(struct store *st, const char *id, int state, const void *summary,
+                          size_t len);
+
+/* Acknowledges chunk C: no replica runs it again. */
+int store_chunk_ack(struct store *st, const struct store_chunk *c);
+
+/* Gives chunk C up without acking it (this replica stops: another one takes it over after
+ * the claim timeout). */
+void store_chunk_drop(struct store *st, const struct store_chunk *c);
+
+/* Records a cancel of batch ID (any replica's): every replica stops its chunks (on_cancel).
+ * Returns 0, STORE_E_NOT_FOUND, STORE_E_ENDED, STORE_E_IO. DONE gets the outcome. */
+int store_cancel_id(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                    store_done_fn *done, void *arg);
+
+/* Cluster figures for metrics. */
+struct store_cluster_stats {
+    int up;              /* connected to Redis */
+    uint64_t claimed;    /* chunks claimed first-hand */
+    uint64_t reclaimed;  /* chunks taken over from another replica */
+    uint64_t recorded;   /* results recorded */
+    uint64_t duplicates; /* results refused as a second of their job */
+    uint64_t lost;       /* chunks another replica took while this one still ran them */
+    uint64_t running;    /* chunks claimed here and not acked yet */
+};
+void store_cluster_stats_get(const struct store *st, struct store_cluster_stats *out);
 
 /* Makes a new batch id into OUT (used by the backends; exposed for tests). NOW_MS is the
  * time part. Not thread-safe: one generator per thread. */
