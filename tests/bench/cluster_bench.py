@@ -292,6 +292,28 @@ def counter(fams, name, **labels):
     return f.sum(**labels) if f is not None else None
 
 
+def cpu_seconds(pid, children=False):
+    """utime + stime of PID (and of its direct children, the workers, with CHILDREN)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def one(p):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick, int(fields[1])
+        except (OSError, IndexError, ValueError):
+            return 0.0, -1
+
+    total = one(pid)[0]
+    if children:
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                t, ppid = one(int(d))
+                if ppid == pid:
+                    total += t
+    return total
+
+
 def loadavg():
     return "%.2f" % os.getloadavg()[0]
 
@@ -373,6 +395,7 @@ def main():
         # ---------------------------------------------------------- (a) overhead per job
         ra = {}
         stats_a = {}
+        cpu_a = {}
         if "a" not in skip:
             body = os.path.join(tmp, "sqrt1m.json")
             with open(body, "w") as f:
@@ -392,17 +415,32 @@ def main():
                 last = r == a.reps
                 for label, s, kind in order:
                     if kind == "plain":
+                        if last:
+                            cpu0 = (cpu_seconds(s.b.proc.pid), cpu_seconds(s.b.proc.pid, True))
                         tot, aft = plain(s, body, out, N), None
+                        if last:
+                            cpu1 = (cpu_seconds(s.b.proc.pid), cpu_seconds(s.b.proc.pid, True))
+                            cpu_a[label] = [y - x for x, y in zip(cpu0, cpu1)] + [0.0]
                     else:
+                        if last:
+                            cpu0 = (cpu_seconds(s.b.proc.pid), cpu_seconds(s.b.proc.pid, True),
+                                    cpu_seconds(s.redis.proc.pid) if s.redis else 0.0)
                         if last and s.redis is not None:
                             cs0 = s.redis.commandstats()
                             mem0 = s.redis.info("memory")
                             aof0 = s.redis.aof_bytes()
+                            rw0 = int(s.redis.info("persistence").get("aof_rewrites", 0))
                         tot, aft, bid = stored(s, body, out, N, check=in_redis(s))
+                        if last:
+                            cpu1 = (cpu_seconds(s.b.proc.pid), cpu_seconds(s.b.proc.pid, True),
+                                    cpu_seconds(s.redis.proc.pid) if s.redis else 0.0)
+                            cpu_a[label] = [y - x for x, y in zip(cpu0, cpu1)]
                         if last and s.redis is not None:
                             cs1 = s.redis.commandstats()
                             mem1 = s.redis.info("memory")
+                            rw1 = int(s.redis.info("persistence").get("aof_rewrites", 0))
                             stats_a[label] = {
+                                "rewrites": rw1 - rw0,
                                 "cmds": {k: (v[0] - cs0.get(k, (0, 0))[0],
                                              v[1] - cs0.get(k, (0, 0))[1])
                                          for k, v in cs1.items()},
@@ -433,7 +471,8 @@ def main():
             base_best = min(ra[paths[0][0]]["total"])
             sql = statistics.median(ra[paths[1][0]]["total"])
             rep.append("")
-            rep.append("## (a) Overhead per job: %s `sqrt`, one server or replica, 2 workers" % nlabel)
+            rep.append("## (a) Overhead per job: %s `sqrt`, one server or replica, 2 workers"
+                       % nlabel)
             rep.append("")
             rep.append("%d alternated rounds after a warm-up (the order reversed every other "
                        "round). End to end: from the POST to the summary line (async: the 202, "
@@ -456,10 +495,24 @@ def main():
                     "%.3f" % statistics.median(aft) if aft else "—"))
             rep.append("")
             rep.append("- every run: %s" % "; ".join(
-                "%s %s" % (label, [round(x, 3) for x in ra[label]["total"]]) for label, _, _ in paths))
+                "%s %s" % (label, [round(x, 3) for x in ra[label]["total"]])
+                for label, _, _ in paths))
             rep.append("- best plain %.3f s = %s µs/job" % (base_best, us(base_best / N)))
             rep.append("- server VmHWM (server process, not workers) at the end: %s" % ", ".join(
                 "%s %.1f MB" % (k, v / 1024) for k, v in hwm.items()))
+            rep.append("")
+            rep.append("CPU time over the last round (utime+stime from /proc; workers = the "
+                       "server's child processes):")
+            rep.append("")
+            rep.append("| path | server process µs/job | server + workers µs/job | "
+                       "redis-server µs/job |")
+            rep.append("|---|---|---|---|")
+            for label, _, _ in paths:
+                c = cpu_a.get(label)
+                if c:
+                    rep.append("| %s | %s | %s | %s |" % (label, us(c[0] / N), us(c[1] / N),
+                                                          us(c[2] / N) if c[2] else "—"))
+            rep.append("")
             for label, st in stats_a.items():
                 # Leave out what this script sent (INFO, DBSIZE, PING).
                 cmds = sorted(((k, v) for k, v in st["cmds"].items()
@@ -475,9 +528,10 @@ def main():
                                    "%s %d (%.1f µs/call)" % (k, v[0], v[1] / max(v[0], 1))
                                    for k, v in cmds[:8])))
                 rep.append("  used_memory %.1f MB before, %.1f MB with the 1M results held "
-                           "(peak %.1f MB); AOF grew %.1f MB over the run" % (
+                           "(peak %.1f MB); AOF grew %.1f MB over the run, %d AOF rewrite%s" % (
                                st["mem_before"] / 1e6, st["mem_after"] / 1e6, st["peak"] / 1e6,
-                               st["aof_grew"] / 1e6))
+                               st["aof_grew"] / 1e6, st["rewrites"],
+                               "" if st["rewrites"] == 1 else "s"))
 
         # ---------------------------------------------------------- (b) scaling
         rb = {}
@@ -566,7 +620,8 @@ def main():
                     xs = rb[(key, n)]
                     cl = claimed[(key, n)]
                     note = "" if through_redis.get("r1") else " (NOT through Redis)"
-                    rep.append("| %d replica%s, Redis%s | %d | %.3f | %.3f | %.2fx | %s | %s | %s |" % (
+                    rep.append("| %d replica%s, Redis%s | %d | %.3f | %.3f | %.2fx | %s | %s "
+                               "| %s |" % (
                         n, "s" if n > 1 else "", note, 2 * n, min(xs), statistics.median(xs),
                         one / statistics.median(xs),
                         "%.1f" % (io_ideal / (2 * n)) if key == "io" else "—",
@@ -595,8 +650,8 @@ def main():
         rows = []
         if "a" not in skip:
             for name, h in lat_a.items():
-                rows.append(("(a) %s sqrt, " % nlabel + ("AOF always" if name == "r-aof" else "AOF off"),
-                             name, h))
+                rows.append(("(a) %s sqrt, %s" % (nlabel, "AOF always" if name == "r-aof"
+                                                  else "AOF off"), name, h))
         if "b" not in skip:
             for (key, n, name), h in lat_b.items():
                 rows.append(("(b) %s, %d replica%s" % ("sleep" if key == "io" else

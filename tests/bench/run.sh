@@ -11,8 +11,8 @@
 # BASE_BIN naming an older binary for the plain path beside; or img alone: img_table.py,
 # BATCHD_BIN_BEFORE then names an older binary to measure beside; or cluster alone:
 # cluster_bench.py, Redis's cost per job and scaling over replicas, with a redis-server it
-# starts), PHOTOS (default ../shared/data/photos), SKIP_BUILD=1 (reuse build-bench/), BATCHD_BIN (bench another
-# binary; implies SKIP_BUILD).
+# starts), PHOTOS (default ../shared/data/photos), SKIP_BUILD=1 (reuse build-bench/),
+# BATCHD_BIN (bench another binary; implies SKIP_BUILD).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
