@@ -217,6 +217,15 @@ class Server:
         self.b.stop()
 
 
+class Via:
+    """A front (nginx) that stored() can submit to; NAME for messages."""
+
+    def __init__(self, name, port, replica):
+        self.name = name
+        self.base = "http://127.0.0.1:%d" % port
+        self.redis = replica.redis
+
+
 def plain(srv, body, out, jobs):
     dt, code = curl(["-H", "Content-Type: application/json", "--data-binary", "@" + body,
                      srv.base + "/v1/batches"], out)
@@ -559,6 +568,7 @@ def main():
                 rb[(key, "sqlite")] = ys
             stop(s_sql)
             reps_b = []
+            nginx_upstreams = None
             claimed = {}
             ran = {}
             lat_b = {}
@@ -587,6 +597,26 @@ def main():
                         h = hist_delta(hist(m1[s.name], "batchd_redis_latency_seconds"),
                                        hist(m0[s.name], "batchd_redis_latency_seconds"))
                         lat_b[(key, n, s.name)] = h
+                if (n == 3 and "nginx" not in skip and deploylib.which("nginx")
+                        and through_redis.get("r1")):
+                    # The same batches through docker/nginx.conf (least_conn): the submit and
+                    # the follow may land on different replicas.
+                    ng = deploylib.Nginx([s.port for s in reps_b],
+                                         prefix=tempfile.mkdtemp(prefix="nginx-", dir=tmp))
+                    via = Via("nginx", ng.port, reps_b[0])
+                    for key, body, jobs in workloads:
+                        xs = []
+                        for r in range(a.reps + 1):
+                            tot, _, bid = stored(via, body, out, jobs)
+                            reps_b[0].forget(bid)
+                            if r > 0:
+                                xs.append(tot)
+                        rb[(key, "nginx")] = xs
+                    ups = {}
+                    for line in ng.access_log():
+                        ups[line.get("upstream", "?")] = ups.get(line.get("upstream", "?"), 0) + 1
+                    nginx_upstreams = ups
+                    ng.stop()
                 loads.append(("after (b) %d replica%s" % (n, "s" if n > 1 else ""), loadavg()))
             for s in list(reps_b):
                 stop(s)
@@ -628,6 +658,18 @@ def main():
                         ",".join(ran.get((key, n)) or []) or "?",
                         ", ".join("%s %s" % (k, "?" if v is None else "%d" % v)
                                                         for k, v in cl.items())))
+                if (key, "nginx") in rb:
+                    xs = rb[(key, "nginx")]
+                    rep.append("| 3 replicas, Redis, submitted and followed through nginx "
+                               "(docker/nginx.conf, least_conn) | 6 | %.3f | %.3f | %.2fx | %s "
+                               "| — | — |" % (min(xs), statistics.median(xs),
+                                              one / statistics.median(xs),
+                                              "%.1f" % (io_ideal / 6) if key == "io" else "—"))
+                rep.append("")
+            if nginx_upstreams:
+                rep.append("nginx's requests by upstream (submits and follows of both workloads, "
+                           "access log): %s." % ", ".join(
+                               "%s %d" % kv for kv in sorted(nginx_upstreams.items())))
                 rep.append("")
             rep.append("CPU-bound scaling cannot show here: the machine has %d cores, and one "
                        "replica's 2 workers already keep both busy; a second and third replica "
