@@ -14,11 +14,12 @@
 #
 # Size (estimated from Debian's Installed-Size, since no engine can build it here):
 # debian:12.12-slim ~75 MB, plus libmicrohttpd12 225 kB, libjansson4 101 kB,
-# libjpeg62-turbo 677 kB, libturbojpeg0 789 kB, libpng16-16 417 kB, libdeflate0 161 kB, libsqlite3-0 1.7 MB,
-# liblua5.4-0 545 kB, liblcms2-2 ~420 kB, libwebp7 + libwebpmux3 + libwebpdemux2 ~600 kB
-# (their other dependencies, libgnutls30 and zlib1g among them, are already in the slim base
-# because apt needs them), plus the stripped binary (~1 MB) and docs: about 81 MB, under the
-# 100 MB bar.
+# libjpeg62-turbo 677 kB, libturbojpeg0 789 kB, libpng16-16 417 kB, libdeflate0 161 kB,
+# libsqlite3-0 1.7 MB, liblua5.4-0 545 kB, liblcms2-2 ~420 kB, libwebp7 + libwebpmux3 +
+# libwebpdemux2 ~600 kB, libhiredis0.14 95 kB (cluster mode's Redis client, SPEC §9; Redis
+# itself runs from its own image: docker/compose.yaml, docker/k8s.yaml) (their other
+# dependencies, libgnutls30 and zlib1g among them, are already in the slim base because apt
+# needs them), plus the stripped binary (~1 MB) and docs: about 81 MB, under the 100 MB bar.
 
 # Both stages' base, overridable for a build without a registry (`--build-arg BASE=IMAGE`,
 # e.g. a Debian 12 made by debootstrap: tests/deploy/test_image_build.py); the default is
@@ -37,7 +38,7 @@ FROM ${BASE} AS runtime
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16 libdeflate0 libsqlite3-0 liblua5.4-0 \
-        liblcms2-2 libwebp7 libwebpmux3 libwebpdemux2 \
+        liblcms2-2 libwebp7 libwebpmux3 libwebpdemux2 libhiredis0.14 \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 batchd \
     && useradd --system --uid 10001 --gid batchd --home-dir /var/lib/batchd \

@@ -29,10 +29,11 @@ src_dir=$(cd "$script_dir/.." && pwd)
 
 # Debian 12 package names. Runtime counterparts (the Dockerfile's runtime stage installs
 # exactly these): libmicrohttpd12 libjansson4 libjpeg62-turbo libturbojpeg0 libpng16-16
-# libdeflate0 libsqlite3-0 liblua5.4-0 liblcms2-2 libwebp7 libwebpmux3 libwebpdemux2.
+# libdeflate0 libsqlite3-0 liblua5.4-0 liblcms2-2 libwebp7 libwebpmux3 libwebpdemux2
+# libhiredis0.14 (cluster mode's Redis client, SPEC §9; the Redis server is not in the image).
 build_deps=(gcc libc6-dev binutils cmake ninja-build pkg-config
     libmicrohttpd-dev libjansson-dev libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev
-    libdeflate-dev libsqlite3-dev liblua5.4-dev liblcms2-dev libwebp-dev)
+    libdeflate-dev libsqlite3-dev liblua5.4-dev liblcms2-dev libwebp-dev libhiredis-dev)
 
 missing_deps() {
     local p status

@@ -177,6 +177,39 @@ static enum MHD_Result batches_cancelled(struct request *r)
     return status_reply(r, r->res.id, 200);
 }
 
+/* Cluster: the cancel is recorded in the store; every replica stops its chunks of it. The
+ * answer is the final status, once the end is recorded (by whichever replica ends it). */
+static enum MHD_Result batches_cancel_recorded(struct request *r)
+{
+    if (r->wait_rc == STORE_OK || r->wait_rc == STORE_E_ENDED) {
+        return batches_cancelled(r);
+    }
+    return status_reply_lookup_error(r, r->wait_rc);
+}
+
+static void batches_cancel_done(void *arg, int rc, struct store_batch *sb, const char *id)
+{
+    struct request **slot = arg, *r = *slot;
+    (void)id;
+    store_batch_release(sb);
+    free(slot);
+    if (r != NULL) {
+        r->forget_slot = NULL;
+        r->wait_rc = rc;
+        r->resume_fn = batches_cancel_recorded;
+        MHD_resume_connection(r->conn);
+        r->srv->resumed = 1;
+    }
+}
+
+static enum MHD_Result batches_suspend_on(struct request *r, struct request **slot)
+{
+    *slot = r;
+    r->forget_slot = slot;
+    MHD_suspend_connection(r->conn);
+    return MHD_YES;
+}
+
 static enum MHD_Result batches_delete(struct request *r, const char *id)
 {
     struct request *sr;
@@ -194,6 +227,22 @@ static enum MHD_Result batches_delete(struct request *r, const char *id)
         /* Answered with the final status: once the cancelled end is committed. */
         return batches_cancelled(r);
     }
+    if (info.state != STORE_DONE && info.state != STORE_CANCELLED &&
+        store_is_cluster(r->srv->store)) {
+        if (r->srv->closing) {
+            return reply_error(r, -BATCHD_E_DRAINING, NULL, NULL);
+        }
+        struct request **slot = malloc(sizeof *slot);
+        int crc = slot == NULL ? STORE_E_NOMEM
+                               : store_cancel_id(r->srv->store, r->owner, r->owner_len, id,
+                                                 batches_cancel_done, slot);
+        if (crc != 0) {
+            free(slot);
+            return crc == STORE_E_NOMEM ? reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL)
+                                        : status_reply_lookup_error(r, crc);
+        }
+        return batches_suspend_on(r, slot);
+    }
     if (info.state != STORE_DONE && info.state != STORE_CANCELLED) {
         return reply_error(r, -BATCHD_E_STORE_UNAVAILABLE, "the batch is not running here", NULL);
     }
@@ -202,15 +251,15 @@ static enum MHD_Result batches_delete(struct request *r, const char *id)
     }
     /* Ended: forget it and its results; answered once that is committed. */
     struct request **slot = malloc(sizeof *slot);
-    if (slot == NULL || store_batch_forget(r->srv->store, r->owner, r->owner_len, id,
-                                           batches_forget_done, slot) != 0) {
+    int frc = slot == NULL ? STORE_E_NOMEM
+                           : store_batch_forget(r->srv->store, r->owner, r->owner_len, id,
+                                                batches_forget_done, slot);
+    if (frc != 0) {
         free(slot);
-        return reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        return frc == STORE_E_IO ? status_reply_lookup_error(r, frc)
+                                 : reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
     }
-    *slot = r;
-    r->forget_slot = slot;
-    MHD_suspend_connection(r->conn);
-    return MHD_YES;
+    return batches_suspend_on(r, slot);
 }
 
 /* 1 when media range parameters P (after the type, up to the next ',') hold q=0: "not

@@ -59,8 +59,7 @@ static const struct cfg_opt cfg_opts[] = {
           "256MiB", "cluster: a stored batch uploading more runs on the replica that got it"),
     OPT_S("replica-name", "BATCHD_REPLICA_NAME", replica_name, "",
           "cluster: this replica's name in logs, metrics and status (default: the host name)"),
-    OPT_N("max-body", "BATCHD_MAX_BODY", CFG_BYTES, max_body_bytes, "1GiB",
-          "largest request body"),
+    OPT_N("max-body", "BATCHD_MAX_BODY", CFG_BYTES, max_body_bytes, "1GiB", "largest request body"),
     OPT_S("max-upload-memory", "BATCHD_MAX_UPLOAD_MEMORY", max_upload_memory_arg, "auto",
           "bytes of request bodies held at once over all connections; past it, 503; auto = "
           "1/4 of RAM or of the cgroup memory.max"),
@@ -73,8 +72,8 @@ static const struct cfg_opt cfg_opts[] = {
           "default per-job time limit (a batch's timeout_ms overrides it)"),
     OPT_N("max-input-pixels", "BATCHD_MAX_INPUT_PIXELS", CFG_U64, max_input_pixels, "100000000",
           "largest input image, width x height"),
-    OPT_N("max-output-pixels", "BATCHD_MAX_OUTPUT_PIXELS", CFG_U64, max_output_pixels,
-          "100000000", "largest output image, width x height"),
+    OPT_N("max-output-pixels", "BATCHD_MAX_OUTPUT_PIXELS", CFG_U64, max_output_pixels, "100000000",
+          "largest output image, width x height"),
     OPT_N("worker-memory", "BATCHD_WORKER_MEMORY", CFG_BYTES, worker_memory_bytes, "4GiB",
           "address-space limit of each worker"),
     OPT_N("lua-memory", "BATCHD_LUA_MEMORY", CFG_BYTES, lua_memory_bytes, "64MiB",
@@ -346,7 +345,8 @@ static int check_cluster(struct config *cfg, FILE *err)
     for (const char *p = cfg->replica_name; *p != '\0'; p++) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '-' || *p == '_' || *p == '.')) {
-            fprintf(err, "batchd: --replica-name may hold letters, digits, '-', '_' and '.' only\n");
+            fprintf(err,
+                    "batchd: --replica-name may hold letters, digits, '-', '_' and '.' only\n");
             return -1;
         }
     }

@@ -17,8 +17,8 @@ struct config {
     char state_dir[4096];      /* the store (SPEC §8) */
     uint64_t result_ttl_ms;    /* kept this long after a stored batch ends */
     uint64_t max_stored_bytes; /* the store's cap: past it, 507 */
-    char redis_url[1024];        /* cluster mode (SPEC §9); "" none */
-    uint64_t claim_timeout_ms;   /* a chunk untouched this long is claimed again */
+    char redis_url[1024];      /* cluster mode (SPEC §9); "" none */
+    uint64_t claim_timeout_ms; /* a chunk untouched this long is claimed again */
     uint64_t cluster_max_upload; /* larger uploads run where they were received */
     char replica_name[128];      /* resolved: the host name when not given */
     char modules[8192]; /* --module paths, ':'-separated (the flag repeats) */

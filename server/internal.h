@@ -23,6 +23,7 @@ struct server {
     struct MHD_Daemon *mhd;
     struct dispatch *dispatch;
     struct store *store; /* SPEC §8's stored batches (server.c opens it; stored.c uses it) */
+    struct cluster *cluster;    /* cluster mode: the chunks run here (cluster.c) */
     struct sbatch *stored_list; /* stored batches live here, oldest first (stored.c) */
     int stored_rescan; /* a stored batch could not be taken on: look for it again (stored.c) */
     struct request *followers;  /* result streams waiting for a stored batch (results.c) */

@@ -14,9 +14,15 @@
 
 static enum log_format log_fmt = LOG_LOGFMT;
 static enum log_level log_min = LOG_INFO;
+static char log_replica[128]; /* cluster mode: every line names the replica */
 
 /* Indexed by enum log_level. */
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
+
+void log_set_replica(const char *name)
+{
+    snprintf(log_replica, sizeof log_replica, "%s", name != NULL ? name : "");
+}
 
 void log_set_format(enum log_format f)
 {
@@ -89,6 +95,9 @@ void log_event(const char *level, const char *event, ...)
     log_pair(&b, "ts", ts, 1);
     log_pair(&b, "level", level, 0);
     log_pair(&b, "event", event, 0);
+    if (log_replica[0] != '\0') {
+        log_pair(&b, "replica", log_replica, 0);
+    }
     va_list ap;
     va_start(ap, event);
     for (;;) {

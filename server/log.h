@@ -10,6 +10,9 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_set_format(enum log_format f);
 
+/* Cluster mode: every line that follows carries replica=NAME ("" or NULL: none). */
+void log_set_replica(const char *name);
+
 /* Sets the least severe level written (--log-level; the default is LOG_INFO). */
 void log_set_level(enum log_level l);
 

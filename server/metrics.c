@@ -4,6 +4,8 @@
  * and samples the gauges itself. */
 #include "metrics.h"
 
+#include <stddef.h>
+
 #include "../api/jsonw.h"
 
 #include <math.h>
@@ -372,6 +374,67 @@ static int render_store(struct buf *out, const struct metrics_gauges *g)
     return 0;
 }
 
+/* Cluster mode: this replica's share, each line labelled with its name (SPEC §9). The
+ * latency of Redis is the store's commit summary above: a write's round trip. */
+static int render_cluster(struct buf *out, const struct metrics_gauges *g)
+{
+    static const struct {
+        const char *name, *help, *type;
+        size_t off;
+    } rows[] = {
+        {"batchd_cluster_chunks_claimed_total", "Chunks this replica claimed first-hand", "counter",
+         offsetof(struct metrics_gauges, chunks_claimed)},
+        {"batchd_cluster_chunks_reclaimed_total",
+         "Chunks this replica took over from a replica that stopped touching them", "counter",
+         offsetof(struct metrics_gauges, chunks_reclaimed)},
+        {"batchd_cluster_chunks_lost_total",
+         "Chunks another replica took over while this one still ran them", "counter",
+         offsetof(struct metrics_gauges, chunks_lost)},
+        {"batchd_cluster_chunks_running", "Chunks running on this replica now", "gauge",
+         offsetof(struct metrics_gauges, chunks_running)},
+        {"batchd_cluster_results_recorded_total", "Results this replica recorded in Redis",
+         "counter", offsetof(struct metrics_gauges, results_recorded)},
+        {"batchd_cluster_duplicates_total",
+         "Results refused as the second of their job (a chunk that ran twice)", "counter",
+         offsetof(struct metrics_gauges, results_duplicate)},
+    };
+    if (g->replica == NULL || g->replica[0] == '\0') {
+        return 0;
+    }
+    if (buf_printf(out,
+                   "# HELP batchd_redis_up 1 while this replica's connection to Redis works\n"
+                   "# TYPE batchd_redis_up gauge\nbatchd_redis_up{replica=\"%s\"} %d\n",
+                   g->replica, g->redis_up ? 1 : 0) != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)g + rows[i].off, sizeof v);
+        if (buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{replica=\"%s\"} %llu\n", rows[i].name,
+                       rows[i].help, rows[i].name, rows[i].type, rows[i].name, g->replica,
+                       (unsigned long long)v) != 0) {
+            return -1;
+        }
+    }
+    return buf_printf(out,
+                      "# HELP batchd_redis_latency_seconds Round trip of this replica's Redis "
+                      "writes (scripts), since start\n# TYPE batchd_redis_latency_seconds summary\n"
+                      "batchd_redis_latency_seconds{replica=\"%s\",quantile=\"0.5\"}",
+                      g->replica) != 0 ||
+                   put_value(out, g->store_commit_p50_s) != 0 ||
+                   buf_printf(out, "batchd_redis_latency_seconds{replica=\"%s\",quantile=\"0.99\"}",
+                              g->replica) != 0 ||
+                   put_value(out, g->store_commit_p99_s) != 0 ||
+                   buf_printf(out, "batchd_redis_latency_seconds_sum{replica=\"%s\"}",
+                              g->replica) != 0 ||
+                   put_value(out, g->store_commit_sum_s) != 0 ||
+                   buf_printf(out, "batchd_redis_latency_seconds_count{replica=\"%s\"}",
+                              g->replica) != 0 ||
+                   put_value(out, (double)g->store_commits) != 0
+               ? -1
+               : 0;
+}
+
 int metrics_render(const struct metrics *m, const struct metrics_gauges *g, struct buf *out)
 {
     for (size_t f = 0; f < METRICS_FAMILY_COUNT; f++) {
@@ -406,7 +469,7 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, stru
                      "gauge", (double)g->upload_bytes_held) != 0 ||
         render_gauge(out, "batchd_draining", "1 while the server drains after SIGTERM", "gauge",
                      g->draining ? 1 : 0) != 0 ||
-        render_store(out, g) != 0 ||
+        render_store(out, g) != 0 || render_cluster(out, g) != 0 ||
         render_gauge(out, "process_start_time_seconds",
                      "Start time of the process since the Unix epoch in seconds", "gauge",
                      m->start_time) != 0) {

@@ -54,6 +54,11 @@ struct metrics_gauges {
     double store_commit_p99_s;   /* ... */
     double store_commit_sum_s;   /* every commit's time, summed */
     uint64_t stored_batches[4];  /* by state: queued, running, done, cancelled */
+    /* Cluster mode (SPEC §9), from store_cluster_stats_get; REPLICA "" without --redis. */
+    const char *replica;
+    int redis_up;
+    uint64_t chunks_claimed, chunks_reclaimed, chunks_lost, chunks_running;
+    uint64_t results_recorded, results_duplicate;
 };
 
 struct metrics;

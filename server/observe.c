@@ -110,6 +110,18 @@ int observe_render(struct server *s, struct buf *out)
         g.store_commit_p50_s = store_stats_quantile_ms(&ss, 0.5) / 1000.0;
         g.store_commit_p99_s = store_stats_quantile_ms(&ss, 0.99) / 1000.0;
         g.store_commit_sum_s = ss.flush_total_ms / 1000.0;
+        if (store_is_cluster(s->store)) {
+            struct store_cluster_stats cs;
+            store_cluster_stats_get(s->store, &cs);
+            g.replica = s->cfg.replica_name;
+            g.redis_up = cs.up;
+            g.chunks_claimed = cs.claimed;
+            g.chunks_reclaimed = cs.reclaimed;
+            g.chunks_lost = cs.lost;
+            g.chunks_running = cs.running;
+            g.results_recorded = cs.recorded;
+            g.results_duplicate = cs.duplicates;
+        }
         if (store_batch_counts(s->store, by_state) == 0) {
             static const int shown[] = {STORE_QUEUED, STORE_RUNNING, STORE_DONE, STORE_CANCELLED};
             for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {

@@ -8,6 +8,7 @@
 #include "../workers/ipc.h"
 #include "../workers/ops/ops.h"
 #include "auth.h"
+#include "cluster.h"
 #include "conn.h"
 #include "http.h"
 #include "internal.h"
@@ -108,9 +109,24 @@ static void server_store_progress(void *arg, const char *id, uint64_t committed_
     results_wake(arg, id);
 }
 
+/* Cluster: a cancel of batch ID was recorded, by this replica or another one. */
+static void server_store_cancel(void *arg, const char *id, uint64_t seq)
+{
+    (void)seq;
+    cluster_on_cancel(arg, id);
+}
+
 static int server_store_open(struct server *s)
 {
+    if (s->cfg.redis_url[0] != '\0') {
+        log_set_replica(s->cfg.replica_name);
+    }
     struct store_config sc = {
+        .redis_url = s->cfg.redis_url,
+        .replica = s->cfg.replica_name,
+        .claim_timeout_ms = s->cfg.claim_timeout_ms,
+        .cluster_max_upload = s->cfg.cluster_max_upload,
+        .on_cancel = server_store_cancel,
         .state_dir = s->cfg.state_dir,
         .max_bytes = s->cfg.max_stored_bytes,
         .result_ttl_ms = (int64_t)s->cfg.result_ttl_ms,
@@ -121,16 +137,24 @@ static int server_store_open(struct server *s)
     char err[1024] = "";
     int rc = store_open(&sc, &s->store, err, sizeof err);
     if (rc != 0) {
-        log_event("error", "startup", "state_dir", s->cfg.state_dir, "code", store_err_name(rc),
-                  "message", err[0] != '\0' ? err : store_err_message(rc), NULL);
+        log_event("error", "startup", s->cfg.redis_url[0] != '\0' ? "redis" : "state_dir",
+                  s->cfg.redis_url[0] != '\0' ? s->cfg.redis_url : s->cfg.state_dir, "code",
+                  store_err_name(rc), "message", err[0] != '\0' ? err : store_err_message(rc),
+                  NULL);
         s->store = NULL;
         return -1;
+    }
+    if (store_is_cluster(s->store)) {
+        log_event("info", "store_opened", "redis", s->cfg.redis_url, "replica", s->cfg.replica_name,
+                  NULL);
     }
     struct store_stats st;
     store_stats_get(s->store, &st);
     char bytes[24];
     snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)st.bytes);
-    log_event("info", "store_opened", "state_dir", s->cfg.state_dir, "bytes", bytes, NULL);
+    if (!store_is_cluster(s->store)) {
+        log_event("info", "store_opened", "state_dir", s->cfg.state_dir, "bytes", bytes, NULL);
+    }
     /* Expiry runs every quarter of the ttl, between 250 ms and 30 s, so that a short ttl
      * (tests) expires within about 1.25 ttl; the first one at once, for what expired while
      * the server was down. */
@@ -305,6 +329,7 @@ int server_run(struct server *s)
         conn_enforce(s);
         server_store_tick(s);
         stored_pump(s); /* stored batches that wait for room in the dispatcher */
+        cluster_pump(s); /* chunks of the cluster's batches for idle workers */
         dispatch_run(s->dispatch);
         http_run(s);
         if (s->draining && server_drained(s)) {
@@ -341,6 +366,7 @@ void server_cleanup(struct server *s)
      * holds a handle: it commits what is queued. */
     if (s->store != NULL) {
         stored_stop_all(s);
+        cluster_stop_all(s);
     }
     dispatch_destroy(s->dispatch);
     s->dispatch = NULL;
@@ -350,6 +376,7 @@ void server_cleanup(struct server *s)
     }
     store_close(s->store);
     s->store = NULL;
+    cluster_free(s);
     loop_destroy(s->loop);
     s->loop = NULL;
     if (s->sigfd >= 0) {

@@ -78,6 +78,20 @@ static int put_status(struct buf *b, const struct batch_view *v)
     }
     rc |= buf_adds(b, ",\"request_id\":");
     rc |= jsonw_cstr(b, in->request_id);
+    if (!v->streamed && in->queue >= 0) {
+        /* Cluster (SPEC §9): where it runs, and which replicas ran chunks of it. */
+        rc |= buf_printf(b, ",\"cluster\":{\"queue\":%s,\"replicas\":[",
+                         in->queue ? "true" : "false");
+        const char *p = in->replicas;
+        for (int first = 1; *p != '\0'; first = 0) {
+            const char *comma = strchr(p, ',');
+            size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+            rc |= buf_adds(b, first ? "" : ",");
+            rc |= jsonw_string(b, p, n);
+            p += n + (comma != NULL);
+        }
+        rc |= buf_adds(b, "]}");
+    }
     if (v->streamed) {
         rc |= buf_adds(b, ",\"results\":null,\"stored\":false}"); /* its results: its stream */
     } else {
@@ -101,6 +115,13 @@ static void view_stored(struct server *s, const struct store_info *info, struct 
         v->elapsed_s = (double)(info->finished_ms - info->started_ms) / 1000.0;
     }
     int ended = info->state == STORE_DONE || info->state == STORE_CANCELLED;
+    if (!ended && info->started_ms > 0 && info->queue >= 0) {
+        /* Cluster: its counts are the store's (every replica records into it). */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        v->elapsed_s = now > info->started_ms ? (double)(now - info->started_ms) / 1000.0 : 0.0;
+    }
     if (!ended && stored_live(s, info->id, &lv)) {
         /* (Once the store has the end, it answers: the live batch may linger a moment.) */
         v->ok = lv.ok;

@@ -339,16 +339,22 @@ static int sbatch_find_todo(struct sbatch *b)
 
 /* ---------------------------------------------------------------- from the store */
 
-/* Rebuilds the upload of batch ID: its batch JSON, and for a form its files, whose names
- * are in input 0 (a JSON array). Returns the upload or NULL. */
-static struct upload *stored_upload(struct store *st, const char *id)
+struct upload *stored_read_upload(struct store *st, const char *id, int *io)
 {
     void *spec = NULL, *names_text = NULL;
     size_t spec_len = 0, names_len = 0;
-    if (store_batch_blob(st, id, STORE_PART_SPEC, 0, &spec, &spec_len) != 0) {
+    int rc = store_batch_blob(st, id, STORE_PART_SPEC, 0, &spec, &spec_len);
+    *io = rc == STORE_E_IO || rc == STORE_E_NOMEM;
+    if (rc != 0) {
         return NULL;
     }
-    int form = store_batch_blob(st, id, STORE_PART_INPUT, 0, &names_text, &names_len) == 0;
+    rc = store_batch_blob(st, id, STORE_PART_INPUT, 0, &names_text, &names_len);
+    int form = rc == 0;
+    if (rc == STORE_E_IO || rc == STORE_E_NOMEM) {
+        *io = 1;
+        free(spec);
+        return NULL;
+    }
     struct upload *u = upload_restored(form, UINT64_MAX / 4);
     json_t *names = form ? json_loadb(names_text, names_len, 0, NULL) : NULL;
     int bad =
@@ -356,7 +362,9 @@ static struct upload *stored_upload(struct store *st, const char *id)
     for (size_t i = 0; !bad && form && i < json_array_size(names); i++) {
         void *data = NULL;
         size_t len = 0;
-        bad = store_batch_blob(st, id, STORE_PART_INPUT, (uint32_t)i + 1, &data, &len) != 0 ||
+        int brc = store_batch_blob(st, id, STORE_PART_INPUT, (uint32_t)i + 1, &data, &len);
+        *io |= brc == STORE_E_IO || brc == STORE_E_NOMEM;
+        bad = brc != 0 ||
               upload_restore_file(u, json_string_value(json_array_get(names, i)), data, len) != 0;
         free(data);
     }
@@ -408,7 +416,8 @@ static void stored_begin(struct server *s, const char *id, struct store_batch *s
     b->created_ms = info.created_ms;
     b->cancel = info.cancel_requested;
     struct batch_error e = {0};
-    b->upload = stored_upload(s->store, id);
+    int io = 0;
+    b->upload = stored_read_upload(s->store, id, &io);
     int rc = b->upload == NULL ? -1 : prepared_build(&b->prep, b->upload, UINT64_MAX, &e);
     writer_init(&b->writer, WRITER_NDJSON, b->prep.spec.timing, ipc_now_ns());
     if (rc != 0) {
@@ -452,7 +461,12 @@ int stored_resume(struct server *s)
     if (s->store == NULL) {
         return 0;
     }
-    return store_unfinished(s->store, stored_resume_one, s) == 0 ? 0 : -1;
+    int rc = store_unfinished(s->store, stored_resume_one, s);
+    if (rc != 0 && store_is_cluster(s->store)) {
+        s->stored_rescan = 1; /* Redis is not there yet: stored_pump asks again */
+        return 0;
+    }
+    return rc == 0 ? 0 : -1;
 }
 
 /* Whether ended batch B's end is committed: then it goes (the store answers for it). Sets

@@ -9,7 +9,9 @@
 #include <stdint.h>
 
 struct server;
+struct store;
 struct store_batch;
+struct upload;
 
 /* The store committed writes of batch ID (its on_progress): a batch whose end is now
  * committed is no longer live here. */
@@ -56,5 +58,10 @@ int stored_live(const struct server *s, const char *id, struct stored_live *out)
  * cancelled, running ones are stopped, then the summary is recorded. Returns 0, or -1 when
  * ID is not live here. */
 int stored_cancel(struct server *s, const char *id);
+
+/* Rebuilds the upload of stored batch ID from the store: its batch JSON, and for a form its
+ * files, whose names are in input 0 (a JSON array). Returns the upload, or NULL with *IO set
+ * when the store could not be read now (else the batch cannot be rebuilt). */
+struct upload *stored_read_upload(struct store *st, const char *id, int *io);
 
 #endif

@@ -246,9 +246,12 @@ enum MHD_Result submit_stored(struct request *r)
         .njobs = (uint32_t)r->prep.spec.njobs,
     };
     submit_fingerprint(w, nfiles, nb.fingerprint);
-    if (store_batch_create(s->store, &nb, submit_done, w) != 0) {
+    int crc = store_batch_create(s->store, &nb, submit_done, w);
+    if (crc != 0) {
         submit_wait_free(w);
-        return reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
+        return crc == STORE_E_IO
+                   ? reply_error(r, -BATCHD_E_STORE_UNAVAILABLE, store_err_message(crc), NULL)
+                   : reply_error(r, -BATCHD_E_INTERNAL, "out of memory", NULL);
     }
     /* Asleep until submit_done: the batch may be announced only once it is committed. */
     w->r = r;

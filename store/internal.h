@@ -53,4 +53,8 @@ struct store_batch {
 /* The SQLite backend (store_sqlite.c). Returns as store_open. */
 int store_sqlite_open(const struct store_config *cfg, struct store **out, char *err, size_t errlen);
 
+/* The Redis backend (store_redis.c), with cfg->redis_url. Returns as store_open; an
+ * unreachable Redis is not an error (the store is then unavailable until it answers). */
+int store_redis_open(const struct store_config *cfg, struct store **out, char *err, size_t errlen);
+
 #endif

@@ -33,7 +33,26 @@
 #define RS_KEY_MAX (64 + STORE_ID_LEN + 2 * STORE_OWNER_MAX + STORE_KEY_MAX)
 #define RS_READ_TIMEOUT_MS 500 /* a read that takes longer: the store is unavailable */
 
-struct rs_cmd; /* a queued command (redis_conn.c) */
+struct rs_cmd;  /* a queued command (redis_conn.c) */
+struct rs_rows; /* results waiting to be sent for one batch (redis_rows.c) */
+
+/* The Lua scripts (redis_scripts.c). */
+enum {
+    RS_S_CREATE,
+    RS_S_RECORD,
+    RS_S_FINISH,
+    RS_S_END,
+    RS_S_CANCEL,
+    RS_S_START,
+    RS_S_FORGET,
+    RS_S_EXPIRE,
+    RS_S_CLAIM,
+    RS_S_TOUCH,
+    RS_S_POLL,
+    RS_S_ACK,
+    RS_NSCRIPTS
+};
+extern const char *const rs_scripts[RS_NSCRIPTS];
 struct rs_batch;
 
 struct rstore {
@@ -52,8 +71,8 @@ struct rstore {
     int timerfd;
     redisAsyncContext *ac;
     int ac_fd;
-    unsigned ac_mask;   /* EPOLLIN / EPOLLOUT hiredis wants */
-    int connected;      /* AUTH/SELECT/SCRIPT LOAD done */
+    unsigned ac_mask; /* EPOLLIN / EPOLLOUT hiredis wants */
+    int connected;    /* AUTH/SELECT/SCRIPT LOAD done */
     int connecting;
     uint64_t retry_at_ns;
     struct rs_cmd *sent_head, *sent_tail; /* sent, waiting for their reply (FIFO) */
@@ -61,19 +80,25 @@ struct rstore {
     uint64_t nsent, nwait;
     /* reads: a blocking connection with RS_READ_TIMEOUT_MS timeouts */
     redisContext *sc;
-    uint64_t sc_down_until_ns; /* after a failure, reads fail fast for a moment */
-    /* script digests */
-    char sha_create[41], sha_record[41], sha_finish[41], sha_end[41], sha_cancel[41],
-        sha_start[41], sha_forget[41], sha_expire[41], sha_claim[41], sha_touch[41],
-        sha_poll[41];
+    uint64_t sc_down_until_ns;              /* after a failure, reads fail fast for a moment */
+    struct rs_cmd *retry_head, *retry_tail; /* lost with a connection: sent again first */
+    int ac_registered;
+    int reload; /* a script was missing (Redis restarted): reconnect to load them */
+    int closing;
+    char sha[RS_NSCRIPTS][41]; /* the scripts' digests, from SCRIPT LOAD */
     /* cluster */
-    struct rs_batch *handles;  /* local handles (store_batch_open) */
-    struct rs_claimed *claimed; /* chunks this replica runs */
-    unsigned claims_pending;
+    struct rs_batch *handles;   /* local handles (store_batch_open) */
+    struct rs_rows *rows;       /* results waiting to be sent, per batch */
+    struct rs_claimed *claimed; /* chunks this replica runs (heartbeats) */
+    unsigned claim_want;        /* chunks the server would take now */
+    int claim_inflight;
+    int claim_empty; /* the last claim found nothing: wait for a tick */
     store_chunk_fn *claim_fn;
     void *claim_arg;
-    uint64_t next_poll_ns, next_touch_ns, next_claim_ns;
-    struct rs_watch *watched; /* batches whose progress is reported (unfinished ones) */
+    int poll_inflight, touch_inflight;
+    uint64_t ticks;
+    struct rs_watch *watch; /* what the last poll saw of each unfinished batch */
+    size_t nwatch;
     /* stats */
     struct store_stats stats;
     struct store_cluster_stats cstats;
@@ -99,6 +124,11 @@ enum { RS_ONCE = 0, RS_RETRY = 1 };
 int rs_send(struct rstore *rs, int flags, rs_reply_fn *fn, void *arg, int argc, const char **argv,
             const size_t *lens);
 
+/* The same for script SCRIPT (RS_S_*): ARGV is its arguments (no keys: the scripts name
+ * their keys from the batch id). */
+int rs_eval(struct rstore *rs, int flags, int script, rs_reply_fn *fn, void *arg, int argc,
+            const char **argv, const size_t *lens);
+
 /* A blocking command on the read connection (timeouts RS_READ_TIMEOUT_MS). Returns the reply
  * (freeReplyObject) or NULL when Redis cannot be reached (then STORE_E_IO). */
 redisReply *rs_sync(struct rstore *rs, int argc, const char **argv, const size_t *lens);
@@ -106,8 +136,18 @@ redisReply *rs_sync(struct rstore *rs, int argc, const char **argv, const size_t
 /* The same with a printf-like format (hiredis' redisCommand). */
 redisReply *rs_syncf(struct rstore *rs, const char *fmt, ...);
 
-/* Runs what is ready on the async connection and the timer (store_dispatch). */
-void rs_conn_dispatch(struct rstore *rs);
+/* Script SCRIPT on the read connection (EVAL with its text), blocking. */
+redisReply *rs_sync_script(struct rstore *rs, int script, int argc, const char **argv,
+                           const size_t *lens);
+
+/* Sets up the epoll set and the timer and starts connecting. 0 or STORE_E_IO with ERR. */
+int rs_conn_open(struct rstore *rs, char *err, size_t errlen);
+
+/* Runs what is ready on the async connection; returns 1 when the timer ticked (store_dispatch). */
+int rs_conn_dispatch(struct rstore *rs);
+
+/* Blocks until every queued command has its reply, or 2 s: 0 or STORE_E_IO. */
+int rs_conn_sync(struct rstore *rs);
 
 /* Closes both connections; queued commands' handlers see NULL. */
 void rs_conn_close(struct rstore *rs);
@@ -120,6 +160,51 @@ void rs_key(char *out, size_t size, const char *id, const char *suffix);
 
 /* Wall clock (the config's, or CLOCK_REALTIME) in ms. */
 int64_t rs_now_ms(const struct rstore *rs);
+
+/* The handle of a batch run on this replica only (store_batch_open). */
+struct rs_batch {
+    struct store_batch base;
+    struct rstore *rs;
+    struct rs_batch *next;
+    char id[STORE_ID_SIZE];
+    uint32_t njobs;
+    uint8_t *bits; /* LSB-first: bit I = job I has a result (queued or recorded) */
+    uint64_t committed_seq;
+    int ended;
+};
+
+/* RS if ST is the Redis store, else NULL (redis_conn.c). */
+struct rstore *rs_of(struct store *st);
+
+/* redis_rows.c -------------------------------------------------------------------------- */
+
+/* This replica's handle of batch ID, or NULL. */
+struct rs_batch *rs_handle_find(struct rstore *rs, const char *id);
+
+/* Sends every batch's queued results now (store_sync, close). */
+void rs_rows_flush_all(struct rstore *rs);
+
+/* Frees every group (at close). */
+void rs_rows_free_all(struct rstore *rs);
+
+/* Queues the result of job INDEX of batch ID (sent in groups). 0 or STORE_E_NOMEM. */
+int rs_rows_add(struct rstore *rs, const char *id, uint32_t index, int ok, const void *line,
+                size_t len);
+
+/* Sends batch ID's queued results now (before a command that must come after them). */
+void rs_rows_flush_id(struct rstore *rs, const char *id);
+
+/* Queues the end of batch ID (after its results), unless it is recorded already. */
+int rs_end_id(struct rstore *rs, const char *id, int state, const void *summary, size_t len);
+
+/* redis_cluster.c ------------------------------------------------------------------------- */
+
+/* The timer's turn: claims, heartbeats of the chunks run here, the poll of progress and
+ * cancels, the stored bytes. */
+void rs_cluster_tick(struct rstore *rs);
+
+/* Frees the cluster state (at close). */
+void rs_cluster_free(struct rstore *rs);
 
 /* redis_read.c (sync, on the read connection) --------------------------------------------- */
 

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 struct store_err_row {
     const char *name;
@@ -65,7 +66,15 @@ const char *store_state_name(int state)
 
 int store_open(const struct store_config *cfg, struct store **out, char *err, size_t errlen)
 {
+    if (cfg != NULL && cfg->redis_url != NULL && cfg->redis_url[0] != '\0') {
+        return store_redis_open(cfg, out, err, errlen);
+    }
     return store_sqlite_open(cfg, out, err, errlen);
+}
+
+int store_is_cluster(const struct store *st)
+{
+    return st != NULL && strcmp(st->ops->name, "redis") == 0;
 }
 
 void store_close(struct store *st)

@@ -99,10 +99,10 @@ struct store_config {
     store_error_fn *on_error;       /* may be NULL */
     void *arg;                      /* for the callbacks */
     /* Cluster mode (SPEC §9): with REDIS_URL the store is Redis, shared by every replica. */
-    const char *redis_url;       /* NULL or "": the SQLite store in state_dir */
-    const char *replica;         /* this replica's name (logs, consumer, status) */
-    uint64_t claim_timeout_ms;   /* a chunk untouched this long is claimed by another replica */
-    uint64_t cluster_max_upload; /* a batch uploading more bytes runs where it was received */
+    const char *redis_url;        /* NULL or "": the SQLite store in state_dir */
+    const char *replica;          /* this replica's name (logs, consumer, status) */
+    uint64_t claim_timeout_ms;    /* a chunk untouched this long is claimed by another replica */
+    uint64_t cluster_max_upload;  /* a batch uploading more bytes runs where it was received */
     store_progress_fn *on_cancel; /* cluster: batch ID got a cancel (from any replica) */
 };
 
@@ -303,12 +303,12 @@ int store_is_cluster(const struct store *st);
 /* A chunk of a batch claimed by this replica: jobs FROM..TO-1 of batch ID. */
 struct store_chunk {
     char id[STORE_ID_SIZE];
-    char entry[48];  /* its entry in the batch's queue */
+    char entry[48]; /* its entry in the batch's queue */
     uint32_t from, to;
-    uint32_t njobs;  /* of the batch */
-    int reclaimed;   /* taken over from a replica that stopped touching it */
-    int cancel;      /* the batch has a cancel recorded */
-    uint8_t *bits;   /* (TO-FROM) bits: 1 = that job already has a recorded result */
+    uint32_t njobs; /* of the batch */
+    int reclaimed;  /* taken over from a replica that stopped touching it */
+    int cancel;     /* the batch has a cancel recorded */
+    uint8_t *bits;  /* bit K (bits[K/8] >> K%8 & 1): job FROM+K has a recorded result */
 };
 /* A claimed chunk (borrowed: copy what you keep), from store_dispatch. */
 typedef void store_chunk_fn(void *arg, const struct store_chunk *c);
@@ -351,6 +351,10 @@ int store_chunk_end_batch(struct store *st, const char *id, int state, const voi
 /* Acknowledges chunk C: no replica runs it again. */
 int store_chunk_ack(struct store *st, const struct store_chunk *c);
 
+/* Gives chunk C up without acking it (this replica stops: another one takes it over after
+ * the claim timeout). */
+void store_chunk_drop(struct store *st, const struct store_chunk *c);
+
 /* Records a cancel of batch ID (any replica's): every replica stops its chunks (on_cancel).
  * Returns 0, STORE_E_NOT_FOUND, STORE_E_ENDED, STORE_E_IO. DONE gets the outcome. */
 int store_cancel_id(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
@@ -358,12 +362,13 @@ int store_cancel_id(struct store *st, const uint8_t *owner, size_t owner_len, co
 
 /* Cluster figures for metrics. */
 struct store_cluster_stats {
-    int up;                 /* connected to Redis */
-    uint64_t claimed;       /* chunks claimed first-hand */
-    uint64_t reclaimed;     /* chunks taken over from another replica */
-    uint64_t recorded;      /* results recorded */
-    uint64_t duplicates;    /* results refused as a second of their job */
-    uint64_t lost;          /* chunks another replica took while this one still ran them */
+    int up;              /* connected to Redis */
+    uint64_t claimed;    /* chunks claimed first-hand */
+    uint64_t reclaimed;  /* chunks taken over from another replica */
+    uint64_t recorded;   /* results recorded */
+    uint64_t duplicates; /* results refused as a second of their job */
+    uint64_t lost;       /* chunks another replica took while this one still ran them */
+    uint64_t running;    /* chunks claimed here and not acked yet */
 };
 void store_cluster_stats_get(const struct store *st, struct store_cluster_stats *out);
 

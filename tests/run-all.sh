@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests need (the tests use Pillow as the reference; the
 # web console's test drives Debian's Chromium through chromedriver and selenium; the image
-# test builds the Dockerfile with buildah on a base made by debootstrap).
+# test builds the Dockerfile with buildah on a base made by debootstrap; the cluster tests
+# start Debian's redis-server on loopback, SPEC §9).
 pkgs=(gcc cmake ninja-build pkg-config libmicrohttpd-dev libjansson-dev libjpeg62-turbo-dev
       libturbojpeg0-dev libpng-dev libdeflate-dev liblua5.4-dev liblcms2-dev libwebp-dev libsqlite3-dev
+      libhiredis-dev redis-server
       python3 python3-pil python3-numpy python3-yaml curl nginx-light clang-format-14 git clang
       libclang-rt-14-dev wrk chromium chromium-driver python3-selenium
       buildah debootstrap

@@ -2,10 +2,16 @@
 """Static checks of docker/nginx.conf, docker/compose.yaml and docker/k8s.yaml, and of the
 promises between them and batchd: the same port, the same body limit, shutdown timers that
 nest (an orchestrator's kill comes after batchd's drain), probes on the right endpoints,
-selectors that match the pods, a state dir (the store, SPEC §8) that is a writable volume
-of each replica's own, apart from the data dir. nginx.conf is also rendered for loopback and passed through
-`nginx -t`. Needs python3-yaml (Debian) for the YAML files.
+selectors that match the pods, a state dir apart from the data dir, and cluster mode's
+wiring (SPEC §9): one Redis with persistence on (appendonly, appendfsync always, noeviction,
+its data on a volume or claim of its own), every replica's BATCHD_REDIS pointing at it by
+IP, replica names unique, a data dir shared by the replicas, nginx without stickiness. The
+cluster checks are functions returning the problems they find, also fed broken copies of
+the files (mutation self-checks). nginx.conf is also rendered for loopback and passed
+through `nginx -t`. Needs python3-yaml (Debian) for the YAML files.
 """
+import copy
+import ipaddress
 import os
 import re
 import subprocess
@@ -50,6 +56,240 @@ def seconds(value):
         total += float(num) * {"ms": 0.001, "h": 3600, "m": 60, "s": 1, "": 1}[unit]
     assert matched, value
     return total
+
+
+def size_bytes(value):
+    """'1GiB', '256MiB', 1024 -> bytes (batchd's units: KiB/MiB/GiB and KB/MB/GB alike;
+    Kubernetes' quantities Ki/Mi/Gi)."""
+    m = re.fullmatch(r"(\d+)\s*([KMGT]?)(i?B?)?", str(value).strip(), re.I)
+    assert m, value
+    return int(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper())
+
+
+def redis_size(value):
+    """Redis' memory units: 1k = 1000, 1kb = 1024, ... (redis.conf)."""
+    m = re.fullmatch(r"(\d+)\s*([kmg]?)(b?)", str(value).strip(), re.I)
+    assert m, value
+    unit = " kmg".index((m.group(2) or " ").lower())
+    return int(m.group(1)) * (1024 if m.group(3) else 1000) ** unit
+
+
+def redis_options(args):
+    """`redis-server --opt value ...` (or the args after the image's entrypoint) -> dict."""
+    args = [str(a) for a in args]
+    if args and not args[0].startswith("--"):
+        args = args[1:]  # redis-server, or a config file
+    opts, i = {}, 0
+    while i < len(args):
+        assert args[i].startswith("--"), args
+        name = args[i][2:]
+        values = []
+        i += 1
+        while i < len(args) and not args[i].startswith("--"):
+            values.append(args[i])
+            i += 1
+        opts[name] = " ".join(values)
+    return opts
+
+
+def redis_persistence_problems(opts, where):
+    """SPEC §9's 'with Redis' own persistence on': every write in the AOF, fsynced before
+    Redis answers (a 202 or a recorded result must survive a crash of Redis or its host),
+    and a full Redis refusing writes rather than evicting batches."""
+    problems = []
+    if opts.get("appendonly") != "yes":
+        problems.append(f"{where}: appendonly is not yes")
+    if opts.get("appendfsync", "everysec") != "always":
+        problems.append(f"{where}: appendfsync is not always")
+    if opts.get("maxmemory-policy", "noeviction") != "noeviction":
+        problems.append(f"{where}: maxmemory-policy evicts keys")
+    if "dir" not in opts:
+        problems.append(f"{where}: no --dir for the append-only file")
+    return problems
+
+
+REPLICA_NAME = re.compile(r"[A-Za-z0-9._-]+")  # server/config.c check_cluster
+
+
+def redis_url(url):
+    """redis://HOST:PORT[/DB] -> (host, port, db) or None."""
+    m = re.fullmatch(r"redis://([^:/]+):(\d+)(?:/(\d+))?", url or "")
+    return (m.group(1), int(m.group(2)), int(m.group(3) or 0)) if m else None
+
+
+def compose_problems(c, nginx_conf):
+    """What is wrong with compose.yaml's cluster mode (empty: nothing)."""
+    problems = []
+    svcs = c["services"]
+    replicas = sorted(n for n in svcs if n.startswith("batchd"))
+    redis = [n for n, s in svcs.items() if str(s.get("image", "")).startswith("redis:")]
+    if len(redis) != 1:
+        return [f"one redis service expected, found {redis}"]
+    (rname,) = redis
+    r = svcs[rname]
+    image = r["image"]
+    if "latest" in image or not re.search(r"bookworm", image):
+        problems.append(f"redis image {image}: not a pinned Debian (bookworm) one")
+    cmd = r.get("command")
+    if isinstance(cmd, str):
+        cmd = cmd.split()
+    opts = redis_options(cmd or [])
+    problems += redis_persistence_problems(opts, rname)
+    mounts = dict(reversed(v.split(":")[:2]) for v in r.get("volumes", []))
+    if opts.get("dir") not in mounts or mounts.get(opts.get("dir")) not in (c.get("volumes") or {}):
+        problems.append(f"{rname}: its --dir {opts.get('dir')} is not a named volume")
+    port = int(opts.get("port", 6379))
+    # Redis' fixed address on a network whose dynamic range leaves it out.
+    nets = r.get("networks") or {}
+    addrs = {n: (v or {}).get("ipv4_address") for n, v in nets.items()} if isinstance(nets, dict) \
+        else {}
+    addrs = {n: a for n, a in addrs.items() if a}
+    if not addrs:
+        problems.append(f"{rname}: no fixed ipv4_address (hiredis would resolve a name)")
+    for net, addr in addrs.items():
+        ipam = (((c.get("networks") or {}).get(net) or {}).get("ipam") or {}).get("config") or []
+        ok = False
+        for block in ipam:
+            subnet = ipaddress.ip_network(block["subnet"])
+            dyn = ipaddress.ip_network(block.get("ip_range", block["subnet"]))
+            if ipaddress.ip_address(addr) in subnet and ipaddress.ip_address(addr) not in dyn:
+                ok = True
+        if not ok:
+            problems.append(f"{rname}: {addr} not in {net}'s subnet, or inside its ip_range")
+    maxmemory = redis_size(opts["maxmemory"]) if "maxmemory" in opts else None
+    names = {}
+    for name in replicas:
+        s = svcs[name]
+        env = s.get("environment") or {}
+        url = redis_url(env.get("BATCHD_REDIS"))
+        if not url:
+            problems.append(f"{name}: BATCHD_REDIS {env.get('BATCHD_REDIS')!r} is not "
+                            f"redis://HOST:PORT[/DB]")
+        else:
+            host, p, _ = url
+            if host not in addrs.values():
+                problems.append(f"{name}: BATCHD_REDIS host {host} is not redis' address")
+            if p != port:
+                problems.append(f"{name}: BATCHD_REDIS port {p}, redis listens on {port}")
+            snets = s.get("networks") or ["default"]
+            if not any(n in snets for n, a in addrs.items() if a == host):
+                problems.append(f"{name}: not on the network redis' address is on")
+        rn = env.get("BATCHD_REPLICA_NAME")
+        if not rn or not REPLICA_NAME.fullmatch(str(rn)):
+            problems.append(f"{name}: BATCHD_REPLICA_NAME {rn!r} missing or not [A-Za-z0-9._-]+")
+        elif rn in names:
+            problems.append(f"{name}: BATCHD_REPLICA_NAME {rn} is also {names[rn]}'s")
+        else:
+            names[rn] = name
+        deps = s.get("depends_on") or {}
+        if rname not in deps:
+            problems.append(f"{name}: does not depend on {rname} (stopped after it, it could "
+                            f"not record the results of its drain)")
+        if maxmemory and size_bytes(env.get("BATCHD_MAX_STORED_BYTES", "10GiB")) >= maxmemory:
+            problems.append(f"{name}: BATCHD_MAX_STORED_BYTES is not below redis' maxmemory")
+    # {"path"} inputs: every replica sees the same data dir (a chunk runs on any of them).
+    data = set()
+    for name in replicas:
+        env = svcs[name].get("environment") or {}
+        ddir = env.get("BATCHD_DATA_DIR", "/var/lib/batchd")
+        m = dict(reversed(v.split(":")[:2]) for v in svcs[name].get("volumes", []))
+        data.add(m.get(ddir))
+    if len(data) != 1 or None in data:
+        problems.append(f"the replicas do not share one data volume: {data}")
+    # Any replica answers any stored batch: the balancer must not pin clients.
+    d = nginx_directives(nginx_conf)
+    sticky = [n for n, _ in d if n in ("ip_hash", "hash", "sticky", "sticky_cookie_insert")]
+    if sticky:
+        problems.append(f"nginx.conf pins clients: {sticky}")
+    return problems
+
+
+def k8s_problems(docs):
+    """What is wrong with k8s.yaml's cluster mode (empty: nothing)."""
+    problems = []
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "batchd"]
+    pod = sts["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    if "BATCHD_REDIS" not in env:
+        return ["batchd has no BATCHD_REDIS"]
+    rn = env.get("BATCHD_REPLICA_NAME", {})
+    if ((rn.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") != "metadata.name":
+        problems.append("BATCHD_REPLICA_NAME is not the pod's name (fieldRef metadata.name)")
+    url = env["BATCHD_REDIS"].get("value", "")
+    m = re.fullmatch(r"redis://\$\((\w+)_SERVICE_HOST\):\$\((\w+)_SERVICE_PORT\)(?:/(\d+))?",
+                     url)
+    redis_sts = [d for d in docs if d["kind"] == "StatefulSet" and d is not sts]
+    if not m:
+        # An external Redis: then an IP, and no Redis of our own.
+        u = redis_url(url)
+        try:
+            ipaddress.ip_address(u[0] if u else "")
+        except ValueError:
+            problems.append(f"BATCHD_REDIS {url!r}: neither $(X_SERVICE_HOST) nor an IP")
+        if redis_sts:
+            problems.append("a Redis StatefulSet, but BATCHD_REDIS does not use it")
+        return problems
+    if m.group(1) != m.group(2):
+        problems.append(f"BATCHD_REDIS names two Services: {url}")
+    if pod["spec"].get("enableServiceLinks") is False:
+        problems.append("enableServiceLinks is off: $(..._SERVICE_HOST) stays unexpanded")
+    svcs = [d for d in docs if d["kind"] == "Service" and
+            d["metadata"]["name"].upper().replace("-", "_") == m.group(1)]
+    if len(svcs) != 1:
+        return problems + [f"no Service for {m.group(1)}_SERVICE_HOST"]
+    (svc,) = svcs
+    if svc["spec"].get("clusterIP") == "None":
+        problems.append(f"Service {svc['metadata']['name']} is headless: no _SERVICE_HOST")
+    if docs.index(svc) > docs.index(sts):
+        problems.append(f"Service {svc['metadata']['name']} comes after the batchd StatefulSet: "
+                        f"pods created before it lack its variables")
+    sel = svc["spec"].get("selector") or {}
+    targets = [d for d in redis_sts
+               if sel and sel.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+    if len(targets) != 1:
+        return problems + [f"Service {svc['metadata']['name']} selects {len(targets)} StatefulSets"]
+    (rsts,) = targets
+    rpod = rsts["spec"]["template"]
+    if sel.items() <= pod["metadata"]["labels"].items():
+        problems.append("the Redis Service selects batchd's pods too")
+    bsel = sts["spec"]["selector"]["matchLabels"]
+    if bsel.items() <= rpod["metadata"]["labels"].items():
+        problems.append("batchd's selector selects the Redis pods too")
+    if rsts["spec"].get("replicas", 1) != 1:
+        problems.append("more than one Redis pod: they would not share data")
+    (rc,) = rpod["spec"]["containers"]
+    args = list(rc.get("command") or []) + list(rc.get("args") or [])
+    opts = redis_options(args)
+    problems += redis_persistence_problems(opts, "redis")
+    mounts = {v["mountPath"]: v["name"] for v in rc.get("volumeMounts", [])}
+    claims = {t["metadata"]["name"]: t["spec"]
+              for t in rsts["spec"].get("volumeClaimTemplates", [])}
+    if mounts.get(opts.get("dir")) not in claims:
+        problems.append(f"redis' --dir {opts.get('dir')} is not on a claim of its own")
+    elif claims[mounts[opts["dir"]]]["accessModes"] != ["ReadWriteOnce"]:
+        problems.append("redis' claim is not ReadWriteOnce")
+    if not rpod["spec"].get("securityContext", {}).get("fsGroup"):
+        problems.append("no fsGroup: the claim may not be writable by redis")
+    ports = {p.get("name"): p["containerPort"] for p in rc["ports"]}
+    port = int(opts.get("port", 6379))
+    (sp,) = svc["spec"]["ports"]
+    if port not in ports.values():
+        problems.append(f"redis' container does not expose its port {port}")
+    if sp.get("targetPort", sp["port"]) not in (port, *[n for n, v in ports.items() if v == port]):
+        problems.append("the Redis Service's targetPort is not redis' port")
+    heads = [d for d in docs if d["kind"] == "Service" and
+             d["metadata"]["name"] == rsts["spec"].get("serviceName")]
+    if len(heads) != 1 or heads[0]["spec"].get("clusterIP") != "None":
+        problems.append("the Redis StatefulSet's serviceName is not a headless Service")
+    if "maxmemory" in opts:
+        stored = env.get("BATCHD_MAX_STORED_BYTES", {}).get("value", "10GiB")
+        if size_bytes(stored) >= redis_size(opts["maxmemory"]):
+            problems.append("BATCHD_MAX_STORED_BYTES is not below redis' maxmemory")
+        limit = rc.get("resources", {}).get("limits", {}).get("memory")
+        if not limit or size_bytes(limit) <= redis_size(opts["maxmemory"]):
+            problems.append("redis' memory limit is not above its maxmemory")
+    return problems
 
 
 class NginxConfTest(unittest.TestCase):
@@ -129,21 +369,71 @@ class ComposeTest(unittest.TestCase):
         self.assertTrue(any(v.startswith("./nginx.conf:") for v in nginx["volumes"]))
         self.assertNotIn("latest", nginx["image"])
 
-    def test_a_state_volume_per_replica(self):
+    def test_state_dir_apart_and_never_shared(self):
+        # In cluster mode nothing is written to the state dir (the image's VOLUME gives each
+        # container its own); a state volume named here must still be one replica's only.
         svcs = self.c["services"]
         replicas = sorted(n for n in svcs if n.startswith("batchd"))
         seen = set()
         for name in replicas:
-            state = svcs[name]["environment"]["BATCHD_STATE_DIR"]
-            data = svcs[name]["environment"].get("BATCHD_DATA_DIR", "/var/lib/batchd")
-            mounts = dict(reversed(v.split(":")[:2]) for v in svcs[name]["volumes"])
-            self.assertIn(state, mounts, f"{name}: its state dir is not a volume")
+            env = svcs[name]["environment"]
+            state = env.get("BATCHD_STATE_DIR", "/var/lib/batchd-state")  # the image's ENV
+            data = env.get("BATCHD_DATA_DIR", "/var/lib/batchd")
             self.assertNotEqual(os.path.commonpath([state, data]), data,
                                 f"{name}: the state dir is inside the data dir")
-            vol = mounts[state]
-            self.assertIn(vol, self.c["volumes"], f"{name}: {vol} is not a named volume")
-            self.assertNotIn(vol, seen, f"{vol} is shared: a second batchd on it is refused")
-            seen.add(vol)
+            mounts = dict(reversed(v.split(":")[:2]) for v in svcs[name]["volumes"])
+            if not env.get("BATCHD_REDIS"):
+                self.assertIn(state, mounts, f"{name}: without Redis its store is not a volume")
+            if state in mounts:
+                self.assertNotIn(mounts[state], seen, f"{mounts[state]} is shared")
+                seen.add(mounts[state])
+
+    def test_cluster_mode(self):
+        self.assertEqual(compose_problems(self.c, read("nginx.conf")), [])
+
+    def test_cluster_checks_catch_mistakes(self):
+        """Each broken copy must be refused: the checks above are only as good as these."""
+        conf = read("nginx.conf")
+
+        def mutated(fn):
+            c = copy.deepcopy(self.c)
+            fn(c)
+            return compose_problems(c, conf)
+
+        def redis_cmd(c, old, new):
+            cmd = c["services"]["redis"]["command"]
+            cmd[cmd.index(old) + 1] = new
+
+        svcs = "services"
+        cases = {
+            "appendfsync everysec": lambda c: redis_cmd(c, "--appendfsync", "everysec"),
+            "appendonly no": lambda c: redis_cmd(c, "--appendonly", "no"),
+            "evicting": lambda c: redis_cmd(c, "--maxmemory-policy", "allkeys-lru"),
+            "a replica by name": lambda c: c[svcs]["batchd2"]["environment"].update(
+                BATCHD_REDIS="redis://redis:6379/0"),
+            "a replica elsewhere": lambda c: c[svcs]["batchd3"]["environment"].update(
+                BATCHD_REDIS="redis://10.213.0.11:6379"),
+            "a wrong port": lambda c: c[svcs]["batchd1"]["environment"].update(
+                BATCHD_REDIS="redis://10.213.0.10:6380"),
+            "no redis": lambda c: c[svcs]["batchd1"]["environment"].pop("BATCHD_REDIS"),
+            "a shared name": lambda c: c[svcs]["batchd3"]["environment"].update(
+                BATCHD_REPLICA_NAME="batchd1"),
+            "no name": lambda c: c[svcs]["batchd2"]["environment"].pop("BATCHD_REPLICA_NAME"),
+            "a bad name": lambda c: c[svcs]["batchd2"]["environment"].update(
+                BATCHD_REPLICA_NAME="batchd 2"),
+            "no volume": lambda c: c[svcs]["redis"].pop("volumes"),
+            "a dynamic address": lambda c: c["networks"]["default"]["ipam"]["config"][0].pop(
+                "ip_range"),
+            "store over maxmemory": lambda c: c[svcs]["batchd1"]["environment"].update(
+                BATCHD_MAX_STORED_BYTES="10GiB"),
+            "no depends_on": lambda c: c[svcs]["batchd1"].pop("depends_on"),
+            "a private data dir": lambda c: c[svcs]["batchd1"].update(
+                volumes=["other:/var/lib/batchd"]),
+        }
+        for what, fn in cases.items():
+            self.assertNotEqual(mutated(fn), [], f"not caught: {what}")
+        sticky = conf.replace("least_conn;", "ip_hash;")
+        self.assertNotEqual(compose_problems(self.c, sticky), [], "not caught: ip_hash")
 
 
 @unittest.skipIf(yaml is None, "python3-yaml not installed")
@@ -152,10 +442,9 @@ class KubernetesTest(unittest.TestCase):
     def setUpClass(cls):
         docs = [d for d in yaml.safe_load_all(read("k8s.yaml")) if d]
         cls.docs = docs
-        # The Service clients use: the one with a cluster IP (the headless one is the
-        # StatefulSet's, for per-pod DNS).
-        cls.by_kind = {d["kind"]: d for d in docs
-                       if not (d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")}
+        # batchd's objects are named batchd (the Redis ones redis, redis-pods; the headless
+        # batchd-pods is the StatefulSet's, for per-pod DNS).
+        cls.by_kind = {d["kind"]: d for d in docs if d["metadata"]["name"] == "batchd"}
 
     def test_kinds_and_versions(self):
         self.assertEqual(self.by_kind["StatefulSet"]["apiVersion"], "apps/v1")
@@ -225,7 +514,7 @@ class KubernetesTest(unittest.TestCase):
         if "minAvailable" in pdb:
             self.assertLess(pdb["minAvailable"], hpa["minReplicas"])
 
-    def test_state_dir_is_a_claim_per_pod(self):
+    def test_state_dir_apart_from_data_dir(self):
         sts = self.by_kind["StatefulSet"]["spec"]
         c = self.container()
         env = {e["name"]: e.get("value") for e in c["env"]}
@@ -233,12 +522,11 @@ class KubernetesTest(unittest.TestCase):
         self.assertNotEqual(os.path.commonpath([state, data]), data,
                             "the state dir is inside the data dir: batchd refuses it")
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        self.assertIn(state, mounts, "the state dir is not mounted")
-        claims = {t["metadata"]["name"]: t["spec"] for t in sts["volumeClaimTemplates"]}
-        self.assertIn(mounts[state], claims, "the state dir is not a per-pod claim")
-        self.assertEqual(claims[mounts[state]]["accessModes"], ["ReadWriteOnce"])
-        pod_volumes = {v["name"] for v in self.pod()["spec"].get("volumes", [])}
-        self.assertNotIn(mounts[state], pod_volumes, "a pod volume shadows the claim")
+        self.assertIn(state, mounts, "the state dir is not mounted (read-only root)")
+        claims = {t["metadata"]["name"] for t in sts.get("volumeClaimTemplates", [])}
+        if "BATCHD_REDIS" not in env:
+            # Without Redis each pod's SQLite store must outlive it: a claim per pod.
+            self.assertIn(mounts[state], claims, "the state dir is not a per-pod claim")
         # Writable by the image's user (uid 10001), root file system read-only.
         self.assertEqual(self.pod()["spec"]["securityContext"]["fsGroup"], 10001)
         # The headless Service the StatefulSet names exists and selects its pods.
@@ -248,6 +536,57 @@ class KubernetesTest(unittest.TestCase):
         self.assertLessEqual(headless["spec"]["selector"].items(),
                              self.pod()["metadata"]["labels"].items())
 
+    def test_cluster_mode(self):
+        self.assertEqual(k8s_problems(self.docs), [])
+
+    def test_cluster_checks_catch_mistakes(self):
+        def mutated(fn):
+            docs = copy.deepcopy(self.docs)
+            fn(docs)
+            return k8s_problems(docs)
+
+        def find(docs, kind, name):
+            (d,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+            return d
+
+        def env(docs, name):
+            c = find(docs, "StatefulSet", "batchd")["spec"]["template"]["spec"]["containers"][0]
+            (e,) = [e for e in c["env"] if e["name"] == name]
+            return e
+
+        def rargs(docs, old, new):
+            a = find(docs, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]
+            a["args"][a["args"].index(old) + 1] = new
+
+        def move_service_last(docs):
+            svc = find(docs, "Service", "redis")
+            docs.remove(svc)
+            docs.append(svc)
+
+        cases = {
+            "appendfsync everysec": lambda d: rargs(d, "--appendfsync", "everysec"),
+            "appendonly no": lambda d: rargs(d, "--appendonly", "no"),
+            "evicting": lambda d: rargs(d, "--maxmemory-policy", "volatile-lru"),
+            "a DNS name": lambda d: env(d, "BATCHD_REDIS").update(
+                value="redis://redis-0.redis-pods:6379/0"),
+            "the headless Service": lambda d: env(d, "BATCHD_REDIS").update(
+                value="redis://$(REDIS_PODS_SERVICE_HOST):$(REDIS_PODS_SERVICE_PORT)/0"),
+            "a fixed replica name": lambda d: env(d, "BATCHD_REPLICA_NAME").update(
+                valueFrom=None, value="batchd"),
+            "service links off": lambda d: find(d, "StatefulSet", "batchd")["spec"][
+                "template"]["spec"].update(enableServiceLinks=False),
+            "the Service after the pods": move_service_last,
+            "no claim": lambda d: find(d, "StatefulSet", "redis")["spec"].pop(
+                "volumeClaimTemplates"),
+            "two Redis pods": lambda d: find(d, "StatefulSet", "redis")["spec"].update(
+                replicas=3),
+            "store over maxmemory": lambda d: env(d, "BATCHD_MAX_STORED_BYTES").update(
+                value="10GiB"),
+            "a Service selecting batchd": lambda d: find(d, "Service", "redis")["spec"].update(
+                selector={"app.kubernetes.io/name": "batchd"}),
+        }
+        for what, fn in cases.items():
+            self.assertNotEqual(mutated(fn), [], f"not caught: {what}")
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
