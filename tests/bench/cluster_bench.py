@@ -21,9 +21,10 @@ second one with `--appendonly no` for comparison (`--no-aof-compare` leaves it o
     (status `cluster.replicas`) and the chunks each claimed (metrics). The same for a
     CPU-bound batch (`cpu_loop`), which cannot speed up on a 2-core machine: 2 workers
     already fill both cores, more replicas only add processes on the same cores.
-(c) Redis round trips as the replicas report them: batchd_redis_latency_seconds (histogram:
-    count, mean, estimated p50/p90/p99 from the buckets), per replica and phase; beside it
-    PING round trips from this script (a Python client on the same machine).
+(c) Redis round trips as the replicas report them: batchd_redis_latency_seconds (count and
+    mean per phase; quantiles per phase from a histogram's buckets, or a summary's own
+    quantiles over the replica's life), per replica; beside it PING round trips from this
+    script (a Python client on the same machine).
 
 A binary whose --redis is accepted but not in effect (nothing appears in Redis) stops the
 run, unless ALLOW_NO_REDIS=1 (development: the rows are then marked as not through Redis).
@@ -33,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -190,9 +192,23 @@ class Server:
         self.redis = redis
         self.b = deploylib.Batchd(name=name, workers=workers, args=args,
                                   workdir=tempfile.mkdtemp(prefix=name + "-", dir=tmp))
+        # deploylib's port reader takes the first 127.0.0.1:PORT in the log, which with
+        # --redis is Redis's (the store_opened line names the URL): take the listening line's.
+        self.b.port = self._listening_port()
         self.b.wait_ready()
         self.port = self.b.port
         self.base = "http://127.0.0.1:%d" % self.port
+
+    def _listening_port(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(r"event=listening .*?\bport=(\d+)", self.b.log())
+            if m:
+                return int(m.group(1))
+            if self.b.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise SystemExit("%s did not log its port:\n%s" % (self.name, self.b.log()))
 
     def metrics(self):
         st, _, body = deploylib.request(self.port, "GET", "/metrics", timeout=30)
@@ -256,33 +272,49 @@ def stored(srv, body, out, jobs, check=None):
 
 
 # ------------------------------------------------------------------------------- metrics
-def hist(fams, name, **labels):
-    """(buckets [(le, cumulative count)], sum, count) of histogram NAME, summed over the
-    series whose labels include LABELS; None when the family is absent."""
+def lat(fams, name="batchd_redis_latency_seconds"):
+    """A snapshot of latency family NAME (a histogram or a summary, summed over its
+    series): {type, sum, count, buckets [(le, cumulative)] or quantiles {q: v}}; None when
+    the family is absent."""
     f = fams.get(name)
-    if f is None or f.type != "histogram":
+    if f is None or f.type not in ("histogram", "summary"):
         return None
-    want = set(labels.items())
-    buckets = {}
-    for labs, v in f.series("_bucket").items():
-        if want <= labs:
+    snap = {"type": f.type, "sum": f.sum("_sum"), "count": f.sum("_count")}
+    if f.type == "histogram":
+        buckets = {}
+        for labs, v in f.series("_bucket").items():
             le = float(dict(labs)["le"])
             buckets[le] = buckets.get(le, 0) + v
-    return sorted(buckets.items()), f.sum("_sum", **labels), f.sum("_count", **labels)
+        snap["buckets"] = sorted(buckets.items())
+    else:
+        snap["quantiles"] = {float(dict(labs)["quantile"]): v
+                             for labs, v in f.series("").items() if "quantile" in dict(labs)}
+    return snap
 
 
-def hist_delta(h1, h0):
-    if h1 is None:
+def lat_delta(l1, l0):
+    """Over the interval between two snapshots: {count, mean, q {0.5, 0.9, 0.99}, note}. A
+    histogram's quantiles come from the bucket deltas (interpolated inside a bucket, as
+    Prometheus does); a summary's are its own, over the replica's life (it cannot be
+    differenced)."""
+    if l1 is None:
         return None
-    if h0 is None:
-        return h1
-    b0 = dict(h0[0])
-    return [(le, c - b0.get(le, 0)) for le, c in h1[0]], h1[1] - h0[1], h1[2] - h0[2]
+    n0 = l0["count"] if l0 else 0
+    s0 = l0["sum"] if l0 else 0.0
+    count = l1["count"] - n0
+    d = {"count": count, "mean": (l1["sum"] - s0) / count if count > 0 else math.nan}
+    if l1["type"] == "histogram":
+        b0 = dict(l0["buckets"]) if l0 else {}
+        buckets = [(le, c - b0.get(le, 0)) for le, c in l1["buckets"]]
+        d["q"] = {q: bucket_quantile(buckets, count, q) for q in (0.5, 0.9, 0.99)}
+        d["note"] = "phase"
+    else:
+        d["q"] = l1["quantiles"]
+        d["note"] = "life"
+    return d
 
 
-def hist_quantile(h, q):
-    """Linear interpolation inside the bucket holding quantile Q (Prometheus' way)."""
-    buckets, _, count = h
+def bucket_quantile(buckets, count, q):
     if count <= 0:
         return math.nan
     rank = q * count
@@ -469,8 +501,7 @@ def main():
             for s in (s_aof, s_no):
                 if s:
                     m1 = s.metrics()
-                    lat_a[s.name] = hist_delta(hist(m1, "batchd_redis_latency_seconds"),
-                                               hist(m0[s.name], "batchd_redis_latency_seconds"))
+                    lat_a[s.name] = lat_delta(lat(m1), lat(m0[s.name]))
             hwm = {s.name: status_kb(s.b.proc.pid, "VmHWM") for s in (s_sql, s_aof, s_no) if s}
             for s in (s_sql, s_aof, s_no):
                 if s:
@@ -577,12 +608,14 @@ def main():
                     reps_b.append(start("r%d" % (len(reps_b) + 1), r_aof))
                 time.sleep(0.5)
                 for key, body, jobs in workloads:
-                    m0 = {s.name: s.metrics() for s in reps_b}
                     xs = []
                     for r in range(a.reps + 1):
+                        if r == 1:  # counted from after the warm-up
+                            m0 = {s.name: s.metrics() for s in reps_b}
                         tot, _, bid = stored(reps_b[0], body, out, jobs, check=in_redis(reps_b[0]))
                         st = reps_b[0].status(bid)
-                        ran[(key, n)] = (st.get("cluster") or {}).get("replicas")
+                        ran.setdefault((key, n), set()).update(
+                            (st.get("cluster") or {}).get("replicas") or [])
                         reps_b[0].forget(bid)
                         if r > 0:
                             xs.append(tot)
@@ -594,8 +627,7 @@ def main():
                         c0 = counter(m0[s.name], "batchd_cluster_chunks_claimed_total")
                         claimed[(key, n)][s.name] = None if c1 is None else c1 - (c0 or 0)
                     for s in reps_b:
-                        h = hist_delta(hist(m1[s.name], "batchd_redis_latency_seconds"),
-                                       hist(m0[s.name], "batchd_redis_latency_seconds"))
+                        h = lat_delta(lat(m1[s.name]), lat(m0[s.name]))
                         lat_b[(key, n, s.name)] = h
                 if (n == 3 and "nginx" not in skip and deploylib.which("nginx")
                         and through_redis.get("r1")):
@@ -637,7 +669,8 @@ def main():
                 rep.append("### " + names[key])
                 rep.append("")
                 rep.append("| setup | workers | best s | median s | speed-up vs 1 replica | "
-                           "ideal s | ran chunks (status) | chunks claimed (metrics) |")
+                           "ideal s | ran chunks (status, any run) | chunks claimed (metrics, "
+                           "the %d measured runs) |" % a.reps)
                 rep.append("|---|---|---|---|---|---|---|---|")
                 one = statistics.median(rb[(key, 1)])
                 for label, k in (("one server, plain stream, no Redis", "plain"),
@@ -655,7 +688,7 @@ def main():
                         n, "s" if n > 1 else "", note, 2 * n, min(xs), statistics.median(xs),
                         one / statistics.median(xs),
                         "%.1f" % (io_ideal / (2 * n)) if key == "io" else "—",
-                        ",".join(ran.get((key, n)) or []) or "?",
+                        ",".join(sorted(ran.get((key, n)) or [])) or "?",
                         ", ".join("%s %s" % (k, "?" if v is None else "%d" % v)
                                                         for k, v in cl.items())))
                 if (key, "nginx") in rb:
@@ -683,11 +716,15 @@ def main():
         rep.append("")
         rep.append("## (c) Redis round trips")
         rep.append("")
-        rep.append("`batchd_redis_latency_seconds` as each replica reports it (histogram "
-                   "deltas over the phase; quantiles interpolated inside the buckets, so only "
-                   "as fine as the buckets), and PING from this script for scale.")
+        rep.append("`batchd_redis_latency_seconds` as each replica reports it: the count "
+                   "and mean over the phase (deltas of `_count` and `_sum`); the quantiles "
+                   "over the phase when it is a histogram (interpolated inside the buckets), "
+                   "or, when it is a summary, its own quantiles over the replica's life so "
+                   "far (marked *life*: a summary's quantiles cannot be differenced). Beside "
+                   "it, PING round trips from this script.")
         rep.append("")
-        rep.append("| phase | replica | commands | mean ms | p50 ms | p90 ms | p99 ms |")
+        rep.append("| phase | replica | round trips in the phase | mean ms | p50 ms | p90 ms "
+                   "| p99 ms |")
         rep.append("|---|---|---|---|---|---|---|")
         rows = []
         if "a" not in skip:
@@ -700,15 +737,21 @@ def main():
                                                         "cpu_loop", n, "s" if n > 1 else ""),
                              name, h))
         any_hist = False
+
+        def ms(x, note):
+            if x is None or math.isnan(x):
+                return "—"
+            return "%.3f%s" % (1000 * x, " *life*" if note == "life" else "")
+
         for ph, name, h in rows:
             if h is None:
                 rep.append("| %s | %s | (no batchd_redis_latency_seconds in /metrics) | | | | |"
                            % (ph, name))
                 continue
             any_hist = True
-            rep.append("| %s | %s | %d | %.3f | %.3f | %.3f | %.3f |" % (
-                ph, name, h[2], 1000 * h[1] / max(h[2], 1), 1000 * hist_quantile(h, 0.5),
-                1000 * hist_quantile(h, 0.9), 1000 * hist_quantile(h, 0.99)))
+            rep.append("| %s | %s | %d | %s | %s | %s | %s |" % (
+                ph, name, h["count"], ms(h["mean"], ""), ms(h["q"].get(0.5), h["note"]),
+                ms(h["q"].get(0.9), h["note"]), ms(h["q"].get(0.99), h["note"])))
         rep.append("")
         for label, xs in (("before the runs", ping_before), ("after the runs", ping_after)):
             xs = sorted(xs)
