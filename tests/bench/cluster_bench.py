@@ -437,6 +437,7 @@ def main():
         ra = {}
         stats_a = {}
         cpu_a = {}
+        readback = {}
         if "a" not in skip:
             body = os.path.join(tmp, "sqrt1m.json")
             with open(body, "w") as f:
@@ -490,6 +491,14 @@ def main():
                                 "peak": int(mem1["used_memory_peak"]),
                                 "aof_end": s.redis.aof_bytes(),
                             }
+                        if last:
+                            # The ended batch read back whole (no follow), NDJSON.
+                            t = time.monotonic()
+                            _, code = curl([s.base + "/v1/batches/%s/results" % bid], out)
+                            readback[label] = time.monotonic() - t
+                            if code != 200:
+                                raise SystemExit("read back on %s: %d" % (s.name, code))
+                            last_line_summary(out, N)
                         s.forget(bid)
                     if r > 0:
                         ra[label]["total"].append(tot)
@@ -539,6 +548,9 @@ def main():
                 "%s %s" % (label, [round(x, 3) for x in ra[label]["total"]])
                 for label, _, _ in paths))
             rep.append("- best plain %.3f s = %s µs/job" % (base_best, us(base_best / N)))
+            rep.append("- the ended batch read back whole (GET .../results, NDJSON, once, last "
+                       "round): %s" % "; ".join("%s %.3f s (%.0f results/s)" % (k, v, N / v)
+                                                for k, v in readback.items()))
             rep.append("- server VmHWM (server process, not workers) at the end: %s" % ", ".join(
                 "%s %.1f MB" % (k, v / 1024) for k, v in hwm.items()))
             rep.append("")
