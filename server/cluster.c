@@ -7,6 +7,7 @@
  * spec and inputs are read once per replica and kept while its chunks come. */
 #include "cluster.h"
 
+#include "cluster_fetch.h"
 #include "internal.h"
 #include "log.h"
 #include "observe.h"
@@ -25,11 +26,17 @@
 #define CLUSTER_HIGH_ROWS 65536u      /* results not yet recorded over which chunks pause */
 #define CLUSTER_LOW_ROWS 16384u
 
+#define CLUSTER_FETCH_RETRY_NS 500000000ull /* after the store could not be read */
+
 struct cbatch {
     struct cbatch *next;
+    struct server *srv;
     char id[STORE_ID_SIZE];
     struct upload *upload;
     struct prepared prep;
+    int ready;    /* read back (or bad) */
+    int fetching; /* being read back: its chunks wait */
+    uint64_t retry_ns;
     int bad; /* the spec could not be read back: its jobs fail */
     int cancel;
     unsigned refs;
@@ -50,6 +57,7 @@ struct cchunk {
     uint64_t busy_ns;
     int done; /* ran: finishing in the store */
     int paused;
+    int started; /* its batch was read back: it ran, runs, or waits for room */
 };
 
 struct cluster {
@@ -93,8 +101,41 @@ static void cbatch_free(struct cbatch *b)
     free(b);
 }
 
-/* Batch ID's spec and inputs, read from the store (once per replica while its chunks come).
- * NULL when the store cannot be read now (the chunk is given up: it comes back). */
+static void chunk_start(struct cchunk *k);
+
+/* Batch B is read back: its waiting chunks start (or fail, when it cannot be rebuilt). */
+static void cbatch_fetched(void *arg, struct upload *u, int io)
+{
+    struct cbatch *b = arg;
+    b->fetching = 0;
+    if (io) {
+        b->retry_ns = ipc_now_ns() + CLUSTER_FETCH_RETRY_NS; /* cluster_pump asks again */
+        return;
+    }
+    struct batch_error e = {0};
+    b->upload = u;
+    b->bad = u == NULL || prepared_build(&b->prep, u, UINT64_MAX, &e) != 0;
+    b->ready = 1;
+    struct cluster *c = b->srv->cluster;
+    for (struct cchunk *k = c != NULL ? c->chunks : NULL, *next; k != NULL; k = next) {
+        next = k->next;
+        if (k->cb == b && !k->started) {
+            chunk_start(k);
+        }
+    }
+}
+
+static void cbatch_fetch(struct cbatch *b)
+{
+    b->fetching = 1;
+    if (cluster_fetch(b->srv->store, b->id, cbatch_fetched, b) != 0) {
+        b->fetching = 0;
+        b->retry_ns = ipc_now_ns() + CLUSTER_FETCH_RETRY_NS;
+    }
+}
+
+/* Batch ID's spec and inputs, read from the store once per replica while its chunks come
+ * (asynchronously: its chunks wait until it is there). NULL when out of memory. */
 static struct cbatch *cbatch_get(struct server *s, struct cluster *c, const char *id)
 {
     struct cbatch *b = cbatch_find(c, id);
@@ -105,17 +146,11 @@ static struct cbatch *cbatch_get(struct server *s, struct cluster *c, const char
     if (b == NULL) {
         return NULL;
     }
+    b->srv = s;
     snprintf(b->id, sizeof b->id, "%s", id);
-    int io = 0;
-    b->upload = stored_read_upload(s->store, id, &io);
-    if (b->upload == NULL && io) {
-        free(b);
-        return NULL;
-    }
-    struct batch_error e = {0};
-    b->bad = b->upload == NULL || prepared_build(&b->prep, b->upload, UINT64_MAX, &e) != 0;
     b->next = c->batches;
     c->batches = b;
+    cbatch_fetch(b);
     return b;
 }
 
@@ -300,13 +335,23 @@ static int chunk_submit(struct cchunk *k)
 {
     struct server *s = k->srv;
     const struct batch_spec *sp = &k->cb->prep.spec;
+    /* A batch's deadline counts from its creation, whichever replica runs which chunk. */
+    uint64_t deadline = sp->deadline_ms;
+    if (deadline > 0) {
+        int64_t spent = wall_ms() - k->c.created_ms;
+        if (spent >= (int64_t)deadline) {
+            chunk_fail_all(k, -BATCHD_E_TIMEOUT, "the batch deadline passed before this job ran");
+            return 0;
+        }
+        deadline -= spent > 0 ? (uint64_t)spent : 0;
+    }
     struct dispatch_batch_desc desc = {
         .njobs = k->ntodo,
         .params = sp->params,
         .chunksize = (size_t)sp->chunksize,
         .order = DISPATCH_ORDER_COMPLETED,
         .timeout_ms = sp->timeout_ms >= 0 ? (uint64_t)sp->timeout_ms : s->cfg.job_timeout_ms,
-        .deadline_ms = sp->deadline_ms,
+        .deadline_ms = deadline,
         .blob_fd = upload_fd(k->cb->upload),
         .job_at = chunk_job_at,
         .ints = k->ints,
@@ -358,30 +403,41 @@ static void cluster_on_chunk(void *arg, const struct store_chunk *sc)
             k->todo[k->ntodo++] = sc->from + j;
         }
     }
-    writer_init(&k->writer, WRITER_NDJSON, k->cb->bad ? 0 : k->cb->prep.spec.timing, ipc_now_ns());
     log_event("debug", "chunk_claimed", "batch", sc->id, "entry", sc->entry, "reclaimed",
               sc->reclaimed ? "true" : "false", NULL);
-    if (k->cb->bad) {
-        chunk_fail_all(k, -BATCHD_E_INTERNAL, "the stored batch can no longer be read");
+    if (k->cb->ready || sc->cancel) {
+        chunk_start(k); /* else once its batch is read back: cbatch_fetched */
+    }
+}
+
+/* K's batch is read back (or K is cancelled): K runs, or fails at once. */
+static void chunk_start(struct cchunk *k)
+{
+    struct cbatch *cb = k->cb;
+    k->started = 1;
+    writer_init(&k->writer, WRITER_NDJSON, cb->ready && !cb->bad ? cb->prep.spec.timing : 0,
+                ipc_now_ns());
+    if (k->c.cancel || cb->cancel) {
+        cb->cancel = 1;
+        chunk_fail_all(k, -BATCHD_E_CANCELLED, batchd_err_message(-BATCHD_E_CANCELLED));
         return;
     }
-    if (sc->cancel || k->cb->cancel) {
-        k->cb->cancel = 1;
-        chunk_fail_all(k, -BATCHD_E_CANCELLED, batchd_err_message(-BATCHD_E_CANCELLED));
+    if (cb->bad) {
+        chunk_fail_all(k, -BATCHD_E_INTERNAL, "the stored batch can no longer be read");
         return;
     }
     if (k->ntodo == 0) {
         chunk_finish(k); /* everything was recorded by the replica it came from */
         return;
     }
-    if (prepared_all_ints(&k->cb->prep)) {
+    if (prepared_all_ints(&cb->prep)) {
         k->ints = malloc(k->ntodo * sizeof *k->ints);
         if (k->ints == NULL) {
             chunk_fail_all(k, -BATCHD_E_INTERNAL, "out of memory");
             return;
         }
         for (uint64_t i = 0; i < k->ntodo; i++) {
-            k->ints[i] = k->cb->prep.spec.ints[k->todo[i]];
+            k->ints[i] = cb->prep.spec.ints[k->todo[i]];
         }
     }
     chunk_submit(k); /* else it waits for room: cluster_pump */
@@ -400,14 +456,17 @@ void cluster_pump(struct server *s)
     }
     unsigned waiting = 0;
     for (struct cchunk *k = c->chunks; k != NULL; k = k->next) {
-        if (!k->done && k->db == NULL && chunk_submit(k) != 0) {
+        if (k->started && !k->done && k->db == NULL && chunk_submit(k) != 0) {
             waiting++;
         }
     }
     uint64_t now = ipc_now_ns();
     for (struct cbatch **pp = &c->batches; *pp != NULL;) {
         struct cbatch *b = *pp;
-        if (b->refs == 0 && now - b->last_ns > CLUSTER_KEEP_NS) {
+        if (!b->ready && !b->fetching && now >= b->retry_ns) {
+            cbatch_fetch(b); /* the store could not be read a moment ago */
+        }
+        if (b->refs == 0 && !b->fetching && now - b->last_ns > CLUSTER_KEEP_NS) {
             *pp = b->next;
             cbatch_free(b);
         } else {
@@ -443,6 +502,8 @@ void cluster_on_cancel(struct server *s, const char *id)
         }
         if (k->db != NULL) {
             dispatch_batch_stop(k->db); /* its answers come as results; on_done finishes it */
+        } else if (!k->started) {
+            chunk_start(k); /* fails cancelled at once */
         } else {
             chunk_fail_all(k, -BATCHD_E_CANCELLED, batchd_err_message(-BATCHD_E_CANCELLED));
         }

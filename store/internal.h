@@ -34,6 +34,9 @@ struct store_ops {
                             uint32_t *next);
     int (*batch_blob)(struct store *st, const char *id, int part, uint32_t index, void **data,
                       size_t *len);
+    /* NULL: store_batch_blob_async calls batch_blob and answers at once. */
+    int (*batch_blob_async)(struct store *st, const char *id, int part, uint32_t index,
+                            store_blob_fn *fn, void *arg);
     int (*unfinished)(struct store *st, void (*fn)(void *arg, const char *id), void *arg);
     int (*batch_forget)(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                         store_done_fn *done, void *arg);

@@ -41,6 +41,7 @@ static void chunk_from_reply(const redisReply *e, struct store_chunk *c, uint8_t
     c->reclaimed = e->element[4]->integer != 0;
     c->cancel = e->element[5]->integer != 0;
     c->njobs = (uint32_t)e->element[6]->integer;
+    c->created_ms = (int64_t)e->element[8]->integer;
     const redisReply *b = e->element[7];
     uint32_t n = c->to > c->from ? c->to - c->from : 0;
     *bits = calloc((size_t)n / 8 + 1, 1);
@@ -85,7 +86,8 @@ static void claimed_remove(struct rstore *rs, const char *id, const char *entry)
 
 static int chunk_reply_ok(const redisReply *e)
 {
-    return e->type == REDIS_REPLY_ARRAY && e->elements == 8 &&
+    return e->type == REDIS_REPLY_ARRAY && e->elements == 9 &&
+           e->element[8]->type == REDIS_REPLY_INTEGER &&
            e->element[0]->type == REDIS_REPLY_STRING && e->element[1]->type == REDIS_REPLY_STRING &&
            e->element[2]->type == REDIS_REPLY_INTEGER &&
            e->element[3]->type == REDIS_REPLY_INTEGER &&

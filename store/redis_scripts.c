@@ -207,7 +207,7 @@ static const char expire_lua[] = LUA(
 );
 
 /* ARGV: consumer replica min_idle_ms max -> {{id, entry, from, to, reclaimed, cancel, njobs,
- * bits}...}: one chunk per batch per turn over the active batches (fair over the cluster),
+ * bits, created}...}: one chunk per batch per turn over the active batches (fair over the cluster),
  * first a chunk idle past the claim timeout (its replica is gone), else a new one. */
 static const char claim_lua[] = LUA(
     local out = {}
@@ -220,7 +220,7 @@ static const char claim_lua[] = LUA(
         local id = redis.call('LMOVE', 'batchd:active', 'batchd:active', 'LEFT', 'RIGHT')
         if not id then break end
         local p = 'batchd:{' .. id .. '}:'
-        local v = redis.call('HMGET', p .. 'meta', 'state', 'cancel', 'njobs')
+        local v = redis.call('HMGET', p .. 'meta', 'state', 'cancel', 'njobs', 'created')
         if not v[1] or tonumber(v[1]) >= 2 then
             redis.call('LREM', 'batchd:active', 0, id)
         else
@@ -245,7 +245,8 @@ static const char claim_lua[] = LUA(
                     bits = redis.call('GETRANGE', p .. 'bits', math.floor(f / 8), math.floor((t - 1) / 8))
                 end
                 redis.call('SADD', p .. 'ran', ARGV[2])
-                out[#out + 1] = {id, e[1], f, t, re, tonumber(v[2]), tonumber(v[3]), bits}
+                out[#out + 1] = {id, e[1], f, t, re, tonumber(v[2]), tonumber(v[3]), bits,
+                                 tonumber(v[4])}
             end
         end
     end

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct store_err_row {
@@ -180,6 +181,20 @@ int store_batch_blob(struct store *st, const char *id, int part, uint32_t index,
                      size_t *len)
 {
     return st->ops->batch_blob(st, id, part, index, data, len);
+}
+
+int store_batch_blob_async(struct store *st, const char *id, int part, uint32_t index,
+                           store_blob_fn *fn, void *arg)
+{
+    if (st->ops->batch_blob_async != NULL) {
+        return st->ops->batch_blob_async(st, id, part, index, fn, arg);
+    }
+    void *data = NULL;
+    size_t len = 0;
+    int rc = st->ops->batch_blob(st, id, part, index, &data, &len);
+    fn(arg, rc, data, len);
+    free(data);
+    return 0;
 }
 
 int store_unfinished(struct store *st, void (*fn)(void *arg, const char *id), void *arg)

@@ -251,6 +251,13 @@ enum store_part {
 int store_batch_blob(struct store *st, const char *id, int part, uint32_t index, void **data,
                      size_t *len);
 
+/* The same without blocking: FN gets the outcome (RC as store_batch_blob; DATA borrowed
+ * during the call) from store_dispatch, or at once for a store whose reads do not wait on a
+ * network (SQLite). Returns 0 (FN will run) or STORE_E_NOMEM / STORE_E_IO (it will not). */
+typedef void store_blob_fn(void *arg, int rc, const void *data, size_t len);
+int store_batch_blob_async(struct store *st, const char *id, int part, uint32_t index,
+                           store_blob_fn *fn, void *arg);
+
 /* Calls FN with the id of every batch not ended (queued or running), oldest first: on start,
  * the batches to carry on. Returns 0 or STORE_E_IO. */
 int store_unfinished(struct store *st, void (*fn)(void *arg, const char *id), void *arg);
@@ -305,10 +312,11 @@ struct store_chunk {
     char id[STORE_ID_SIZE];
     char entry[48]; /* its entry in the batch's queue */
     uint32_t from, to;
-    uint32_t njobs; /* of the batch */
-    int reclaimed;  /* taken over from a replica that stopped touching it */
-    int cancel;     /* the batch has a cancel recorded */
-    uint8_t *bits;  /* bit K (bits[K/8] >> K%8 & 1): job FROM+K has a recorded result */
+    uint32_t njobs;     /* of the batch */
+    int reclaimed;      /* taken over from a replica that stopped touching it */
+    int cancel;         /* the batch has a cancel recorded */
+    int64_t created_ms; /* the batch's creation: its deadline counts from there */
+    uint8_t *bits;      /* bit K (bits[K/8] >> K%8 & 1): job FROM+K has a recorded result */
 };
 /* A claimed chunk (borrowed: copy what you keep), from store_dispatch. */
 typedef void store_chunk_fn(void *arg, const struct store_chunk *c);

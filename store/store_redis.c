@@ -321,6 +321,78 @@ static int rs_end(struct store_batch *sb, int state, const void *summary, size_t
     return rc;
 }
 
+/* ---------------------------------------------------------------- reads without waiting */
+
+struct rs_blob_wait {
+    store_blob_fn *fn;
+    void *arg;
+    int part;
+};
+
+static void on_blob(struct rstore *rs, redisReply *reply, void *arg)
+{
+    struct rs_blob_wait *w = arg;
+    (void)rs;
+    const redisReply *v = reply;
+    if (reply != NULL && w->part == STORE_PART_SUMMARY) {
+        /* HMGET state summary: none once expired (a tombstone) or before the end */
+        int ok = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                 reply->element[0]->type == REDIS_REPLY_STRING &&
+                 strcmp(reply->element[0]->str, "4") != 0;
+        v = ok ? reply->element[1] : NULL;
+        if (!ok) {
+            w->fn(w->arg, reply->type == REDIS_REPLY_ARRAY ? STORE_E_NOT_FOUND : STORE_E_IO, NULL,
+                  0);
+            free(w);
+            return;
+        }
+    }
+    if (v == NULL) {
+        w->fn(w->arg, STORE_E_IO, NULL, 0);
+    } else if (v->type == REDIS_REPLY_STRING && (w->part != STORE_PART_SUMMARY || v->len > 0)) {
+        w->fn(w->arg, 0, v->str, v->len);
+    } else if (v->type == REDIS_REPLY_NIL || v->type == REDIS_REPLY_STRING) {
+        w->fn(w->arg, STORE_E_NOT_FOUND, NULL, 0);
+    } else {
+        w->fn(w->arg, STORE_E_IO, NULL, 0);
+    }
+    free(w);
+}
+
+static int rs_blob_async(struct store *st, const char *id, int part, uint32_t index,
+                         store_blob_fn *fn, void *arg)
+{
+    struct rstore *rs = rs_from(st);
+    if (!rs->connected) {
+        return STORE_E_IO;
+    }
+    if (!store_id_valid(id) || part < STORE_PART_SPEC || part > STORE_PART_INPUT) {
+        fn(arg, !store_id_valid(id) ? STORE_E_NOT_FOUND : STORE_E_INVALID, NULL, 0);
+        return 0;
+    }
+    struct rs_blob_wait *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        return STORE_E_NOMEM;
+    }
+    w->fn = fn;
+    w->arg = arg;
+    w->part = part;
+    char key[RS_KEY_MAX], field[16];
+    static const char *const suffix[] = {"spec", "meta", "in"};
+    rs_key(key, sizeof key, id, suffix[part]);
+    snprintf(field, sizeof field, "%u", index);
+    const char *get[] = {"GET", key};
+    const char *hmget[] = {"HMGET", key, "state", "summary"};
+    const char *hget[] = {"HGET", key, field};
+    const char **argv = part == STORE_PART_SPEC ? get : part == STORE_PART_SUMMARY ? hmget : hget;
+    int argc = part == STORE_PART_SPEC ? 2 : part == STORE_PART_SUMMARY ? 4 : 3;
+    int rc = rs_send(rs, RS_ONCE, on_blob, w, argc, argv, NULL);
+    if (rc != 0) {
+        free(w);
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------- forget, expiry */
 
 struct rs_forget {
@@ -446,6 +518,7 @@ static const struct store_ops rs_ops = {
     .results_read = rs_results_read,
     .results_by_index = rs_results_by_index,
     .batch_blob = rs_batch_blob,
+    .batch_blob_async = rs_blob_async,
     .unfinished = rs_unfinished,
     .batch_forget = rs_forget,
     .expire = rs_expire,
