@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "deploy"))
 sys.path.insert(0, HERE)
 import deploylib  # noqa: E402
 import promtext  # noqa: E402
-from stored_bench import curl, fmt, last_line_summary, status_kb  # noqa: E402
+from stored_bench import last_line_summary, status_kb  # noqa: E402
 
 N = 1000000
 ALLOW_NO_REDIS = os.environ.get("ALLOW_NO_REDIS", "0") == "1"
@@ -233,6 +233,17 @@ class Server:
         self.b.stop()
 
 
+def curl(args, out):
+    """Runs curl; returns (wall seconds, http code). A failure names the URL."""
+    t = time.monotonic()
+    cp = subprocess.run(["curl", "-sS", "-o", out, "-w", "%{http_code}"] + args,
+                        capture_output=True, text=True, timeout=900)
+    dt = time.monotonic() - t
+    if cp.returncode != 0:
+        raise SystemExit("curl failed after %.3f s on %s: %s" % (dt, args[-1], cp.stderr.strip()))
+    return dt, int(cp.stdout)
+
+
 class Via:
     """A front (nginx) that stored() can submit to; NAME for messages."""
 
@@ -263,12 +274,53 @@ def stored(srv, body, out, jobs, check=None):
     t202 = time.monotonic()
     if check:
         check(bid)
-    _, code = curl([srv.base + "/v1/batches/%s/results?follow=true" % bid], out)
+    follow(srv, bid, out, jobs)
     total = time.monotonic() - t
-    if code != 200:
-        raise SystemExit("results on %s: %d" % (srv.name, code))
-    last_line_summary(out, jobs)
     return total, time.monotonic() - t202, bid
+
+
+CUTS = []  # (server, batch, seconds into the piece, last seq received, curl's message)
+
+
+def last_seq(path):
+    """The seq of the last complete result line in PATH (0: none)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 65536))
+        lines = f.read().split(b"\n")
+    for line in reversed(lines[:-1]):  # the last piece may be a cut line
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if "seq" in obj:
+            return int(obj["seq"])
+    return 0
+
+
+def follow(srv, bid, out, jobs):
+    """GET results?follow=true to the summary. A stream the server cuts is resumed with
+    ?after=<last seq received>, as a client would, and recorded in CUTS (reported)."""
+    after = 0
+    while True:
+        url = srv.base + "/v1/batches/%s/results?follow=true" % bid
+        if after:
+            url += "&after=%d" % after
+        t = time.monotonic()
+        cp = subprocess.run(["curl", "-sS", "-o", out, "-w", "%{http_code}", url],
+                            capture_output=True, text=True, timeout=900)
+        if cp.returncode == 0:
+            if int(cp.stdout) != 200:
+                raise SystemExit("results on %s: %s" % (srv.name, cp.stdout))
+            break
+        if cp.returncode not in (18, 52, 56) or len(CUTS) >= 20:
+            raise SystemExit("curl failed on %s: %s" % (url, cp.stderr.strip()))
+        got = last_seq(out)
+        after = max(after, got)
+        CUTS.append((srv.name, bid, time.monotonic() - t, after, cp.stderr.strip()))
+    last_line_summary(out, jobs)
+
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -787,12 +839,34 @@ def main():
                    "other helpers' builds and tests, figures are noisy): %s" % ", ".join(
                        "%s %s" % kv for kv in loads))
         rep.append("")
+        if CUTS:
+            rep.append("## Follow streams the server cut")
+            rep.append("")
+            rep.append("GET .../results?follow=true ended before the summary %d time%s; each "
+                       "was resumed with `?after=<last seq received>` (the times above include "
+                       "the resume):" % (len(CUTS), "" if len(CUTS) == 1 else "s"))
+            rep.append("")
+            for name, bid, dt, seq, msg in CUTS:
+                rep.append("- %s, %s: cut %.3f s into the stream, after seq %d (%s)" % (
+                    name, bid, dt, seq, msg))
+        else:
+            rep.append("No follow stream was cut (each reached its summary in one request).")
+        rep.append("")
         rep.append("Wall time of the run: %.0f s." % (time.time() - t_start))
         text = "\n".join(rep) + "\n"
         print(text, flush=True)
         if a.out:
             with open(a.out, "w") as f:
                 f.write(text)
+    except BaseException:
+        # Keep the logs of a failed run for a look.
+        keep = "/tmp/cluster-bench-failed-%s" % time.strftime("%H%M%S")
+        shutil.copytree(tmp, keep, ignore=shutil.ignore_patterns("*.json", "out", "*.aof",
+                                                                 "*.rdb", "state"),
+                        dirs_exist_ok=True)
+        print("cluster_bench: failed; logs kept in %s (servers: %s)" % (
+            keep, ", ".join("%s port %d" % (x.name, x.port) for x in servers)), file=sys.stderr)
+        raise
     finally:
         for s in list(servers):
             try:
