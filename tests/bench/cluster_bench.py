@@ -316,7 +316,7 @@ def follow(srv, bid, out, jobs):
                 # store_unavailable: the replica's read connection is resting after a
                 # failure; a client retries.
                 CUTS.append((srv.name, bid, time.monotonic() - t, after,
-                             "503 on the resume: " + open(out).read()[:120]))
+                             "503 on the resume: " + open(out).read()[:120].strip()))
                 time.sleep(0.2)
                 continue
             if code != 200:
