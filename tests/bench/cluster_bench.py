@@ -149,7 +149,12 @@ class RedisServer:
         return out
 
     def nkeys(self):
-        return self.c.cmd("DBSIZE")
+        """Keys in all the logical databases (INFO keyspace)."""
+        n = 0
+        for k, v in self.info("keyspace").items():
+            if k.startswith("db"):
+                n += int(dict(x.split("=", 1) for x in v.split(","))["keys"])
+        return n
 
     def aof_bytes(self):
         total = 0
@@ -183,11 +188,11 @@ class RedisServer:
 class Server:
     """A batchd process (deploylib.Batchd) with 2 workers; with REDIS, a replica of it."""
 
-    def __init__(self, tmp, name, redis=None, workers=2, claim_timeout="5s"):
+    def __init__(self, tmp, name, redis=None, workers=2, claim_timeout="5s", db=0):
         args = []
         if redis is not None:
-            args = ["--redis", redis.url, "--replica-name", name, "--claim-timeout",
-                    claim_timeout]
+            url = redis.url + ("/%d" % db if db else "")
+            args = ["--redis", url, "--replica-name", name, "--claim-timeout", claim_timeout]
         self.name = name
         self.redis = redis
         self.b = deploylib.Batchd(name=name, workers=workers, args=args,
@@ -452,8 +457,8 @@ def main():
     servers, redises = [], []
     through_redis = {}  # server name -> True when its stored batches showed up in Redis
 
-    def start(name, redis=None):
-        s = Server(tmp, name, redis)
+    def start(name, redis=None, db=0):
+        s = Server(tmp, name, redis, db=db)
         servers.append(s)
         return s
 
@@ -666,82 +671,81 @@ def main():
                 json.dump({"op": "cpu_loop", "inputs": [{"n": a.cpu_n, "x": i}
                                                         for i in range(a.cpu_jobs)]}, f)
             workloads = [("io", sleep_body, a.sleep_jobs), ("cpu", cpu_body, a.cpu_jobs)]
-            # The baseline without Redis: one server, the same batches streamed and async.
+            # Three clusters live at once, each on its own logical database of the one
+            # redis-server (1 replica on /1, 2 on /2, 3 on /3), and one server without Redis,
+            # measured in the same rounds in a rotating order, so that the load of the shared
+            # machine falls on all of them alike.
             s_sql = start("sqlite-b")
-            for key, body, jobs in workloads:
-                xs, ys = [], []
-                for r in range(a.reps + 1):
-                    x = plain(s_sql, body, out, jobs)
-                    y, _, bid = stored(s_sql, body, out, jobs)
-                    s_sql.forget(bid)
-                    if r > 0:
-                        xs.append(x)
-                        ys.append(y)
-                rb[(key, "plain")] = xs
-                rb[(key, "sqlite")] = ys
-            stop(s_sql)
-            reps_b = []
-            nginx_upstreams = None
-            claimed = {}
-            ran = {}
-            lat_b = {}
+            clusters = {}
             for n in (1, 2, 3):
-                while len(reps_b) < n:
-                    reps_b.append(start("r%d" % (len(reps_b) + 1), r_aof))
-                time.sleep(0.5)
-                for key, body, jobs in workloads:
-                    xs = []
-                    for r in range(a.reps + 1):
-                        if r == 1:  # counted from after the warm-up
-                            m0 = {s.name: s.metrics() for s in reps_b}
-                        tot, _, bid = stored(reps_b[0], body, out, jobs, check=in_redis(reps_b[0]))
-                        st = reps_b[0].status(bid)
-                        ran.setdefault((key, n), set()).update(
-                            (st.get("cluster") or {}).get("replicas") or [])
-                        reps_b[0].forget(bid)
-                        if r > 0:
-                            xs.append(tot)
-                    rb[(key, n)] = xs
-                    m1 = {s.name: s.metrics() for s in reps_b}
-                    claimed[(key, n)] = {}
-                    for s in reps_b:
-                        c1 = counter(m1[s.name], "batchd_cluster_chunks_claimed_total")
-                        c0 = counter(m0[s.name], "batchd_cluster_chunks_claimed_total")
-                        claimed[(key, n)][s.name] = None if c1 is None else c1 - (c0 or 0)
-                    for s in reps_b:
-                        h = lat_delta(lat(m1[s.name]), lat(m0[s.name]))
-                        lat_b[(key, n, s.name)] = h
-                if (n == 3 and "nginx" not in skip and deploylib.which("nginx")
-                        and through_redis.get("r1")):
-                    # The same batches through docker/nginx.conf (least_conn): the submit and
-                    # the follow may land on different replicas.
-                    ng = deploylib.Nginx([s.port for s in reps_b],
-                                         prefix=tempfile.mkdtemp(prefix="nginx-", dir=tmp))
-                    via = Via("nginx", ng.port, reps_b[0])
+                clusters[n] = [start("c%d-r%d" % (n, k + 1), r_aof, db=n) for k in range(n)]
+            time.sleep(0.5)
+            nginx_upstreams = None
+            ng = None
+            if "nginx" not in skip and deploylib.which("nginx"):
+                # The 3-replica cluster also behind docker/nginx.conf (least_conn): the submit
+                # and the follow may land on different replicas.
+                ng = deploylib.Nginx([x.port for x in clusters[3]],
+                                     prefix=tempfile.mkdtemp(prefix="nginx-", dir=tmp))
+            setups = [("plain", None), ("sqlite", None), (1, None), (2, None), (3, None)]
+            if ng:
+                setups.append(("nginx", Via("nginx", ng.port, clusters[3][0])))
+            claimed, ran, lat_b = {}, {}, {}
+            m0 = {}
+            for r in range(a.reps + 1):
+                if r == 1:  # counted from after the warm-up
+                    m0 = {x.name: x.metrics() for n in (1, 2, 3) for x in clusters[n]}
+                k = r % len(setups)
+                for setup, via in setups[k:] + setups[:k]:
                     for key, body, jobs in workloads:
-                        xs = []
-                        for r in range(a.reps + 1):
-                            tot, _, bid = stored(via, body, out, jobs)
-                            reps_b[0].forget(bid)
-                            if r > 0:
-                                xs.append(tot)
-                        rb[(key, "nginx")] = xs
-                    ups = {}
-                    for line in ng.access_log():
-                        ups[line.get("upstream", "?")] = ups.get(line.get("upstream", "?"), 0) + 1
-                    nginx_upstreams = ups
-                    ng.stop()
-                loads.append(("after (b) %d replica%s" % (n, "s" if n > 1 else ""), loadavg()))
-            for s in list(reps_b):
-                stop(s)
+                        if setup == "plain":
+                            tot = plain(s_sql, body, out, jobs)
+                        elif setup == "sqlite":
+                            tot, _, bid = stored(s_sql, body, out, jobs)
+                            s_sql.forget(bid)
+                        else:
+                            first = clusters[3 if setup == "nginx" else setup][0]
+                            tot, _, bid = stored(via or first, body, out, jobs,
+                                                 check=in_redis(first))
+                            if setup != "nginx":
+                                st = first.status(bid)
+                                ran.setdefault((key, setup), set()).update(
+                                    (st.get("cluster") or {}).get("replicas") or [])
+                            first.forget(bid)
+                        if r > 0:
+                            rb.setdefault((key, setup), []).append(tot)
+            m1 = {x.name: x.metrics() for n in (1, 2, 3) for x in clusters[n]}
+            for n in (1, 2, 3):
+                claimed[n] = {}
+                for x in clusters[n]:
+                    c1 = counter(m1[x.name], "batchd_cluster_chunks_claimed_total")
+                    c0 = counter(m0[x.name], "batchd_cluster_chunks_claimed_total")
+                    claimed[n][x.name] = None if c1 is None else c1 - (c0 or 0)
+                    lat_b[(n, x.name)] = lat_delta(lat(m1[x.name]), lat(m0[x.name]))
+            if ng:
+                ups = {}
+                for line in ng.access_log():
+                    ups[line.get("upstream", "?")] = ups.get(line.get("upstream", "?"), 0) + 1
+                nginx_upstreams = ups
+                ng.stop()
+            loads.append(("after (b)", loadavg()))
+            stop(s_sql)
+            for n in (1, 2, 3):
+                for x in clusters[n]:
+                    stop(x)
 
             rep.append("")
             rep.append("## (b) Scaling over replicas sharing one Redis (2 workers each)")
             rep.append("")
-            rep.append("Each batch async, submitted to r1 and followed there to the summary; "
-                       "every live replica claims chunks (chunk size ceil(jobs/64)). Best and "
-                       "median of %d runs after a warm-up; speed-up = median time of 1 "
-                       "replica / median time of N." % a.reps)
+            rep.append("Three clusters live at once on the one redis-server, each on its own "
+                       "logical database (`redis://127.0.0.1:PORT/N`: 1 replica on /1, 2 on /2, "
+                       "3 on /3), beside one server without Redis; every round runs every "
+                       "setup in a rotating order, so the load of the shared machine falls on "
+                       "all alike (the idle clusters poll their queues meanwhile). Each batch "
+                       "async, submitted to the cluster's first replica and followed there to "
+                       "the summary; every replica of that cluster claims chunks (chunk size "
+                       "ceil(jobs/64)). Best and median of %d rounds after a warm-up; speed-up "
+                       "= median time of 1 replica / median time of N." % a.reps)
             rep.append("")
             io_ideal = a.sleep_jobs * a.sleep_ms / 1000.0
             names = {"io": "I/O-bound: %d x `sleep` %d ms (%.1f s of sleeping)" % (
@@ -752,7 +756,8 @@ def main():
                 rep.append("")
                 rep.append("| setup | workers | best s | median s | speed-up vs 1 replica | "
                            "ideal s | ran chunks (status, any run) | chunks claimed (metrics, "
-                           "the %d measured runs) |" % a.reps)
+                           "the %d measured rounds, both batches%s) |" % (
+                               a.reps, "; with the nginx runs" if ng else ""))
                 rep.append("|---|---|---|---|---|---|---|---|")
                 one = statistics.median(rb[(key, 1)])
                 for label, k in (("one server, plain stream, no Redis", "plain"),
@@ -763,8 +768,8 @@ def main():
                         "%.1f" % (io_ideal / 2) if key == "io" else "—"))
                 for n in (1, 2, 3):
                     xs = rb[(key, n)]
-                    cl = claimed[(key, n)]
-                    note = "" if through_redis.get("r1") else " (NOT through Redis)"
+                    cl = claimed[n]
+                    note = "" if through_redis.get("c1-r1") else " (NOT through Redis)"
                     rep.append("| %d replica%s, Redis%s | %d | %.3f | %.3f | %.2fx | %s | %s "
                                "| %s |" % (
                         n, "s" if n > 1 else "", note, 2 * n, min(xs), statistics.median(xs),
@@ -814,10 +819,8 @@ def main():
                 rows.append(("(a) %s sqrt, %s" % (nlabel, "AOF always" if name == "r-aof"
                                                   else "AOF off"), name, h))
         if "b" not in skip:
-            for (key, n, name), h in lat_b.items():
-                rows.append(("(b) %s, %d replica%s" % ("sleep" if key == "io" else
-                                                        "cpu_loop", n, "s" if n > 1 else ""),
-                             name, h))
+            for (n, name), h in lat_b.items():
+                rows.append(("(b) cluster of %d, both batches" % n, name, h))
         any_hist = False
 
         def ms(x, note):
