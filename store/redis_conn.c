@@ -428,11 +428,25 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     lost(rs, ac->errstr[0] != '\0' ? ac->errstr : "the connection to Redis was closed");
 }
 
+/* A set-up command refused (LOADING: a restarted Redis reads its AOF back, and the
+ * connection stays open): the set-up is void; the tick connects again. */
+static void on_setup(struct rstore *rs, redisReply *reply, void *arg)
+{
+    (void)arg;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        rs->reload = 1;
+    }
+}
+
 static void on_ready(struct rstore *rs, redisReply *reply, void *arg)
 {
     (void)arg;
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+    if (reply == NULL) {
         return; /* the disconnect follows */
+    }
+    if (reply->type == REDIS_REPLY_ERROR || rs->reload) {
+        rs->reload = 1; /* not ready: the tick drops this connection and tries again */
+        return;
     }
     /* Everything that was sent and lost goes first, then what waited. */
     if (rs->retry_head != NULL) {
@@ -460,8 +474,11 @@ static void on_script_loaded(struct rstore *rs, redisReply *reply, void *arg)
     if (reply != NULL && reply->type == REDIS_REPLY_STRING && reply->len == 40) {
         memcpy(rs->sha[i], reply->str, 40);
         rs->sha[i][40] = '\0';
-    } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR && rs->cfg.on_error != NULL) {
-        rs->cfg.on_error(rs->cfg.arg, STORE_E_IO, reply->str);
+    } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        rs->reload = 1; /* e.g. LOADING: on_ready sees it and the tick connects again */
+        if (rs->cfg.on_error != NULL) {
+            rs->cfg.on_error(rs->cfg.arg, STORE_E_IO, reply->str);
+        }
     }
 }
 
@@ -510,7 +527,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     char db[16];
     snprintf(db, sizeof db, "%d", rs->db);
     const char *sel[] = {"SELECT", db};
-    int bad = rs->db != 0 && setup_write(rs, NULL, NULL, 2, sel) != 0;
+    int bad = rs->db != 0 && setup_write(rs, on_setup, NULL, 2, sel) != 0;
     for (size_t i = 0; !bad && i < RS_NSCRIPTS; i++) {
         const char *load[] = {"SCRIPT", "LOAD", rs_scripts[i]};
         bad = setup_write(rs, on_script_loaded, (void *)(uintptr_t)i, 3, load) != 0;

@@ -10,9 +10,11 @@
 /* Lua inside: clang-format would break lines before a '#', which would make it a directive. */
 /* clang-format off */
 /* ARGV: id owner op rid njobs now chunk queue local key fp max_bytes spec ninputs inputs...
- * -> {0, id} created, {1, id} replayed, {-1, id} key reused, {-2, ""} full. */
+ * -> {0, id} created, {1, id} replayed, {-1, id} key reused, {-2, ""} full. Sent again after
+ * a lost reply (RS_RETRY): a batch ID that exists is this create's own, run before. */
 static const char create_lua[] = LUA(
     local id = ARGV[1] local owner = ARGV[2] local key = ARGV[10]
+    if redis.call('EXISTS', 'batchd:{' .. id .. '}:meta') == 1 then return {0, id} end
     local kk = false
     if key ~= '' then
         kk = 'batchd:key:' .. owner .. ':' .. key

@@ -170,7 +170,9 @@ static int rs_create(struct store *st, const struct store_new_batch *nb, store_d
         argv[14 + i] = nb->inputs[i].data != NULL ? nb->inputs[i].data : "";
         lens[14 + i] = nb->inputs[i].len;
     }
-    int rc = rs_eval(rs, RS_ONCE, RS_S_CREATE, on_created, c, argc, argv, lens);
+    /* RS_RETRY: a create whose reply was lost may have run; sent again it says so (its id
+     * exists) instead of a 503 for a batch that exists and runs. */
+    int rc = rs_eval(rs, RS_RETRY, RS_S_CREATE, on_created, c, argc, argv, lens);
     free(argv);
     free(lens);
     if (rc != 0) {

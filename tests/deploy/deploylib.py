@@ -99,7 +99,7 @@ def free_port():
 # The server logs the port it bound when asked for port 0 (SPEC §1). Accept the shapes a
 # logfmt or JSON line may give it: port=123, "port":123, listen=127.0.0.1:123, ...:123.
 _PORT_RES = [
-    re.compile(r'"port"\s*:\s*(\d{1,5})'),
+    re.compile(r'"port"\s*:\s*"?(\d{1,5})'),
     re.compile(r'\bport=(\d{1,5})'),
     re.compile(r'(?:listen\w*|addr\w*|address)[=":\s]+"?(?:127\.0\.0\.1|0\.0\.0\.0|\[?::1?\]?):(\d{1,5})'),
     re.compile(r'127\.0\.0\.1:(\d{1,5})'),
@@ -124,17 +124,30 @@ class Batchd:
             e["BATCHD_STATE_DIR"] = self.state_dir
         if env:
             e.update(env)
+        self.env, self.args = e, list(args)
         self.err = open(self.errpath, "wb")
         self.proc = spawn([batchd_bin(), *args], env=e, stdout=self.err, stderr=self.err,
                           cwd=self.dir)
         self.port = port or self._read_port()
+
+    def restart(self):
+        """Starts the process again (after stop() or a kill) with the same environment and
+        arguments on the same port, its log appended to the same file."""
+        if self.proc.poll() is None:
+            raise RuntimeError(f"{self.name} is still running")
+        self.err.close()
+        self.env["BATCHD_LISTEN"] = f"{HOST}:{self.port}"
+        self.err = open(self.errpath, "ab")
+        self.proc = spawn([batchd_bin(), *self.args], env=self.env, stdout=self.err,
+                          stderr=self.err, cwd=self.dir)
 
     def _read_port(self, timeout=20):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.errpath, "rb") as f:
                 text = f.read().decode("utf-8", "replace")
-            for line in text.splitlines():
+            # The listening line only: another may name another port (--redis's URL).
+            for line in (l for l in text.splitlines() if "listening" in l):
                 for rx in _PORT_RES:
                     m = rx.search(line)
                     if m and int(m.group(1)) != 0:
@@ -165,16 +178,25 @@ class Batchd:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def signal_group(self, sig):
+        """SIG to the server and its workers (its process group): SIGKILL is a node lost,
+        SIGSTOP a node frozen."""
+        os.killpg(self.proc.pid, sig)
+
     def wait(self, timeout):
         return self.proc.wait(timeout=timeout)
 
-    def stop(self):
+    def kill(self):
+        """kill -9 of the server and its workers; waits for the server's exit."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.proc.wait(timeout=10)
+
+    def stop(self):
+        self.kill()
         self.err.close()
         if self.state_dir is not None:
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -345,3 +367,115 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
+
+
+class RedisServer:
+    """Debian's redis-server on a free 127.0.0.1 port for one test, with the persistence a
+    cluster relies on (SPEC §9: AOF, fsync on every write, no RDB snapshots) in a dir of its
+    own. kill() is kill -9; restart() starts it again on the same port and dir (it loads its
+    AOF back); cli(...) runs redis-cli against it.
+
+        r = RedisServer()            # started, answers PING
+        r.url                        # redis://127.0.0.1:PORT
+        r.cli("DBSIZE")              # '0'
+        r.kill(); r.restart()
+    """
+
+    def __init__(self, port=0, workdir=None, start=True):
+        self.bin = which("redis-server")
+        self.cli_bin = which("redis-cli")
+        if not self.bin or not self.cli_bin:
+            raise FileNotFoundError("redis-server not installed (apt-get install redis-server)")
+        self.dir = workdir or tempfile.mkdtemp(prefix="redis-")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.logpath = os.path.join(self.dir, "redis.log")
+        self.proc = None
+        self._out = None
+        if start:
+            self.start()
+
+    @property
+    def url(self):
+        return f"redis://{HOST}:{self.port}"
+
+    def argv(self):
+        return [self.bin, "--port", str(self.port), "--bind", HOST, "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir,
+                "--daemonize", "no", "--logfile", "", "--protected-mode", "yes"]
+
+    def start(self, timeout=20):
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("redis-server is still running")
+        if self._out is not None:
+            self._out.close()
+        self._out = open(self.logpath, "ab")
+        self.proc = spawn(self.argv(), stdout=self._out, stderr=self._out, cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited {self.proc.returncode}:\n{self.log()}")
+            r = subprocess.run(self._cli_argv("PING"), capture_output=True, text=True,
+                               timeout=5)
+            if r.returncode == 0 and r.stdout.strip() == "PONG":  # not LOADING: AOF read back
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server not up after {timeout} s:\n{self.log()}")
+
+    def _cli_argv(self, *args):
+        return [self.cli_bin, "-h", HOST, "-p", str(self.port), "--raw", *map(str, args)]
+
+    def cli(self, *args, timeout=10):
+        """One redis-cli command; returns its output (--raw: one line per element)."""
+        r = subprocess.run(self._cli_argv(*args), capture_output=True, text=True,
+                           timeout=timeout)
+        if r.returncode != 0 or r.stdout.startswith("ERR") or r.stdout.startswith("WRONGTYPE"):
+            raise RuntimeError(f"redis-cli {' '.join(map(str, args))}: rc {r.returncode} "
+                               f"{r.stdout}{r.stderr}")
+        return r.stdout.rstrip("\n")
+
+    def fill(self, nkeys, db=15, value_bytes=64):
+        """Writes NKEYS keys `pad:I` into DB (one pipelined redis-cli --pipe): a restart then
+        spends a while loading its AOF, answering LOADING meanwhile (300k keys: ~0.5 s)."""
+        val = b"x" * value_bytes
+        head = b"*2\r\n$6\r\nSELECT\r\n$%d\r\n%d\r\n" % (len(str(db)), db)
+        body = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" %
+                        (len(k), k, len(val), val) for k in (b"pad:%d" % i for i in range(nkeys)))
+        r = subprocess.run([self.cli_bin, "-h", HOST, "-p", str(self.port), "--pipe"],
+                           input=head + body, capture_output=True, timeout=120)
+        if r.returncode != 0 or b"errors: 0" not in r.stdout:
+            raise RuntimeError(f"redis-cli --pipe: {r.stdout[-300:]!r} {r.stderr[-300:]!r}")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        """kill -9: what the AOF has fsynced is all that survives."""
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self, timeout=20):
+        """Starts it again on the same port and dir (after kill() or stop())."""
+        self.kill()
+        return self.start(timeout)
+
+    def stop(self):
+        """A clean shutdown (SIGTERM: redis-server fsyncs and exits)."""
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
