@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -197,23 +196,9 @@ class Server:
         self.redis = redis
         self.b = deploylib.Batchd(name=name, workers=workers, args=args,
                                   workdir=tempfile.mkdtemp(prefix=name + "-", dir=tmp))
-        # deploylib's port reader takes the first 127.0.0.1:PORT in the log, which with
-        # --redis is Redis's (the store_opened line names the URL): take the listening line's.
-        self.b.port = self._listening_port()
         self.b.wait_ready()
         self.port = self.b.port
         self.base = "http://127.0.0.1:%d" % self.port
-
-    def _listening_port(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(r"event=listening .*?\bport=(\d+)", self.b.log())
-            if m:
-                return int(m.group(1))
-            if self.b.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise SystemExit("%s did not log its port:\n%s" % (self.name, self.b.log()))
 
     def metrics(self):
         st, _, body = deploylib.request(self.port, "GET", "/metrics", timeout=30)
