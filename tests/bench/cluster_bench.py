@@ -15,12 +15,15 @@ second one with `--appendonly no` for comparison (`--no-aof-compare` leaves it o
     replica with --redis (AOF always) and on one with --redis on the AOF-off Redis. Per-job
     microseconds end to end, the extra per job over the plain stream, and the ratios. Redis's
     own INFO (commands per job by command, usec_per_call, memory, AOF size) over one run.
-(b) Scaling: an I/O-bound batch (120 x `sleep` 100 ms, async, submitted to replica r1 and
-    followed there; every replica claims chunks) on 1, 2 and 3 replicas of 2 workers sharing
-    the AOF-always Redis; time and speed-up against 1 replica, the replicas that ran chunks
-    (status `cluster.replicas`) and the chunks each claimed (metrics). The same for a
-    CPU-bound batch (`cpu_loop`), which cannot speed up on a 2-core machine: 2 workers
-    already fill both cores, more replicas only add processes on the same cores.
+(b) Scaling: an I/O-bound batch (120 x `sleep` 100 ms, async, submitted to a cluster's
+    first replica and followed there; every replica of it claims chunks) on clusters of 1,
+    2 and 3 replicas of 2 workers, all live on the AOF-always redis-server, each on its own
+    logical database (/1, /2, /3; the 3-replica one also behind docker/nginx.conf), run in
+    the same rounds in a rotating order beside a server without Redis; time and speed-up
+    against 1 replica, the replicas that ran chunks (status `cluster.replicas`) and the
+    chunks each claimed (metrics). The same for a CPU-bound batch (`cpu_loop`), which cannot
+    speed up on a 2-core machine: 2 workers already fill both cores, more replicas only add
+    processes on the same cores.
 (c) Redis round trips as the replicas report them: batchd_redis_latency_seconds (count and
     mean per phase; quantiles per phase from a histogram's buckets, or a summary's own
     quantiles over the replica's life), per replica; beside it PING round trips from this
