@@ -17,6 +17,8 @@
 
 #define RS_PAGE_BYTES (4u << 20)        /* a page's lines, at most (then fewer rows) */
 #define RS_PAGE_STALE_NS 10000000000ull /* an unanswered or unused page is dropped after */
+#define RS_INFO_FRESH_NS 200000000ull   /* a status read ahead answers this long after */
+#define RS_KIND_INFO 2                  /* a page of the status only (store_prefetch_info) */
 
 struct rs_row {
     uint64_t seq;
@@ -203,6 +205,7 @@ static void on_page(struct rstore *rs, redisReply *reply, void *arg)
     struct rs_page *p = arg;
     p->rc = page_fill(rs, p, reply);
     p->ready = 1;
+    p->born_ns = mono_ns(); /* from now on: answered this long ago */
     p->gen = gen_of(rs, p->id);
     int ended = p->info.state == STORE_DONE || p->info.state == STORE_CANCELLED;
     if (rs->closing) {
@@ -268,7 +271,11 @@ int store_prefetch_results(struct store *st, const uint8_t *owner, size_t owner_
     snprintf(sfrom, sizeof sfrom, "%llu", (unsigned long long)from);
     snprintf(smax, sizeof smax, "%zu", max > 0 ? max : 1);
     snprintf(sbytes, sizeof sbytes, "%u", RS_PAGE_BYTES);
-    const char *argv[] = {id, by_index ? "i" : "s", sfrom, smax, sbytes};
+    const char *argv[] = {id,
+                          by_index == RS_KIND_INFO ? "n"
+                          : by_index               ? "i"
+                                                   : "s",
+                          sfrom, smax, sbytes};
     if (gen_slot(rs, id, 1) == NULL ||
         rs_eval(rs, RS_ONCE, RS_S_PAGE, on_page, p, 5, argv, NULL) != 0) {
         page_free(p);
@@ -314,11 +321,40 @@ int rs_cache_rows(struct rstore *rs, const uint8_t *owner, size_t owner_len, con
     return 1;
 }
 
+int store_prefetch_info(struct store *st, const uint8_t *owner, size_t owner_len, const char *id)
+{
+    struct rstore *rs = rs_of(st);
+    if (rs == NULL) {
+        return 0;
+    }
+    char okey[RS_OWNER_HEX + 1];
+    owner_key(owner, owner_len, okey);
+    struct rs_page *p = page_find(rs, okey, id, RS_KIND_INFO, 0);
+    if (p != NULL && p->ready && mono_ns() - p->born_ns > RS_INFO_FRESH_NS) {
+        page_unlink(rs, p); /* answered too long ago: ask again */
+        page_free(p);
+    }
+    return store_prefetch_results(st, owner, owner_len, id, RS_KIND_INFO, 0, 0, 0);
+}
+
 int rs_cache_info(struct rstore *rs, const uint8_t *owner, size_t owner_len, const char *id,
                   struct store_info *out, int *rc)
 {
     char okey[RS_OWNER_HEX + 1];
     owner_key(owner, owner_len, okey);
+    struct rs_page *q = page_find(rs, okey, id, RS_KIND_INFO, 0);
+    if (q != NULL && q->ready) {
+        page_unlink(rs, q); /* a status read ahead: used once, if still fresh */
+        int fresh = mono_ns() - q->born_ns <= RS_INFO_FRESH_NS;
+        if (fresh) {
+            *out = q->info;
+            *rc = q->rc;
+        }
+        page_free(q);
+        if (fresh) {
+            return 1;
+        }
+    }
     struct rs_page *p = rs->used;
     /* Only right after its rows were read (the same turn of the stream), and only once. */
     if (p == NULL || p->nrows > 0 || strcmp(p->id, id) != 0 || strcmp(p->owner, okey) != 0 ||

@@ -299,7 +299,7 @@ static const char ack_lua[] = LUA(
     return 1
 );
 
-/* ARGV: id kind ('s' by seq, 'i' by index) from max bytes -> {meta as HGETALL, ran sorted,
+/* ARGV: id kind ('s' by seq, 'i' by index, 'n' the status only) from max bytes -> {meta as HGETALL, ran sorted,
  * the scan's end (kind 'i'), index, value, ...}: a page of results with the batch's status,
  * in one round trip (read ahead, redis_prefetch.c). {{}} when there is no such batch. */
 static const char page_lua[] = LUA(
@@ -311,7 +311,9 @@ static const char page_lua[] = LUA(
     local out = {m, ran, 0}
     local from, max, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
     local bytes = 0
-    if ARGV[2] == 's' then
+    if ARGV[2] == 'n' then
+        return out
+    elseif ARGV[2] == 's' then
         local ix = redis.call('LRANGE', p .. 'order', from, from + max - 1)
         if #ix > 0 then
             local vs = redis.call('HMGET', p .. 'res', unpack(ix))

@@ -312,6 +312,9 @@ int store_batch_counts(struct store *st, uint64_t out[STORE_NSTATES]);
 int store_prefetch_results(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
                            int by_index, uint64_t from, size_t max, int follow);
 
+/* The same for the next store_batch_get of OWNER's batch ID (a status, a lookup). */
+int store_prefetch_info(struct store *st, const uint8_t *owner, size_t owner_len, const char *id);
+
 /* ---------------------------------------------------------------- cluster (SPEC §9) */
 
 /* 1 when ST is shared by replicas (Redis): stored batches are then cut into chunks that

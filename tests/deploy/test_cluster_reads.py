@@ -7,7 +7,8 @@ as a Redis stalled on a slow disk is) for longer than a blocking read would wait
 and the client reads on. Meanwhile the replica answers /healthz at once, every time (its loop
 is not blocked), and once Redis continues the stream carries on: every index once, seq 1..N,
 each result equal to Python's math.sqrt, and the summary. The same for a follower
-(?follow=true) of a batch still running when Redis stops.
+(?follow=true) of a batch still running when Redis stops, and a status asked for while
+Redis is stopped (answered 200 once it continues; /healthz answers meanwhile).
 
 Before results were read ahead on the async connection, the stream's next page was a
 blocking read: it timed out, the stream was cut without its summary, and reads were refused
@@ -135,6 +136,31 @@ def scenario_read_back(redis, rep):
     print(f"  read back: worst /healthz {worst:.0f} ms during a 1.5 s stall", flush=True)
 
 
+def scenario_status(redis, rep):
+    """A status asked for while Redis is stopped waits for it (the loop does not)."""
+    bid = async_batch(rep.port, [1, 4, 9])
+    wait_done(rep.port, bid)
+    out = {}
+
+    def ask():
+        out["st"], _, out["body"] = dl.request(rep.port, "GET", f"/v1/batches/{bid}", timeout=30)
+
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        th = threading.Thread(target=ask, daemon=True)
+        th.start()
+        time.sleep(0.3)
+        worst = max(healthz_ms(rep.port)[1] for _ in range(5))
+        check(worst < 400, f"status: /healthz took {worst:.0f} ms while a status waited")
+        time.sleep(0.7)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    th.join(30)
+    check(out.get("st") == 200 and json.loads(out["body"])["state"] == "done",
+          f"status after the stall: {out.get('st')} {out.get('body', b'')[:200]}")
+    print(f"  status: worst /healthz {worst:.0f} ms while it waited", flush=True)
+
+
 def scenario_follow(redis, rep):
     n = 400
     bid = async_batch(rep.port, [30] * n, op="sleep")
@@ -175,6 +201,7 @@ def main():
     try:
         rep.wait_ready()
         scenario_read_back(redis, rep)
+        scenario_status(redis, rep)
         scenario_follow(redis, rep)
     finally:
         rep.stop()
