@@ -365,6 +365,13 @@ enum MHD_Result batches_item(struct request *r)
     if (!store_id_valid(id)) {
         return reply_error(r, -BATCHD_E_BATCH_NOT_FOUND, NULL, NULL);
     }
+    if (!r->srv->closing && stream_find(r->srv, id, r->owner, r->owner_len) == NULL &&
+        store_prefetch_info(r->srv->store, r->owner, r->owner_len, id) == STORE_E_AGAIN) {
+        /* Cluster: its status is on its way from Redis; this request sleeps until it is
+         * there, then starts again (answered from memory, the loop never waits). */
+        results_sleep(r, id, batches_item);
+        return MHD_YES;
+    }
     if (strcmp(r->method, "DELETE") == 0) {
         return results ? reply_error_allow(r, -BATCHD_E_METHOD_NOT_ALLOWED, NULL, NULL,
                                            "GET, HEAD, OPTIONS")

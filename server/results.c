@@ -137,6 +137,10 @@ static void results_fill(struct request *r)
 {
     struct server *s = r->srv;
     uint64_t last = r->res.after;
+    if (store_prefetch_results(s->store, r->owner, r->owner_len, r->res.id, 0, r->res.after,
+                               RESULTS_PAGE, r->res.follow) == STORE_E_AGAIN) {
+        return; /* on its way (cluster): the stream sleeps until the store reports it */
+    }
     int rc = store_results_read(s->store, r->owner, r->owner_len, r->res.id, r->res.after,
                                 RESULTS_PAGE, results_row, r, &last);
     if (rc != 0) {
@@ -222,6 +226,10 @@ static void results_fill_document(struct request *r)
     uint32_t next = r->res.next_index;
     int tar = r->res.document == 2;
     /* A tar page holds images: a few at a time. */
+    if (store_prefetch_results(r->srv->store, r->owner, r->owner_len, r->res.id, 1,
+                               r->res.next_index, tar ? 4 : RESULTS_PAGE, 0) == STORE_E_AGAIN) {
+        return; /* on its way (cluster): the stream sleeps until the store reports it */
+    }
     int rc = store_results_by_index(r->srv->store, r->owner, r->owner_len, r->res.id,
                                     r->res.next_index, tar ? 4 : RESULTS_PAGE,
                                     tar ? results_tar_row : results_element, r, &next);

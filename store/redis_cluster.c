@@ -453,8 +453,8 @@ static void on_polled(struct rstore *rs, redisReply *reply, void *arg)
         if (cancelled && state < STORE_DONE && rs->cfg.on_cancel != NULL) {
             rs->cfg.on_cancel(rs->cfg.arg, id, seq);
         }
-        if (changed && rs->cfg.on_progress != NULL) {
-            rs->cfg.on_progress(rs->cfg.arg, id, seq);
+        if (changed) {
+            rs_progress(rs, id, seq);
         }
     }
     size_t k = 0;

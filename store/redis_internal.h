@@ -35,6 +35,8 @@
 
 struct rs_cmd;  /* a queued command (redis_conn.c) */
 struct rs_rows; /* results waiting to be sent for one batch (redis_rows.c) */
+struct rs_page; /* a page of results fetched ahead (redis_prefetch.c) */
+struct rs_gen;
 
 /* The Lua scripts (redis_scripts.c). */
 enum {
@@ -50,6 +52,7 @@ enum {
     RS_S_TOUCH,
     RS_S_POLL,
     RS_S_ACK,
+    RS_S_PAGE,
     RS_NSCRIPTS
 };
 extern const char *const rs_scripts[RS_NSCRIPTS];
@@ -97,6 +100,10 @@ struct rstore {
     void *claim_arg;
     int poll_inflight, touch_inflight;
     uint64_t ticks;
+    struct rs_page *pages; /* reads fetched ahead (redis_prefetch.c) */
+    struct rs_page *used;  /* the page read last: its status and summary come next */
+    struct rs_gen *gens;   /* per batch: progress reports seen, while pages are out */
+    size_t ngens;
     struct rs_watch *watch; /* what the last poll saw of each unfinished batch */
     size_t nwatch;
     /* stats */
@@ -220,6 +227,41 @@ int rs_batch_blob(struct store *st, const char *id, int part, uint32_t index, vo
                   size_t *len);
 int rs_unfinished(struct store *st, void (*fn)(void *arg, const char *id), void *arg);
 int rs_batch_counts(struct store *st, uint64_t out[STORE_NSTATES]);
+
+/* 1 when META (a HGETALL reply) belongs to OWNER (STORE_ANY_OWNER: anyone). */
+int rs_owner_ok(const redisReply *meta, const uint8_t *owner, size_t owner_len);
+
+/* The replica names of RAN (a sorted array reply) into OUT->replicas, comma-separated. */
+void rs_replicas_into(const redisReply *ran, struct store_info *out);
+
+/* Parses a result value "<seq> <ok> <line>" (LINE borrowed from V). 0 or -1. */
+int rs_parse_row(const redisReply *v, uint64_t *seq, int *ok, const char **line, size_t *len);
+
+/* redis_prefetch.c (reads fetched ahead without blocking, answered from memory) -------- */
+
+/* The cached page for store_results_read (BY_INDEX 0) or store_results_by_index (1) of ID
+ * from FROM, if one is there: ROW gets its rows (as those calls would), *LAST / *NEXT set,
+ * and 1 is returned with *RC; 0 when there is none (read it the blocking way). */
+int rs_cache_rows(struct rstore *rs, const uint8_t *owner, size_t owner_len, const char *id,
+                  int by_index, uint64_t from, size_t max, store_row_fn *row, void *arg,
+                  uint64_t *last, uint32_t *next, int *rc);
+
+/* The status of ID as the last prefetch saw it, if fresh: 1 and *OUT / *RC, else 0. */
+int rs_cache_info(struct rstore *rs, const uint8_t *owner, size_t owner_len, const char *id,
+                  struct store_info *out, int *rc);
+
+/* Its summary line (new: free()), if a fresh prefetch saw the batch ended: 1, else 0. */
+int rs_cache_summary(struct rstore *rs, const char *id, void **data, size_t *len);
+
+/* Reports progress of batch ID (on_progress), and marks the pages fetched before as stale
+ * if they said "nothing new". Every progress report of the Redis store goes through it. */
+void rs_progress(struct rstore *rs, const char *id, uint64_t seq);
+
+/* Drops stale cache entries (the timer). */
+void rs_cache_tick(struct rstore *rs);
+
+/* Frees the cache (at close). */
+void rs_cache_free(struct rstore *rs);
 
 /* Fills *OUT from a HGETALL reply of a batch's meta (and its id); 0 or STORE_E_NOT_FOUND.
  * Expired (expires <= NOW_MS and ended, or state expired) gives STORE_E_EXPIRED. */

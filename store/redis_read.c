@@ -64,8 +64,10 @@ static const char rr_lua_list[] =
  * index, value (false: missing), ... for the first of them, until their bytes reach BYTES}. */
 static const char rr_lua_results[] = "local ix = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])\n"
                                      "local out, bytes, budget = {#ix}, 0, tonumber(ARGV[3])\n"
-                                     "for _, i in ipairs(ix) do\n"
-                                     "  local v = redis.call('HGET', KEYS[2], i)\n"
+                                     "if #ix == 0 then return out end\n"
+                                     "local vs = redis.call('HMGET', KEYS[2], unpack(ix))\n"
+                                     "for k, i in ipairs(ix) do\n"
+                                     "  local v = vs[k]\n"
                                      "  out[#out + 1] = i\n"
                                      "  out[#out + 1] = v\n"
                                      "  if v then bytes = bytes + #v end\n"
@@ -192,7 +194,7 @@ static const redisReply *rr_field(const redisReply *meta, const char *name)
 
 /* 1 when META (not empty) belongs to OWNER. Both spellings of "no owner" ("" in the meta,
  * "-" from rs_owner_hex) are the same owner. */
-static int rr_owner_ok(const redisReply *meta, const uint8_t *owner, size_t owner_len)
+int rs_owner_ok(const redisReply *meta, const uint8_t *owner, size_t owner_len)
 {
     if (owner_len == STORE_ANY_OWNER) {
         return 1;
@@ -215,7 +217,7 @@ static int rr_owner_ok(const redisReply *meta, const uint8_t *owner, size_t owne
 
 /* The names of RAN (a sorted array of replica names) into OUT->replicas, comma-separated;
  * the names that would not fit whole are left out. */
-static void rr_replicas(const redisReply *ran, struct store_info *out)
+void rs_replicas_into(const redisReply *ran, struct store_info *out)
 {
     size_t used = 0;
     out->replicas[0] = '\0';
@@ -358,13 +360,13 @@ static int rr_lookup(struct rstore *rs, const uint8_t *owner, size_t owner_len, 
         goto out;
     }
     const redisReply *meta = r->element[0];
-    if (meta->elements == 0 || !rr_owner_ok(meta, owner, owner_len)) {
+    if (meta->elements == 0 || !rs_owner_ok(meta, owner, owner_len)) {
         rc = STORE_E_NOT_FOUND;
         goto out;
     }
     rc = rs_info_from_meta(meta, id, rs_now_ms(rs), info);
     if (rc != STORE_E_NOT_FOUND) {
-        rr_replicas(r->element[1], info);
+        rs_replicas_into(r->element[1], info);
     }
 out:
     if (r != NULL) {
@@ -418,14 +420,14 @@ int rs_batch_list(struct store *st, const uint8_t *owner, size_t owner_len, int 
             const redisReply *rid = found->element[i], *meta = found->element[i + 1];
             if (rid->type != REDIS_REPLY_STRING || rid->len != STORE_ID_LEN ||
                 !store_id_valid(rid->str) || meta->type != REDIS_REPLY_ARRAY ||
-                !rr_owner_ok(meta, owner, owner_len)) {
+                !rs_owner_ok(meta, owner, owner_len)) {
                 continue;
             }
             /* The script has filtered already; this skips what the clock moved past since. */
             if (rs_info_from_meta(meta, rid->str, now, &out[*n]) != 0) {
                 continue;
             }
-            rr_replicas(found->element[i + 2], &out[*n]);
+            rs_replicas_into(found->element[i + 2], &out[*n]);
             (*n)++;
         }
         const redisReply *last = r->element[0];
@@ -444,7 +446,7 @@ out:
 }
 
 /* Splits a res value "<seq> <ok> <line>" into its parts (LINE borrowed from V). 0 or -1. */
-static int rr_row(const redisReply *v, uint64_t *seq, int *ok, const char **line, size_t *len)
+int rs_parse_row(const redisReply *v, uint64_t *seq, int *ok, const char **line, size_t *len)
 {
     if (v->type != REDIS_REPLY_STRING) {
         return -1;
@@ -491,7 +493,7 @@ static int rr_give(const redisReply *idx, const redisReply *v, store_row_fn *row
     int ok = 0;
     const char *line = NULL;
     size_t len = 0;
-    if (rr_row(v, &seq, &ok, &line, &len) != 0) {
+    if (rs_parse_row(v, &seq, &ok, &line, &len) != 0) {
         return -1;
     }
     if (last != NULL) {

@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RS_GROUP 512 /* results in one record script at most */
+#define RS_GROUP 512  /* results in one record script at most */
+#define RS_INFLIGHT 2 /* record scripts of one batch in flight at most */
 
 struct rs_rows {
     struct rs_rows *next;
@@ -105,8 +106,8 @@ static void on_recorded(struct rstore *rs, redisReply *reply, void *arg)
         if (b != NULL && seq > b->committed_seq) {
             b->committed_seq = seq;
         }
-        if (rs->cfg.on_progress != NULL && rec > 0) {
-            rs->cfg.on_progress(rs->cfg.arg, r->id, seq);
+        if (rec > 0) {
+            rs_progress(rs, r->id, seq);
         }
     } else if (reply != NULL && rs->cfg.on_error != NULL) {
         rs->cfg.on_error(rs->cfg.arg, STORE_E_IO,
@@ -216,7 +217,9 @@ int rs_rows_add(struct rstore *rs, const char *id, uint32_t index, int ok, const
     r->len[r->n] = len;
     r->n++;
     rs->stats.pending_rows++;
-    if (r->inflight == 0 || r->n >= RS_GROUP) {
+    /* At most RS_INFLIGHT groups of a batch in flight: a deeper pipeline of scripts would
+     * only queue in Redis, where every other client's command (the reads) waits behind it. */
+    if (r->inflight == 0 || (r->n >= RS_GROUP && r->inflight < RS_INFLIGHT)) {
         rows_flush(rs, r);
     }
     return 0;
@@ -241,8 +244,8 @@ struct rs_end_wait {
 static void on_ended(struct rstore *rs, redisReply *reply, void *arg)
 {
     struct rs_end_wait *w = arg;
-    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && rs->cfg.on_progress != NULL) {
-        rs->cfg.on_progress(rs->cfg.arg, w->id, 0); /* its end is recorded */
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+        rs_progress(rs, w->id, 0); /* its end is recorded */
     }
     free(w);
 }

@@ -299,6 +299,53 @@ static const char ack_lua[] = LUA(
     return 1
 );
 
+/* ARGV: id kind ('s' by seq, 'i' by index, 'n' the status only) from max bytes -> {meta as HGETALL, ran sorted,
+ * the scan's end (kind 'i'), index, value, ...}: a page of results with the batch's status,
+ * in one round trip (read ahead, redis_prefetch.c). {{}} when there is no such batch. */
+static const char page_lua[] = LUA(
+    local p = 'batchd:{' .. ARGV[1] .. '}:'
+    local m = redis.call('HGETALL', p .. 'meta')
+    if #m == 0 then return {m} end
+    local ran = redis.call('SMEMBERS', p .. 'ran')
+    table.sort(ran)
+    local out = {m, ran, 0}
+    local from, max, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+    local bytes = 0
+    if ARGV[2] == 'n' then
+        return out
+    elseif ARGV[2] == 's' then
+        local ix = redis.call('LRANGE', p .. 'order', from, from + max - 1)
+        if #ix > 0 then
+            local vs = redis.call('HMGET', p .. 'res', unpack(ix))
+            for k, i in ipairs(ix) do
+                if vs[k] then
+                    out[#out + 1] = i
+                    out[#out + 1] = vs[k]
+                    bytes = bytes + #vs[k]
+                end
+                if bytes >= budget then break end
+            end
+        end
+    else
+        local njobs = tonumber(redis.call('HGET', p .. 'meta', 'njobs') or '0')
+        local i = from
+        local stop = math.min(njobs, from + 2048)
+        local n = 0
+        while i < stop and n < max and bytes < budget do
+            local v = redis.call('HGET', p .. 'res', tostring(i))
+            if v then
+                out[#out + 1] = tostring(i)
+                out[#out + 1] = v
+                n = n + 1
+                bytes = bytes + #v
+            end
+            i = i + 1
+        end
+        out[3] = i
+    end
+    return out
+);
+
 /* clang-format on */
 
 const char *const rs_scripts[RS_NSCRIPTS] = {
@@ -306,4 +353,5 @@ const char *const rs_scripts[RS_NSCRIPTS] = {
     [RS_S_END] = end_lua,       [RS_S_CANCEL] = cancel_lua, [RS_S_START] = start_lua,
     [RS_S_FORGET] = forget_lua, [RS_S_EXPIRE] = expire_lua, [RS_S_CLAIM] = claim_lua,
     [RS_S_TOUCH] = touch_lua,   [RS_S_POLL] = poll_lua,     [RS_S_ACK] = ack_lua,
+    [RS_S_PAGE] = page_lua,
 };

@@ -41,7 +41,8 @@
     XX(IO, "io", "the store could not read or write")                                              \
     XX(UNWRITABLE, "unwritable", "the state dir cannot be written")                                \
     XX(CORRUPT, "corrupt", "the database file is not a batchd store or is damaged")                \
-    XX(BUSY, "busy", "another process has the state dir open")
+    XX(BUSY, "busy", "another process has the state dir open")                                     \
+    XX(AGAIN, "again", "the answer is on its way: ask again when the store reports progress")
 
 enum store_err {
     STORE_OK = 0,
@@ -300,6 +301,19 @@ double store_stats_quantile_ms(const struct store_stats *s, double p);
  * STORE_E_IO (OUT then all 0). */
 #define STORE_NSTATES (STORE_EXPIRED + 1)
 int store_batch_counts(struct store *st, uint64_t out[STORE_NSTATES]);
+
+/* Reads ahead, without blocking, what store_results_read (BY_INDEX 0) or
+ * store_results_by_index (1) of OWNER's batch ID from FROM (at most MAX rows), then
+ * store_batch_get and its summary, will read next. Returns 0 when those calls can go on now
+ * (answered from memory, or read the usual way), or STORE_E_AGAIN: the page is on its way,
+ * and on_progress reports ID once it is there (ask again then; FOLLOW: a page with nothing
+ * new is reported only once the batch moves on). For a store whose reads do not wait on a
+ * network (SQLite): always 0. */
+int store_prefetch_results(struct store *st, const uint8_t *owner, size_t owner_len, const char *id,
+                           int by_index, uint64_t from, size_t max, int follow);
+
+/* The same for the next store_batch_get of OWNER's batch ID (a status, a lookup). */
+int store_prefetch_info(struct store *st, const uint8_t *owner, size_t owner_len, const char *id);
 
 /* ---------------------------------------------------------------- cluster (SPEC §9) */
 

@@ -454,6 +454,53 @@ static int rs_expire(struct store *st, int64_t now_ms)
     return rs_eval(rs, RS_ONCE, RS_S_EXPIRE, NULL, NULL, 2, argv, NULL);
 }
 
+/* ---------------------------------------------------------------- reads, from what was read ahead
+ */
+
+static int rs_results_read_ahead(struct store *st, const uint8_t *owner, size_t owner_len,
+                                 const char *id, uint64_t after, size_t max, store_row_fn *row,
+                                 void *arg, uint64_t *last)
+{
+    int rc = 0;
+    *last = after;
+    if (rs_cache_rows(rs_from(st), owner, owner_len, id, 0, after, max, row, arg, last, NULL,
+                      &rc)) {
+        return rc;
+    }
+    return rs_results_read(st, owner, owner_len, id, after, max, row, arg, last);
+}
+
+static int rs_results_by_index_ahead(struct store *st, const uint8_t *owner, size_t owner_len,
+                                     const char *id, uint32_t from, size_t max, store_row_fn *row,
+                                     void *arg, uint32_t *next)
+{
+    int rc = 0;
+    *next = from;
+    if (rs_cache_rows(rs_from(st), owner, owner_len, id, 1, from, max, row, arg, NULL, next, &rc)) {
+        return rc;
+    }
+    return rs_results_by_index(st, owner, owner_len, id, from, max, row, arg, next);
+}
+
+static int rs_batch_get_ahead(struct store *st, const uint8_t *owner, size_t owner_len,
+                              const char *id, struct store_info *out)
+{
+    int rc = 0;
+    if (rs_cache_info(rs_from(st), owner, owner_len, id, out, &rc)) {
+        return rc;
+    }
+    return rs_batch_get(st, owner, owner_len, id, out);
+}
+
+static int rs_batch_blob_ahead(struct store *st, const char *id, int part, uint32_t index,
+                               void **data, size_t *len)
+{
+    if (part == STORE_PART_SUMMARY && rs_cache_summary(rs_from(st), id, data, len)) {
+        return 0;
+    }
+    return rs_batch_blob(st, id, part, index, data, len);
+}
+
 /* ---------------------------------------------------------------- the rest of the table */
 
 static int rs_fd(const struct store *st)
@@ -466,6 +513,7 @@ static void rs_dispatch(struct store *st)
     struct rstore *rs = rs_from(st);
     if (rs_conn_dispatch(rs)) {
         rs_cluster_tick(rs);
+        rs_cache_tick(rs);
     }
 }
 
@@ -488,6 +536,7 @@ static void rs_close(struct store *st)
         rs_sync_all(st);
     }
     rs_conn_close(rs);
+    rs_cache_free(rs); /* after the connection: every page's reply handler has run */
     while (rs->handles != NULL) {
         struct rs_batch *b = rs->handles;
         rs->handles = b->next;
@@ -515,11 +564,11 @@ static const struct store_ops rs_ops = {
     .batch_start = rs_start,
     .batch_cancel = rs_cancel,
     .batch_end = rs_end,
-    .batch_get = rs_batch_get,
+    .batch_get = rs_batch_get_ahead,
     .batch_list = rs_batch_list,
-    .results_read = rs_results_read,
-    .results_by_index = rs_results_by_index,
-    .batch_blob = rs_batch_blob,
+    .results_read = rs_results_read_ahead,
+    .results_by_index = rs_results_by_index_ahead,
+    .batch_blob = rs_batch_blob_ahead,
     .batch_blob_async = rs_blob_async,
     .unfinished = rs_unfinished,
     .batch_forget = rs_forget,

@@ -9,9 +9,10 @@
 # Environment: REPS (default 3), WRK_SECS (default 8, at most 20), ONLY (comma list of
 # photos,thumbs,sqrt,cpu,http,memory; default all; or stored alone: stored_bench.py, with
 # BASE_BIN naming an older binary for the plain path beside; or img alone: img_table.py,
-# BATCHD_BIN_BEFORE then names an older binary to measure beside), PHOTOS (default
-# ../shared/data/photos), SKIP_BUILD=1 (reuse build-bench/), BATCHD_BIN (bench another
-# binary; implies SKIP_BUILD).
+# BATCHD_BIN_BEFORE then names an older binary to measure beside; or cluster alone:
+# cluster_bench.py, Redis's cost per job and scaling over replicas, with a redis-server it
+# starts), PHOTOS (default ../shared/data/photos), SKIP_BUILD=1 (reuse build-bench/),
+# BATCHD_BIN (bench another binary; implies SKIP_BUILD).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -19,7 +20,9 @@ cd "$repo"
 
 # ---------------------------------------------------------------- packages
 need=()
-for p in python3-pil python3-joblib libvips-tools wrk bc hyperfine curl; do
+pkgs=(python3-pil python3-joblib libvips-tools wrk bc hyperfine curl)
+[ "${ONLY:-}" = cluster ] && pkgs+=(redis-server)
+for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     need+=("$p")
   fi
@@ -60,6 +63,13 @@ if [ "${ONLY:-}" = img ]; then
   exec /usr/bin/python3 "$here/img_table.py" --bin "$BATCHD_BIN" --reps "${REPS:-3}" \
     --results "$here/results" ${BATCHD_BIN_BEFORE:+--bin-before "$BATCHD_BIN_BEFORE"} \
     --command "ONLY=img tests/bench/run.sh${REPS:+ (REPS=$REPS)}"
+fi
+if [ "${ONLY:-}" = cluster ]; then
+  # Issue 11: Redis overhead per job (1M sqrt async, SQLite vs Redis vs plain) and scaling of
+  # I/O- and CPU-bound batches over 1-3 replicas sharing one redis-server it starts itself.
+  exec /usr/bin/python3 "$here/cluster_bench.py" --bin "$BATCHD_BIN" --reps "${REPS:-3}" \
+    --out "$here/results/$(date -u +%Y-%m-%d)-cluster.md" \
+    --command "ONLY=cluster${REPS:+ REPS=$REPS} tests/bench/run.sh"
 fi
 exec /usr/bin/python3 "$here/bench.py" --bin "$BATCHD_BIN" --cloop "$repo/build-bench/cloop" \
   --reps "${REPS:-3}" --results "$here/results" --command "tests/bench/run.sh${REPS:+ (REPS=$REPS)}"
