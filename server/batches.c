@@ -146,19 +146,26 @@ static enum MHD_Result batches_forgotten(struct request *r)
     return status_reply_lookup_error(r, r->wait_rc);
 }
 
-static void batches_forget_done(void *arg, int rc, struct store_batch *sb, const char *id)
+/* The store answered the write that R (in SLOT; NULL once R went away) waits for: R wakes
+ * and answers with FN. */
+static void batches_wake(struct request **slot, int rc, struct store_batch *sb, results_wake_fn fn)
 {
-    struct request **slot = arg, *r = *slot;
-    (void)id;
+    struct request *r = *slot;
     store_batch_release(sb);
     free(slot);
     if (r != NULL) {
         r->forget_slot = NULL;
         r->wait_rc = rc;
-        r->resume_fn = batches_forgotten;
+        r->resume_fn = fn;
         MHD_resume_connection(r->conn);
         r->srv->resumed = 1;
     }
+}
+
+static void batches_forget_done(void *arg, int rc, struct store_batch *sb, const char *id)
+{
+    (void)id;
+    batches_wake(arg, rc, sb, batches_forgotten);
 }
 
 /* A cancelled stored batch: its final status once its end is committed, else sleep on. */
@@ -189,17 +196,8 @@ static enum MHD_Result batches_cancel_recorded(struct request *r)
 
 static void batches_cancel_done(void *arg, int rc, struct store_batch *sb, const char *id)
 {
-    struct request **slot = arg, *r = *slot;
     (void)id;
-    store_batch_release(sb);
-    free(slot);
-    if (r != NULL) {
-        r->forget_slot = NULL;
-        r->wait_rc = rc;
-        r->resume_fn = batches_cancel_recorded;
-        MHD_resume_connection(r->conn);
-        r->srv->resumed = 1;
-    }
+    batches_wake(arg, rc, sb, batches_cancel_recorded);
 }
 
 static enum MHD_Result batches_suspend_on(struct request *r, struct request **slot)

@@ -190,6 +190,18 @@ static int chunk_at(const uint8_t *data, size_t len, size_t pos, size_t *n)
     return 0;
 }
 
+/* 1 when the chunk at POS has a type libpng accepts: four ASCII letters (else it fails). */
+static int chunk_name_ok(const uint8_t *data, size_t pos)
+{
+    for (int i = 0; i < 4; i++) {
+        uint8_t c = data[pos + 4 + i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int chunk_is(const uint8_t *data, size_t pos, const char *type)
 {
     return memcmp(data + pos + 4, type, 4) == 0;
@@ -201,8 +213,8 @@ static int crc_ok(const uint8_t *data, size_t pos, size_t n)
 }
 
 /* Walks the chunks from the signature to IEND, in the order libpng accepts without a word:
- * one run of IDAT, after it only ancillary chunks, then IEND; checks the CRC of every IDAT
- * and of IEND (libpng checked those before the first IDAT). *FIRST = the first IDAT's
+ * one run of IDAT, after it only ancillary chunks (named with letters), then IEND; checks the CRC
+ * of every IDAT and of IEND (libpng checked those before the first IDAT). *FIRST = the first IDAT's
  * offset, *ZLEN = the run's data bytes, *COUNT = its chunks. 0, or 1 (libpng decides). */
 static int walk(const uint8_t *data, size_t len, size_t *first, size_t *zlen, size_t *count)
 {
@@ -212,7 +224,7 @@ static int walk(const uint8_t *data, size_t len, size_t *first, size_t *zlen, si
     *count = 0;
     for (;;) {
         size_t n = 0;
-        if (chunk_at(data, len, pos, &n) != 0) {
+        if (chunk_at(data, len, pos, &n) != 0 || !chunk_name_ok(data, pos)) {
             return 1;
         }
         int idat = chunk_is(data, pos, "IDAT");
