@@ -53,6 +53,10 @@ struct store_batch {
     struct store *st;
 };
 
+/* Counts one write transaction (a commit, a Redis round trip) of NS nanoseconds in S: its
+ * count, total, maximum and histogram bucket (store.c). */
+void store_stats_add_flush(struct store_stats *s, uint64_t ns);
+
 /* The SQLite backend (store_sqlite.c). Returns as store_open. */
 int store_sqlite_open(const struct store_config *cfg, struct store **out, char *err, size_t errlen);
 

@@ -164,12 +164,6 @@ int store_claim(struct store *st, unsigned max, store_chunk_fn *fn, void *arg)
     return 0;
 }
 
-unsigned store_claims_pending(const struct store *st)
-{
-    const struct rstore *rs = rs_of((struct store *)st);
-    return rs != NULL ? (unsigned)rs->claim_inflight : 0;
-}
-
 /* ---------------------------------------------------------------- a chunk's results */
 
 int store_chunk_result(struct store *st, const struct store_chunk *c, uint32_t index, int ok,

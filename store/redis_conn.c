@@ -196,26 +196,6 @@ static struct rs_cmd *list_pop(struct rs_cmd **head, struct rs_cmd **tail)
     return c;
 }
 
-static void hist_add(struct rstore *rs, uint64_t ns)
-{
-    double us = (double)ns / 1000.0;
-    size_t k = 0;
-    while (k + 1 < STORE_HIST_BUCKETS &&
-           us >= (double)(1ull << ((k + 1) / 4)) * (((k + 1) % 4) == 0   ? 1.0
-                                                    : ((k + 1) % 4) == 1 ? 1.189207
-                                                    : ((k + 1) % 4) == 2 ? 1.414214
-                                                                         : 1.681793)) {
-        k++;
-    }
-    rs->stats.flush_hist[k]++;
-    rs->stats.flushes++;
-    double ms = us / 1000.0;
-    rs->stats.flush_total_ms += ms;
-    if (ms > rs->stats.flush_max_ms) {
-        rs->stats.flush_max_ms = ms;
-    }
-}
-
 static void on_reply(redisAsyncContext *ac, void *r, void *privdata);
 
 /* Hands C to hiredis (its reply comes to on_reply). */
@@ -346,7 +326,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
     if (reply != NULL) {
-        hist_add(rs, now_ns() - c->sent_ns);
+        store_stats_add_flush(&rs->stats, now_ns() - c->sent_ns); /* a write's round trip */
     }
     if (c->fn != NULL) {
         c->fn(rs, reply, c->arg);
@@ -416,7 +396,6 @@ static void lost(struct rstore *rs, const char *why)
     rs->connected = 0;
     rs->connecting = 0;
     rs->stats.write_error = STORE_E_IO;
-    rs->cstats.up = 0;
     rs->retry_at_ns = now_ns() + RS_RETRY_MS * 1000000ull;
 }
 
@@ -464,7 +443,6 @@ static void on_ready(struct rstore *rs, redisReply *reply, void *arg)
     rs->connected = 1;
     rs->connecting = 0;
     rs->stats.write_error = 0;
-    rs->cstats.up = 1;
     flush_waiting(rs);
 }
 

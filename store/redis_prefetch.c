@@ -48,7 +48,6 @@ struct rs_page {
     struct rs_row *rows;
     size_t nrows;
     char *text;
-    uint32_t scan_end; /* by index: the index after the last one looked at */
 };
 
 struct rs_gen {
@@ -170,8 +169,6 @@ static int page_fill(struct rstore *rs, struct rs_page *p, const redisReply *r)
             p->summary_len = v->len;
         }
     }
-    p->scan_end = r->element[2]->type == REDIS_REPLY_INTEGER ? (uint32_t)r->element[2]->integer
-                                                             : (uint32_t)p->from;
     size_t n = (r->elements - 3) / 2, bytes = 0;
     for (size_t i = 0; i < n; i++) {
         const redisReply *v = r->element[4 + 2 * i];
@@ -317,7 +314,6 @@ int rs_cache_rows(struct rstore *rs, const uint8_t *owner, size_t owner_len, con
             break;
         }
     }
-    (void)p->scan_end;
     return 1;
 }
 

@@ -464,17 +464,7 @@ static void writer_count(struct sq_store *sq, const struct txn *tx, int64_t took
     if (!tx->wrote) {
         return;
     }
-    sq->stats.flushes++;
-    double ms = (double)took / 1e6;
-    sq->stats.flush_total_ms += ms;
-    if (ms > sq->stats.flush_max_ms) {
-        sq->stats.flush_max_ms = ms;
-    }
-    size_t k = 0;
-    while (k + 1 < STORE_HIST_BUCKETS && exp2((double)k / 4.0) * 1000.0 <= (double)took) {
-        k++;
-    }
-    sq->stats.flush_hist[k]++;
+    store_stats_add_flush(&sq->stats, (uint64_t)took);
 }
 
 /* Records a failed transaction (under sq->mu) and puts SEG back in the queue. */

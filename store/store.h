@@ -340,9 +340,6 @@ typedef void store_chunk_fn(void *arg, const struct store_chunk *c);
  * Returns 0, STORE_E_IO (Redis is not reachable) or STORE_E_INVALID (not a cluster). */
 int store_claim(struct store *st, unsigned max, store_chunk_fn *fn, void *arg);
 
-/* Claims asked for and not answered yet. */
-unsigned store_claims_pending(const struct store *st);
-
 /* Records the result of job INDEX of batch ID (run from a claimed chunk): exactly once in
  * the cluster (a second is refused there and counted). LINE is copied. 0 or STORE_E_NOMEM. */
 int store_chunk_result(struct store *st, const struct store_chunk *c, uint32_t index, int ok,
